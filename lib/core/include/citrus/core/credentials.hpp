@@ -1,0 +1,65 @@
+#pragma once
+/// Commander and agent credentials: registration, rotation with an overlap window, verification.
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "citrus/core/clock.hpp"
+#include "citrus/core/random.hpp"
+#include "citrus/core/result.hpp"
+#include "citrus/core/storage.hpp"
+
+namespace citrus {
+
+/// What a successful verification establishes about a connection.
+struct verified_principal {
+  principal_kind kind = principal_kind::agent;
+  std::string id;
+  std::vector<std::string> grants;  ///< see principal_record::grants
+};
+
+class credential_service {
+ public:
+  credential_service(credential_store& store, const clock& clk, random_source& random);
+
+  /// Creates (kind, id) with a fresh key and returns the key: the only time it is ever visible.
+  /// errc::invalid_value for an id that is not a wire id; errc::conflict if it exists.
+  result<std::string> register_principal(principal_kind kind, std::string_view id,
+                                         const std::vector<std::string>& grants);
+  /// Issues a new key; the keys it replaces keep working for `overlap`, then fail.
+  result<std::string> rotate(principal_kind kind, std::string_view id, std::chrono::seconds overlap);
+  /// errc::auth_failed for an unknown id, a wrong key or an expired key (indistinguishable, and the
+  /// same work is done for an unknown id); errc::storage_unavailable when the store failed.
+  result<verified_principal> verify(principal_kind kind, std::string_view id, std::string_view key);
+
+ private:
+  credential_store& store_;
+  const clock& clock_;
+  random_source& random_;
+};
+
+/// How the hub checks a connecting commander or agent. Asynchronous so that a remote check
+/// (the backend's POST /api/verify-agent) never blocks routing. `done` must be invoked exactly once,
+/// on the hub's thread; it may be invoked before verify() returns.
+class principal_verifier {
+ public:
+  virtual ~principal_verifier() = default;
+  using callback = std::function<void(result<verified_principal>)>;
+  virtual void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) = 0;
+};
+
+/// Verifies against a credential_service synchronously (a local store).
+class store_verifier final : public principal_verifier {
+ public:
+  explicit store_verifier(credential_service& service) : service_(service) {}
+  void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) override {
+    done(service_.verify(kind, id, key));
+  }
+
+ private:
+  credential_service& service_;
+};
+
+}  // namespace citrus

@@ -1,0 +1,150 @@
+#pragma once
+/// Storage interfaces: users, sites, commander/agent credentials and the audit trail.
+/// Implementations: citrus::memory (in-memory, for tests and embedders) and citrus::sqlite.
+/// Every implementation passes the same conformance suite (tests/unit/storage_conformance.hpp).
+///
+/// Threading: an implementation is used from one thread at a time unless it says otherwise.
+/// Errors: errc::not_found, errc::conflict, errc::storage_unavailable, errc::storage_full;
+/// a failed write has changed nothing.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "citrus/core/audit.hpp"
+#include "citrus/core/clock.hpp"
+#include "citrus/core/ids.hpp"
+#include "citrus/core/result.hpp"
+
+namespace citrus {
+
+// ---------------------------------------------------------------- users
+enum class user_role { user, admin };
+std::string_view to_string(user_role role) noexcept;
+
+struct user_record {
+  user_id id;
+  std::string name;
+  std::string password_hash;  ///< argon2id string (citrus/core/password.hpp); never a password
+  user_role role = user_role::user;
+  wall_time created_at{};
+};
+
+class user_store {
+ public:
+  virtual ~user_store() = default;
+  /// errc::conflict when the name is taken.
+  virtual result<user_record> create_user(std::string_view name, std::string_view password_hash, user_role role,
+                                          wall_time now) = 0;
+  virtual result<user_record> find_user(user_id id) = 0;
+  virtual result<user_record> find_user_by_name(std::string_view name) = 0;
+  virtual result<std::vector<user_record>> list_users() = 0;
+  /// Deletes the user and their sites.
+  virtual result<void> delete_user(user_id id) = 0;
+};
+
+// ---------------------------------------------------------------- sites
+struct site_record {
+  site_id id;
+  std::string name;
+  std::string url;
+  user_id owner;                  ///< sites.user_id
+  agent_id agent;                 ///< the agent that hosts the site
+  wall_time created_at{};
+  wall_time updated_at{};
+  std::string deployer_id;        ///< the agent that ran the last deploy
+  std::string deploy_status;      ///< "", "pending", "deploying", "deployed", "failed", ...
+  std::optional<wall_time> last_deploy_date;
+};
+
+struct new_site {
+  std::string name;
+  std::string url;
+  user_id owner;
+  agent_id agent;
+};
+
+struct site_changes {
+  std::optional<std::string> name;
+  std::optional<std::string> url;
+};
+
+struct deploy_update {
+  std::string deploy_status;
+  std::string deployer_id;
+  std::optional<wall_time> last_deploy_date;  ///< set when a deploy completed
+};
+
+/// Site queries are scoped to their owner by construction: there is no way to read or change a site
+/// without naming the user it must belong to (a site of another user answers errc::not_found, like a
+/// missing one). The only unscoped write is record_deploy(), driven by agent status updates for a
+/// request the backend itself started.
+class site_store {
+ public:
+  virtual ~site_store() = default;
+  virtual result<site_record> create_site(const new_site& site, wall_time now) = 0;
+  virtual result<site_record> find_site(user_id owner, site_id id) = 0;
+  virtual result<std::vector<site_record>> list_sites(user_id owner) = 0;
+  virtual result<site_record> update_site(user_id owner, site_id id, const site_changes& changes, wall_time now) = 0;
+  virtual result<void> delete_site(user_id owner, site_id id) = 0;
+  virtual result<site_record> record_deploy(site_id id, const deploy_update& update, wall_time now) = 0;
+};
+
+// ---------------------------------------------------------------- commander and agent credentials
+enum class principal_kind { commander, agent };
+std::string_view to_string(principal_kind kind) noexcept;
+
+struct key_record {
+  std::string key_hash;                 ///< citrus/core/keys.hpp format; never the key
+  wall_time created_at{};
+  std::optional<wall_time> expires_at;  ///< set on rotation: the old key works until then
+};
+
+struct principal_record {
+  principal_kind kind = principal_kind::agent;
+  std::string id;                       ///< commander id or agent id (a wire id)
+  std::vector<key_record> keys;
+  /// Commanders: the agent ids they may command ("*" = all). Agents: the commanders they trust.
+  std::vector<std::string> grants;
+  wall_time created_at{};
+};
+
+class credential_store {
+ public:
+  virtual ~credential_store() = default;
+  /// errc::conflict when (kind, id) exists.
+  virtual result<void> create_principal(const principal_record& principal) = 0;
+  virtual result<principal_record> find_principal(principal_kind kind, std::string_view id) = 0;
+  virtual result<std::vector<principal_record>> list_principals(principal_kind kind) = 0;
+  /// Sets expires_at on every key of (kind, id) that has none or a later one, then adds `key`,
+  /// in one transaction (rotation with an overlap window).
+  virtual result<void> rotate_key(principal_kind kind, std::string_view id, const key_record& key,
+                                  wall_time old_keys_expire_at) = 0;
+  virtual result<void> set_grants(principal_kind kind, std::string_view id, const std::vector<std::string>& grants) = 0;
+  virtual result<void> delete_principal(principal_kind kind, std::string_view id) = 0;
+};
+
+// ---------------------------------------------------------------- audit trail
+struct audit_query {
+  std::optional<audit_kind> kind;
+  std::size_t limit = 100;  ///< newest first
+};
+
+class audit_store : public audit_sink {
+ public:
+  /// Like record(), but reports whether the event was stored.
+  virtual result<void> append(const audit_event& event) = 0;
+  virtual result<std::vector<audit_event>> query(const audit_query& query) = 0;
+  void record(audit_event event) override { (void)append(event); }
+};
+
+/// One database: the four stores together.
+class storage {
+ public:
+  virtual ~storage() = default;
+  virtual user_store& users() = 0;
+  virtual site_store& sites() = 0;
+  virtual credential_store& credentials() = 0;
+  virtual audit_store& audit() = 0;
+};
+
+}  // namespace citrus

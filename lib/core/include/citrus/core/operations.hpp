@@ -19,6 +19,7 @@ struct field_rule {
   std::string name;
   protocol::json_kind kind = protocol::json_kind::string;
   bool required = true;
+  std::size_t min_length = 0;     ///< strings: bytes
   std::size_t max_length = 256;   ///< strings: bytes
   std::int64_t min = 0;           ///< integers
   std::int64_t max = INT64_MAX;   ///< integers

@@ -1,0 +1,125 @@
+#pragma once
+/// The EngineHub: authenticates commanders and agents, forwards each command to its agent tagged with
+/// the sender's commanderId, and routes each status update only to the commander that started the
+/// request. Single-threaded: every member is called on one thread (the transport's loop).
+///
+/// Flow of one command (docs/architecture.md):
+///   commander --command{id, agent, op, payload}--> hub: parse + validate + rate limit, queue by priority
+///   hub: grants, in-flight cap, route (commanderId, id) -> agent bound --command{id, commanderId, op, payload}--> agent
+///   agent --progress/result{id, commanderId}--> hub: route must exist and belong to this agent, else dropped
+///   hub --progress/result{id, agent, ...}--> that commander only; a result ends the route.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
+
+#include "citrus/core/audit.hpp"
+#include "citrus/core/clock.hpp"
+#include "citrus/core/credentials.hpp"
+#include "citrus/core/logger.hpp"
+#include "citrus/core/operations.hpp"
+#include "citrus/core/protocol.hpp"
+#include "citrus/core/rate_limit.hpp"
+#include "citrus/core/transport.hpp"
+
+namespace citrus {
+
+struct hub_config {
+  protocol::limits limits{};
+  /// A connection that has not authenticated by then is closed with close_code::auth_timeout.
+  std::chrono::milliseconds auth_timeout{5000};
+  /// A request with no update for this long fails with errc::request_timeout (progress extends it).
+  std::chrono::milliseconds request_timeout{std::chrono::minutes(5)};
+  std::size_t max_in_flight_per_commander = 4096;
+  /// Per connection and per identity (commander id / agent id). {0, 0} disables.
+  rate connection_rate{20000, 40000};
+  rate identity_rate{50000, 100000};
+  /// Messages allowed before authentication completes (auth attempts), per connection.
+  rate unauthenticated_rate{2, 5};
+  /// Consecutive rate-limited or invalid messages after which the connection is closed.
+  std::size_t max_strikes = 64;
+  /// Outbound slow-consumer policy (bytes buffered in the transport for one connection):
+  /// above soft, progress updates are coalesced (latest per request kept); above hard, the
+  /// connection is closed with close_code::slow_consumer. Final results are never dropped silently.
+  std::size_t outbound_soft_limit = 1 << 20;
+  std::size_t outbound_hard_limit = 16 << 20;
+  std::size_t inbound_queue_capacity = 1 << 16;
+};
+
+/// Plain counters, read on the hub's thread (the apps export them on /metrics).
+struct hub_counters {
+  std::uint64_t received = 0;        ///< messages in
+  std::uint64_t routed = 0;          ///< commands forwarded + updates delivered
+  std::uint64_t rejected = 0;        ///< answered with an error (invalid, forbidden, offline, ...)
+  std::uint64_t dropped = 0;         ///< discarded without delivery (forged, unknown request, commander gone)
+  std::uint64_t rate_limited = 0;
+  std::uint64_t auth_ok = 0;
+  std::uint64_t auth_failed = 0;
+  std::uint64_t security_events = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t coalesced = 0;       ///< progress updates replaced by a newer one under backpressure
+  std::uint64_t slow_consumers = 0;  ///< connections closed with close_code::slow_consumer
+};
+
+/// The scale-out seam: where a command goes when its agent is not connected to this hub, and where
+/// an update goes when its commander is elsewhere. A NATS-backed implementation joins several hubs;
+/// without one, a non-local agent is simply offline. Called on the hub's thread.
+class hub_peer_link {
+ public:
+  virtual ~hub_peer_link() = default;
+  /// True if another hub has `agent` and took the command frame (already tagged with commanderId).
+  virtual bool forward_command(std::string_view agent, std::string_view commander, std::string_view request,
+                               std::string_view frame) = 0;
+  /// True if another hub has `commander` and took the update frame.
+  virtual bool forward_update(std::string_view commander, std::string_view frame) = 0;
+};
+
+struct hub_services {
+  const clock& clk;
+  logger& log;
+  audit_sink& audit;
+  principal_verifier& verifier;
+  const operation_registry& operations;
+  hub_peer_link* peers = nullptr;  ///< optional
+};
+
+class hub final : public connection_handler {
+ public:
+  hub(hub_config config, hub_services services);
+  ~hub() override;
+  hub(const hub&) = delete;
+  hub& operator=(const hub&) = delete;
+
+  // connection_handler: called by the transport.
+  void on_open(connection& conn) override;
+  /// Parses, validates and rate-limits at once; routable messages are queued by priority and
+  /// routed by process(). Auth messages are handled at once.
+  void on_message(connection_id id, std::string_view text) override;
+  void on_drain(connection_id id) override;
+  void on_close(connection_id id) override;
+
+  /// Called when the inbound queue becomes non-empty, so the loop can schedule process() once per
+  /// batch of I/O (priorities take effect across a batch). Without it, on_message() processes at once.
+  void set_wakeup(std::function<void()> wakeup);
+  /// Routes up to `budget` queued messages; returns how many.
+  std::size_t process(std::size_t budget = SIZE_MAX);
+  /// Enforces auth and request timeouts. Call periodically (e.g. every 100 ms).
+  void tick();
+
+  /// Delivers an update that arrived from another hub (see hub_peer_link).
+  void deliver_remote_update(std::string_view commander, std::string_view frame);
+
+  const hub_counters& counters() const noexcept;
+  std::size_t requests_in_flight() const noexcept;
+  std::size_t queued() const noexcept;
+  bool agent_online(std::string_view agent) const;
+  bool commander_online(std::string_view commander) const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace citrus

@@ -1,0 +1,206 @@
+#include "citrus/core/commander_link.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace citrus {
+
+std::chrono::milliseconds backoff::next() {
+  // Full jitter: a uniform delay in [0, min(max, initial * 2^attempt)], so reconnecting backends
+  // do not stampede a restarted hub in lockstep.
+  const unsigned shift = std::min(attempt_, 20u);
+  ++attempt_;
+  const auto ceiling = std::min<long long>(max_.count(), initial_.count() << shift);
+  std::uint64_t r = 0;
+  random_.fill(reinterpret_cast<std::uint8_t*>(&r), sizeof r);
+  const auto span = static_cast<std::uint64_t>(std::max<long long>(ceiling, 1));
+  return std::chrono::milliseconds(static_cast<long long>(r % (span + 1)));
+}
+
+namespace {
+struct pending_request {
+  std::string op;
+  user_id owner;
+  site_id site;
+  std::string agent;
+  steady_time deadline{};
+};
+}  // namespace
+
+struct commander_link::impl {
+  impl(commander_link_config c, const clock& k, logger& l, command_observer& o)
+      : cfg(std::move(c)), clk(k), log(l), observer(o), parser(cfg.limits) {
+    // Request ids must not repeat across restarts of the backend while the hub still holds old
+    // routes, so they start with the construction time.
+    prefix = "r" + std::to_string(to_unix_seconds(clk.wall_now())) + "-";
+  }
+
+  commander_link_config cfg;
+  const clock& clk;
+  logger& log;
+  command_observer& observer;
+  protocol::parser parser;
+  connection* conn = nullptr;
+  bool authenticated = false;
+  std::uint64_t sequence = 0;
+  std::string prefix;
+  std::string out;
+  std::unordered_map<std::string, pending_request> pending;
+  std::unordered_set<std::string> agents_online;
+
+  void finish(const std::string& request, pending_request p, command_update::kind what, std::string code,
+              std::string message, std::string payload) {
+    command_update u;
+    u.what = what;
+    u.request = request_id{request};
+    u.op = std::move(p.op);
+    u.owner = p.owner;
+    u.site = p.site;
+    u.agent = agent_id{std::move(p.agent)};
+    u.code = std::move(code);
+    u.message = std::move(message);
+    u.payload_json = std::move(payload);
+    observer.on_update(u);
+  }
+
+  void fail_all(errc code) {
+    auto all = std::move(pending);
+    pending.clear();
+    for (auto& [request, p] : all)
+      finish(request, std::move(p), command_update::kind::failed, std::string(wire_code(code)),
+             std::string(public_message(code)), {});
+  }
+
+  void on_message(std::string_view text) {
+    auto parsed = parser.parse(text);
+    if (!parsed) {
+      log.log(log_level::error, "hub_message_invalid", {field("code", wire_code(static_cast<errc>(parsed.error().value())))});
+      return;
+    }
+    const protocol::envelope& e = **parsed;
+    using protocol::message_type;
+    switch (e.type) {
+      case message_type::auth_ok:
+        authenticated = true;
+        log.log(log_level::info, "hub_link_online", {field("commander", cfg.commander_id)});
+        return;
+      case message_type::presence:
+        if (e.state == "online") agents_online.insert(std::string(e.agent));
+        else agents_online.erase(std::string(e.agent));
+        return;
+      case message_type::progress:
+      case message_type::result:
+      case message_type::error: break;
+      default:
+        log.log(log_level::warn, "hub_message_unexpected", {field("type", protocol::to_string(e.type))});
+        return;
+    }
+    if (e.id.empty()) {  // an error about the connection itself (e.g. auth_failed)
+      log.log(log_level::error, "hub_error", {field("code", e.code)});
+      return;
+    }
+    auto it = pending.find(std::string(e.id));
+    if (it == pending.end() || (!e.agent.empty() && e.agent != it->second.agent)) {
+      // The hub routes only our own requests to us; anything else is a bug or a compromise.
+      log.log(log_level::warn, "hub_update_unmatched", {field("id", e.id), field("agent", e.agent)});
+      return;
+    }
+    if (e.type == message_type::progress) {
+      it->second.deadline = clk.steady_now() + cfg.request_timeout;
+      command_update u;
+      u.what = command_update::kind::progress;
+      u.request = request_id{it->first};
+      u.op = it->second.op;
+      u.owner = it->second.owner;
+      u.site = it->second.site;
+      u.agent = agent_id{it->second.agent};
+      u.percent = e.percent.value_or(0);
+      u.step = std::string(e.step);
+      observer.on_update(u);
+      return;
+    }
+    std::string request = it->first;
+    pending_request p = std::move(it->second);
+    pending.erase(it);
+    if (e.type == message_type::result && e.status == "ok") {
+      finish(request, std::move(p), command_update::kind::succeeded, {}, {}, std::string(e.payload));
+    } else if (e.type == message_type::result) {
+      finish(request, std::move(p), command_update::kind::failed, e.code.empty() ? "operation_failed" : std::string(e.code),
+             std::string(e.message), std::string(e.payload));
+    } else {
+      const errc code = errc_from_wire(e.code);
+      finish(request, std::move(p), command_update::kind::failed, std::string(wire_code(code)),
+             std::string(public_message(code)), {});
+    }
+  }
+};
+
+commander_link::commander_link(commander_link_config config, const clock& clk, logger& log, command_observer& observer)
+    : impl_(std::make_unique<impl>(std::move(config), clk, log, observer)) {}
+commander_link::~commander_link() = default;
+
+bool commander_link::online() const noexcept { return impl_->conn && impl_->authenticated; }
+std::size_t commander_link::in_flight() const noexcept { return impl_->pending.size(); }
+bool commander_link::agent_online(std::string_view agent) const {
+  return impl_->agents_online.count(std::string(agent)) > 0;
+}
+
+result<request_id> commander_link::send(const command_request& command) {
+  impl& m = *impl_;
+  if (!online()) return errc::hub_unavailable;
+  if (m.pending.size() >= m.cfg.max_in_flight) return errc::too_many_in_flight;
+  std::string id = m.prefix + std::to_string(++m.sequence);
+  protocol::envelope e;
+  e.type = protocol::message_type::command;
+  e.id = id;
+  e.agent = command.agent.value();
+  e.op = command.op;
+  e.prio = command.prio;
+  e.payload = command.payload_json;
+  protocol::write(m.out, e);
+  if (m.conn->send(m.out) != send_status::ok) return errc::hub_unavailable;
+  m.pending.emplace(id, pending_request{command.op, command.owner, command.site, command.agent.value(),
+                                        m.clk.steady_now() + m.cfg.request_timeout});
+  return request_id{std::move(id)};
+}
+
+void commander_link::tick() {
+  impl& m = *impl_;
+  const steady_time now = m.clk.steady_now();
+  std::vector<std::string> expired;
+  for (const auto& [id, p] : m.pending)
+    if (now >= p.deadline) expired.push_back(id);
+  for (const auto& id : expired) {
+    auto node = m.pending.extract(id);
+    m.finish(id, std::move(node.mapped()), command_update::kind::failed, std::string(wire_code(errc::request_timeout)),
+             std::string(public_message(errc::request_timeout)), {});
+  }
+}
+
+void commander_link::on_open(connection& conn) {
+  impl& m = *impl_;
+  m.conn = &conn;
+  m.authenticated = false;
+  m.out.assign(R"({"v":1,"type":"auth","role":"commander","id":)");
+  protocol::append_json_string(m.out, m.cfg.commander_id);
+  m.out.append(R"(,"key":)");
+  protocol::append_json_string(m.out, m.cfg.key);
+  m.out.push_back('}');
+  conn.send(m.out);
+}
+
+void commander_link::on_message(connection_id, std::string_view text) { impl_->on_message(text); }
+
+void commander_link::on_close(connection_id) {
+  impl& m = *impl_;
+  const bool was_online = m.authenticated;
+  m.conn = nullptr;
+  m.authenticated = false;
+  m.agents_online.clear();
+  if (was_online) m.log.log(log_level::warn, "hub_link_offline", {field("in_flight", static_cast<std::int64_t>(m.pending.size()))});
+  m.fail_all(errc::hub_unavailable);
+}
+
+}  // namespace citrus

@@ -43,6 +43,7 @@ constexpr entry table[] = {
     {errc::too_many_in_flight, "too_many_in_flight", "Too many requests in flight"},
     {errc::rate_limited, "rate_limited", "Too many requests, slow down"},
     {errc::untrusted_commander, "untrusted_commander", "Commander not trusted"},
+    {errc::hub_unavailable, "hub_unavailable", "Hosting service temporarily unreachable"},
     {errc::not_found, "not_found", "Not found"},
     {errc::conflict, "conflict", "Already exists"},
     {errc::storage_unavailable, "storage_unavailable", "Service temporarily unavailable"},

@@ -1,0 +1,310 @@
+#include "citrus/core/user_gateway.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+#include <vector>
+
+namespace citrus {
+namespace {
+
+struct user_session {
+  connection* conn = nullptr;
+  bool authenticated = false;
+  bool closing = false;
+  user_id user;
+  wall_time expires_at{};
+  steady_time auth_deadline{};
+  token_bucket bucket;
+  std::size_t strikes = 0;
+};
+
+}  // namespace
+
+struct user_gateway::impl {
+  impl(user_gateway_config c, token_service& t, user_store& u, const operation_registry& o, const clock& k, logger& l,
+       audit_sink& a)
+      : cfg(c), tokens(t), users(u), ops(o), clk(k), log(l), audit(a), parser(c.limits) {}
+
+  user_gateway_config cfg;
+  token_service& tokens;
+  user_store& users;
+  const operation_registry& ops;
+  const clock& clk;
+  logger& log;
+  audit_sink& audit;
+  site_service* sites = nullptr;
+  protocol::parser parser;
+  std::unordered_map<std::uint64_t, user_session> sessions;
+  std::unordered_map<std::int64_t, std::vector<std::uint64_t>> by_user;
+  std::string out;
+  std::string payload;
+
+  user_session* find(connection_id id) {
+    auto it = sessions.find(id.value());
+    return it == sessions.end() ? nullptr : &it->second;
+  }
+
+  void close(user_session& s, close_code code, std::string_view reason) {
+    if (s.closing) return;
+    s.closing = true;
+    s.conn->close(code, reason);
+  }
+
+  void send_error(user_session& s, std::string_view request, errc code) {
+    protocol::write_error(out, request, code);
+    s.conn->send(out);
+  }
+
+  void reject(user_session& s, std::string_view request, errc code) {
+    send_error(s, request, code);
+    if (++s.strikes >= cfg.max_strikes) close(s, close_code::too_many_errors, "too many rejected messages");
+  }
+
+  void security(std::string actor, std::string_view action, std::string_view detail) {
+    audit.record(audit_event{clk.wall_now(), audit_kind::security_event, std::move(actor), std::string(action), "",
+                             "denied", std::string(detail)});
+  }
+
+  void send_auth_ok(user_session& s) {
+    protocol::envelope ok;
+    ok.type = protocol::message_type::auth_ok;
+    ok.expires_in = std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::seconds>(s.expires_at - clk.wall_now()).count());
+    protocol::write(out, ok);
+    s.conn->send(out);
+  }
+
+  void auth_failed(user_session& s, connection_id id, errc code, std::string_view detail) {
+    log.log(log_level::warn, "user_auth_failed", {field("conn", static_cast<std::int64_t>(id.value())),
+                                                  field("remote", s.conn->remote_address()), field("code", wire_code(code))});
+    audit.record(audit_event{clk.wall_now(), audit_kind::authentication,
+                             "conn:" + std::to_string(id.value()) + "@" + std::string(s.conn->remote_address()),
+                             "ws_auth", s.authenticated ? "user:" + std::to_string(s.user.value()) : "", "denied",
+                             std::string(detail)});
+    send_error(s, {}, code);
+    close(s, code == errc::token_expired ? close_code::token_expired : close_code::auth_failed, "authentication failed");
+  }
+
+  void handle_auth(user_session& s, connection_id id, const protocol::envelope& e) {
+    const bool reauth = e.type == protocol::message_type::reauth;
+    if (e.token.empty()) {  // commander/agent credentials have no business here
+      auth_failed(s, id, errc::auth_failed, "non-token credentials");
+      return;
+    }
+    if (reauth != s.authenticated) {
+      reject(s, e.id, reauth ? errc::auth_required : errc::forbidden_operation);
+      return;
+    }
+    auto claims = tokens.verify(e.token, clk.wall_now());
+    if (!claims) {
+      auth_failed(s, id, static_cast<errc>(claims.error().value()), reauth ? "reauth token rejected" : "token rejected");
+      return;
+    }
+    if (reauth && claims->user != s.user) {
+      security("user:" + std::to_string(s.user.value()), "reauth_other_user", "token of another user");
+      auth_failed(s, id, errc::auth_failed, "token of another user");
+      return;
+    }
+    if (!reauth) {
+      auto user = users.find_user(claims->user);
+      if (!user) {  // deleted since the token was issued, or the store failed: no session either way
+        auth_failed(s, id, errc::auth_failed, "user not found");
+        return;
+      }
+      auto& list = by_user[claims->user.value()];
+      if (list.size() >= cfg.max_sessions_per_user) {
+        reject(s, {}, errc::rate_limited);
+        close(s, close_code::policy_violation, "too many sessions");
+        return;
+      }
+      list.push_back(id.value());
+      s.user = claims->user;
+      s.authenticated = true;
+    }
+    s.expires_at = claims->expires_at;
+    s.strikes = 0;
+    log.log(log_level::info, reauth ? "user_reauth" : "user_auth", {field("conn", static_cast<std::int64_t>(id.value())),
+                                                                    field("user", s.user.value())});
+    send_auth_ok(s);
+  }
+
+  void reply_site(user_session& s, const protocol::envelope& request, const site_record& site) {
+    payload.clear();
+    append_site_json(payload, site);
+    protocol::envelope r;
+    r.type = protocol::message_type::result;
+    r.id = request.id;
+    r.op = request.op;
+    r.site = site.id.value();
+    r.status = "ok";
+    r.payload = payload;
+    protocol::write(out, r);
+    s.conn->send(out);
+  }
+
+  void handle_command(user_session& s, const protocol::envelope& e) {
+    auto op = ops.validate(e, role::user);
+    if (!op) {
+      reject(s, e.id, static_cast<errc>(op.error().value()));
+      return;
+    }
+    if (!sites) {
+      reject(s, e.id, errc::internal_error);
+      return;
+    }
+    const user_id caller = s.user;
+    const auto* site_field = e.fields.find("site_id");
+    const site_id target{site_field ? site_field->integer : 0};
+    auto text = [&](std::string_view key) -> std::optional<std::string> {
+      const auto* f = e.fields.find(key);
+      return f ? std::optional<std::string>(std::string(f->text)) : std::nullopt;
+    };
+    const std::string_view name = e.op;
+    errc failure = errc::ok;
+    if (name == "site.create") {
+      if (site_field) {  // users never choose site ids
+        reject(s, e.id, errc::invalid_payload);
+        return;
+      }
+      auto site = sites->create(caller, site_input{text("name").value_or(""), text("url").value_or("")});
+      if (site) return reply_site(s, e, *site);
+      failure = static_cast<errc>(site.error().value());
+    } else if (name == "site.update") {
+      auto site = sites->update(caller, target, site_changes{text("name"), text("url")});
+      if (site) return reply_site(s, e, *site);
+      failure = static_cast<errc>(site.error().value());
+    } else if (name == "site.status") {
+      auto site = sites->get(caller, target);
+      if (site) return reply_site(s, e, *site);
+      failure = static_cast<errc>(site.error().value());
+    } else if (name == "site.delete") {
+      auto done = sites->remove(caller, target);
+      if (done) {
+        protocol::envelope r;
+        r.type = protocol::message_type::result;
+        r.id = e.id;
+        r.op = e.op;
+        r.site = target.value();
+        r.status = "ok";
+        protocol::write(out, r);
+        s.conn->send(out);
+        return;
+      }
+      failure = static_cast<errc>(done.error().value());
+    } else if (name == "site.deploy") {
+      auto request = sites->deploy(caller, target, text("version").value_or(""));
+      if (request) {
+        payload.assign(R"({"request":)");
+        protocol::append_json_string(payload, request->value());
+        payload.push_back('}');
+        protocol::envelope r;
+        r.type = protocol::message_type::result;
+        r.id = e.id;
+        r.op = e.op;
+        r.site = target.value();
+        r.status = "ok";
+        r.payload = payload;
+        protocol::write(out, r);
+        s.conn->send(out);
+        return;
+      }
+      failure = static_cast<errc>(request.error().value());
+    } else {
+      failure = errc::unknown_operation;  // in the table but not served to users
+    }
+    send_error(s, e.id, failure);
+  }
+
+  void on_message(connection_id id, std::string_view text) {
+    user_session* sp = find(id);
+    if (!sp || sp->closing) return;
+    user_session& s = *sp;
+    if (!s.bucket.try_take(clk.steady_now())) {
+      reject(s, {}, errc::rate_limited);
+      return;
+    }
+    auto parsed = parser.parse(text);
+    if (!parsed) {
+      reject(s, {}, static_cast<errc>(parsed.error().value()));
+      return;
+    }
+    const protocol::envelope& e = **parsed;
+    if (log.enabled(log_level::debug))
+      log.log(log_level::debug, "user_message_in",
+              {field("conn", static_cast<std::int64_t>(id.value())), field("user", s.user.value()),
+               field("type", protocol::to_string(e.type)), field("op", e.op), field("bytes", static_cast<std::int64_t>(text.size()))});
+    switch (e.type) {
+      case protocol::message_type::auth:
+      case protocol::message_type::reauth: handle_auth(s, id, e); return;
+      case protocol::message_type::command:
+        if (!s.authenticated) return reject(s, e.id, errc::auth_required);
+        handle_command(s, e);
+        return;
+      default: reject(s, e.id, errc::forbidden_operation); return;
+    }
+  }
+
+  void on_close(connection_id id) {
+    auto it = sessions.find(id.value());
+    if (it == sessions.end()) return;
+    if (it->second.authenticated) {
+      auto uit = by_user.find(it->second.user.value());
+      if (uit != by_user.end()) {
+        auto& list = uit->second;
+        list.erase(std::remove(list.begin(), list.end(), id.value()), list.end());
+        if (list.empty()) by_user.erase(uit);
+      }
+    }
+    sessions.erase(it);
+  }
+
+  void tick() {
+    const steady_time now = clk.steady_now();
+    const wall_time wall = clk.wall_now();
+    for (auto& [id, s] : sessions) {
+      if (s.closing) continue;
+      if (!s.authenticated && now >= s.auth_deadline) {
+        close(s, close_code::auth_timeout, "authentication timeout");
+      } else if (s.authenticated && wall >= s.expires_at) {
+        log.log(log_level::info, "user_session_expired", {field("conn", static_cast<std::int64_t>(id)), field("user", s.user.value())});
+        send_error(s, {}, errc::token_expired);
+        close(s, close_code::token_expired, "token expired");
+      }
+    }
+  }
+
+  void notify(user_id user, std::string_view frame) {
+    auto it = by_user.find(user.value());
+    if (it == by_user.end()) return;
+    for (std::uint64_t cid : it->second) {
+      user_session* s = find(connection_id{cid});
+      if (!s || s->closing || !s->authenticated || s->user != user) continue;
+      if (s->conn->buffered_amount() + frame.size() > cfg.outbound_hard_limit) {
+        close(*s, close_code::slow_consumer, "slow consumer");
+        continue;
+      }
+      s->conn->send(frame);
+    }
+  }
+};
+
+user_gateway::user_gateway(user_gateway_config config, token_service& tokens, user_store& users,
+                           const operation_registry& operations, const clock& clk, logger& log, audit_sink& audit)
+    : impl_(std::make_unique<impl>(config, tokens, users, operations, clk, log, audit)) {}
+user_gateway::~user_gateway() = default;
+
+void user_gateway::bind_sites(site_service& sites) { impl_->sites = &sites; }
+
+void user_gateway::on_open(connection& conn) {
+  user_session s;
+  s.conn = &conn;
+  s.auth_deadline = impl_->clk.steady_now() + impl_->cfg.auth_timeout;
+  s.bucket = token_bucket(impl_->cfg.message_rate, impl_->clk.steady_now());
+  impl_->sessions[conn.id().value()] = s;
+}
+void user_gateway::on_message(connection_id id, std::string_view text) { impl_->on_message(id, text); }
+void user_gateway::on_close(connection_id id) { impl_->on_close(id); }
+void user_gateway::tick() { impl_->tick(); }
+void user_gateway::notify(user_id user, std::string_view frame) { impl_->notify(user, frame); }
+std::size_t user_gateway::sessions() const noexcept { return impl_->sessions.size(); }
+
+}  // namespace citrus

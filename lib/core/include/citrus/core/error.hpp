@@ -42,6 +42,7 @@ enum class errc {
   too_many_in_flight,      ///< the commander's cap on requests in flight is reached
   rate_limited,            ///< token bucket empty
   untrusted_commander,     ///< (agent) command from a commander the agent does not trust
+  hub_unavailable,         ///< (backend) no live connection to the hub
   // --- storage ---
   not_found = 400,
   conflict,                ///< unique constraint (e.g. user name taken)

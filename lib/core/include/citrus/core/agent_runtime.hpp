@@ -1,0 +1,84 @@
+#pragma once
+/// The agent's side of its connection to the hub: authenticates as an agent, accepts commands only
+/// from commanders it trusts and only for operations it has a handler for, and reports progress and
+/// a final result for each. Single-threaded: handlers run on the runtime's thread; long work moves to
+/// a worker and reports back through the task on the runtime's thread (the apps post()).
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "citrus/core/error.hpp"
+#include "citrus/core/logger.hpp"
+#include "citrus/core/operations.hpp"
+#include "citrus/core/transport.hpp"
+
+namespace citrus {
+
+class agent_runtime;
+
+/// One command being executed. Owned jointly by the runtime and the handler (shared_ptr): a handler
+/// may finish it later. After the connection it came on is gone, its reports are dropped (the hub has
+/// already failed the request for its commander).
+class agent_task {
+ public:
+  const std::string& request() const noexcept { return request_; }
+  const std::string& commander() const noexcept { return commander_; }
+  const std::string& op() const noexcept { return op_; }
+  const std::string& payload_json() const noexcept { return payload_; }
+  std::optional<std::string> text(std::string_view key) const;
+  std::optional<std::int64_t> integer(std::string_view key) const;
+
+  /// 0..100, with a short human-readable step.
+  void progress(std::int64_t percent, std::string_view step);
+  /// Final: success, with an optional JSON object payload.
+  void succeed(std::string_view payload_json = {});
+  /// Final: failure with a public message (no internal detail).
+  void fail(std::string_view message);
+  bool finished() const noexcept { return finished_; }
+
+ private:
+  friend class agent_runtime;
+  agent_runtime* runtime_ = nullptr;
+  std::uint64_t connection_generation_ = 0;
+  std::string request_, commander_, op_, payload_;
+  std::vector<std::pair<std::string, protocol::payload_field>> fields_;  ///< views re-pointed into owned strings
+  std::vector<std::string> owned_;
+  bool finished_ = false;
+};
+
+struct agent_runtime_config {
+  std::string agent_id;
+  std::string key;                              ///< never logged
+  std::vector<std::string> trusted_commanders;  ///< empty: trust none
+  protocol::limits limits{};
+};
+
+class agent_runtime final : public connection_handler {
+ public:
+  using handler = std::function<void(std::shared_ptr<agent_task>)>;
+
+  agent_runtime(agent_runtime_config config, const operation_registry& operations, logger& log);
+  ~agent_runtime() override;
+
+  /// Registers the handler of an operation (it must exist in the operations table).
+  result<void> on(std::string_view op, handler h);
+  bool online() const noexcept;
+  std::size_t running() const noexcept;
+
+  void on_open(connection& conn) override;
+  void on_message(connection_id id, std::string_view text) override;
+  void on_close(connection_id id) override;
+
+ private:
+  friend class agent_task;
+  void report(agent_task& task, const protocol::envelope& e);
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace citrus

@@ -1,0 +1,111 @@
+#pragma once
+/// The backend's side of its connection to the hub: authenticates as a commander, sends commands
+/// with fresh request ids, and turns the hub's progress/result/error messages into command_updates
+/// for the one request they belong to. Single-threaded (the backend's loop).
+///
+/// Reconnection is the transport's job (with backoff, see backoff below); when the connection drops,
+/// every request in flight fails at once with errc::hub_unavailable: nothing stays pending forever.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "citrus/core/clock.hpp"
+#include "citrus/core/ids.hpp"
+#include "citrus/core/logger.hpp"
+#include "citrus/core/protocol.hpp"
+#include "citrus/core/random.hpp"
+#include "citrus/core/result.hpp"
+#include "citrus/core/transport.hpp"
+
+namespace citrus {
+
+struct command_request {
+  std::string op;            ///< "site.deploy"
+  agent_id agent;
+  std::string payload_json;  ///< a JSON object
+  user_id owner;             ///< the user the updates belong to
+  site_id site;
+  protocol::priority prio = protocol::priority::normal;
+};
+
+struct command_update {
+  enum class kind { progress, succeeded, failed };
+  kind what = kind::progress;
+  request_id request;
+  std::string op;
+  user_id owner;
+  site_id site;
+  agent_id agent;
+  std::int64_t percent = 0;
+  std::string step;          ///< progress
+  std::string code;          ///< failed: wire error code ("agent_disconnected", "hub_unavailable", ...)
+  std::string message;       ///< failed: public text
+  std::string payload_json;  ///< succeeded: the agent's result payload (may be empty)
+};
+
+/// Receives every update of every request, on the link's thread.
+class command_observer {
+ public:
+  virtual ~command_observer() = default;
+  virtual void on_update(const command_update& update) = 0;
+};
+
+/// Sends commands; implemented by commander_link (and by test doubles of the hub side).
+class command_sink {
+ public:
+  virtual ~command_sink() = default;
+  /// errc::hub_unavailable when not connected and authenticated; errc::too_many_in_flight at the cap.
+  virtual result<request_id> send(const command_request& command) = 0;
+};
+
+struct commander_link_config {
+  std::string commander_id;
+  std::string key;  ///< never logged
+  std::size_t max_in_flight = 4096;
+  /// Local guard: fail a request the hub has not finished after this long (the hub has its own).
+  std::chrono::milliseconds request_timeout{std::chrono::minutes(6)};
+  protocol::limits limits{};
+};
+
+/// Exponential backoff with full jitter, for reconnecting (pure: the caller owns the timer).
+class backoff {
+ public:
+  backoff(std::chrono::milliseconds initial, std::chrono::milliseconds max, random_source& random)
+      : initial_(initial), max_(max), random_(random) {}
+  /// The delay before the next attempt; grows with each call until reset().
+  std::chrono::milliseconds next();
+  void reset() noexcept { attempt_ = 0; }
+
+ private:
+  std::chrono::milliseconds initial_, max_;
+  random_source& random_;
+  unsigned attempt_ = 0;
+};
+
+class commander_link final : public connection_handler, public command_sink {
+ public:
+  commander_link(commander_link_config config, const clock& clk, logger& log, command_observer& observer);
+  ~commander_link() override;
+
+  /// True once the hub accepted our credentials on the current connection.
+  bool online() const noexcept;
+  std::size_t in_flight() const noexcept;
+  /// Agents the hub reported online (presence messages).
+  bool agent_online(std::string_view agent) const;
+
+  result<request_id> send(const command_request& command) override;
+  /// Fails requests past the local timeout.
+  void tick();
+
+  void on_open(connection& conn) override;
+  void on_message(connection_id id, std::string_view text) override;
+  void on_close(connection_id id) override;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace citrus

@@ -1,0 +1,72 @@
+#pragma once
+/// The backend's site logic, independent of HTTP and WebSocket. Every operation is scoped to the
+/// calling user: another user's site and a missing site get the very same answer,
+/// errc::unauthorized_access ("Unauthorized access"), so site ids cannot be probed.
+/// Agent updates for site commands are persisted (deploy_status, deployer_id, last_deploy_date),
+/// audited, and pushed only to the site owner's sessions. Single-threaded.
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "citrus/core/commander_link.hpp"
+#include "citrus/core/logger.hpp"
+#include "citrus/core/storage.hpp"
+
+namespace citrus {
+
+/// Where updates for a user go (the user gateway implements it).
+class user_notifier {
+ public:
+  virtual ~user_notifier() = default;
+  /// Sends `frame` to every live session of `user`, and to no one else.
+  virtual void notify(user_id user, std::string_view frame) = 0;
+};
+
+struct site_service_config {
+  agent_id default_agent;  ///< the agent new sites are placed on
+};
+
+struct site_input {
+  std::string name;
+  std::string url;
+};
+
+class site_service final : public command_observer {
+ public:
+  site_service(site_service_config config, storage& db, command_sink& commands, user_notifier& users,
+               const clock& clk, logger& log);
+
+  result<std::vector<site_record>> list(user_id caller);
+  result<site_record> get(user_id caller, site_id id);
+  /// Stores the site and asks its agent to create it; deploy_status "creating", or "failed" when the
+  /// agent cannot be reached (the site is kept; a deploy retries).
+  result<site_record> create(user_id caller, const site_input& input);
+  result<site_record> update(user_id caller, site_id id, const site_changes& changes);
+  result<void> remove(user_id caller, site_id id);
+  /// Starts a deploy: deploy_status "deploying"; progress and the outcome arrive as updates.
+  /// Returns the request id the updates will carry.
+  result<request_id> deploy(user_id caller, site_id id, std::string_view version);
+
+  void on_update(const command_update& update) override;
+
+ private:
+  void audit(user_id caller, std::string_view action, site_id site, std::string_view outcome, std::string detail = {});
+  result<site_record> owned(user_id caller, site_id id);
+
+  site_service_config cfg_;
+  storage& db_;
+  command_sink& commands_;
+  user_notifier& users_;
+  const clock& clock_;
+  logger& log_;
+  std::string frame_;
+};
+
+/// Appends a site as a JSON object (the REST and WebSocket representation; see docs/protocol.md).
+void append_site_json(std::string& out, const site_record& site);
+
+/// Validates user input for a site: name 1..100 bytes, url 1..255 bytes starting with http:// or
+/// https://, no control characters. errc::invalid_payload otherwise.
+result<void> validate_site_input(std::string_view name, std::string_view url);
+
+}  // namespace citrus

@@ -1,0 +1,52 @@
+#pragma once
+/// The backend's WebSocket for users. The first message must be {"type":"auth","token":...} within
+/// the auth timeout (the token never travels in the URL); {"type":"reauth"} before expiry extends the
+/// session; a session whose token expires is sent a token_expired error and closed with
+/// close_code::token_expired. Users may send site commands (validated against the operations table
+/// for role::user, ownership enforced by site_service); updates are pushed only to the site owner.
+#include <chrono>
+#include <memory>
+#include <string_view>
+
+#include "citrus/core/audit.hpp"
+#include "citrus/core/logger.hpp"
+#include "citrus/core/operations.hpp"
+#include "citrus/core/rate_limit.hpp"
+#include "citrus/core/site_service.hpp"
+#include "citrus/core/token.hpp"
+#include "citrus/core/transport.hpp"
+
+namespace citrus {
+
+struct user_gateway_config {
+  protocol::limits limits{16 * 1024, 8, 1024, 32, 64, 4096};
+  std::chrono::milliseconds auth_timeout{5000};
+  rate message_rate{20, 40};  ///< per connection
+  std::size_t max_sessions_per_user = 16;
+  std::size_t max_strikes = 16;
+  std::size_t outbound_hard_limit = 4 << 20;  ///< bytes buffered for one user before close(slow_consumer)
+};
+
+class user_gateway final : public connection_handler, public user_notifier {
+ public:
+  /// `sites` may be bound later with bind_sites() (the two reference each other).
+  user_gateway(user_gateway_config config, token_service& tokens, user_store& users,
+               const operation_registry& operations, const clock& clk, logger& log, audit_sink& audit);
+  ~user_gateway() override;
+  void bind_sites(site_service& sites);
+
+  void on_open(connection& conn) override;
+  void on_message(connection_id id, std::string_view text) override;
+  void on_close(connection_id id) override;
+  /// Auth timeouts and token expiry. Call periodically.
+  void tick();
+
+  void notify(user_id user, std::string_view frame) override;
+  std::size_t sessions() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace citrus

@@ -1,1 +1,481 @@
 #include <doctest/doctest.h>
+
+#include "hub_fixture.hpp"
+
+using namespace citrus;
+using namespace citrus::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A commander, two agents and a second commander, all authenticated.
+struct routed : hub_fixture {
+  memory::recording_client* backend = nullptr;
+  memory::recording_client* other = nullptr;
+  memory::recording_client* agent1 = nullptr;
+  memory::recording_client* agent2 = nullptr;
+  memory::loopback_connection* agent1_end = nullptr;
+  memory::loopback_connection* backend_end = nullptr;
+
+  explicit routed(hub_config cfg = {}) : hub_fixture(cfg) {
+    std::tie(agent1, agent1_end) = connect("agent", "agent-1", agent1_key);
+    agent2 = connect("agent", "agent-2", agent2_key).first;
+    std::tie(backend, backend_end) = connect("commander", "backend-1", backend_key);
+    other = connect("commander", "backend-2", other_commander_key).first;
+    REQUIRE(hub().agent_online("agent-1"));
+    REQUIRE(hub().commander_online("backend-1"));
+    for (auto* c : {backend, other, agent1, agent2}) c->messages.clear();
+  }
+
+  std::size_t total_messages() const {
+    return backend->messages.size() + other->messages.size() + agent1->messages.size() + agent2->messages.size();
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("hub") {
+  TEST_CASE("a command reaches its agent tagged with the sender's commanderId; updates reach only that commander") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    REQUIRE(f.agent1->messages.size() == 1);
+    const std::string& fwd = f.agent1->messages[0];
+    CHECK(contains(fwd, R"("commanderId":"backend-1")"));
+    CHECK(contains(fwd, R"("id":"r1")"));
+    CHECK(contains(fwd, R"("payload":{"site_id":7})"));
+    CHECK(f.agent2->messages.empty());
+    CHECK(f.hub().requests_in_flight() == 1);
+
+    f.agent1->send(progress_frame("r1", "backend-1", 50));
+    f.agent1->send(result_frame("r1", "backend-1"));
+    f.net->run();
+    REQUIRE(f.backend->messages.size() == 2);
+    CHECK(contains(f.backend->messages[0], R"("type":"progress")"));
+    CHECK(contains(f.backend->messages[0], R"("agent":"agent-1")"));
+    CHECK(contains(f.backend->messages[0], R"("percent":50)"));
+    CHECK(contains(f.backend->messages[1], R"("type":"result")"));
+    CHECK(f.other->messages.empty());
+    CHECK(f.agent2->messages.empty());
+    CHECK(f.hub().requests_in_flight() == 0);
+    CHECK(f.hub().counters().routed == 3);
+    CHECK(f.security_events() == 0);
+  }
+
+  TEST_CASE("a client-supplied commanderId is rejected, never trusted") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1", "site.deploy", R"({"site_id":7})", R"(,"commanderId":"backend-2")"));
+    f.net->run();
+    CHECK(f.agent1->messages.empty());
+    REQUIRE(f.backend->messages.size() == 1);
+    CHECK(contains(f.backend->messages[0], R"("code":"invalid_value")"));
+    CHECK(f.security_events() == 1);
+  }
+
+  TEST_CASE("an agent forging another commander's id is dropped and recorded") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    f.agent1->messages.clear();
+    // agent-2 never received r1: it claims it, for backend-1.
+    f.agent2->send(result_frame("r1", "backend-1"));
+    // agent-1 received r1 from backend-1, but claims it came from backend-2.
+    f.agent1->send(result_frame("r1", "backend-2"));
+    f.net->run();
+    CHECK(f.backend->messages.empty());
+    CHECK(f.other->messages.empty());
+    REQUIRE(f.agent2->messages.size() == 1);
+    CHECK(contains(f.agent2->messages[0], R"("code":"unknown_request")"));
+    REQUIRE(f.agent1->messages.size() == 1);
+    CHECK(contains(f.agent1->messages[0], R"("code":"unknown_request")"));
+    CHECK(f.security_events() == 2);
+    CHECK(f.hub().requests_in_flight() == 1);  // the real request is untouched
+    CHECK(f.hub().counters().dropped == 2);
+    auto events = f.db.audit().query({audit_kind::security_event, 10});
+    REQUIRE(events);
+    CHECK((*events)[0].actor == "agent:agent-2");  // newest first
+    CHECK((*events)[1].actor == "agent:agent-1");
+  }
+
+  TEST_CASE("a reply to a request never sent, or after the final status, is dropped") {
+    routed f;
+    f.agent1->send(result_frame("never-sent", "backend-1"));
+    f.net->run();
+    CHECK(f.backend->messages.empty());
+    CHECK(f.security_events() == 1);
+
+    f.backend->send(command_frame("r2", "agent-1"));
+    f.net->run();
+    f.agent1->send(result_frame("r2", "backend-1"));
+    f.agent1->send(progress_frame("r2", "backend-1", 99));
+    f.agent1->send(result_frame("r2", "backend-1", "failed"));
+    f.net->run();
+    REQUIRE(f.backend->messages.size() == 1);  // only the first final
+    CHECK(contains(f.backend->messages[0], R"("status":"ok")"));
+    CHECK(f.security_events() == 3);
+  }
+
+  TEST_CASE("an update naming another agent is an impersonation attempt") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-2"));
+    f.net->run();
+    f.agent1->send(R"({"v":1,"type":"result","id":"r1","commanderId":"backend-1","agent":"agent-2","status":"ok"})");
+    f.net->run();
+    CHECK(f.backend->messages.empty());
+    CHECK(f.security_events() == 1);
+    CHECK(f.hub().requests_in_flight() == 1);
+  }
+
+  TEST_CASE("agents may not send commands; commanders may not send updates") {
+    routed f;
+    f.agent1->send(command_frame("x", "agent-2"));
+    f.backend->send(result_frame("x", "backend-1"));
+    f.net->run();
+    CHECK(f.agent2->messages.empty());
+    REQUIRE(f.agent1->messages.size() == 1);
+    CHECK(contains(f.agent1->messages[0], R"("code":"forbidden_operation")"));
+    REQUIRE(f.backend->messages.size() == 1);
+    CHECK(contains(f.backend->messages[0], R"("code":"forbidden_operation")"));
+  }
+
+  TEST_CASE("a commander may command only the agents it is granted") {
+    routed f;
+    f.other->send(command_frame("r1", "agent-2"));  // backend-2 is granted agent-1 only
+    f.net->run();
+    CHECK(f.agent2->messages.empty());
+    REQUIRE(f.other->messages.size() == 1);
+    CHECK(contains(f.other->messages[0], R"("code":"agent_not_granted")"));
+    CHECK(f.security_events() == 1);
+  }
+
+  TEST_CASE("unknown operations and invalid payloads never reach an agent") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1", "site.explode"));
+    f.backend->send(command_frame("r2", "agent-1", "site.deploy", R"({"site_id":"seven"})"));
+    f.backend->send(command_frame("r3", "agent-1", "site.deploy", R"({"site_id":7,"rm":"-rf"})"));
+    f.net->run();
+    CHECK(f.agent1->messages.empty());
+    REQUIRE(f.backend->messages.size() == 3);
+    CHECK(contains(f.backend->messages[0], R"("code":"unknown_operation")"));
+    CHECK(contains(f.backend->messages[1], R"("code":"invalid_payload")"));
+    CHECK(contains(f.backend->messages[2], R"("code":"invalid_payload")"));
+    CHECK(f.hub().counters().rejected == 3);
+  }
+
+  TEST_CASE("oversized and malformed messages are rejected with their code and deliver nothing") {
+    hub_config cfg;
+    cfg.limits.max_message_bytes = 512;
+    routed f(cfg);
+    f.backend->send(command_frame("r1", "agent-1", "site.deploy", R"({"site_id":7,"version":")" + std::string(600, 'a') + "\"}"));
+    f.backend->send(R"({"v":1,"type":"command",)");
+    f.backend->send(R"({"v":1,"type":"command","id":"r1","id":"r2","agent":"agent-1","op":"site.status"})");
+    f.net->run();
+    CHECK(f.agent1->messages.empty());
+    REQUIRE(f.backend->messages.size() == 3);
+    CHECK(contains(f.backend->messages[0], R"("code":"message_too_large")"));
+    CHECK(contains(f.backend->messages[1], R"("code":"malformed_json")"));
+    CHECK(contains(f.backend->messages[2], R"("code":"duplicate_key")"));
+    CHECK(f.backend_end->is_open());  // a few bad messages do not cost the connection
+  }
+
+  TEST_CASE("agent offline: a clear error, nothing pending") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-3"));  // granted, registered, not connected
+    f.net->run();
+    REQUIRE(f.backend->messages.size() == 1);
+    CHECK(contains(f.backend->messages[0], R"("code":"agent_offline")"));
+    CHECK(f.hub().requests_in_flight() == 0);
+  }
+
+  TEST_CASE("an agent disconnecting mid-command fails its requests for their commanders") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.backend->send(command_frame("r2", "agent-2"));
+    f.other->send(command_frame("o1", "agent-1"));
+    f.net->run();
+    f.agent1_end->close(close_code::going_away, "bye");
+    f.net->run();
+    CHECK(f.hub().requests_in_flight() == 1);  // r2 on agent-2 lives on
+    CHECK(count_with(*f.backend, R"("code":"agent_disconnected")") == 1);
+    CHECK(count_with(*f.backend, R"("id":"r1")") == 1);
+    CHECK(count_with(*f.other, R"("code":"agent_disconnected")") == 1);
+    CHECK(count_with(*f.backend, R"("state":"offline")") == 1);  // presence
+  }
+
+  TEST_CASE("a request with no update before the timeout fails; progress extends it") {
+    hub_config cfg;
+    cfg.request_timeout = 10s;
+    routed f(cfg);
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.backend->send(command_frame("r2", "agent-1"));
+    f.net->run();
+    f.clk.advance(8s);
+    f.agent1->send(progress_frame("r2", "backend-1", 10));
+    f.net->run();
+    f.clk.advance(3s);
+    f.hub().tick();
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"request_timeout")") == 1);
+    CHECK(count_with(*f.backend, R"({"v":1,"type":"error","id":"r1")") == 1);
+    CHECK(f.hub().requests_in_flight() == 1);
+    f.clk.advance(8s);
+    f.hub().tick();
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"request_timeout")") == 2);
+    CHECK(f.hub().requests_in_flight() == 0);
+    CHECK(f.hub().counters().timeouts == 2);
+  }
+
+  TEST_CASE("duplicate request ids and the in-flight cap") {
+    hub_config cfg;
+    cfg.max_in_flight_per_commander = 2;
+    routed f(cfg);
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.backend->send(command_frame("r2", "agent-1"));
+    f.backend->send(command_frame("r3", "agent-1"));
+    f.net->run();
+    CHECK(f.agent1->messages.size() == 2);
+    CHECK(count_with(*f.backend, R"("code":"duplicate_request")") == 1);
+    CHECK(count_with(*f.backend, R"("code":"too_many_in_flight")") == 1);
+    f.agent1->send(result_frame("r1", "backend-1"));
+    f.net->run();
+    f.backend->send(command_frame("r3", "agent-1"));
+    f.net->run();
+    CHECK(f.agent1->messages.size() == 3);
+  }
+
+  TEST_CASE("rate limits: per connection, then the connection is closed after repeated violations") {
+    hub_config cfg;
+    cfg.connection_rate = rate{1, 3};
+    cfg.max_strikes = 5;
+    routed f(cfg);
+    for (int i = 0; i < 10; ++i) f.backend->send(command_frame("r" + std::to_string(i), "agent-1", "site.status"));
+    f.net->run();
+    CHECK(f.agent1->messages.size() == 3);
+    CHECK(f.hub().counters().rate_limited == 5);
+    CHECK(count_with(*f.backend, R"("code":"rate_limited")") == 5);
+    CHECK_FALSE(f.backend_end->is_open());
+    CHECK(f.backend_end->closed_with() == close_code::rate_limited);
+    CHECK(f.agent1_end->is_open());  // nobody else pays for it
+  }
+
+  TEST_CASE("per-identity rate limit holds across connections of the same commander") {
+    hub_config cfg;
+    cfg.identity_rate = rate{1, 2};
+    routed f(cfg);
+    f.backend->send(command_frame("a", "agent-1", "site.status"));
+    f.backend->send(command_frame("b", "agent-1", "site.status"));
+    f.net->run();
+    auto second = f.connect("commander", "backend-1", f.backend_key).first;  // replaces the first
+    second->messages.clear();
+    second->send(command_frame("c", "agent-1", "site.status"));
+    f.net->run();
+    CHECK(count_with(*second, R"("code":"rate_limited")") == 1);
+    CHECK(f.agent1->messages.size() == 2);
+  }
+}
+
+TEST_SUITE("hub_auth") {
+  TEST_CASE("wrong key, unknown id and a user token are refused with auth_failed and closed") {
+    hub_fixture f;
+    auto [c1, e1] = f.connect("agent", "agent-1", "ak_wrong");
+    auto [c2, e2] = f.connect("commander", "nobody", f.backend_key);
+    auto [c3, e3] = f.connect();
+    c3->send(R"({"v":1,"type":"auth","token":"eyJhbGciOiJub25lIn0.e30."})");
+    f.net->run();
+    for (auto* c : {c1, c2, c3}) {
+      REQUIRE(c->messages.size() == 1);
+      CHECK(contains(c->messages[0], R"("code":"auth_failed")"));
+      CHECK(c->closed);
+    }
+    CHECK(e1->closed_with() == close_code::auth_failed);
+    CHECK_FALSE(f.hub().agent_online("agent-1"));
+    CHECK(f.hub().counters().auth_failed == 3);
+    CHECK_FALSE(f.log.mentions("ak_wrong"));
+    CHECK_FALSE(f.log.mentions(f.backend_key));
+  }
+
+  TEST_CASE("an agent key used as a commander key is refused") {
+    hub_fixture f;
+    auto [c, end] = f.connect("commander", "agent-1", f.agent1_key);
+    CHECK(end->closed_with() == close_code::auth_failed);
+  }
+
+  TEST_CASE("after rotation the old key works during the overlap, then fails") {
+    hub_fixture f;
+    const std::string old_key = f.agent1_key;
+    const std::string new_key = *f.creds.rotate(principal_kind::agent, "agent-1", 60s);
+    auto during = f.connect("agent", "agent-1", old_key);
+    CHECK(contains(during.first->messages.at(0), R"("type":"auth_ok")"));
+    f.clk.advance(61s);
+    auto after = f.connect("agent", "agent-1", old_key);
+    CHECK(after.second->closed_with() == close_code::auth_failed);
+    auto fresh = f.connect("agent", "agent-1", new_key);
+    CHECK(contains(fresh.first->messages.at(0), R"("type":"auth_ok")"));
+  }
+
+  TEST_CASE("messages before authentication are refused; no auth within the timeout closes") {
+    hub_config cfg;
+    cfg.auth_timeout = 2s;
+    hub_fixture f(cfg);
+    auto [c, end] = f.connect();
+    c->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    REQUIRE(c->messages.size() == 1);
+    CHECK(contains(c->messages[0], R"("code":"auth_required")"));
+    f.clk.advance(1s);
+    f.hub().tick();
+    f.net->run();
+    CHECK(end->is_open());
+    f.clk.advance(2s);
+    f.hub().tick();
+    f.net->run();
+    CHECK(end->closed_with() == close_code::auth_timeout);
+  }
+
+  TEST_CASE("floods before authentication close the connection") {
+    hub_fixture f;
+    auto [c, end] = f.connect();
+    for (int i = 0; i < 20; ++i) c->send("{}");
+    f.net->run();
+    CHECK(end->closed_with() == close_code::rate_limited);
+  }
+
+  TEST_CASE("the newest connection of an identity replaces the older; in-flight requests carry over") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    auto fresh = f.connect("agent", "agent-1", f.agent1_key);
+    CHECK(f.agent1_end->closed_with() == close_code::replaced);
+    CHECK(f.hub().agent_online("agent-1"));
+    fresh.first->send(result_frame("r1", "backend-1"));
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("type":"result")") == 1);
+    CHECK(count_with(*f.backend, R"("code":"agent_disconnected")") == 0);
+  }
+
+  TEST_CASE("commanders learn which granted agents are online") {
+    hub_fixture f;
+    f.connect("agent", "agent-2", f.agent2_key);
+    auto other = f.connect("commander", "backend-2", f.other_commander_key).first;  // granted agent-1 only
+    auto backend = f.connect("commander", "backend-1", f.backend_key).first;
+    CHECK(count_with(*backend, R"("agent":"agent-2","state":"online")") == 1);
+    CHECK(count_with(*other, "presence") == 0);
+    f.connect("agent", "agent-1", f.agent1_key);
+    CHECK(count_with(*other, R"("agent":"agent-1","state":"online")") == 1);
+  }
+}
+
+TEST_SUITE("hub_flow") {
+  TEST_CASE("queued commands are routed by priority, FIFO within one") {
+    hub_fixture f;
+    std::size_t wakeups = 0;
+    f.hub().set_wakeup([&] { ++wakeups; });
+    auto agent = f.connect("agent", "agent-1", f.agent1_key).first;
+    auto backend = f.connect("commander", "backend-1", f.backend_key).first;
+    agent->messages.clear();
+    backend->send(command_frame("low1", "agent-1", "site.deploy", R"({"site_id":1})", R"(,"priority":"low")"));
+    backend->send(command_frame("n1", "agent-1", "site.deploy", R"({"site_id":1})"));
+    backend->send(command_frame("high1", "agent-1", "site.deploy", R"({"site_id":1})", R"(,"priority":"high")"));
+    backend->send(command_frame("s1", "agent-1", "site.status", R"({"site_id":1})"));  // status defaults to high
+    f.net->run();
+    CHECK(wakeups == 1);
+    CHECK(f.hub().queued() == 4);
+    CHECK(f.hub().process() == 4);
+    f.net->run();
+    REQUIRE(agent->messages.size() == 4);
+    CHECK(contains(agent->messages[0], R"("id":"high1")"));
+    CHECK(contains(agent->messages[1], R"("id":"s1")"));
+    CHECK(contains(agent->messages[2], R"("id":"n1")"));
+    CHECK(contains(agent->messages[3], R"("id":"low1")"));
+  }
+
+  TEST_CASE("slow consumer: progress is coalesced, the final result is delivered, the hard limit closes") {
+    hub_config cfg;
+    cfg.outbound_soft_limit = 400;
+    cfg.outbound_hard_limit = 2000;
+    routed f(cfg);
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    f.backend_end->set_reading(false);  // the commander stops reading
+    for (int p = 0; p <= 100; p += 5) f.agent1->send(progress_frame("r1", "backend-1", p));
+    f.net->run();
+    CHECK(f.hub().counters().coalesced > 0);
+    const std::size_t buffered = f.backend_end->peer().buffered_amount();
+    CHECK(buffered <= 400);
+    f.agent1->send(result_frame("r1", "backend-1"));
+    f.net->run();
+    f.backend_end->set_reading(true);
+    f.net->run();
+    // Everything that was delivered is in order and the final is last; no progress after it.
+    REQUIRE_FALSE(f.backend->messages.empty());
+    CHECK(contains(f.backend->messages.back(), R"("type":"result")"));
+    CHECK(count_with(*f.backend, R"("type":"result")") == 1);
+
+    // Now a consumer that never reads: commands pile up to the hard limit, then it is closed.
+    f.backend_end->set_reading(false);
+    for (int i = 0; i < 40; ++i) f.backend->send(command_frame("q" + std::to_string(i), "agent-1", "site.status"));
+    f.net->run();
+    for (int i = 0; i < 40; ++i) f.agent1->send(result_frame("q" + std::to_string(i), "backend-1"));
+    f.net->run();
+    CHECK(f.hub().counters().slow_consumers == 1);
+    CHECK(f.backend_end->closed_with() == close_code::slow_consumer);
+    CHECK(f.agent1_end->is_open());
+  }
+
+  TEST_CASE("every message is logged with metadata, never with secrets or payloads") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1", "site.deploy", R"({"site_id":7,"version":"s3cr3t-v"})"));
+    f.net->run();
+    CHECK(f.log.count("message_in") >= 1);
+    bool found = false;
+    for (const auto& r : f.log.records)
+      if (r.event == "message_in" && r.get("id") == "r1") {
+        found = true;
+        CHECK(r.get("op") == "site.deploy");
+        CHECK(r.get("identity") == "backend-1");
+      }
+    CHECK(found);
+    CHECK_FALSE(f.log.mentions("s3cr3t-v"));
+    CHECK_FALSE(f.log.mentions(f.agent1_key));
+  }
+
+  TEST_CASE("scale-out seam: a command for an agent elsewhere goes to the peer link, its update comes back") {
+    struct fake_link final : hub_peer_link {
+      std::vector<std::string> commands;
+      bool forward_command(std::string_view agent, std::string_view, std::string_view, std::string_view frame) override {
+        if (agent != "agent-remote") return false;
+        commands.emplace_back(frame);
+        return true;
+      }
+      bool forward_update(std::string_view, std::string_view) override { return false; }
+    } link;
+    memory::manual_clock clk;
+    memory::recording_logger log;
+    memory::memory_storage db;
+    memory::seeded_random random;
+    credential_service creds(db.credentials(), clk, random);
+    store_verifier verifier(creds);
+    auto ops = operation_registry::defaults();
+    const std::string key = *creds.register_principal(principal_kind::commander, "backend-1", {"*"});
+    citrus::hub h({}, hub_services{clk, log, db.audit(), verifier, ops, &link});
+    memory::loopback_transport net(h);
+    memory::recording_client backend;
+    net.connect(backend);
+    net.run();
+    backend.send(auth_frame("commander", "backend-1", key));
+    backend.send(command_frame("r1", "agent-remote"));
+    backend.send(command_frame("r2", "agent-nowhere"));
+    net.run();
+    REQUIRE(link.commands.size() == 1);
+    CHECK(contains(link.commands[0], R"("commanderId":"backend-1")"));
+    CHECK(count_with(backend, R"("code":"agent_offline")") == 1);
+    CHECK(h.requests_in_flight() == 1);
+    h.deliver_remote_update("backend-1", "r1", true, R"({"v":1,"type":"result","id":"r1","agent":"agent-remote","status":"ok"})");
+    h.deliver_remote_update("backend-1", "r1", true, R"({"v":1,"type":"result","id":"r1","agent":"agent-remote","status":"ok"})");
+    net.run();
+    CHECK(count_with(backend, R"("id":"r1","agent":"agent-remote")") == 1);  // the second one found no route
+    CHECK(h.requests_in_flight() == 0);
+  }
+}

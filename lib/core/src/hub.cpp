@@ -644,12 +644,25 @@ void hub::set_wakeup(std::function<void()> wakeup) { impl_->wakeup = std::move(w
 std::size_t hub::process(std::size_t budget) { return impl_->process(budget); }
 void hub::tick() { impl_->tick(); }
 
-void hub::deliver_remote_update(std::string_view commander, std::string_view frame) {
-  if (session* c = impl_->online_commander(commander)) {
-    impl_->deliver(*c, frame, outbound_kind::final, {});
-    ++impl_->stats.routed;
+void hub::deliver_remote_update(std::string_view commander, std::string_view request, bool final, std::string_view frame) {
+  impl& m = *impl_;
+  auto it = m.routes.find(m.key_of(commander, request));
+  if (it == m.routes.end()) {
+    ++m.stats.dropped;
+    return;
+  }
+  if (session* c = m.online_commander(commander)) {
+    m.deliver(*c, frame, final ? outbound_kind::final : outbound_kind::progress, request);
+    ++m.stats.routed;
   } else {
-    ++impl_->stats.dropped;
+    ++m.stats.dropped;
+  }
+  if (final) {
+    auto cit = m.commanders.find(it->second.commander);
+    if (cit != m.commanders.end() && cit->second.in_flight > 0) --cit->second.in_flight;
+    m.routes.erase(it);
+  } else {
+    it->second.deadline = m.now() + m.cfg.request_timeout;
   }
 }
 

@@ -14,8 +14,9 @@ void loopback_connection::inbox::push(std::string_view text) {
   bytes += text.size();
 }
 
-void loopback_connection::inbox::pop() {
+void loopback_connection::inbox::take_front(std::string& into) {
   bytes -= slots[head].size();
+  into.swap(slots[head]);  // trade buffers: both keep their capacity
   head = (head + 1) % slots.size();
   --count;
 }
@@ -66,8 +67,7 @@ bool loopback_transport::step(loopback_connection& end) {
   if (end.reading_ && end.inbox_.count > 0) {
     // Swap the message out of the ring before delivering it: the handler may send, and a send may
     // grow (reallocate) a ring. The swap trades buffers, so both keep their capacity.
-    scratch_.swap(end.inbox_.front());
-    end.inbox_.pop();
+    end.inbox_.take_front(scratch_);
     end.handler_.on_message(end.id_, scratch_);
     if (end.inbox_.bytes <= low_water_ && end.peer_->state_ == loopback_connection::state::open)
       end.peer_->handler_.on_drain(end.peer_->id_);

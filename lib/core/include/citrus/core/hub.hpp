@@ -108,8 +108,9 @@ class hub final : public connection_handler {
   /// Enforces auth and request timeouts. Call periodically (e.g. every 100 ms).
   void tick();
 
-  /// Delivers an update that arrived from another hub (see hub_peer_link).
-  void deliver_remote_update(std::string_view commander, std::string_view frame);
+  /// Delivers an update that arrived from another hub for a command this hub forwarded there
+  /// (see hub_peer_link); a final one ends the route.
+  void deliver_remote_update(std::string_view commander, std::string_view request, bool final, std::string_view frame);
 
   const hub_counters& counters() const noexcept;
   std::size_t requests_in_flight() const noexcept;

@@ -43,8 +43,8 @@ class loopback_connection final : public citrus::connection {
     std::vector<std::string> slots;
     std::size_t head = 0, count = 0, bytes = 0;
     void push(std::string_view text);
-    std::string& front() { return slots[head]; }
-    void pop();
+    /// Moves the oldest message into `into`.
+    void take_front(std::string& into);
   };
 
   loopback_transport& owner_;

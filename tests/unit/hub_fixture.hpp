@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <memory>
+#include <ostream>  // doctest prints std::error_code through it
 #include <string>
 #include <vector>
 

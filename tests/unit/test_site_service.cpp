@@ -1,1 +1,179 @@
 #include <doctest/doctest.h>
+
+#include "platform_fixture.hpp"
+
+using namespace citrus;
+using namespace citrus::testing;
+using namespace std::chrono_literals;
+
+TEST_SUITE("site_service") {
+  TEST_CASE("every query is scoped to the caller; another user's site and a missing one get the same answer") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    f.make_site(f.bob, "bob-site");
+
+    auto mine = f.sites->list(f.alice.id);
+    REQUIRE(mine);
+    REQUIRE(mine->size() == 1);
+    CHECK((*mine)[0].name == "alice-site");
+
+    const auto unauthorized = make_error_code(errc::unauthorized_access);
+    CHECK(f.sites->get(f.bob.id, a.id).error() == unauthorized);
+    CHECK(f.sites->get(f.bob.id, site_id{999}).error() == unauthorized);
+    CHECK(f.sites->update(f.bob.id, a.id, site_changes{std::string("pwned"), std::nullopt}).error() == unauthorized);
+    CHECK(f.sites->remove(f.bob.id, a.id).error() == unauthorized);
+    CHECK(f.sites->deploy(f.bob.id, a.id, "v2").error() == unauthorized);
+    CHECK(public_message(errc::unauthorized_access) == "Unauthorized access");
+
+    auto still = f.sites->get(f.alice.id, a.id);
+    REQUIRE(still);
+    CHECK(still->name == "alice-site");
+    CHECK(still->deploy_status == "created");
+    auto denied = f.db.audit().query({audit_kind::security_event, 100});
+    REQUIRE(denied);
+    CHECK(denied->size() == 5);
+    CHECK((*denied)[0].actor == "user:" + std::to_string(f.bob.id.value()));
+  }
+
+  TEST_CASE("a deploy persists deploy_status, deployer_id and last_deploy_date from the agent's updates") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    f.clk.advance(90s);
+    auto request = f.sites->deploy(f.alice.id, a.id, "v7");
+    REQUIRE(request);
+    f.run();
+    auto site = f.sites->get(f.alice.id, a.id);
+    REQUIRE(site);
+    CHECK(site->deploy_status == "deployed");
+    CHECK(site->deployer_id == "agent-1");
+    REQUIRE(site->last_deploy_date);
+    CHECK(*site->last_deploy_date == f.clk.wall_now());
+    auto ops = f.db.audit().query({audit_kind::site_operation, 100});
+    REQUIRE(ops);
+    CHECK((*ops)[0].action == "site.deploy");
+    CHECK((*ops)[0].outcome == "ok");
+  }
+
+  TEST_CASE("input is validated before anything is stored or sent") {
+    platform_fixture f;
+    const auto invalid = make_error_code(errc::invalid_payload);
+    CHECK(f.sites->create(f.alice.id, site_input{"", "https://x.test"}).error() == invalid);
+    CHECK(f.sites->create(f.alice.id, site_input{"ok", "javascript:alert(1)"}).error() == invalid);
+    CHECK(f.sites->create(f.alice.id, site_input{std::string(101, 'n'), "https://x.test"}).error() == invalid);
+    CHECK(f.sites->create(f.alice.id, site_input{"tab\there", "https://x.test"}).error() == invalid);
+    CHECK(f.sites->list(f.alice.id)->empty());
+    CHECK(f.agent->running() == 0);
+  }
+
+  TEST_CASE("the agent disconnecting mid-deploy fails the deploy for the owner and marks the site failed") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    auto [ws, end] = f.user_socket(f.alice);
+    f.hold_deploys = true;
+    REQUIRE(f.sites->deploy(f.alice.id, a.id, ""));
+    f.run();
+    CHECK(count_with(*ws, R"("type":"progress")") == 2);
+    CHECK(f.sites->get(f.alice.id, a.id)->deploy_status == "deploying");
+    f.agent_end->close(close_code::going_away, "agent killed");
+    f.run();
+    CHECK(count_with(*ws, R"("status":"failed")") == 1);
+    CHECK(count_with(*ws, R"("code":"agent_disconnected")") == 1);
+    CHECK(f.sites->get(f.alice.id, a.id)->deploy_status == "failed");
+    CHECK(f.link->in_flight() == 0);
+  }
+
+  TEST_CASE("losing the hub fails every request in flight, and new deploys say the hub is unavailable") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    f.hold_deploys = true;
+    REQUIRE(f.sites->deploy(f.alice.id, a.id, ""));
+    f.run();
+    CHECK(f.link->in_flight() == 1);
+    f.link_end->close(close_code::going_away, "hub restarting");
+    f.run();
+    CHECK_FALSE(f.link->online());
+    CHECK(f.link->in_flight() == 0);
+    CHECK(f.sites->get(f.alice.id, a.id)->deploy_status == "failed");
+    CHECK(f.sites->deploy(f.alice.id, a.id, "").error() == make_error_code(errc::hub_unavailable));
+    // The backend reconnects: commands work again.
+    f.link_end = &f.net->connect(*f.link);
+    f.run();
+    REQUIRE(f.link->online());
+    f.hold_deploys = false;
+    REQUIRE(f.sites->deploy(f.alice.id, a.id, ""));
+    f.run();
+    CHECK(f.sites->get(f.alice.id, a.id)->deploy_status == "deployed");
+  }
+
+  TEST_CASE("a storage failure is reported and nothing is sent") {
+    platform_fixture f;
+    f.db.fail_next_writes(1);
+    auto site = f.sites->create(f.alice.id, site_input{"x", "https://x.test"});
+    CHECK(site.error() == make_error_code(errc::storage_unavailable));
+    f.run();
+    CHECK(f.hub().counters().routed == 0);
+  }
+
+  TEST_CASE("site JSON escapes what users typed") {
+    site_record s;
+    s.id = site_id{3};
+    s.name = "a\"b</script>";
+    s.url = "https://x.test/\\";
+    s.owner = user_id{9};
+    s.agent = agent_id{"agent-1"};
+    std::string out;
+    append_site_json(out, s);
+    CHECK(contains(out, R"("name":"a\"b</script>")"));
+    CHECK(contains(out, R"("url":"https://x.test/\\")"));
+    CHECK(contains(out, R"("last_deploy_date":null)"));
+  }
+
+  TEST_CASE("commander link: backoff grows with full jitter and is capped") {
+    memory::seeded_random random(3);
+    backoff b(100ms, 2s, random);
+    for (int i = 0; i < 30; ++i) {
+      auto d = b.next();
+      CHECK(d >= 0ms);
+      CHECK(d <= 2s);
+    }
+    b.reset();
+    CHECK(b.next() <= 100ms);
+  }
+}
+
+TEST_SUITE("login") {
+  TEST_CASE("login issues a token; wrong passwords and unknown names get the same answer, then lockout") {
+    platform_fixture f;
+    login_config cfg;
+    cfg.per_user.max_failures = 3;
+    login_service login(cfg, f.db.users(), f.tokens, f.clk, f.db.audit());
+    auto ok = login.login("alice", "alice-pw", "10.0.0.1:5000");
+    REQUIRE(ok);
+    CHECK(ok->claims.user == f.alice.id);
+    CHECK(login.login("alice", "nope", "a").error() == make_error_code(errc::auth_failed));
+    CHECK(login.login("nobody", "nope", "a").error() == make_error_code(errc::auth_failed));
+    CHECK(login.login("alice", "nope", "a").error() == make_error_code(errc::auth_failed));
+    CHECK(login.login("alice", "nope", "a").error() == make_error_code(errc::auth_failed));
+    // Locked: even the right password is refused until the lockout ends.
+    CHECK(login.login("alice", "alice-pw", "b").error() == make_error_code(errc::account_locked));
+    f.clk.advance(301s);
+    CHECK(login.login("alice", "alice-pw", "b"));
+    auto events = f.db.audit().query({audit_kind::security_event, 10});
+    REQUIRE(events);
+    CHECK(events->size() == 1);
+    CHECK((*events)[0].action == "login_lockout");
+  }
+
+  TEST_CASE("refresh gives a new token to a live session and refuses a deleted user") {
+    platform_fixture f;
+    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    auto ok = login.login("bob", "bob-pw", "x");
+    REQUIRE(ok);
+    f.clk.advance(60s);
+    auto fresh = login.refresh(ok->token);
+    REQUIRE(fresh);
+    CHECK(fresh->claims.expires_at > ok->claims.expires_at);
+    REQUIRE(f.db.users().delete_user(f.bob.id));
+    CHECK(login.refresh(fresh->token).error() == make_error_code(errc::auth_failed));
+  }
+}

@@ -1,0 +1,297 @@
+// citrus::memory::memory_storage: the four stores on std::map, with write fault injection.
+// Behaves like citrus::sqlite in everything the conformance suite checks, including whole-second
+// timestamps and ids that are never reused.
+#include "citrus/memory/memory_storage.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace citrus::memory {
+namespace {
+
+/// Storage keeps unix seconds (like the SQLite schema), so sub-second parts are dropped here too.
+wall_time whole_seconds(wall_time t) { return from_unix_seconds(to_unix_seconds(t)); }
+
+std::optional<wall_time> whole_seconds(const std::optional<wall_time>& t) {
+  if (!t) return std::nullopt;
+  return whole_seconds(*t);
+}
+
+}  // namespace
+
+struct memory_storage::impl {
+  // ------------------------------------------------------------ state
+  std::map<std::int64_t, user_record> users_by_id;
+  std::int64_t last_user_id = 0;
+  std::map<std::int64_t, site_record> sites_by_id;
+  std::int64_t last_site_id = 0;
+  std::map<std::pair<principal_kind, std::string>, principal_record> principals;
+  std::vector<audit_event> events;  ///< in insertion order
+
+  std::size_t failing_writes = 0;
+  errc failure = errc::storage_unavailable;
+
+  /// Every write calls this first: an injected failure returns before anything changes.
+  result<void> begin_write() {
+    if (failing_writes == 0) return {};
+    --failing_writes;
+    return failure;
+  }
+
+  // ------------------------------------------------------------ the four stores
+  class users_impl final : public user_store {
+   public:
+    explicit users_impl(impl& s) : s_(s) {}
+
+    result<user_record> create_user(std::string_view name, std::string_view password_hash, user_role role,
+                                    wall_time now) override {
+      if (auto w = s_.begin_write(); !w) return w.error();
+      for (const auto& [id, u] : s_.users_by_id)
+        if (u.name == name) return errc::conflict;
+      user_record u;
+      u.id = user_id{++s_.last_user_id};
+      u.name = std::string(name);
+      u.password_hash = std::string(password_hash);
+      u.role = role;
+      u.created_at = whole_seconds(now);
+      s_.users_by_id.emplace(u.id.value(), u);
+      return u;
+    }
+
+    result<user_record> find_user(user_id id) override {
+      auto it = s_.users_by_id.find(id.value());
+      if (it == s_.users_by_id.end()) return errc::not_found;
+      return it->second;
+    }
+
+    result<user_record> find_user_by_name(std::string_view name) override {
+      for (const auto& [id, u] : s_.users_by_id)
+        if (u.name == name) return u;
+      return errc::not_found;
+    }
+
+    result<std::vector<user_record>> list_users() override {
+      std::vector<user_record> out;
+      out.reserve(s_.users_by_id.size());
+      for (const auto& [id, u] : s_.users_by_id) out.push_back(u);
+      return out;
+    }
+
+    result<void> delete_user(user_id id) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      auto it = s_.users_by_id.find(id.value());
+      if (it == s_.users_by_id.end()) return errc::not_found;
+      s_.users_by_id.erase(it);
+      for (auto site = s_.sites_by_id.begin(); site != s_.sites_by_id.end();) {
+        if (site->second.owner == id)
+          site = s_.sites_by_id.erase(site);
+        else
+          ++site;
+      }
+      return {};
+    }
+
+   private:
+    impl& s_;
+  };
+
+  class sites_impl final : public site_store {
+   public:
+    explicit sites_impl(impl& s) : s_(s) {}
+
+    result<site_record> create_site(const new_site& site, wall_time now) override {
+      if (auto w = s_.begin_write(); !w) return w.error();
+      // Like the SQL foreign key: a site belongs to an existing user.
+      if (s_.users_by_id.count(site.owner.value()) == 0) return errc::not_found;
+      site_record r;
+      r.id = site_id{++s_.last_site_id};
+      r.name = site.name;
+      r.url = site.url;
+      r.owner = site.owner;
+      r.agent = site.agent;
+      r.created_at = whole_seconds(now);
+      r.updated_at = r.created_at;
+      s_.sites_by_id.emplace(r.id.value(), r);
+      return r;
+    }
+
+    result<site_record> find_site(user_id owner, site_id id) override {
+      const site_record* r = owned(owner, id);
+      if (r == nullptr) return errc::not_found;
+      return *r;
+    }
+
+    result<std::vector<site_record>> list_sites(user_id owner) override {
+      std::vector<site_record> out;
+      for (const auto& [id, r] : s_.sites_by_id)
+        if (r.owner == owner) out.push_back(r);
+      return out;
+    }
+
+    result<site_record> update_site(user_id owner, site_id id, const site_changes& changes, wall_time now) override {
+      if (auto w = s_.begin_write(); !w) return w.error();
+      site_record* r = owned(owner, id);
+      if (r == nullptr) return errc::not_found;
+      if (changes.name) r->name = *changes.name;
+      if (changes.url) r->url = *changes.url;
+      r->updated_at = whole_seconds(now);
+      return *r;
+    }
+
+    result<void> delete_site(user_id owner, site_id id) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      if (owned(owner, id) == nullptr) return errc::not_found;
+      s_.sites_by_id.erase(id.value());
+      return {};
+    }
+
+    result<site_record> record_deploy(site_id id, const deploy_update& update, wall_time now) override {
+      if (auto w = s_.begin_write(); !w) return w.error();
+      auto it = s_.sites_by_id.find(id.value());
+      if (it == s_.sites_by_id.end()) return errc::not_found;
+      site_record& r = it->second;
+      r.deploy_status = update.deploy_status;
+      r.deployer_id = update.deployer_id;
+      if (update.last_deploy_date) r.last_deploy_date = whole_seconds(update.last_deploy_date);
+      r.updated_at = whole_seconds(now);
+      return r;
+    }
+
+   private:
+    /// The site if it exists and belongs to `owner`; nullptr otherwise (the two cases look the same).
+    site_record* owned(user_id owner, site_id id) {
+      auto it = s_.sites_by_id.find(id.value());
+      if (it == s_.sites_by_id.end() || it->second.owner != owner) return nullptr;
+      return &it->second;
+    }
+
+    impl& s_;
+  };
+
+  class credentials_impl final : public credential_store {
+   public:
+    explicit credentials_impl(impl& s) : s_(s) {}
+
+    result<void> create_principal(const principal_record& principal) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      auto key = std::make_pair(principal.kind, principal.id);
+      if (s_.principals.count(key) != 0) return errc::conflict;
+      principal_record stored = principal;
+      stored.created_at = whole_seconds(stored.created_at);
+      for (auto& k : stored.keys) {
+        k.created_at = whole_seconds(k.created_at);
+        k.expires_at = whole_seconds(k.expires_at);
+      }
+      s_.principals.emplace(std::move(key), std::move(stored));
+      return {};
+    }
+
+    result<principal_record> find_principal(principal_kind kind, std::string_view id) override {
+      const principal_record* p = find(kind, id);
+      if (p == nullptr) return errc::not_found;
+      return *p;
+    }
+
+    result<std::vector<principal_record>> list_principals(principal_kind kind) override {
+      std::vector<principal_record> out;
+      for (const auto& [key, p] : s_.principals)  // ordered by (kind, id)
+        if (key.first == kind) out.push_back(p);
+      return out;
+    }
+
+    result<void> rotate_key(principal_kind kind, std::string_view id, const key_record& key,
+                            wall_time old_keys_expire_at) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      principal_record* p = find(kind, id);
+      if (p == nullptr) return errc::not_found;
+      const wall_time expiry = whole_seconds(old_keys_expire_at);
+      for (auto& k : p->keys)
+        if (!k.expires_at || *k.expires_at > expiry) k.expires_at = expiry;
+      key_record added = key;
+      added.created_at = whole_seconds(added.created_at);
+      added.expires_at = whole_seconds(added.expires_at);
+      p->keys.push_back(std::move(added));
+      return {};
+    }
+
+    result<void> set_grants(principal_kind kind, std::string_view id, const std::vector<std::string>& grants) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      principal_record* p = find(kind, id);
+      if (p == nullptr) return errc::not_found;
+      p->grants = grants;
+      return {};
+    }
+
+    result<void> delete_principal(principal_kind kind, std::string_view id) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      auto it = s_.principals.find(std::make_pair(kind, std::string(id)));
+      if (it == s_.principals.end()) return errc::not_found;
+      s_.principals.erase(it);
+      return {};
+    }
+
+   private:
+    principal_record* find(principal_kind kind, std::string_view id) {
+      auto it = s_.principals.find(std::make_pair(kind, std::string(id)));
+      return it == s_.principals.end() ? nullptr : &it->second;
+    }
+
+    impl& s_;
+  };
+
+  class audit_impl final : public audit_store {
+   public:
+    explicit audit_impl(impl& s) : s_(s) {}
+
+    result<void> append(const audit_event& event) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      audit_event stored = event;
+      stored.at = whole_seconds(stored.at);
+      s_.events.push_back(std::move(stored));
+      return {};
+    }
+
+    result<std::vector<audit_event>> query(const audit_query& q) override {
+      // Newest first: by time, and among events of the same second the later-appended first.
+      std::vector<const audit_event*> matches;
+      for (auto it = s_.events.rbegin(); it != s_.events.rend(); ++it)
+        if (!q.kind || it->kind == *q.kind) matches.push_back(&*it);
+      std::stable_sort(matches.begin(), matches.end(),
+                       [](const audit_event* a, const audit_event* b) { return a->at > b->at; });
+      std::vector<audit_event> out;
+      const std::size_t n = std::min(q.limit, matches.size());
+      out.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) out.push_back(*matches[i]);
+      return out;
+    }
+
+   private:
+    impl& s_;
+  };
+
+  users_impl users{*this};
+  sites_impl sites{*this};
+  credentials_impl credentials{*this};
+  audit_impl audit{*this};
+};
+
+memory_storage::memory_storage() : impl_(std::make_unique<impl>()) {}
+memory_storage::~memory_storage() = default;
+
+user_store& memory_storage::users() { return impl_->users; }
+site_store& memory_storage::sites() { return impl_->sites; }
+credential_store& memory_storage::credentials() { return impl_->credentials; }
+audit_store& memory_storage::audit() { return impl_->audit; }
+
+void memory_storage::fail_next_writes(std::size_t count, errc error) {
+  impl_->failing_writes = count;
+  impl_->failure = error;
+}
+
+}  // namespace citrus::memory

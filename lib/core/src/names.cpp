@@ -30,7 +30,12 @@ std::string_view to_string(audit_kind kind) noexcept {
 std::string_view to_string(user_role r) noexcept { return r == user_role::admin ? "admin" : "user"; }
 
 std::string_view to_string(principal_kind kind) noexcept {
-  return kind == principal_kind::commander ? "commander" : "agent";
+  switch (kind) {
+    case principal_kind::commander: return "commander";
+    case principal_kind::agent: return "agent";
+    case principal_kind::hub: return "hub";
+  }
+  return "agent";
 }
 
 std::string_view to_string(role r) noexcept {

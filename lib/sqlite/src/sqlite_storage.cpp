@@ -77,7 +77,7 @@ CREATE TABLE sites (
 CREATE INDEX sites_by_user ON sites(user_id, id);
 CREATE TABLE principals (
   id         INTEGER PRIMARY KEY,
-  kind       TEXT    NOT NULL CHECK (kind IN ('commander', 'agent')),
+  kind       TEXT    NOT NULL CHECK (kind IN ('commander', 'agent', 'hub')),
   name       TEXT    NOT NULL,
   created_at INTEGER NOT NULL,
   UNIQUE (kind, name)

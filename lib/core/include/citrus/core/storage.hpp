@@ -90,7 +90,8 @@ class site_store {
 };
 
 // ---------------------------------------------------------------- commander and agent credentials
-enum class principal_kind { commander, agent };
+/// Commanders (backends) and agents connect to the hub; a hub calls the backend's /api/verify-agent.
+enum class principal_kind { commander, agent, hub };
 std::string_view to_string(principal_kind kind) noexcept;
 
 struct key_record {

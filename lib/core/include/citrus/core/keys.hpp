@@ -9,7 +9,7 @@
 
 namespace citrus {
 
-/// A new key: "ck_" (commander) or "ak_" (agent) followed by 43 base64url characters (32 random bytes).
+/// A new key: "ck_" (commander), "ak_" (agent) or "hk_" (hub) followed by 43 base64url characters (32 random bytes).
 std::string generate_key(random_source& random, principal_kind kind);
 
 /// "b2$<salt hex>$<hash hex>": BLAKE2b-256 keyed by a 16-byte random salt. Keys carry 256 bits of

@@ -1,0 +1,116 @@
+// The operations table (docs/protocol.md, "Operations").
+#include "citrus/core/operations.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <utility>
+
+namespace citrus {
+namespace {
+
+constexpr std::uint8_t user_or_commander =
+    static_cast<std::uint8_t>(static_cast<std::uint8_t>(role::user) | static_cast<std::uint8_t>(role::commander));
+
+field_rule site_id_rule(bool required) {
+  field_rule r;
+  r.name = "site_id";
+  r.kind = protocol::json_kind::integer;
+  r.required = required;
+  r.min = 1;
+  return r;
+}
+
+field_rule string_rule(std::string name, bool required, std::size_t min_length, std::size_t max_length) {
+  field_rule r;
+  r.name = std::move(name);
+  r.kind = protocol::json_kind::string;
+  r.required = required;
+  r.min_length = min_length;
+  r.max_length = max_length;
+  return r;
+}
+
+operation make(std::string name, std::vector<field_rule> payload, ownership owner,
+               protocol::priority prio = protocol::priority::normal) {
+  operation op;
+  op.name = std::move(name);
+  op.payload = std::move(payload);
+  op.allowed_roles = user_or_commander;
+  op.owner_check = owner;
+  op.default_priority = prio;
+  return op;
+}
+
+/// Same alphabet and length as the parser accepts for "op": 1..64 bytes of [a-z0-9._].
+bool is_operation_name(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_';
+  });
+}
+
+bool kind_matches(protocol::json_kind want, protocol::json_kind have) noexcept {
+  if (want == have) return true;
+  return want == protocol::json_kind::number && have == protocol::json_kind::integer;  // an integer is a number
+}
+
+}  // namespace
+
+operation_registry operation_registry::defaults() {
+  operation_registry reg;
+  const auto must = [&reg](operation op) {
+    [[maybe_unused]] const bool added = static_cast<bool>(reg.add(std::move(op)));
+    assert(added);
+  };
+  // site.create: the backend assigns site_id (the new row) before forwarding to the hub.
+  must(make("site.create", {site_id_rule(false), string_rule("name", true, 1, 100), string_rule("url", true, 1, 255)},
+            ownership::none));
+  must(make("site.update", {site_id_rule(true), string_rule("name", false, 1, 100), string_rule("url", false, 1, 255)},
+            ownership::site_owner));
+  must(make("site.delete", {site_id_rule(true)}, ownership::site_owner));
+  must(make("site.deploy", {site_id_rule(true), string_rule("version", false, 1, 64)}, ownership::site_owner));
+  must(make("site.status", {site_id_rule(true)}, ownership::site_owner, protocol::priority::high));
+  return reg;
+}
+
+result<void> operation_registry::add(operation op) {
+  if (!is_operation_name(op.name)) return errc::invalid_value;
+  if (find(op.name) != nullptr) return errc::conflict;
+  ops_.push_back(std::move(op));
+  return {};
+}
+
+const operation* operation_registry::find(std::string_view name) const noexcept {
+  for (const operation& op : ops_)
+    if (op.name == name) return &op;
+  return nullptr;
+}
+
+result<const operation*> operation_registry::validate(const protocol::envelope& command, role sender) const {
+  const operation* op = find(command.op);
+  if (op == nullptr) return errc::unknown_operation;
+  if (!op->allows(sender)) return errc::forbidden_operation;
+  // Without a payload there are no fields: any required field is then missing.
+  static const protocol::payload_fields none{};
+  const protocol::payload_fields& fields = command.payload.empty() ? none : command.fields;
+  if (auto r = validate_payload(op->payload, fields); !r) return r.error();
+  return op;
+}
+
+result<void> validate_payload(const std::vector<field_rule>& rules, const protocol::payload_fields& fields) {
+  for (const protocol::payload_field& f : fields) {
+    const auto rule = std::find_if(rules.begin(), rules.end(), [&](const field_rule& r) { return r.name == f.key; });
+    if (rule == rules.end()) return errc::invalid_payload;
+    if (!kind_matches(rule->kind, f.kind)) return errc::invalid_payload;
+    if (f.kind == protocol::json_kind::string) {
+      if (f.text.size() < rule->min_length || f.text.size() > rule->max_length) return errc::invalid_payload;
+    } else if (rule->kind == protocol::json_kind::integer) {
+      if (f.integer < rule->min || f.integer > rule->max) return errc::invalid_payload;
+    }
+  }
+  for (const field_rule& rule : rules)
+    if (rule.required && fields.find(rule.name) == nullptr) return errc::invalid_payload;
+  return {};
+}
+
+}  // namespace citrus

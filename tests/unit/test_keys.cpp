@@ -190,4 +190,13 @@ TEST_SUITE("keys") {
     static_assert(noexcept(decoy_key_hash()));
     CHECK_FALSE(verify_key(std::string(1 << 20, 'x'), decoy_key_hash()));
   }
+
+  TEST_CASE("fingerprints are deterministic, distinct per key, and not the key") {
+    const std::string a = "ak_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const std::string b = "ak_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
+    CHECK(citrus::key_fingerprint(a) == citrus::key_fingerprint(a));
+    CHECK(citrus::key_fingerprint(a) != citrus::key_fingerprint(b));
+    CHECK(citrus::key_fingerprint(a).size() == 64);
+    CHECK(citrus::key_fingerprint(a).find("aaaa") == std::string::npos);
+  }
 }

@@ -93,6 +93,16 @@ std::string hash_key(std::string_view key, random_source& random) {
   return out;
 }
 
+std::string key_fingerprint(std::string_view key) {
+  if (!sodium_ready()) throw std::runtime_error("libsodium could not be initialised");
+  std::array<std::uint8_t, hash_bytes> digest{};
+  crypto_generichash(digest.data(), digest.size(), reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                     nullptr, 0);
+  std::string out;
+  append_hex(out, digest.data(), digest.size());
+  return out;
+}
+
 bool verify_key(std::string_view key, std::string_view stored_hash) noexcept {
   if (!sodium_ready()) return false;
   if (stored_hash.size() != stored_hash_size) return false;

@@ -19,6 +19,10 @@ std::string hash_key(std::string_view key, random_source& random);
 /// Constant time in the key's content; false for a malformed stored hash.
 bool verify_key(std::string_view key, std::string_view stored_hash) noexcept;
 
+/// An unsalted BLAKE2b-256 digest (hex) of a key, for in-memory cache keys only (never stored): lets a
+/// cache recognise a key it has seen without holding the key itself.
+std::string key_fingerprint(std::string_view key);
+
 /// A syntactically valid hash that matches no key: compared against when the principal does not
 /// exist, so timing does not tell existing ids from unknown ones.
 std::string_view decoy_key_hash() noexcept;

@@ -1,0 +1,127 @@
+#pragma once
+/// The backend's REST API as pure logic: a request in, a response out. No sockets, no HTTP library;
+/// an adapter (citrus::wspp's HTTP handler) copies its request into an http_request and sends the
+/// http_response back. Single-threaded: call handle() on the backend's event loop only.
+///
+/// Routes (every body is JSON; ids in paths are canonical positive decimals <= 2^53):
+///
+///   GET    /healthz                          liveness, never rate limited
+///   GET    /metrics                          Prometheus text (rest_services::metrics)
+///   POST   /api/login                        {"username","password"} -> token
+///   POST   /api/token/refresh                Bearer <user token> -> fresh token
+///   GET    /api/sites                        the caller's sites
+///   POST   /api/sites                        {"name","url"} -> 201
+///   GET    /api/sites/:id
+///   PUT    /api/sites/:id, PUT /api/site/:id {"name"?,"url"?}
+///   DELETE /api/sites/:id
+///   POST   /api/sites/:id/deploy             {"version"?} (or no body) -> 202
+///   POST   /api/verify-agent                 Bearer <hub id>:<hub key>; {"agentId","agentKey"}
+///   POST   /api/admin/agents                 admin; {"agentId","trustedCommanders":[..]} -> 201, key shown once
+///   POST   /api/admin/agents/:agentId/rotate admin; {"overlapSeconds"?} (or no body)
+///   POST   /api/admin/commanders             admin; {"commanderId","agents":[..]} -> 201
+///   POST   /api/admin/hubs                   admin; {"hubId"} -> 201
+///
+/// Checks, in this order: per-address token bucket (429), route (404), method (405), body size (413),
+/// Content-Type of a non-empty body (415), a body where none is taken (400), credentials (401), role
+/// (403), path id and body (400), then the operation. Another user's site and a missing site give the same 403 "Unauthorized access".
+/// Every error body is {"success":false,"message":"..."} with a public message: internal detail
+/// goes to the logger, never to the client. Keys, tokens and passwords are never logged or audited.
+///
+/// Rate limits: one token bucket per client address (the port is ignored, IPv4-mapped IPv6 counts as
+/// IPv4, other IPv6 addresses are grouped by /64), in a table bounded by rest_config::max_addresses
+/// (the least recently seen address is forgotten first). /healthz is exempt. /api/verify-agent charges
+/// the address only for requests that do not authenticate as a hub (a hub verifying many agents is not
+/// held back by its address) and is limited per hub id by rest_config::verify_agent_rate instead.
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "citrus/core/clock.hpp"
+#include "citrus/core/credentials.hpp"
+#include "citrus/core/logger.hpp"
+#include "citrus/core/login_service.hpp"
+#include "citrus/core/rate_limit.hpp"
+#include "citrus/core/site_service.hpp"
+#include "citrus/core/storage.hpp"
+#include "citrus/core/token.hpp"
+
+namespace citrus {
+
+/// One request. The views only need to live for the handle() call.
+struct http_request {
+  std::string_view method;          ///< "GET", "POST", ... (case-sensitive, as RFC 9110 says)
+  std::string_view target;          ///< origin-form: path, optionally "?query" (the query is ignored)
+  std::string_view body;
+  std::string_view remote_address;  ///< "ip:port", "[v6]:port", or a bare address
+  std::string_view authorization;   ///< the Authorization header's value, "" when absent
+  std::string_view content_type;    ///< the Content-Type header's value, "" when absent
+};
+
+struct http_header {
+  std::string name;
+  std::string value;
+};
+
+struct http_response {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  /// Extra headers the adapter must send: Cache-Control on every answer, Allow on 405,
+  /// WWW-Authenticate on 401, Retry-After on 429.
+  std::vector<http_header> headers;
+
+  /// The value of the first header named `name` (exact spelling), or "" when absent.
+  std::string_view header(std::string_view name) const noexcept;
+};
+
+struct rest_config {
+  std::size_t max_body_bytes = 16 * 1024;  ///< longer bodies: 413
+  rate per_address{10, 30};                ///< every request but /healthz, per client address
+  std::size_t max_addresses = 10000;       ///< addresses tracked at once (least recently seen evicted)
+  rate verify_agent_rate{50, 100};         ///< POST /api/verify-agent, per authenticated hub id
+  std::size_t max_hubs = 1000;             ///< hub ids tracked at once
+  /// POST /api/admin/agents/:id/rotate without "overlapSeconds": how long the old key keeps working.
+  std::chrono::seconds default_rotation_overlap{3600};
+};
+
+struct rest_services {
+  storage& db;
+  site_service& sites;
+  login_service& login;
+  credential_service& credentials;
+  token_service& tokens;
+  const clock& clk;
+  logger& log;
+  /// Prometheus text exposition for GET /metrics; when empty, "citrus_up 1\n" is served.
+  std::function<std::string()> metrics;
+};
+
+class rest_api {
+ public:
+  rest_api(rest_config config, rest_services services);
+  ~rest_api();
+  rest_api(const rest_api&) = delete;
+  rest_api& operator=(const rest_api&) = delete;
+
+  /// Answers one request. Never lets an exception out (it becomes a 500 "Internal error") unless
+  /// even that answer cannot be allocated.
+  http_response handle(const http_request& request);
+
+  /// Client addresses currently tracked by the per-address rate limit (at most max_addresses).
+  std::size_t tracked_addresses() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// The key the per-address limits use for `remote_address`: the address without its port,
+/// "a.b.c.d" for IPv4 and IPv4-mapped IPv6, "xxxx:xxxx:xxxx:xxxx::/64" for other IPv6 addresses,
+/// "unknown" when empty. Text that is not an address is kept (at most 64 bytes of it).
+std::string client_address_key(std::string_view remote_address);
+
+}  // namespace citrus

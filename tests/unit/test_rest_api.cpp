@@ -1,0 +1,964 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+#include <stdexcept>
+
+#include "citrus/core/rest_api.hpp"
+#include "platform_fixture.hpp"
+
+using namespace citrus;
+using namespace citrus::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string error_body(std::string_view message) {
+  return std::string(R"({"success":false,"message":")") + std::string(message) + R"("})";
+}
+
+const std::string unauthorized_body = error_body("Unauthorized access");
+const std::string auth_required_body = error_body("Authentication required");
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+/// The text between the first `before` and the next `after` ("" when absent).
+std::string between(const std::string& s, std::string_view before, std::string_view after) {
+  const std::size_t start = s.find(before);
+  if (start == std::string::npos) return {};
+  const std::size_t from = start + before.size();
+  const std::size_t end = s.find(after, from);
+  if (end == std::string::npos) return {};
+  return s.substr(from, end - from);
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string b64url(std::string_view bytes) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (unsigned char c : bytes) {
+    buffer = (buffer << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(alphabet[(buffer >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(alphabet[(buffer << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+std::string site_body(const site_record& site) {
+  std::string out = R"({"success":true,"site":)";
+  append_site_json(out, site);
+  return out + "}";
+}
+
+/// A storage whose user lookups can be made to fail (memory_storage only injects write faults).
+struct flaky_storage final : storage {
+  struct users_t final : user_store {
+    user_store* inner = nullptr;
+    bool down = false;
+    result<user_record> create_user(std::string_view n, std::string_view h, user_role r, wall_time t) override {
+      return inner->create_user(n, h, r, t);
+    }
+    result<user_record> find_user(user_id id) override {
+      if (down) return errc::storage_unavailable;
+      return inner->find_user(id);
+    }
+    result<user_record> find_user_by_name(std::string_view n) override {
+      if (down) return errc::storage_unavailable;
+      return inner->find_user_by_name(n);
+    }
+    result<std::vector<user_record>> list_users() override { return inner->list_users(); }
+    result<void> delete_user(user_id id) override { return inner->delete_user(id); }
+  };
+  explicit flaky_storage(storage& s) : inner(s) { user_view.inner = &s.users(); }
+  user_store& users() override { return user_view; }
+  site_store& sites() override { return inner.sites(); }
+  credential_store& credentials() override { return inner.credentials(); }
+  audit_store& audit() override { return inner.audit(); }
+  storage& inner;
+  users_t user_view;
+};
+
+rest_config no_address_limit() {
+  rest_config cfg;
+  cfg.per_address = rate{0, 0};
+  return cfg;
+}
+
+struct rest_fixture : platform_fixture {
+  login_config login_cfg = [] {
+    login_config c;
+    c.per_user.max_failures = 3;
+    return c;
+  }();
+  login_service login{login_cfg, db.users(), tokens, clk, db.audit()};
+  user_record root;
+  std::string hub_key;
+  std::function<std::string()> metrics;
+  std::unique_ptr<rest_api> api;
+
+  explicit rest_fixture(rest_config cfg = no_address_limit()) {
+    root = *db.users().create_user("root", *hash_password("root-pw", password_cost::minimum()), user_role::admin,
+                                   clk.wall_now());
+    hub_key = *creds.register_principal(principal_kind::hub, "hub-1", {});
+    api = std::make_unique<rest_api>(cfg, services());
+  }
+
+  rest_services services() { return rest_services{db, *sites, login, creds, tokens, clk, log, metrics}; }
+
+  /// Every answer: Cache-Control no-store; every error: the public JSON shape, nothing internal.
+  static void check_shape(const http_response& r) {
+    CHECK(r.header("Cache-Control") == "no-store");
+    if (r.status < 400) return;
+    CAPTURE(r.body);
+    CHECK(r.content_type == "application/json");
+    CHECK(starts_with(r.body, R"({"success":false,"message":")"));
+    CHECK(r.body.size() > 2);
+    CHECK(r.body.substr(r.body.size() - 2) == "\"}");
+    const std::string text = lower(r.body);
+    for (const char* word : {"sqlite", "exception", "std::", "simdjson", "what()", "errno", "stack", "0x"})
+      CHECK_MESSAGE(text.find(word) == std::string::npos, word);
+  }
+
+  http_response call(std::string_view method, std::string_view target, std::string_view body = {},
+                     std::string_view authorization = {}, std::string_view content_type = "application/json",
+                     std::string_view address = "10.0.0.1:5000") {
+    return call_on(*api, method, target, body, authorization, content_type, address);
+  }
+
+  static http_response call_on(rest_api& on, std::string_view method, std::string_view target, std::string_view body = {},
+                               std::string_view authorization = {}, std::string_view content_type = "application/json",
+                               std::string_view address = "10.0.0.1:5000") {
+    const http_request req{method, target, body, address, authorization, content_type};
+    http_response r = on.handle(req);
+    check_shape(r);
+    return r;
+  }
+
+  std::string bearer(const user_record& user) { return "Bearer " + *tokens.issue(user, clk.wall_now()); }
+  std::string hub_auth() const { return "Bearer hub-1:" + hub_key; }
+
+  std::string verify_body(std::string_view agent_name, std::string_view key) const {
+    return std::string(R"({"agentId":")") + std::string(agent_name) + R"(","agentKey":")" + std::string(key) + R"("})";
+  }
+
+  std::string site_path(const site_record& s, std::string_view suffix = "") const {
+    return "/api/sites/" + std::to_string(s.id.value()) + std::string(suffix);
+  }
+
+  std::string id_of(const user_record& u) const { return std::to_string(u.id.value()); }
+
+  std::size_t audit_count(audit_kind kind, std::string_view action, std::string_view outcome) {
+    auto events = db.audit().query({kind, 10000});
+    REQUIRE(events);
+    std::size_t n = 0;
+    for (const auto& e : *events) n += e.action == action && e.outcome == outcome;
+    return n;
+  }
+
+  bool audit_mentions(std::string_view needle) {
+    auto events = db.audit().query({std::nullopt, 10000});
+    REQUIRE(events);
+    for (const auto& e : *events)
+      for (const std::string* s : {&e.actor, &e.action, &e.target, &e.outcome, &e.detail})
+        if (s->find(needle) != std::string::npos) return true;
+    return false;
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("rest_api") {
+  TEST_CASE("health, metrics, unknown paths and wrong methods") {
+    rest_fixture f;
+    auto health = f.call("GET", "/healthz");
+    CHECK(health.status == 200);
+    CHECK(health.body == R"({"status":"ok"})");
+    CHECK(health.content_type == "application/json");
+
+    auto metrics = f.call("GET", "/metrics");
+    CHECK(metrics.status == 200);
+    CHECK(metrics.body == "citrus_up 1\n");
+    CHECK(metrics.content_type == "text/plain; version=0.0.4");
+    f.metrics = [] { return std::string("citrus_hub_routed_total 42\n"); };
+    rest_api with_metrics(no_address_limit(), f.services());
+    auto custom = rest_fixture::call_on(with_metrics, "GET", "/metrics");
+    CHECK(custom.status == 200);
+    CHECK(custom.body == "citrus_hub_routed_total 42\n");
+
+    for (const char* path : {"/nope", "/api", "/api/", "/api/sites/1/deploy/now", "/api/admin", "/api/token",
+                             "api/sites", "/API/sites", "//api/sites", "/healthz/", "http://x/api/sites", "",
+                             "/api/admin/agents/a/b/rotate"}) {
+      CAPTURE(path);
+      auto r = f.call("GET", path);
+      CHECK(r.status == 404);
+      CHECK(r.body == error_body("Not found"));
+    }
+
+    struct wrong {
+      const char* method;
+      const char* path;
+      const char* allow;
+    };
+    for (const wrong& w : {wrong{"DELETE", "/api/sites", "GET, POST"}, wrong{"GET", "/api/login", "POST"},
+                           wrong{"PATCH", "/api/sites/1", "GET, PUT, DELETE"}, wrong{"GET", "/api/site/1", "PUT"},
+                           wrong{"POST", "/healthz", "GET"}, wrong{"get", "/healthz", "GET"},
+                           wrong{"PUT", "/metrics", "GET"}, wrong{"GET", "/api/verify-agent", "POST"},
+                           wrong{"GET", "/api/sites/1/deploy", "POST"}, wrong{"GET", "/api/admin/hubs", "POST"},
+                           wrong{"HEAD", "/api/token/refresh", "POST"}}) {
+      CAPTURE(w.method);
+      CAPTURE(w.path);
+      auto r = f.call(w.method, w.path);
+      CHECK(r.status == 405);
+      CHECK(r.body == error_body("Method not allowed"));
+      CHECK(r.header("Allow") == w.allow);
+    }
+    // The query string is not part of the route.
+    CHECK(f.call("GET", "/api/sites?limit=5", {}, f.bearer(f.alice)).body == R"({"success":true,"sites":[]})");
+    CHECK(f.call("GET", "/healthz?probe=1").status == 200);
+  }
+
+  TEST_CASE("an exception inside a handler becomes a bare 500") {
+    rest_fixture f;
+    f.metrics = []() -> std::string { throw std::runtime_error("sqlite: database is locked in std::map exception"); };
+    rest_api api(no_address_limit(), f.services());
+    auto r = rest_fixture::call_on(api, "GET", "/metrics");
+    CHECK(r.status == 500);
+    CHECK(r.body == error_body("Internal error"));
+    CHECK(f.log.count("rest_exception") == 1);
+  }
+
+  TEST_CASE("login returns a token, the user and its lifetime; nothing secret is logged") {
+    rest_fixture f;
+    auto r = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})");
+    CHECK(r.status == 200);
+    const std::string token = between(r.body, R"("token":")", "\"");
+    REQUIRE(token.size() > 20);
+    CHECK(r.body == R"({"success":true,"token":")" + token + R"(","expires_in":300,"user":{"id":)" + f.id_of(f.alice) +
+                        R"(,"name":"alice","role":"user"}})");
+    // The token works on the API, and the admin's login says so.
+    CHECK(f.call("GET", "/api/sites", {}, "Bearer " + token).body == R"({"success":true,"sites":[]})");
+    auto admin = f.call("POST", "/api/login", R"({"username":"root","password":"root-pw"})");
+    CHECK(admin.status == 200);
+    CHECK(contains(admin.body, R"("name":"root","role":"admin"})"));
+    CHECK(f.audit_count(audit_kind::authentication, "login", "ok") == 2);
+    CHECK_FALSE(f.log.mentions("alice-pw"));
+    CHECK_FALSE(f.log.mentions(token));
+    CHECK_FALSE(f.audit_mentions("alice-pw"));
+    CHECK_FALSE(f.audit_mentions(token));
+    CHECK(f.log.count("http_request") == 3);
+  }
+
+  TEST_CASE("wrong credentials: one answer for a wrong password and an unknown user, then a lockout") {
+    rest_fixture f;
+    const std::string bad = error_body("Invalid username or password");
+    auto unknown = f.call("POST", "/api/login", R"({"username":"nobody","password":"alice-pw"})");
+    CHECK(unknown.status == 401);
+    CHECK(unknown.body == bad);
+    for (int i = 0; i < 3; ++i) {
+      auto wrong = f.call("POST", "/api/login", R"({"username":"alice","password":"guess"})");
+      CHECK(wrong.status == 401);
+      CHECK(wrong.body == bad);
+    }
+    // Locked: even the right password is refused until the lockout ends.
+    auto locked = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})");
+    CHECK(locked.status == 429);
+    CHECK(locked.body == error_body("Too many failed attempts, try again later"));
+    CHECK(f.audit_count(audit_kind::security_event, "login_lockout", "locked") == 1);
+    f.clk.advance(301s);
+    CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})").status == 200);
+    CHECK_FALSE(f.log.mentions("guess"));
+  }
+
+  TEST_CASE("token refresh: a live token gets a fresh one; missing, garbage, expired and deleted users do not") {
+    rest_fixture f;
+    auto first = f.call("POST", "/api/login", R"({"username":"bob","password":"bob-pw"})");
+    const std::string token = between(first.body, R"("token":")", "\"");
+    REQUIRE_FALSE(token.empty());
+    f.clk.advance(60s);
+    auto fresh = f.call("POST", "/api/token/refresh", {}, "Bearer " + token, "");
+    CHECK(fresh.status == 200);
+    const std::string fresh_token = between(fresh.body, R"("token":")", "\"");
+    CHECK(fresh_token != token);
+    CHECK(fresh.body == R"({"success":true,"token":")" + fresh_token + R"(","expires_in":300,"user":{"id":)" +
+                            f.id_of(f.bob) + R"(,"name":"bob","role":"user"}})");
+    CHECK(f.call("POST", "/api/token/refresh", "{}", "Bearer " + token).status == 200);
+    CHECK(f.call("POST", "/api/token/refresh", R"({"token":"x"})", "Bearer " + token).body ==
+          error_body("Message has an unknown field"));
+
+    auto missing = f.call("POST", "/api/token/refresh");
+    CHECK(missing.status == 401);
+    CHECK(missing.body == auth_required_body);
+    CHECK(missing.header("WWW-Authenticate") == "Bearer");
+    auto garbage = f.call("POST", "/api/token/refresh", {}, "Bearer not.a.token");
+    CHECK(garbage.status == 401);
+    CHECK(garbage.body == auth_required_body);
+
+    f.clk.advance(400s);
+    auto expired = f.call("POST", "/api/token/refresh", {}, "Bearer " + fresh_token);
+    CHECK(expired.status == 401);
+    CHECK(expired.body == error_body("Session expired"));
+
+    const std::string live = f.bearer(f.bob);
+    REQUIRE(f.db.users().delete_user(f.bob.id));
+    auto deleted = f.call("POST", "/api/token/refresh", {}, live);
+    CHECK(deleted.status == 401);
+    CHECK(deleted.body == auth_required_body);
+  }
+
+  TEST_CASE("sites: create, list, get, update on both paths, deploy, delete") {
+    rest_fixture f;
+    const std::string alice = f.bearer(f.alice);
+    auto created = f.call("POST", "/api/sites", R"({"name":"blog","url":"https://blog.test/"})", alice);
+    CHECK(created.status == 201);
+    auto sites = f.sites->list(f.alice.id);
+    REQUIRE(sites);
+    REQUIRE(sites->size() == 1);
+    const site_record site = (*sites)[0];
+    CHECK(site.name == "blog");
+    CHECK(site.url == "https://blog.test/");
+    CHECK(site.owner == f.alice.id);
+    CHECK(created.body == site_body(site));
+    f.run();
+
+    auto stored = *f.sites->get(f.alice.id, site.id);
+    CHECK(stored.deploy_status == "created");
+    auto list = f.call("GET", "/api/sites", {}, alice);
+    CHECK(list.status == 200);
+    std::string expected_list = R"({"success":true,"sites":[)";
+    append_site_json(expected_list, stored);
+    CHECK(list.body == expected_list + "]}");
+
+    auto got = f.call("GET", f.site_path(site), {}, alice);
+    CHECK(got.status == 200);
+    CHECK(got.body == site_body(stored));
+
+    f.clk.advance(5s);
+    auto renamed = f.call("PUT", f.site_path(site), R"({"name":"blog2"})", alice);
+    CHECK(renamed.status == 200);
+    stored = *f.sites->get(f.alice.id, site.id);
+    CHECK(stored.name == "blog2");
+    CHECK(stored.url == "https://blog.test/");
+    CHECK(renamed.body == site_body(stored));
+
+    auto moved = f.call("PUT", "/api/site/" + std::to_string(site.id.value()), R"({"url":"https://new.test/"})", alice);
+    CHECK(moved.status == 200);
+    stored = *f.sites->get(f.alice.id, site.id);
+    CHECK(stored.name == "blog2");
+    CHECK(stored.url == "https://new.test/");
+    CHECK(moved.body == site_body(stored));
+    f.run();
+
+    auto deploy = f.call("POST", f.site_path(site, "/deploy"), R"({"version":"v2"})", alice);
+    CHECK(deploy.status == 202);
+    const std::string request = between(deploy.body, R"("request":")", "\"");
+    REQUIRE_FALSE(request.empty());
+    CHECK(deploy.body == R"({"success":true,"request":")" + request + R"("})");
+    CHECK(f.sites->get(f.alice.id, site.id)->deploy_status == "deploying");
+    f.run();
+    CHECK(f.sites->get(f.alice.id, site.id)->deploy_status == "deployed");
+    // No body, no Content-Type: a deploy of the default version.
+    auto again = f.call("POST", f.site_path(site, "/deploy"), {}, alice, "");
+    CHECK(again.status == 202);
+    CHECK(between(again.body, R"("request":")", "\"") != request);
+    f.run();
+
+    auto removed = f.call("DELETE", f.site_path(site), {}, alice);
+    CHECK(removed.status == 200);
+    CHECK(removed.body == R"({"success":true})");
+    CHECK(f.call("GET", "/api/sites", {}, alice).body == R"({"success":true,"sites":[]})");
+    auto gone = f.call("GET", f.site_path(site), {}, alice);
+    CHECK(gone.status == 403);
+    CHECK(gone.body == unauthorized_body);
+  }
+
+  TEST_CASE("site input is validated") {
+    rest_fixture f;
+    const std::string alice = f.bearer(f.alice);
+    const std::string invalid = error_body("Invalid payload for this operation");
+    for (const char* body : {R"({"name":"","url":"https://x.test"})", R"j({"name":"ok","url":"javascript:alert(1)"})j",
+                             R"({"name":"tab\there","url":"https://x.test"})", R"({"name":"ok","url":""})"}) {
+      CAPTURE(body);
+      auto r = f.call("POST", "/api/sites", body, alice);
+      CHECK(r.status == 400);
+      CHECK(r.body == invalid);
+    }
+    CHECK(f.call("POST", "/api/sites", R"({"name":"ok"})", alice).body == error_body("Message lacks a required field"));
+    CHECK(f.sites->list(f.alice.id)->empty());
+
+    const site_record site = f.make_site(f.alice, "mine");
+    const std::string before = site_body(*f.sites->get(f.alice.id, site.id));
+    auto empty_change = f.call("PUT", f.site_path(site), "{}", alice);
+    CHECK(empty_change.status == 400);
+    CHECK(empty_change.body == error_body("Message lacks a required field"));
+    CHECK(f.call("PUT", f.site_path(site), R"({"url":"ftp://x"})", alice).body == invalid);
+    auto long_version = f.call("POST", f.site_path(site, "/deploy"), R"({"version":")" + std::string(65, 'v') + "\"}", alice);
+    CHECK(long_version.status == 400);
+    CHECK(long_version.body == invalid);
+    CHECK(site_body(*f.sites->get(f.alice.id, site.id)) == before);
+
+    for (const char* id : {"0", "-1", "01", "abc", "1.5", "9007199254740993", "99999999999999999999", "%31", ""}) {
+      CAPTURE(id);
+      auto r = f.call("GET", std::string("/api/sites/") + id, {}, alice);
+      CHECK(r.status == 400);
+      CHECK(r.body == error_body("Invalid request"));
+      CHECK(f.call("PUT", std::string("/api/site/") + id, R"({"name":"x"})", alice).status == 400);
+      CHECK(f.call("DELETE", std::string("/api/sites/") + id, {}, alice).status == 400);
+      CHECK(f.call("POST", std::string("/api/sites/") + id + "/deploy", {}, alice).status == 400);
+    }
+    // 2^53 is still an id: well formed, just not Alice's.
+    CHECK(f.call("GET", "/api/sites/9007199254740992", {}, alice).body == unauthorized_body);
+  }
+
+  TEST_CASE("user B on user A's site: 403 on every operation and path, A's site unchanged") {
+    rest_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    const std::string before = site_body(*f.sites->get(f.alice.id, a.id));
+    const auto routed = f.hub().counters().routed;
+    const std::string bob = f.bearer(f.bob);
+    const std::string id = std::to_string(a.id.value());
+
+    struct attempt {
+      const char* method;
+      std::string path;
+      std::string body;
+    };
+    for (const attempt& t : {attempt{"GET", "/api/sites/" + id, ""},
+                             attempt{"PUT", "/api/sites/" + id, R"({"name":"pwned"})"},
+                             attempt{"PUT", "/api/site/" + id, R"({"name":"pwned","url":"https://evil.test"})"},
+                             attempt{"DELETE", "/api/sites/" + id, ""},
+                             attempt{"POST", "/api/sites/" + id + "/deploy", R"({"version":"evil"})"},
+                             attempt{"POST", "/api/sites/" + id + "/deploy", ""}}) {
+      CAPTURE(t.method);
+      CAPTURE(t.path);
+      auto r = f.call(t.method, t.path, t.body, bob);
+      CHECK(r.status == 403);
+      CHECK(r.body == unauthorized_body);
+    }
+    f.run();
+    CHECK(site_body(*f.sites->get(f.alice.id, a.id)) == before);
+    CHECK(f.sites->list(f.alice.id)->size() == 1);
+    CHECK(f.hub().counters().routed == routed);
+    CHECK(f.call("GET", "/api/sites", {}, bob).body == R"({"success":true,"sites":[]})");
+    auto denied = f.db.audit().query({audit_kind::security_event, 100});
+    REQUIRE(denied);
+    CHECK(denied->size() == 6);
+    for (const auto& e : *denied) CHECK(e.actor == "user:" + f.id_of(f.bob));
+  }
+
+  TEST_CASE("walking site ids 1..50 as another user never finds A's sites, and every answer is the same") {
+    rest_fixture f;
+    std::vector<site_record> owned;
+    for (int i = 0; i < 3; ++i) owned.push_back(f.make_site(f.alice, "a" + std::to_string(i)));
+    for (const auto& s : owned) REQUIRE(s.id.value() <= 50);
+    const std::string bob = f.bearer(f.bob);
+    std::set<std::pair<int, std::string>> answers;
+    for (int id = 1; id <= 50; ++id) {
+      const std::string path = "/api/sites/" + std::to_string(id);
+      auto get = f.call("GET", path, {}, bob);
+      answers.insert({get.status, get.body});
+      auto put = f.call("PUT", path, R"({"name":"x"})", bob);
+      answers.insert({put.status, put.body});
+      auto legacy = f.call("PUT", "/api/site/" + std::to_string(id), R"({"name":"x"})", bob);
+      answers.insert({legacy.status, legacy.body});
+      auto deploy = f.call("POST", path + "/deploy", {}, bob);
+      answers.insert({deploy.status, deploy.body});
+      auto del = f.call("DELETE", path, {}, bob);
+      answers.insert({del.status, del.body});
+    }
+    REQUIRE(answers.size() == 1);
+    CHECK(answers.begin()->first == 403);
+    CHECK(answers.begin()->second == unauthorized_body);
+    CHECK(f.sites->list(f.alice.id)->size() == 3);
+    for (const auto& s : owned) CHECK(f.sites->get(f.alice.id, s.id)->name == s.name);
+  }
+
+  TEST_CASE("tokens: missing, malformed, forged, alg none, expired, deleted user") {
+    rest_fixture f;
+    const std::string good = *f.tokens.issue(f.alice, f.clk.wall_now());
+    CHECK(f.call("GET", "/api/sites", {}, "Bearer " + good).status == 200);
+    CHECK(f.call("GET", "/api/sites", {}, "bearer   " + good + "  ").status == 200);
+
+    jwt::hs256_token_service other{jwt::hs256_config{std::string(48, 'z'), "citrus-backend", "citrus",
+                                                      std::chrono::seconds(300), std::chrono::seconds(3600),
+                                                      std::chrono::seconds(5)},
+                                   f.random};
+    const std::string forged = *other.issue(f.alice, f.clk.wall_now());
+    const std::size_t dot1 = good.find('.');
+    const std::size_t dot2 = good.find('.', dot1 + 1);
+    REQUIRE(dot2 != std::string::npos);
+    const std::string payload = good.substr(dot1 + 1, dot2 - dot1 - 1);
+    const std::string none_header = b64url(R"({"alg":"none","typ":"JWT"})");
+    std::string tampered = good;
+    tampered.back() = tampered.back() == 'A' ? 'B' : 'A';
+    // Bob's claims under Alice's signature.
+    const std::string bob_token = *f.tokens.issue(f.bob, f.clk.wall_now());
+    const std::string spliced = good.substr(0, dot1 + 1) + bob_token.substr(bob_token.find('.') + 1, bob_token.rfind('.') - bob_token.find('.') - 1) + good.substr(dot2);
+
+    for (const std::string& auth :
+         {std::string(), std::string("Bearer"), std::string("Bearer "), "Basic " + good, "Token " + good, good,
+          std::string("Bearer garbage"), std::string("Bearer a.b.c"), "Bearer " + good + " " + good,
+          "Bearer " + good + ",x", "Bearer " + forged, "Bearer " + tampered, "Bearer " + spliced,
+          "Bearer " + none_header + "." + payload + ".", "Bearer " + none_header + "." + payload,
+          "Bearer " + none_header + "." + payload + good.substr(dot2), "Bearer " + std::string(5000, 'a')}) {
+      CAPTURE(auth);
+      auto r = f.call("GET", "/api/sites", {}, auth);
+      CHECK(r.status == 401);
+      CHECK(r.body == auth_required_body);
+      CHECK(r.header("WWW-Authenticate") == "Bearer");
+    }
+
+    f.clk.advance(400s);
+    auto expired = f.call("GET", "/api/sites", {}, "Bearer " + good);
+    CHECK(expired.status == 401);
+    CHECK(expired.body == error_body("Session expired"));
+
+    const std::string bob = f.bearer(f.bob);
+    CHECK(f.call("GET", "/api/sites", {}, bob).status == 200);
+    REQUIRE(f.db.users().delete_user(f.bob.id));
+    auto deleted = f.call("GET", "/api/sites", {}, bob);
+    CHECK(deleted.status == 401);
+    CHECK(deleted.body == auth_required_body);
+    CHECK_FALSE(f.log.mentions(good));
+  }
+
+  TEST_CASE("a deploy while the hub is unreachable answers 503 with the public message") {
+    rest_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    f.link_end->close(close_code::going_away, "hub restarting");
+    f.run();
+    auto r = f.call("POST", f.site_path(a, "/deploy"), {}, f.bearer(f.alice));
+    CHECK(r.status == 503);
+    CHECK(r.body == error_body("Hosting service temporarily unreachable"));
+  }
+
+  TEST_CASE("storage failures answer 503 with the public message") {
+    rest_fixture f;
+    const std::string alice = f.bearer(f.alice);
+    const std::string unavailable = error_body("Service temporarily unavailable");
+    f.db.fail_next_writes(1);
+    auto r = f.call("POST", "/api/sites", R"({"name":"x","url":"https://x.test"})", alice);
+    CHECK(r.status == 503);
+    CHECK(r.body == unavailable);
+    f.db.fail_next_writes(1, errc::storage_full);
+    r = f.call("POST", "/api/sites", R"({"name":"x","url":"https://x.test"})", alice);
+    CHECK(r.status == 503);
+    CHECK(r.body == unavailable);
+    CHECK(f.sites->list(f.alice.id)->empty());
+    f.db.fail_next_writes(1);
+    r = f.call("POST", "/api/admin/hubs", R"({"hubId":"hub-7"})", f.bearer(f.root));
+    CHECK(r.status == 503);
+    CHECK(r.body == unavailable);
+    CHECK(f.log.count("rest_failure") == 3);
+
+    // Users unreadable: the token is fine, but nobody can be authenticated. Not a 401.
+    flaky_storage flaky(f.db);
+    rest_api api(no_address_limit(), rest_services{flaky, *f.sites, f.login, f.creds, f.tokens, f.clk, f.log, {}});
+    CHECK(rest_fixture::call_on(api, "GET", "/api/sites", {}, alice).status == 200);
+    flaky.user_view.down = true;
+    r = rest_fixture::call_on(api, "GET", "/api/sites", {}, alice);
+    CHECK(r.status == 503);
+    CHECK(r.body == unavailable);
+  }
+
+  TEST_CASE("verify-agent: hub credentials required; one answer for a wrong key and an unknown agent") {
+    rest_fixture f;
+    const std::string ok_body = f.verify_body("agent-1", f.agent1_key);
+    for (const std::string& auth : {std::string(), f.bearer(f.alice), std::string("Bearer hub-1:hk_wrong"),
+                                    std::string("Bearer hub-1"), std::string("Bearer :") + f.hub_key,
+                                    std::string("Bearer hub-1:"), "Bearer backend-1:" + f.backend_key,
+                                    "Bearer agent-1:" + f.agent1_key, "Bearer hub-2:" + f.hub_key,
+                                    "Basic hub-1:" + f.hub_key}) {
+      CAPTURE(auth);
+      auto r = f.call("POST", "/api/verify-agent", ok_body, auth);
+      CHECK(r.status == 401);
+      CHECK(r.body == auth_required_body);
+      CHECK(r.header("WWW-Authenticate") == "Bearer");
+    }
+    // Denials that named a hub are audited; a missing or malformed header names nobody.
+    CHECK(f.audit_count(audit_kind::security_event, "hub_auth", "denied") == 4);
+
+    auto valid = f.call("POST", "/api/verify-agent", ok_body, f.hub_auth());
+    CHECK(valid.status == 200);
+    CHECK(valid.body == R"({"valid":true,"agentId":"agent-1","grants":["backend-1","backend-2"]})");
+
+    auto wrong_key = f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent2_key), f.hub_auth());
+    auto unknown = f.call("POST", "/api/verify-agent", f.verify_body("ghost", f.agent1_key), f.hub_auth());
+    auto commander = f.call("POST", "/api/verify-agent", f.verify_body("backend-1", f.backend_key), f.hub_auth());
+    auto malformed_id = f.call("POST", "/api/verify-agent", f.verify_body("bad id", "x"), f.hub_auth());
+    for (const auto* r : {&wrong_key, &unknown, &commander, &malformed_id}) {
+      CHECK(r->status == 200);
+      CHECK(r->body == R"({"valid":false})");
+      CHECK(r->content_type == wrong_key.content_type);
+      CHECK(r->headers.size() == wrong_key.headers.size());
+    }
+    auto events = f.db.audit().query({audit_kind::security_event, 100});
+    REQUIRE(events);
+    std::set<std::string> targets;
+    for (const auto& e : *events) {
+      if (e.action != "verify_agent") continue;
+      CHECK(e.actor == "hub:hub-1");
+      CHECK(e.outcome == "denied");
+      targets.insert(e.target);
+    }
+    CHECK(targets == std::set<std::string>{"agent:agent-1", "agent:ghost", "agent:backend-1", "agent:(invalid)"});
+    CHECK_FALSE(f.audit_mentions(f.agent1_key));
+    CHECK_FALSE(f.audit_mentions(f.hub_key));
+    CHECK_FALSE(f.log.mentions(f.agent1_key));
+    CHECK_FALSE(f.log.mentions(f.hub_key));
+
+    // The body is checked like any other, once the hub is known.
+    CHECK(f.call("POST", "/api/verify-agent", R"({"agentId":"agent-1"})", f.hub_auth()).body ==
+          error_body("Message lacks a required field"));
+    CHECK(f.call("POST", "/api/verify-agent", R"({"agentId":"agent-1","agentKey":1})", f.hub_auth()).body ==
+          error_body("A field has the wrong type"));
+    // A hub id may contain ':' (keys never do).
+    const std::string eu_key = *f.creds.register_principal(principal_kind::hub, "eu:hub-2", {});
+    CHECK(f.call("POST", "/api/verify-agent", ok_body, "Bearer eu:hub-2:" + eu_key).status == 200);
+  }
+
+  TEST_CASE("verify-agent: a rotated-out key stops verifying once the overlap ends") {
+    rest_fixture f;
+    const std::string root = f.bearer(f.root);
+    auto rotated = f.call("POST", "/api/admin/agents/agent-1/rotate", R"({"overlapSeconds":60})", root);
+    CHECK(rotated.status == 200);
+    const std::string key = between(rotated.body, R"("key":")", "\"");
+    CHECK(starts_with(key, "ak_"));
+    CHECK(rotated.body == R"({"success":true,"agentId":"agent-1","key":")" + key + R"("})");
+    const std::string valid = R"({"valid":true,"agentId":"agent-1","grants":["backend-1","backend-2"]})";
+
+    f.clk.advance(30s);
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).body == valid);
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body == valid);
+    f.clk.advance(31s);
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).body ==
+          R"({"valid":false})");
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body == valid);
+
+    // Without overlapSeconds the configured default (3600 s) applies.
+    const std::string root2 = f.bearer(f.root);
+    auto again = f.call("POST", "/api/admin/agents/agent-1/rotate", {}, root2, "");
+    CHECK(again.status == 200);
+    const std::string newest = between(again.body, R"("key":")", "\"");
+    f.clk.advance(3599s);
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body == valid);
+    f.clk.advance(2s);
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body == R"({"valid":false})");
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", newest), f.hub_auth()).body == valid);
+  }
+
+  TEST_CASE("verify-agent is rate limited per hub; failed hub logins are charged to the address") {
+    rest_config cfg = no_address_limit();
+    cfg.verify_agent_rate = rate{1, 3};
+    rest_fixture f(cfg);
+    const std::string body = f.verify_body("agent-1", f.agent1_key);
+    for (int i = 0; i < 3; ++i) CHECK(f.call("POST", "/api/verify-agent", body, f.hub_auth()).status == 200);
+    auto limited = f.call("POST", "/api/verify-agent", body, f.hub_auth(), "application/json", "10.9.9.9:1");
+    CHECK(limited.status == 429);
+    CHECK(limited.body == error_body("Too many requests, slow down"));
+    CHECK(limited.header("Retry-After") == "1");
+    // Another hub has its own bucket.
+    const std::string other = *f.creds.register_principal(principal_kind::hub, "hub-2", {});
+    CHECK(f.call("POST", "/api/verify-agent", body, "Bearer hub-2:" + other).status == 200);
+    f.clk.advance(1s);
+    CHECK(f.call("POST", "/api/verify-agent", body, f.hub_auth()).status == 200);
+    CHECK(f.call("POST", "/api/verify-agent", body, f.hub_auth()).status == 429);
+
+    rest_config strict;
+    strict.per_address = rate{1, 3};
+    rest_fixture g(strict);
+    // An authenticated hub is not held back by its address...
+    for (int i = 0; i < 10; ++i)
+      CHECK(g.call("POST", "/api/verify-agent", body, g.hub_auth(), "application/json", "10.1.1.1:9").status == 200);
+    // ...but guessing hub keys is.
+    for (int i = 0; i < 3; ++i)
+      CHECK(g.call("POST", "/api/verify-agent", body, "Bearer hub-1:hk_guess", "application/json", "10.6.6.6:1").status == 401);
+    auto blocked = g.call("POST", "/api/verify-agent", body, "Bearer hub-1:hk_guess", "application/json", "10.6.6.6:2");
+    CHECK(blocked.status == 429);
+    CHECK(blocked.body == error_body("Too many requests, slow down"));
+    CHECK(g.call("POST", "/api/verify-agent", body, g.hub_auth(), "application/json", "10.1.1.1:9").status == 200);
+  }
+
+  TEST_CASE("administration is for administrators only") {
+    rest_fixture f;
+    const std::string alice = f.bearer(f.alice);
+    const std::string refused = error_body("Operation not allowed");
+    struct admin_call {
+      const char* path;
+      const char* body;
+    };
+    const admin_call calls[] = {
+        {"/api/admin/agents", R"({"agentId":"agent-9","trustedCommanders":["backend-1"]})"},
+        {"/api/admin/agents/agent-1/rotate", R"({"overlapSeconds":0})"},
+        {"/api/admin/commanders", R"({"commanderId":"backend-9","agents":["*"]})"},
+        {"/api/admin/hubs", R"({"hubId":"hub-9"})"},
+    };
+    for (const auto& c : calls) {
+      CAPTURE(c.path);
+      auto r = f.call("POST", c.path, c.body, alice);
+      CHECK(r.status == 403);
+      CHECK(r.body == refused);
+      auto anonymous = f.call("POST", c.path, c.body);
+      CHECK(anonymous.status == 401);
+      CHECK(anonymous.body == auth_required_body);
+    }
+    CHECK_FALSE(f.db.credentials().find_principal(principal_kind::agent, "agent-9"));
+    CHECK_FALSE(f.db.credentials().find_principal(principal_kind::commander, "backend-9"));
+    CHECK_FALSE(f.db.credentials().find_principal(principal_kind::hub, "hub-9"));
+    // agent-1's key was not rotated.
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).body !=
+          R"({"valid":false})");
+    CHECK(f.audit_count(audit_kind::security_event, "agent.register", "denied") == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "agent.rotate", "denied") == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "commander.register", "denied") == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "hub.register", "denied") == 1);
+
+    // The stored role decides, not the token's claim: a validly signed token saying "admin" for a
+    // user who is not one is refused.
+    user_record claims_admin = f.alice;
+    claims_admin.role = user_role::admin;
+    const std::string alice_as_admin = "Bearer " + *f.tokens.issue(claims_admin, f.clk.wall_now());
+    CHECK(f.call("POST", "/api/admin/hubs", R"({"hubId":"hub-9"})", alice_as_admin).body == refused);
+    CHECK_FALSE(f.db.credentials().find_principal(principal_kind::hub, "hub-9"));
+    // A deleted administrator's token no longer works at all.
+    const std::string gone_admin = f.bearer(f.root);
+    REQUIRE(f.db.users().delete_user(f.root.id));
+    CHECK(f.call("POST", "/api/admin/hubs", R"({"hubId":"hub-9"})", gone_admin).body == auth_required_body);
+  }
+
+  TEST_CASE("administrators register agents, commanders and hubs; keys are shown once and never recorded") {
+    rest_fixture f;
+    const std::string root = f.bearer(f.root);
+    auto agent = f.call("POST", "/api/admin/agents", R"({"agentId":"agent-9","trustedCommanders":["backend-1"]})", root);
+    CHECK(agent.status == 201);
+    const std::string agent_key = between(agent.body, R"("key":")", "\"");
+    CHECK(starts_with(agent_key, "ak_"));
+    CHECK(agent.body == R"({"success":true,"agentId":"agent-9","key":")" + agent_key + R"("})");
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-9", agent_key), f.hub_auth()).body ==
+          R"({"valid":true,"agentId":"agent-9","grants":["backend-1"]})");
+
+    auto again = f.call("POST", "/api/admin/agents", R"({"agentId":"agent-9","trustedCommanders":[]})", root);
+    CHECK(again.status == 409);
+    CHECK(again.body == error_body("Already exists"));
+    auto bad_id = f.call("POST", "/api/admin/agents", R"({"agentId":"bad id!","trustedCommanders":[]})", root);
+    CHECK(bad_id.status == 400);
+    CHECK(bad_id.body == error_body("A field has an invalid value"));
+    CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8","trustedCommanders":["x y"]})", root).body ==
+          error_body("A field has an invalid value"));
+    CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8","trustedCommanders":"backend-1"})", root).body ==
+          error_body("A field has the wrong type"));
+    CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8","trustedCommanders":[1]})", root).body ==
+          error_body("A field has the wrong type"));
+    CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8"})", root).body ==
+          error_body("Message lacks a required field"));
+
+    auto unknown = f.call("POST", "/api/admin/agents/ghost/rotate", "{}", root);
+    CHECK(unknown.status == 404);
+    CHECK(unknown.body == error_body("Not found"));
+    CHECK(f.call("POST", "/api/admin/agents/bad%20id/rotate", {}, root).body == error_body("Invalid request"));
+    CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":-5})", root).body ==
+          error_body("A field has an invalid value"));
+    CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":1.5})", root).body ==
+          error_body("A field has the wrong type"));
+    CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":18446744073709551615})", root).body ==
+          error_body("A field has an invalid value"));
+    CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":"60"})", root).body ==
+          error_body("A field has the wrong type"));
+
+    auto commander = f.call("POST", "/api/admin/commanders", R"({"commanderId":"backend-9","agents":["agent-9"]})", root);
+    CHECK(commander.status == 201);
+    const std::string commander_key = between(commander.body, R"("key":")", "\"");
+    CHECK(starts_with(commander_key, "ck_"));
+    CHECK(commander.body == R"({"success":true,"commanderId":"backend-9","key":")" + commander_key + R"("})");
+    auto verified = f.creds.verify(principal_kind::commander, "backend-9", commander_key);
+    REQUIRE(verified);
+    CHECK(verified->grants == std::vector<std::string>{"agent-9"});
+
+    auto hub = f.call("POST", "/api/admin/hubs", R"({"hubId":"hub-9"})", root);
+    CHECK(hub.status == 201);
+    const std::string hub_key = between(hub.body, R"("key":")", "\"");
+    CHECK(starts_with(hub_key, "hk_"));
+    CHECK(hub.body == R"({"success":true,"hubId":"hub-9","key":")" + hub_key + R"("})");
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-9", agent_key), "Bearer hub-9:" + hub_key).status == 200);
+    CHECK(f.call("POST", "/api/admin/hubs", R"({"hubId":"hub-8","agents":[]})", root).body ==
+          error_body("Message has an unknown field"));
+
+    auto rotated = f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":0})", root);
+    CHECK(rotated.status == 200);
+    const std::string rotated_key = between(rotated.body, R"("key":")", "\"");
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-9", agent_key), f.hub_auth()).body ==
+          R"({"valid":false})");
+
+    CHECK(f.audit_count(audit_kind::administration, "agent.register", "ok") == 1);
+    CHECK(f.audit_count(audit_kind::administration, "agent.register", "failed") == 3);
+    CHECK(f.audit_count(audit_kind::administration, "agent.rotate", "failed") == 2);
+    CHECK(f.audit_count(audit_kind::administration, "agent.rotate", "ok") == 1);
+    CHECK(f.audit_count(audit_kind::administration, "commander.register", "ok") == 1);
+    CHECK(f.audit_count(audit_kind::administration, "hub.register", "ok") == 1);
+    auto admin_events = f.db.audit().query({audit_kind::administration, 100});
+    REQUIRE(admin_events);
+    for (const auto& e : *admin_events) CHECK(e.actor == "user:" + f.id_of(f.root));
+    CHECK(f.audit_mentions("agent:agent-9"));
+    CHECK(f.audit_mentions("commander:backend-9"));
+    CHECK(f.audit_mentions("hub:hub-9"));
+    for (const std::string& secret : {agent_key, commander_key, hub_key, rotated_key, root.substr(7)}) {
+      CHECK_FALSE(f.log.mentions(secret));
+      CHECK_FALSE(f.audit_mentions(secret));
+    }
+  }
+
+  TEST_CASE("request bodies: JSON objects only, every field known, typed and unique") {
+    rest_fixture f;
+    const std::string alice = f.bearer(f.alice);
+    struct bad_body {
+      std::string body;
+      const char* message;
+    };
+    const std::string truncated_utf8 = std::string(R"({"username":"al)") + "\xc3" + R"(","password":"p"})";
+    const bad_body cases[] = {
+        {"not json", "Message is not valid JSON"},
+        {"", "Message is not valid JSON"},
+        {"   ", "Message is not valid JSON"},
+        {R"({"username":"alice","password":"alice-pw"} x)", "Message is not valid JSON"},
+        {R"({"username":"alice","password":"alice-pw"}{})", "Message is not valid JSON"},
+        {R"({"username":"alice","password":"alice-pw",})", "Message is not valid JSON"},
+        {R"({"username":'alice',"password":"alice-pw"})", "Message is not valid JSON"},
+        {R"({"username":"alice","username":"root","password":"alice-pw"})", "Message repeats a key"},
+        {R"({"username":"alice","password":"alice-pw","admin":true})", "Message has an unknown field"},
+        {R"({"Username":"alice","password":"alice-pw"})", "Message has an unknown field"},
+        {R"({"username":1,"password":"alice-pw"})", "A field has the wrong type"},
+        {R"({"username":null,"password":"alice-pw"})", "A field has the wrong type"},
+        {R"({"username":["alice"],"password":"alice-pw"})", "A field has the wrong type"},
+        {R"({"username":{"a":"b"},"password":"alice-pw"})", "A field has the wrong type"},
+        {R"({"username":"alice"})", "Message lacks a required field"},
+        {R"({})", "Message lacks a required field"},
+        {R"(["alice","alice-pw"])", "Invalid request"},
+        {R"("alice")", "Invalid request"},
+        {"42", "Invalid request"},
+        {"null", "Invalid request"},
+        {R"({"username":[[[["alice"]]]],"password":"x"})", "Message is nested too deeply"},
+        {truncated_utf8, "Message is not valid UTF-8"},
+        {R"({"username":")" + std::string(300, 'a') + R"(","password":"x"})", "A field is too long"},
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.body);
+      auto r = f.call("POST", "/api/login", c.body);
+      CHECK(r.status == 400);
+      CHECK(r.body == error_body(c.message));
+      // Same rules after authentication.
+      CHECK(f.call("POST", "/api/sites", c.body, alice).status == 400);
+    }
+    // A body on a request that takes none.
+    CHECK(f.call("GET", "/api/sites", "{}", alice).body == error_body("Invalid request"));
+    CHECK(f.call("DELETE", "/api/sites/1", "{}", alice).body == error_body("Invalid request"));
+    CHECK(f.sites->list(f.alice.id)->empty());
+    // None of that was a failed login: Alice is not locked out.
+    CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})").status == 200);
+  }
+
+  TEST_CASE("request bodies: size limit and content type") {
+    rest_fixture f;
+    const std::string login = R"({"username":"alice","password":"alice-pw"})";
+    // Exactly the limit (padded with JSON whitespace) is accepted; one byte more is not.
+    std::string full = login + std::string(16 * 1024 - login.size(), ' ');
+    CHECK(f.call("POST", "/api/login", full).status == 200);
+    full.push_back(' ');
+    auto big = f.call("POST", "/api/login", full);
+    CHECK(big.status == 413);
+    CHECK(big.body == error_body("Message is too large"));
+    CHECK(f.call("POST", "/api/sites", full, f.bearer(f.alice)).status == 413);
+    CHECK(f.call("POST", "/api/verify-agent", full, f.hub_auth()).status == 413);
+    CHECK(f.call("POST", "/api/login", std::string(1 << 20, '[')).status == 413);
+    // Also where no body is taken at all, and before any authentication.
+    CHECK(f.call("GET", "/api/sites", full, f.bearer(f.alice)).body == error_body("Message is too large"));
+    CHECK(f.call("POST", "/api/sites/1/deploy", full, "Bearer x").status == 413);
+
+    for (const char* type : {"", "text/plain", "application/x-www-form-urlencoded", "application/jsonp",
+                             "application/json-patch+json", "application/json; charset=latin1",
+                             "application/json; charset=utf-16", "text/json", "application/json; nonsense",
+                             "multipart/form-data; boundary=x"}) {
+      CAPTURE(type);
+      auto r = f.call("POST", "/api/login", login, {}, type);
+      CHECK(r.status == 415);
+      CHECK(r.body == error_body("Content-Type must be application/json"));
+    }
+    for (const char* type : {"application/json", "application/json; charset=utf-8", "Application/JSON;charset=\"UTF-8\"",
+                             " application/json ;  charset=UTF-8 ", "application/json;"}) {
+      CAPTURE(type);
+      CHECK(f.call("POST", "/api/login", login, {}, type).status == 200);
+    }
+    // No body, no Content-Type needed.
+    CHECK(f.call("GET", "/api/sites", {}, f.bearer(f.alice), "").status == 200);
+  }
+
+  TEST_CASE("per-address rate limit: one bucket per client address, ports and /64 prefixes grouped") {
+    rest_fixture f(rest_config{});  // 10/s, burst 30
+    for (int i = 0; i < 30; ++i) CHECK(f.call("GET", "/api/sites", {}, {}, "", "203.0.113.5:" + std::to_string(1000 + i)).status == 401);
+    auto limited = f.call("GET", "/api/sites", {}, {}, "", "203.0.113.5:9999");
+    CHECK(limited.status == 429);
+    CHECK(limited.body == error_body("Too many requests, slow down"));
+    CHECK(limited.header("Retry-After") == "1");
+    // The limit comes first: the right password does not get through either, nor do unknown paths.
+    CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})", {}, "application/json",
+                 "203.0.113.5:1").status == 429);
+    CHECK(f.call("GET", "/nope", {}, {}, "", "203.0.113.5:1").status == 429);
+    CHECK(f.call("GET", "/api/sites", {}, {}, "", "[::ffff:203.0.113.5]:80").status == 429);
+    // Health checks are never limited; other addresses have their own bucket.
+    CHECK(f.call("GET", "/healthz", {}, {}, "", "203.0.113.5:1").status == 200);
+    CHECK(f.call("GET", "/api/sites", {}, {}, "", "203.0.113.6:1").status == 401);
+
+    f.clk.advance(1s);  // 10 tokens
+    for (int i = 0; i < 10; ++i) CHECK(f.call("GET", "/api/sites", {}, {}, "", "203.0.113.5:1").status == 401);
+    CHECK(f.call("GET", "/api/sites", {}, {}, "", "203.0.113.5:1").status == 429);
+
+    for (int i = 0; i < 30; ++i)
+      CHECK(f.call("GET", "/api/sites", {}, {}, "", "[2001:db8:1:2::" + std::to_string(i + 1) + "]:443").status == 401);
+    CHECK(f.call("GET", "/api/sites", {}, {}, "", "[2001:db8:1:2:ffff::9]:443").status == 429);
+    CHECK(f.call("GET", "/api/sites", {}, {}, "", "[2001:db8:1:3::1]:443").status == 401);
+  }
+
+  TEST_CASE("the per-address table is bounded and keeps the addresses seen most recently") {
+    rest_config cfg;
+    cfg.per_address = rate{1, 2};
+    cfg.max_addresses = 100;
+    rest_fixture f(cfg);
+    const std::string abuser = "198.51.100.1:1";
+    CHECK(f.call("GET", "/nope", {}, {}, "", abuser).status == 404);
+    CHECK(f.call("GET", "/nope", {}, {}, "", abuser).status == 404);
+    CHECK(f.call("GET", "/nope", {}, {}, "", abuser).status == 429);
+    for (int i = 0; i < 1000; ++i) {
+      CHECK(f.call("GET", "/nope", {}, {}, "", "10.1." + std::to_string(i / 256) + "." + std::to_string(i % 256)).status == 404);
+      if (i % 50 == 0) CHECK(f.call("GET", "/nope", {}, {}, "", abuser).status == 429);  // still remembered
+      CHECK(f.api->tracked_addresses() <= 100);
+    }
+    CHECK(f.api->tracked_addresses() == 100);
+  }
+
+  TEST_CASE("client address keys") {
+    CHECK(client_address_key("10.0.0.1:5000") == "10.0.0.1");
+    CHECK(client_address_key("10.0.0.1") == "10.0.0.1");
+    CHECK(client_address_key("[::ffff:10.0.0.1]:5000") == "10.0.0.1");
+    CHECK(client_address_key("::ffff:a00:1") == "10.0.0.1");
+    CHECK(client_address_key("[2001:db8:1:2:3:4:5:6]:443") == "2001:db8:1:2::/64");
+    CHECK(client_address_key("2001:DB8:1:2::7") == "2001:db8:1:2::/64");
+    CHECK(client_address_key("[::1]:80") == "0:0:0:0::/64");
+    CHECK(client_address_key("[fe80::1%eth0]:22") == "fe80:0:0:0::/64");
+    CHECK(client_address_key("") == "unknown");
+    CHECK(client_address_key("[]:80") == "unknown");
+    CHECK(client_address_key("backend.internal") == "backend.internal");
+    CHECK(client_address_key("1::2::3") == "1::2::3");
+    CHECK(client_address_key("1:2:3:4:5:6:7:8:9") == "1:2:3:4:5:6:7:8:9");
+    CHECK(client_address_key("256.0.0.1:80") == "256.0.0.1");
+    CHECK(client_address_key(std::string(200, 'x')) == std::string(64, 'x'));
+  }
+}

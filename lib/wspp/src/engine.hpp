@@ -1,0 +1,532 @@
+#pragma once
+// Private to citrus::wspp: the websocketpp machinery shared by server.cpp and client.cpp, the only
+// translation units that include websocketpp (it is slow to compile).
+//
+// Lifetime model. Every websocketpp connection carries a connection_slot (the config's
+// connection_base) holding a shared_ptr to the engine that created it. websocketpp's pending
+// operations hold their connection, and connections refer to their endpoint (its random generator,
+// its handlers, which capture the engine's `this`), so the engine — and the endpoint inside it —
+// stays alive until the last connection is gone, even after the public server/client object was
+// destroyed. A destroyed server/client "detaches" its engine first: from then on no user callback
+// runs and nothing is logged.
+//
+// Re-entrancy. websocketpp's terminate() can run the close/fail handlers synchronously (plain
+// sockets). It is therefore never called from a path the user's handler can reach synchronously
+// (connection::send/close): those paths post it to the loop instead.
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <websocketpp/close.hpp>
+#include <websocketpp/common/connection_hdl.hpp>
+#include <websocketpp/config/asio.hpp>
+#include <websocketpp/config/asio_client.hpp>
+#include <websocketpp/frame.hpp>
+#include <websocketpp/logger/levels.hpp>
+#include <websocketpp/logger/stub.hpp>
+
+#include <openssl/ssl.h>
+
+#include "citrus/core/logger.hpp"
+#include "citrus/core/transport.hpp"
+#include "citrus/wspp/event_loop.hpp"
+#include "citrus/wspp/options.hpp"
+#include "loop_access.hpp"
+
+namespace citrus::wspp::detail {
+
+// ---------------------------------------------------------------------------------------------
+// websocketpp configuration
+
+/// websocketpp's error log, forwarded to the injected logger at debug level ("fatal" at error).
+/// Our own code logs the events that matter (opens, closes, failures) with stable names.
+class elog_sink {
+ public:
+  elog_sink() = default;
+  explicit elog_sink(websocketpp::log::channel_type_hint::value) {}
+  elog_sink(websocketpp::log::level, websocketpp::log::channel_type_hint::value) {}
+
+  void set_channels(websocketpp::log::level) {}
+  void clear_channels(websocketpp::log::level) {}
+  void write(websocketpp::log::level channel, const std::string& message) { write(channel, message.c_str()); }
+  void write(websocketpp::log::level channel, const char* message) {
+    if (sink_ == nullptr) return;
+    const log_level level = channel == websocketpp::log::elevel::fatal ? log_level::error : log_level::debug;
+    if (!sink_->enabled(level)) return;
+    sink_->log(level, "wspp_internal",
+               {field("channel", websocketpp::log::elevel::channel_name(channel)), field("detail", message)});
+  }
+  constexpr bool static_test(websocketpp::log::level) const { return true; }
+  bool dynamic_test(websocketpp::log::level) { return sink_ != nullptr; }
+
+  /// nullptr silences it (a detached engine's logger may be gone).
+  void set_sink(logger* sink) noexcept { sink_ = sink; }
+
+ private:
+  logger* sink_ = nullptr;
+};
+
+/// Implemented by the engines: told when one of their connections is destroyed.
+class slot_owner {
+ public:
+  virtual ~slot_owner() = default;
+  virtual void connection_destroyed(std::uint64_t serial) noexcept = 0;
+};
+
+/// Citrus state carried inside every websocketpp connection (it is the config's connection_base).
+struct connection_slot {
+  connection_slot() = default;
+  connection_slot(const connection_slot&) = delete;
+  connection_slot& operator=(const connection_slot&) = delete;
+  ~connection_slot() {
+    if (owner && serial != 0) owner->connection_destroyed(serial);
+  }
+
+  std::shared_ptr<slot_owner> owner;  ///< keeps the engine (and its endpoint) alive
+  std::uint64_t serial = 0;           ///< the engine's key for this connection; 0: not tracked
+  std::uint64_t id = 0;               ///< citrus connection id, once on_open was delivered
+  std::string remote;                 ///< "ip:port"
+  bool abandoned = false;             ///< ignore every further event (client: cancelled attempt)
+};
+
+template <class C>
+connection_slot& slot(const std::shared_ptr<C>& con) noexcept {
+  return *con;
+}
+
+/// One of websocketpp's asio configs with our logger, our connection base, no extensions (never
+/// permessage-deflate) and no strands (one thread runs the loop).
+template <class Base>
+struct wspp_config : Base {
+  using type = wspp_config;
+  using base = Base;
+  using concurrency_type = typename Base::concurrency_type;
+  using request_type = typename Base::request_type;
+  using response_type = typename Base::response_type;
+  using message_type = typename Base::message_type;
+  using con_msg_manager_type = typename Base::con_msg_manager_type;
+  using endpoint_msg_manager_type = typename Base::endpoint_msg_manager_type;
+  using alog_type = websocketpp::log::stub;
+  using elog_type = elog_sink;
+  using rng_type = typename Base::rng_type;
+
+  struct transport_config : Base::transport_config {
+    using concurrency_type = typename wspp_config::concurrency_type;
+    using alog_type = websocketpp::log::stub;
+    using elog_type = elog_sink;
+    using request_type = typename wspp_config::request_type;
+    using response_type = typename wspp_config::response_type;
+    using socket_type = typename Base::transport_config::socket_type;
+    static const bool enable_multithreading = false;
+  };
+  using transport_type = websocketpp::transport::asio::endpoint<transport_config>;
+  using connection_base = connection_slot;
+
+  // Never permessage-deflate (it ignores max_message_size while inflating). enable_extensions stays
+  // on: with it off, websocketpp 0.8.2 clients fail every handshake ("Extensions are disabled").
+  static_assert(std::is_same_v<typename Base::permessage_deflate_type,
+                               websocketpp::extensions::permessage_deflate::disabled<
+                                   typename Base::permessage_deflate_config>>);
+
+  static const bool enable_multithreading = false;
+  // Compile-time defaults; the engines set the runtime values from the options.
+  static const std::size_t max_message_size = 64 * 1024;
+  static const std::size_t max_http_body_size = 64 * 1024;
+};
+
+using plain_server_config = wspp_config<websocketpp::config::asio>;
+using tls_server_config = wspp_config<websocketpp::config::asio_tls>;
+using plain_client_config = wspp_config<websocketpp::config::asio_client>;
+using tls_client_config = wspp_config<websocketpp::config::asio_tls_client>;
+
+template <class Config>
+inline constexpr bool is_tls_v =
+    std::is_same_v<typename Config::transport_config::socket_type, websocketpp::transport::asio::tls_socket::endpoint>;
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// "ip:port", "[v6]:port"; IPv4-mapped IPv6 addresses as IPv4.
+inline std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint) {
+  asio::ip::address address = endpoint.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  std::string text = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
+  return text + ":" + std::to_string(endpoint.port());
+}
+
+/// A close reason fits in 123 bytes; cut at a UTF-8 character boundary.
+inline std::string close_reason(std::string_view reason) {
+  constexpr std::size_t max_reason = 123;
+  if (reason.size() > max_reason) {
+    std::size_t n = max_reason;
+    while (n > 0 && (static_cast<unsigned char>(reason[n]) & 0xC0U) == 0x80U) --n;
+    reason = reason.substr(0, n);
+  }
+  return std::string(reason);
+}
+
+/// Header names and values must not be able to inject lines.
+inline bool is_safe_header(std::string_view name, std::string_view value) noexcept {
+  if (name.empty()) return false;
+  for (char c : name)
+    if (c == ':' || c == '\r' || c == '\n' || c == ' ' || c == '\t' || c == '\0') return false;
+  for (char c : value)
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  return true;
+}
+
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+/// Standalone Asio reports system errors in its own "asio.system" category, which does not compare
+/// equal to std::errc values: hand callers the same value in std::system_category.
+inline std::error_code portable(std::error_code ec) noexcept {
+  if (ec && ec.category() == asio::system_category()) return {ec.value(), std::system_category()};
+  return ec;
+}
+
+inline std::int64_t as_number(std::uint64_t value) noexcept { return static_cast<std::int64_t>(value); }
+
+/// TLS 1.2+, no compression, no renegotiation. Errors are returned, never thrown.
+inline std::error_code harden_tls(asio::ssl::context& context) {
+  std::error_code ec;
+  context.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                          asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                          asio::ssl::context::no_tlsv1_1 | asio::ssl::context::no_compression,
+                      ec);
+  if (ec) return ec;
+  SSL_CTX_set_options(context.native_handle(), SSL_OP_NO_RENEGOTIATION);
+  if (SSL_CTX_set_min_proto_version(context.native_handle(), TLS1_2_VERSION) != 1)
+    return std::make_error_code(std::errc::protocol_not_supported);
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// connection table: what the server and the client share
+
+struct link_counters {
+  std::uint64_t opened = 0;
+  std::uint64_t closed = 0;
+  std::uint64_t unsupported_data = 0;
+  std::uint64_t pong_timeouts = 0;
+  std::uint64_t slow_consumers = 0;
+  std::uint64_t handler_exceptions = 0;
+};
+
+/// The open connections of one engine, as citrus::connection objects, and the delivery of their
+/// events to the connection_handler: guarded callbacks, pings, drains, close bookkeeping.
+template <class Endpoint>
+class link_table {
+ public:
+  using con_type = typename Endpoint::connection_type;
+  using con_ptr = typename Endpoint::connection_ptr;
+  using message_ptr = typename Endpoint::message_ptr;
+
+  class link final : public citrus::connection {
+   public:
+    link(link_table& table, connection_id id, std::string remote, const con_ptr& con)
+        : con_(con), table_(table), id_(id), remote_(std::move(remote)) {}
+
+    connection_id id() const noexcept override { return id_; }
+    std::string_view remote_address() const noexcept override { return remote_; }
+
+    std::size_t buffered_amount() const noexcept override {
+      const con_ptr con = con_.lock();
+      return con ? con->get_buffered_amount() : 0;
+    }
+
+    send_status send(std::string_view text) override {
+      if (closing_) return send_status::closed;
+      const con_ptr con = con_.lock();
+      if (!con) return send_status::closed;
+      const connection_options& options = table_.options_;
+      try {
+        if (options.outbound_hard_limit_bytes != 0 &&
+            con->get_buffered_amount() + text.size() > options.outbound_hard_limit_bytes) {
+          ++table_.counters_.slow_consumers;
+          table_.log_->log(log_level::warn, "slow_consumer_closed",
+                           {field("connection", as_number(id_.value())),
+                            field("buffered", static_cast<std::int64_t>(con->get_buffered_amount()))});
+          close(close_code::slow_consumer, "outbound buffer full");
+          return send_status::closed;
+        }
+        const std::error_code ec = con->send(text.data(), text.size(), websocketpp::frame::opcode::text);
+        if (ec) {
+          // Closing (the peer started a close handshake, or a read failed): a normal race.
+          if (con->get_state() != websocketpp::session::state::open) return send_status::closed;
+          table_.log_->log(log_level::error, "send_failed",
+                           {field("connection", as_number(id_.value())), field("error", ec.message())});
+          close(close_code::internal_error, "send failed");
+          return send_status::closed;
+        }
+        if (!drain_armed_ && con->get_buffered_amount() > options.drain_low_water_bytes) table_.arm_drain(*this);
+        return send_status::ok;
+      } catch (const std::exception& e) {
+        table_.log_->log(log_level::error, "send_failed",
+                         {field("connection", as_number(id_.value())), field("error", e.what())});
+        close(close_code::internal_error, "send failed");
+        return send_status::closed;
+      }
+    }
+
+    void close(close_code code, std::string_view reason) override {
+      if (closing_) return;
+      closing_ = true;
+      awaiting_pong_ = false;
+      const con_ptr con = con_.lock();
+      if (!con) return;
+      std::error_code ec;
+      try {
+        con->close(static_cast<websocketpp::close::status::value>(code), close_reason(reason), ec);
+      } catch (const std::exception&) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+      }
+      // Could not even queue a close frame while open: drop the TCP connection instead.
+      if (ec && con->get_state() == websocketpp::session::state::open) table_.terminate_later(con, ec);
+    }
+
+   private:
+    friend class link_table;
+    std::weak_ptr<con_type> con_;
+    link_table& table_;
+    connection_id id_;
+    std::string remote_;
+    bool closing_ = false;  ///< close() was called: nothing more is sent or delivered
+    bool awaiting_pong_ = false;
+    bool drain_armed_ = false;
+    std::chrono::steady_clock::time_point ping_sent_{};
+    std::chrono::steady_clock::time_point next_ping_{};
+  };
+
+  link_table(event_loop& loop, connection_handler& handler, const connection_options& options, logger& log)
+      : loop_(loop), handler_(handler), options_(options), log_(&log) {}
+  link_table(const link_table&) = delete;
+  link_table& operator=(const link_table&) = delete;
+
+  std::size_t size() const noexcept { return links_.size(); }
+  const link_counters& counters() const noexcept { return counters_; }
+  /// The only open link (the client has at most one), or nullptr.
+  link* first() noexcept { return links_.empty() ? nullptr : links_.begin()->second.get(); }
+  const link* first() const noexcept { return links_.empty() ? nullptr : links_.begin()->second.get(); }
+  bool is_closing(const link& l) const noexcept { return l.closing_; }
+
+  /// The handshake completed: create the citrus::connection and deliver on_open.
+  void open(const con_ptr& con, std::string remote) {
+    if (detached_) return;
+    const connection_id id(loop_access::next_connection_id(loop_));
+    slot(con).id = id.value();
+    auto owned = std::make_unique<link>(*this, id, std::move(remote), con);
+    link& l = *owned;
+    l.next_ping_ = std::chrono::steady_clock::now() + options_.ping_interval;
+    links_.emplace(id.value(), std::move(owned));
+    ++counters_.opened;
+    log_->log(log_level::info, "connection_opened",
+              {field("connection", as_number(id.value())), field("remote", l.remote_)});
+    if (options_.ping_interval.count() > 0 && !ping_timer_.active()) {
+      const auto tick = std::max(std::chrono::milliseconds(1),
+                                 std::min(options_.ping_interval, options_.pong_timeout) / 4);
+      ping_timer_ = loop_.schedule_every(tick, [this] { ping_tick(); });
+    }
+    if (!guarded("on_open", id.value(), [&] { handler_.on_open(l); })) l.close(close_code::internal_error, "internal error");
+  }
+
+  void message(const con_ptr& con, const message_ptr& msg) {
+    if (detached_ || !msg) return;
+    link* l = find(slot(con).id);
+    if (l == nullptr || l->closing_) return;
+    if (msg->get_opcode() != websocketpp::frame::opcode::text) {
+      ++counters_.unsupported_data;
+      log_->log(log_level::info, "binary_message_rejected", {field("connection", as_number(l->id_.value()))});
+      l->close(close_code::unsupported_data, "binary messages are not supported");
+      return;
+    }
+    const std::uint64_t id = l->id_.value();
+    if (!guarded("on_message", id, [&] { handler_.on_message(l->id_, msg->get_payload()); })) {
+      if (link* again = find(id)) again->close(close_code::internal_error, "internal error");
+    }
+  }
+
+  void pong(const con_ptr& con) noexcept {
+    if (link* l = find(slot(con).id)) l->awaiting_pong_ = false;
+  }
+
+  /// websocketpp's close handler: deliver on_close, then forget the link.
+  void closed(const con_ptr& con) {
+    if (detached_) return;
+    const std::uint64_t id = slot(con).id;
+    link* l = find(id);
+    if (l == nullptr) return;
+    l->closing_ = true;
+    ++counters_.closed;
+    log_->log(log_level::info, "connection_closed",
+              {field("connection", as_number(id)),
+               field("local_code", static_cast<std::int64_t>(con->get_local_close_code())),
+               field("remote_code", static_cast<std::int64_t>(con->get_remote_close_code()))});
+    guarded("on_close", id, [&] { handler_.on_close(l->id_); });
+    links_.erase(id);
+    if (links_.empty()) {
+      ping_timer_.cancel();
+      drain_timer_.cancel();
+      armed_.clear();
+    }
+  }
+
+  void close_all(close_code code, std::string_view reason) {
+    for (auto& entry : links_) entry.second->close(code, reason);
+  }
+
+  /// The owner is going away: drop every connection now and deliver on_close for each (after which
+  /// no callback runs again). Do not call from inside one of this table's callbacks.
+  void detach() noexcept {
+    if (detached_) return;
+    detached_ = true;
+    ping_timer_.cancel();
+    drain_timer_.cancel();
+    auto links = std::move(links_);
+    links_.clear();
+    for (auto& entry : links) {
+      link& l = *entry.second;
+      l.closing_ = true;
+      if (const con_ptr con = l.con_.lock()) {
+        try {
+          con->terminate(std::error_code());  // its close handler sees detached_ and returns
+        } catch (...) {
+          // Nothing left to do: the socket goes with the connection.
+        }
+      }
+      ++counters_.closed;
+      guarded("on_close", entry.first, [&] { handler_.on_close(l.id_); });
+    }
+    log_ = &null_log_;
+  }
+
+  /// Like detach() for a table with no open link left (a finished client attempt): no callback runs
+  /// again and nothing is logged. Safe from inside this table's on_close.
+  void retire() noexcept {
+    detached_ = true;
+    ping_timer_.cancel();
+    drain_timer_.cancel();
+    log_ = &null_log_;
+  }
+
+  /// terminate() may call handlers synchronously: run it from the loop instead.
+  void terminate_later(const con_ptr& con, std::error_code ec) {
+    loop_.post([con, ec] { con->terminate(ec); });
+  }
+
+ private:
+  link* find(std::uint64_t id) noexcept {
+    if (id == 0) return nullptr;
+    auto it = links_.find(id);
+    return it == links_.end() ? nullptr : it->second.get();
+  }
+
+  /// Runs a handler callback; nothing it throws escapes. Returns false if it threw.
+  template <class F>
+  bool guarded(const char* callback, std::uint64_t id, F&& f) noexcept {
+    try {
+      f();
+      return true;
+    } catch (const std::exception& e) {
+      ++counters_.handler_exceptions;
+      log_->log(log_level::error, "handler_threw",
+                {field("callback", callback), field("connection", as_number(id)), field("error", e.what())});
+    } catch (...) {
+      ++counters_.handler_exceptions;
+      log_->log(log_level::error, "handler_threw",
+                {field("callback", callback), field("connection", as_number(id)), field("error", "unknown exception")});
+    }
+    return false;
+  }
+
+  void ping_tick() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& entry : links_) {
+      link& l = *entry.second;
+      if (l.closing_) continue;
+      const con_ptr con = l.con_.lock();
+      if (!con) continue;
+      if (l.awaiting_pong_) {
+        if (now - l.ping_sent_ >= options_.pong_timeout) {
+          ++counters_.pong_timeouts;
+          log_->log(log_level::warn, "pong_timeout",
+                    {field("connection", as_number(entry.first)), field("remote", l.remote_)});
+          l.close(close_code::policy_violation, "pong timeout");
+        }
+        continue;
+      }
+      if (now >= l.next_ping_) {
+        std::error_code ec;
+        try {
+          con->ping(std::string(), ec);
+        } catch (const std::exception&) {
+          ec = std::make_error_code(std::errc::not_enough_memory);
+        }
+        if (!ec) {
+          l.awaiting_pong_ = true;
+          l.ping_sent_ = now;
+        }
+        l.next_ping_ = now + options_.ping_interval;
+      }
+    }
+  }
+
+  void arm_drain(link& l) {
+    l.drain_armed_ = true;
+    armed_.push_back(l.id_.value());
+    if (!drain_timer_.active())
+      drain_timer_ = loop_.schedule_every(options_.drain_poll_interval, [this] { drain_tick(); });
+  }
+
+  void drain_tick() {
+    std::vector<std::uint64_t> ids;
+    ids.swap(armed_);
+    for (const std::uint64_t id : ids) {
+      link* l = find(id);
+      if (l == nullptr || !l->drain_armed_) continue;
+      if (l->closing_) {
+        l->drain_armed_ = false;
+        continue;
+      }
+      if (l->buffered_amount() > options_.drain_low_water_bytes) {
+        armed_.push_back(id);
+        continue;
+      }
+      l->drain_armed_ = false;
+      guarded("on_drain", id, [&] { handler_.on_drain(l->id_); });  // may send, and re-arm
+      if (detached_) return;
+    }
+    if (armed_.empty()) drain_timer_.cancel();
+  }
+
+  event_loop& loop_;
+  connection_handler& handler_;
+  const connection_options options_;
+  null_logger null_log_;
+  logger* log_;
+  bool detached_ = false;
+  std::map<std::uint64_t, std::unique_ptr<link>> links_;
+  std::vector<std::uint64_t> armed_;  ///< links above the low-water mark, polled by drain_tick
+  timer ping_timer_;
+  timer drain_timer_;
+  link_counters counters_;
+};
+
+}  // namespace citrus::wspp::detail

@@ -1,0 +1,338 @@
+// citrus-backend's administration subcommands: users, agents, commanders and hubs in the --db,
+// through the same services the server uses (password hashing, credential_service).
+#include <termios.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "citrus/app/json_logger.hpp"
+#include "citrus/app/options.hpp"
+#include "citrus/core/clock.hpp"
+#include "citrus/core/credentials.hpp"
+#include "citrus/core/ids.hpp"
+#include "citrus/core/password.hpp"
+#include "citrus/core/random.hpp"
+#include "citrus/sqlite/sqlite_storage.hpp"
+
+namespace citrus::backend {
+namespace {
+
+using app::option_spec;
+
+option_spec db_option() {
+  return {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing)", false};
+}
+option_spec log_level_option() {
+  return {"log-level", "CITRUS_LOG_LEVEL", "warn", "debug, info, warn or error (JSON lines on stderr)", false};
+}
+
+/// Parses the options of one subcommand; returns an exit code when the command must stop here.
+std::optional<int> parse(app::options& opts, int argc, char** argv, int first, std::size_t positional) {
+  if (!opts.parse(argc, argv, first)) {
+    if (opts.help_requested()) {
+      std::fputs(opts.usage().c_str(), stdout);
+      return exit_ok;
+    }
+    print_error(opts.error());
+    return exit_usage;
+  }
+  if (opts.positional().size() != positional) {
+    print_error(opts.positional().size() < positional ? "missing argument (see --help)"
+                                                      : "unexpected argument '" + opts.positional().back() + "' (see --help)");
+    return exit_usage;
+  }
+  if (!app::json_logger::parse_level(opts.get("log-level"))) {
+    print_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
+    return exit_usage;
+  }
+  return std::nullopt;
+}
+
+/// The database and what the subcommands need around it.
+struct admin_context {
+  explicit admin_context(const app::options& opts)
+      : log("backend", *app::json_logger::parse_level(opts.get("log-level"))) {}
+  app::json_logger log;
+  system_clock clk;
+  system_random random;
+  std::unique_ptr<sqlite::sqlite_storage> db;
+
+  bool open(const std::string& path) {
+    sqlite::sqlite_options options;
+    options.log = &log;
+    auto opened = sqlite::sqlite_storage::open(path, options);
+    if (!opened) {
+      print_error("cannot open database " + path + ": " + opened.error().message());
+      return false;
+    }
+    db = std::move(*opened);
+    return true;
+  }
+};
+
+/// Comma-separated items, blanks trimmed, empty items dropped.
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    std::string item = text.substr(start, comma - start);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.erase(item.begin());
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.pop_back();
+    if (!item.empty()) items.push_back(std::move(item));
+    start = comma + 1;
+  }
+  return items;
+}
+
+constexpr const char* wire_id_rule = "1..128 characters of A-Z a-z 0-9 . _ : -";
+
+bool check_wire_id(std::string_view what, const std::string& id) {
+  if (is_valid_wire_id(id)) return true;
+  print_error("invalid " + std::string(what) + " '" + id + "': " + wire_id_rule);
+  return false;
+}
+
+/// Why a store or credential operation failed, for an operator.
+std::string describe(std::error_code e) {
+  if (e == errc::conflict) return "it already exists";
+  if (e == errc::not_found) return "it does not exist";
+  if (e == errc::storage_unavailable) return "the database is busy or unreachable";
+  if (e == errc::storage_full) return "the disk is full (nothing was written)";
+  if (e == errc::invalid_value) return "invalid value";
+  return e.message();
+}
+
+/// Prints a key on its own line on stdout (scripts capture it); false if it could not be written.
+bool print_key(const std::string& key) {
+  if (std::printf("%s\n", key.c_str()) < 0 || std::fflush(stdout) != 0) {
+    print_error("could not write the key to stdout; it was stored and cannot be shown again: rotate it");
+    return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------------------------------------ users
+
+/// User names: 1..64 characters of A-Z a-z 0-9 . _ @ + - (they appear in tokens and logs).
+bool valid_user_name(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '@' || c == '+' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+/// The first line of stdin, without its line ending; echo is off while a terminal types it.
+std::optional<std::string> read_password() {
+  const bool tty = ::isatty(STDIN_FILENO) == 1;
+  termios saved{};
+  bool echo_off = false;
+  if (tty) {
+    std::fputs("Password: ", stderr);
+    std::fflush(stderr);
+    if (::tcgetattr(STDIN_FILENO, &saved) == 0) {
+      termios quiet = saved;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      echo_off = ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+    }
+  }
+  std::string line;
+  const bool got = static_cast<bool>(std::getline(std::cin, line));
+  if (echo_off) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+  if (tty) std::fputs("\n", stderr);
+  if (!got && line.empty()) return std::nullopt;
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  return line;
+}
+
+int user_add(int argc, char** argv, int first) {
+  app::options opts("citrus-backend user add NAME",
+                    "create a user. The password is the first line of stdin (echo is off on a terminal); "
+                    "prints the new user's id",
+                    {db_option(),
+                     {"admin", "", "", "the user is an administrator (may register agents, commanders and hubs)", true},
+                     {"password-cost", "", "interactive",
+                      "argon2id cost: interactive (production) or minimum (tests and demo seed users only)", false},
+                     log_level_option()});
+  if (auto stop = parse(opts, argc, argv, first, 1)) return *stop;
+  const std::string name = opts.positional()[0];
+  if (!valid_user_name(name)) {
+    print_error("invalid user name '" + name + "': 1..64 characters of A-Z a-z 0-9 . _ @ + -");
+    return exit_usage;
+  }
+  password_cost cost = password_cost::interactive();
+  if (opts.get("password-cost") == "minimum") cost = password_cost::minimum();
+  else if (opts.get("password-cost") != "interactive") {
+    print_error("invalid --password-cost '" + opts.get("password-cost") + "' (interactive, minimum)");
+    return exit_usage;
+  }
+
+  admin_context ctx(opts);
+  if (!ctx.open(opts.get("db"))) return exit_failure;
+  if (ctx.db->users().find_user_by_name(name)) {  // before asking for a password in vain
+    print_error("user '" + name + "' already exists");
+    return exit_failure;
+  }
+
+  const auto password = read_password();
+  if (!password || password->empty()) {
+    print_error("refusing an empty password (give it as the first line of stdin)");
+    return exit_failure;
+  }
+  auto hash = hash_password(*password, cost);
+  if (!hash) {
+    print_error(hash.error() == errc::invalid_request ? "the password is longer than 1024 bytes"
+                                                      : "cannot hash the password: " + hash.error().message());
+    return exit_failure;
+  }
+
+  const user_role role = opts.has("admin") ? user_role::admin : user_role::user;
+  auto user = ctx.db->users().create_user(name, *hash, role, ctx.clk.wall_now());
+  if (!user) {
+    if (user.error() == errc::conflict) print_error("user '" + name + "' already exists");
+    else print_error("cannot create user '" + name + "': " + describe(user.error()));
+    return exit_failure;
+  }
+  ctx.db->audit().record(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli", "user.create",
+                                     "user:" + std::to_string(user->id.value()), "ok", std::string(to_string(role))});
+  std::printf("%lld\n", static_cast<long long>(user->id.value()));
+  return std::fflush(stdout) == 0 ? exit_ok : exit_failure;
+}
+
+// ------------------------------------------------------------------------------------ credentials
+
+int register_principal(principal_kind kind, const std::string& id, const std::vector<std::string>& grants,
+                       const app::options& opts) {
+  const std::string what(to_string(kind));
+  if (!check_wire_id(what + " id", id)) return exit_usage;
+  for (const auto& grant : grants)
+    if (grant != "*" && !check_wire_id(kind == principal_kind::agent ? "commander id" : "agent id", grant))
+      return exit_usage;
+  admin_context ctx(opts);
+  if (!ctx.open(opts.get("db"))) return exit_failure;
+  credential_service credentials(ctx.db->credentials(), ctx.clk, ctx.random);
+  auto key = credentials.register_principal(kind, id, grants);
+  if (!key) {
+    if (key.error() == errc::conflict) print_error(what + " '" + id + "' already exists");
+    else print_error("cannot register " + what + " '" + id + "': " + describe(key.error()));
+    return exit_failure;
+  }
+  ctx.db->audit().record(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli", what + ".register",
+                                     what + ":" + id, "ok", {}});
+  std::fprintf(stderr, "citrus-backend: %s '%s' registered; its key is shown once, below\n", what.c_str(), id.c_str());
+  return print_key(*key) ? exit_ok : exit_failure;
+}
+
+int principal_usage(const char* noun, const char* verbs, bool help) {
+  std::fprintf(help ? stdout : stderr, "usage: citrus-backend %s %s (--help after a verb for its options)\n", noun, verbs);
+  return help ? exit_ok : exit_usage;
+}
+
+bool is_help(const char* arg) { return std::string_view(arg) == "--help" || std::string_view(arg) == "-h"; }
+
+}  // namespace
+
+int run_user_command(int argc, char** argv, int first) {
+  if (first >= argc || is_help(argv[first])) return principal_usage("user", "add NAME [--admin] [--db FILE]", first < argc);
+  if (std::string_view(argv[first]) == "add") return user_add(argc, argv, first + 1);
+  print_error("unknown command 'user " + std::string(argv[first]) + "'");
+  return principal_usage("user", "add NAME [--admin] [--db FILE]", false);
+}
+
+int run_agent_command(int argc, char** argv, int first) {
+  constexpr const char* verbs = "register ID --trust COMMANDER[,...] | rotate ID [--overlap-s SECONDS]";
+  if (first >= argc || is_help(argv[first])) return principal_usage("agent", verbs, first < argc);
+  const std::string_view verb = argv[first];
+  if (verb == "register") {
+    app::options opts("citrus-backend agent register ID",
+                      "register an agent; prints its key once, alone on stdout",
+                      {{"trust", "", "", "the commanders (backends) the agent accepts commands from, comma-separated", false},
+                       db_option(), log_level_option()});
+    if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+    const auto trusted = split_list(opts.get("trust"));
+    if (trusted.empty()) {
+      print_error("agent register needs --trust COMMANDER[,...]");
+      return exit_usage;
+    }
+    return register_principal(principal_kind::agent, opts.positional()[0], trusted, opts);
+  }
+  if (verb == "rotate") {
+    app::options opts("citrus-backend agent rotate ID",
+                      "issue a new key for an agent (printed once, alone on stdout); the old keys keep "
+                      "working for the overlap",
+                      {{"overlap-s", "", "3600", "seconds the old keys keep working (0 revokes them now)", false},
+                       db_option(), log_level_option()});
+    if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+    const std::string id = opts.positional()[0];
+    const auto overlap = opts.get_int("overlap-s");
+    if (!overlap || *overlap < 0 || *overlap > 365LL * 24 * 3600) {
+      print_error("invalid --overlap-s '" + opts.get("overlap-s") + "' (0..31536000 seconds)");
+      return exit_usage;
+    }
+    if (!check_wire_id("agent id", id)) return exit_usage;
+    admin_context ctx(opts);
+    if (!ctx.open(opts.get("db"))) return exit_failure;
+    credential_service credentials(ctx.db->credentials(), ctx.clk, ctx.random);
+    auto key = credentials.rotate(principal_kind::agent, id, std::chrono::seconds(*overlap));
+    if (!key) {
+      if (key.error() == errc::not_found) print_error("agent '" + id + "' does not exist");
+      else print_error("cannot rotate the key of agent '" + id + "': " + describe(key.error()));
+      return exit_failure;
+    }
+    ctx.db->audit().record(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli", "agent.rotate",
+                                       "agent:" + id, "ok", "overlap " + std::to_string(*overlap) + "s"});
+    std::fprintf(stderr, "citrus-backend: agent '%s' has a new key (below, shown once); the old keys expire in %llds\n",
+                 id.c_str(), *overlap);
+    return print_key(*key) ? exit_ok : exit_failure;
+  }
+  print_error("unknown command 'agent " + std::string(verb) + "'");
+  return principal_usage("agent", verbs, false);
+}
+
+int run_commander_command(int argc, char** argv, int first) {
+  constexpr const char* verbs = "register ID --agents AGENT[,...]|*";
+  if (first >= argc || is_help(argv[first])) return principal_usage("commander", verbs, first < argc);
+  if (std::string_view(argv[first]) != "register") {
+    print_error("unknown command 'commander " + std::string(argv[first]) + "'");
+    return principal_usage("commander", verbs, false);
+  }
+  app::options opts("citrus-backend commander register ID",
+                    "register a commander (a backend's identity at the hub); prints its key once, alone on stdout",
+                    {{"agents", "", "", "the agents it may command, comma-separated, or * for all", false},
+                     db_option(), log_level_option()});
+  if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+  const auto agents = split_list(opts.get("agents"));
+  if (agents.empty()) {
+    print_error("commander register needs --agents AGENT[,...] (or '*')");
+    return exit_usage;
+  }
+  return register_principal(principal_kind::commander, opts.positional()[0], agents, opts);
+}
+
+int run_hub_command(int argc, char** argv, int first) {
+  constexpr const char* verbs = "register ID";
+  if (first >= argc || is_help(argv[first])) return principal_usage("hub", verbs, first < argc);
+  if (std::string_view(argv[first]) != "register") {
+    print_error("unknown command 'hub " + std::string(argv[first]) + "'");
+    return principal_usage("hub", verbs, false);
+  }
+  app::options opts("citrus-backend hub register ID",
+                    "register a hub (it calls POST /api/verify-agent with \"Bearer ID:KEY\"); prints its key once, "
+                    "alone on stdout",
+                    {db_option(), log_level_option()});
+  if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+  return register_principal(principal_kind::hub, opts.positional()[0], {}, opts);
+}
+
+}  // namespace citrus::backend

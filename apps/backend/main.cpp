@@ -1,0 +1,602 @@
+// citrus-backend: the users' REST API and WebSocket, and the commander link to the hub, on one
+// event loop. Wiring only: the logic lives in citrus::core (site_service, user_gateway,
+// commander_link, login_service, credential_service, rest_api), citrus::jwt, citrus::sqlite and
+// citrus::wspp.
+//
+//   citrus-backend [serve] [options]          run the server (the default)
+//   citrus-backend user add NAME [--admin]    password from stdin; prints the user id
+//   citrus-backend agent register ID --trust C[,..] | agent rotate ID [--overlap-s N]
+//   citrus-backend commander register ID --agents A[,..]|*
+//   citrus-backend hub register ID
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "backend.hpp"
+#include "citrus/app/async_audit.hpp"
+#include "citrus/app/json_logger.hpp"
+#include "citrus/app/options.hpp"
+#include "citrus/app/shutdown.hpp"
+#include "citrus/core/clock.hpp"
+#include "citrus/core/commander_link.hpp"
+#include "citrus/core/credentials.hpp"
+#include "citrus/core/login_service.hpp"
+#include "citrus/core/operations.hpp"
+#include "citrus/core/random.hpp"
+#include "citrus/core/rest_api.hpp"
+#include "citrus/core/site_service.hpp"
+#include "citrus/core/user_gateway.hpp"
+#include "citrus/jwt/jwt_token_service.hpp"
+#include "citrus/sqlite/sqlite_storage.hpp"
+#include "citrus/wspp/client.hpp"
+#include "citrus/wspp/event_loop.hpp"
+#include "citrus/wspp/server.hpp"
+
+namespace citrus::backend {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* commands_usage =
+    "usage: citrus-backend [serve] [options]        run the backend (the default)\n"
+    "       citrus-backend user add NAME [--admin]   create a user (password: first line of stdin)\n"
+    "       citrus-backend agent register ID --trust COMMANDER[,...]\n"
+    "       citrus-backend agent rotate ID [--overlap-s SECONDS]\n"
+    "       citrus-backend commander register ID --agents AGENT[,...]|*\n"
+    "       citrus-backend hub register ID\n"
+    "Every command takes --help.\n";
+
+// ------------------------------------------------------------------------------------------ options
+
+std::vector<app::option_spec> serve_specs() {
+  return {
+      {"listen", "CITRUS_BACKEND_LISTEN", "127.0.0.1:8080", "HOST:PORT for HTTP and the users' WebSocket (port 0: any free port)", false},
+      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing)", false},
+      {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "the hub's WebSocket URL (ws:// or wss://)", false},
+      {"hub-ca-file", "CITRUS_HUB_CA_FILE", "", "PEM CA bundle to verify a wss:// hub (default: the system's)", false},
+      {"commander-id", "CITRUS_COMMANDER_ID", "backend-1", "this backend's commander id at the hub", false},
+      {"commander-key-file", "CITRUS_COMMANDER_KEY_FILE", "", "file holding the commander key (else $CITRUS_COMMANDER_KEY; without a key the hub is not contacted)", false},
+      {"jwt-secret-file", "CITRUS_JWT_SECRET_FILE", "", "file holding the HS256 secret, at least 32 bytes (else $CITRUS_JWT_SECRET; else a random one: tokens do not survive a restart)", false},
+      {"token-lifetime-s", "CITRUS_TOKEN_LIFETIME_S", "900", "lifetime of user tokens in seconds (1..3600)", false},
+      {"rest-rate", "CITRUS_REST_RATE", "10", "REST requests per second per client address (burst: 3x)", false},
+      {"default-agent", "CITRUS_DEFAULT_AGENT", "agent-1", "the agent new sites are placed on", false},
+      {"web-root", "CITRUS_WEB_ROOT", "", "directory of the dashboard's static files served at / (empty: none)", false},
+      {"allowed-origin", "CITRUS_ALLOWED_ORIGINS", "", "Origin accepted on the users' WebSocket handshake; repeatable or comma-separated (empty: any)", false},
+      {"tls-cert", "CITRUS_TLS_CERT", "", "PEM certificate chain: serve https:// and wss:// (with --tls-key)", false},
+      {"tls-key", "CITRUS_TLS_KEY", "", "PEM private key of --tls-cert", false},
+      {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)", false},
+      {"ready-file", "", "", "write the bound port to this file once listening (for tests)", false},
+  };
+}
+
+/// Every value of a repeatable option, walking argv exactly as app::options::parse does.
+std::vector<std::string> repeated_values(int argc, char** argv, int first, const std::vector<app::option_spec>& specs,
+                                         const std::string& wanted) {
+  std::vector<std::string> values;
+  for (int i = first; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) continue;
+    std::string name = arg.substr(2);
+    std::optional<std::string> value;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    const auto spec = std::find_if(specs.begin(), specs.end(), [&](const app::option_spec& s) { return s.name == name; });
+    if (spec == specs.end() || spec->flag) continue;
+    if (!value) {
+      if (i + 1 >= argc) break;
+      value = argv[++i];
+    }
+    if (name == wanted) values.push_back(*value);
+  }
+  return values;
+}
+
+std::vector<std::string> split_commas(const std::vector<std::string>& values) {
+  std::vector<std::string> items;
+  for (const auto& value : values) {
+    std::size_t start = 0;
+    while (start <= value.size()) {
+      const std::size_t comma = std::min(value.find(',', start), value.size());
+      std::string item = value.substr(start, comma - start);
+      item.erase(0, item.find_first_not_of(" \t"));
+      item.erase(item.find_last_not_of(" \t") + 1);
+      if (!item.empty()) items.push_back(std::move(item));
+      start = comma + 1;
+    }
+  }
+  return items;
+}
+
+bool has_control_chars(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+struct serve_settings {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string listen_text;
+  std::string db_path;
+  std::string hub_url;
+  std::string hub_ca_file;
+  std::string commander_id;
+  std::string commander_key;  ///< empty: the hub is not contacted
+  std::string jwt_secret;     ///< empty: generate one
+  std::chrono::seconds token_lifetime{900};
+  std::string default_agent;
+  long long rest_rate = 10;
+  std::string web_root;
+  std::vector<std::string> allowed_origins;
+  std::string tls_cert, tls_key;
+  log_level level = log_level::info;
+  std::string ready_file;
+};
+
+/// Reads and checks the options; an exit code when serving must not start.
+std::optional<int> read_settings(int argc, char** argv, int first, serve_settings& s) {
+  const auto specs = serve_specs();
+  app::options opts("citrus-backend serve", "the Citrus backend: REST API, users' WebSocket, commander of the hub", specs);
+  if (!opts.parse(argc, argv, first)) {
+    if (opts.help_requested()) {
+      std::fputs(commands_usage, stdout);
+      std::fputs("\n", stdout);
+      std::fputs(opts.usage().c_str(), stdout);
+      return exit_ok;
+    }
+    print_error(opts.error());
+    return exit_usage;
+  }
+  if (!opts.positional().empty()) {
+    print_error("unknown command '" + opts.positional().front() + "'");
+    std::fputs(commands_usage, stderr);
+    return exit_usage;
+  }
+  auto usage_error = [](const std::string& text) -> std::optional<int> {
+    print_error(text);
+    return exit_usage;
+  };
+
+  s.listen_text = opts.get("listen");
+  if (!app::split_host_port(s.listen_text, s.host, s.port) || s.host.empty())
+    return usage_error("invalid --listen '" + s.listen_text + "' (HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)");
+  s.db_path = opts.get("db");
+  if (s.db_path.empty()) return usage_error("--db must not be empty");
+  s.hub_url = opts.get("hub-url");
+  if (s.hub_url.rfind("ws://", 0) != 0 && s.hub_url.rfind("wss://", 0) != 0)
+    return usage_error("invalid --hub-url '" + s.hub_url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
+  s.hub_ca_file = opts.get("hub-ca-file");
+  s.commander_id = opts.get("commander-id");
+  if (!is_valid_wire_id(s.commander_id))
+    return usage_error("invalid --commander-id '" + s.commander_id + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
+  s.rest_rate = opts.get_int("rest-rate").value_or(0);
+  if (s.rest_rate < 1 || s.rest_rate > 100000) return usage_error("--rest-rate must be 1..100000");
+  s.default_agent = opts.get("default-agent");
+  if (!is_valid_wire_id(s.default_agent))
+    return usage_error("invalid --default-agent '" + s.default_agent + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
+
+  if (opts.has("commander-key-file")) {
+    auto key = app::read_secret_file(opts.get("commander-key-file"));
+    if (!key) {
+      print_error("cannot read --commander-key-file " + opts.get("commander-key-file"));
+      return exit_failure;
+    }
+    s.commander_key = std::move(*key);
+    if (s.commander_key.empty()) return usage_error("--commander-key-file " + opts.get("commander-key-file") + " is empty");
+  } else if (const char* key = std::getenv("CITRUS_COMMANDER_KEY"); key && *key) {
+    s.commander_key = key;
+  }
+  if (s.commander_key.size() > 256 || has_control_chars(s.commander_key))  // the protocol's limit on "key"
+    return usage_error("the commander key is malformed (at most 256 bytes, no control characters)");
+
+  if (opts.has("jwt-secret-file")) {
+    auto secret = app::read_secret_file(opts.get("jwt-secret-file"));
+    if (!secret) {
+      print_error("cannot read --jwt-secret-file " + opts.get("jwt-secret-file"));
+      return exit_failure;
+    }
+    s.jwt_secret = std::move(*secret);
+    if (s.jwt_secret.size() < jwt::hs256_token_service::min_secret_bytes)
+      return usage_error("the JWT secret in " + opts.get("jwt-secret-file") + " is shorter than 32 bytes");
+  } else if (const char* secret = std::getenv("CITRUS_JWT_SECRET"); secret && *secret) {
+    s.jwt_secret = secret;
+    if (s.jwt_secret.size() < jwt::hs256_token_service::min_secret_bytes)
+      return usage_error("$CITRUS_JWT_SECRET is shorter than 32 bytes");
+  }
+  if (s.jwt_secret.size() > jwt::hs256_token_service::max_secret_bytes)
+    return usage_error("the JWT secret is longer than 4096 bytes");
+
+  const auto lifetime = opts.get_int("token-lifetime-s");
+  if (!lifetime || *lifetime < 1 || *lifetime > 3600)
+    return usage_error("invalid --token-lifetime-s '" + opts.get("token-lifetime-s") + "' (1..3600)");
+  s.token_lifetime = std::chrono::seconds(*lifetime);
+
+  s.web_root = opts.get("web-root");
+  auto origins = repeated_values(argc, argv, first, specs, "allowed-origin");
+  if (origins.empty() && opts.has("allowed-origin")) origins.push_back(opts.get("allowed-origin"));
+  s.allowed_origins = split_commas(origins);
+
+  s.tls_cert = opts.get("tls-cert");
+  s.tls_key = opts.get("tls-key");
+  if (s.tls_cert.empty() != s.tls_key.empty()) return usage_error("--tls-cert and --tls-key go together");
+  for (const auto& [option, path] : {std::pair<std::string, std::string>{"--tls-cert", s.tls_cert}, {"--tls-key", s.tls_key}})
+    if (!path.empty() && !std::ifstream(path)) {
+      print_error("cannot read " + option + " " + path);
+      return exit_failure;
+    }
+
+  const auto level = app::json_logger::parse_level(opts.get("log-level"));
+  if (!level) return usage_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
+  s.level = *level;
+  s.ready_file = opts.get("ready-file");
+  return std::nullopt;
+}
+
+// ------------------------------------------------------------------------------------ the hub link
+
+/// The commander link's transport: a wspp::client to the hub, reconnected with backoff (full jitter)
+/// after a failed attempt and after every close, until shutdown().
+class hub_connector final : public connection_handler {
+ public:
+  hub_connector(wspp::event_loop& loop, commander_link& link, std::string url, wspp::client_options options,
+                logger& log, random_source& random)
+      : loop_(loop),
+        link_(link),
+        url_(std::move(url)),
+        log_(log),
+        backoff_(100ms, 10s, random),
+        client_(loop, *this, std::move(options), log) {
+    client_.set_connect_failed_handler([this](const wspp::connect_failure& failure) {
+      log_.log(log_level::warn, "hub_connect_failed",
+               {field("url", url_), field("reason", failure.reason),
+                field("http_status", static_cast<std::int64_t>(failure.http_status))});
+      schedule_reconnect();
+    });
+  }
+  ~hub_connector() override { stopping_ = true; }
+  hub_connector(const hub_connector&) = delete;
+  hub_connector& operator=(const hub_connector&) = delete;
+
+  /// The first attempt; errc::invalid_value for a URL that is not ws:// or wss://.
+  result<void> start() { return client_.connect(url_); }
+
+  void shutdown() {
+    stopping_ = true;
+    retry_.cancel();
+    client_.close(close_code::going_away, "backend shutting down");
+  }
+  bool idle() const noexcept { return client_.current_state() == wspp::client::state::idle; }
+  std::uint64_t attempts() const noexcept { return attempts_; }
+
+  void on_open(connection& conn) override {
+    log_.log(log_level::info, "hub_connected", {field("url", url_)});
+    link_.on_open(conn);
+  }
+  void on_message(connection_id id, std::string_view text) override {
+    const bool was_online = link_.online();
+    link_.on_message(id, text);
+    if (!was_online && link_.online()) backoff_.reset();  // authenticated: the next drop starts small again
+  }
+  void on_drain(connection_id id) override { link_.on_drain(id); }
+  void on_close(connection_id id) override {
+    link_.on_close(id);
+    if (const auto info = client_.last_close(); info && !stopping_) {
+      const bool rejected = info->remote_code == static_cast<std::uint16_t>(close_code::auth_failed);
+      log_.log(rejected ? log_level::error : log_level::warn, rejected ? "hub_rejected_credentials" : "hub_disconnected",
+               {field("code", static_cast<std::int64_t>(info->remote_code)), field("reason", info->remote_reason)});
+    }
+    schedule_reconnect();
+  }
+
+ private:
+  void schedule_reconnect() {
+    if (stopping_) return;
+    const auto delay = backoff_.next();
+    retry_ = loop_.schedule(delay, [this] {
+      if (stopping_) return;
+      ++attempts_;
+      if (auto started = client_.connect(url_); !started) {
+        log_.log(log_level::error, "hub_connect_failed", {field("url", url_), field("reason", started.error().message())});
+        schedule_reconnect();
+      }
+    });
+  }
+
+  wspp::event_loop& loop_;
+  commander_link& link_;
+  std::string url_;
+  logger& log_;
+  backoff backoff_;
+  bool stopping_ = false;
+  std::uint64_t attempts_ = 0;
+  wspp::timer retry_;
+  wspp::client client_;  ///< last: destroyed first, while everything its on_close touches is alive
+};
+
+/// commander_link reports to the site service, which sends through the link.
+struct forward_observer final : command_observer {
+  site_service* target = nullptr;
+  void on_update(const command_update& update) override {
+    if (target) target->on_update(update);
+  }
+};
+
+// ----------------------------------------------------------------------------------------- metrics
+
+void metric(std::string& out, std::string_view name, std::string_view type, std::string_view help, std::uint64_t value) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+  out.append(name).append(" ").append(std::to_string(value)).append("\n");
+}
+
+struct metric_sources {
+  const user_gateway& gateway;
+  const commander_link& link;
+  const hub_connector* hub = nullptr;
+  const wspp::server* server = nullptr;
+  const app::async_audit* audit = nullptr;
+  const app::json_logger& log;
+  std::string default_agent;
+};
+
+std::string prometheus_text(const metric_sources& m) {
+  std::string out;
+  metric(out, "citrus_up", "gauge", "The backend is serving.", 1);
+  metric(out, "citrus_backend_user_sessions", "gauge", "Users' WebSocket sessions (authenticated or authenticating).",
+         m.gateway.sessions());
+  metric(out, "citrus_backend_hub_link_online", "gauge", "1 when the hub accepted this backend's commander credentials.",
+         m.link.online() ? 1 : 0);
+  out += "# HELP citrus_backend_agent_online 1 when the hub reports the default agent connected.\n"
+         "# TYPE citrus_backend_agent_online gauge\ncitrus_backend_agent_online{agent=\"" + m.default_agent + "\"} " +
+         (m.link.agent_online(m.default_agent) ? "1" : "0") + "\n";
+  metric(out, "citrus_backend_hub_requests_in_flight", "gauge", "Commands sent to the hub without a final status yet.",
+         m.link.in_flight());
+  if (m.hub) metric(out, "citrus_backend_hub_reconnect_attempts_total", "counter", "Reconnection attempts to the hub.", m.hub->attempts());
+  if (m.server) {
+    const wspp::server_counters c = m.server->counters();
+    metric(out, "citrus_backend_ws_connections", "gauge", "Open WebSocket connections.", m.server->connection_count());
+    metric(out, "citrus_backend_tcp_accepted_total", "counter", "TCP connections accepted.", c.accepted);
+    metric(out, "citrus_backend_tcp_refused_total", "counter", "TCP connections refused at the connection cap.", c.refused_connections);
+    metric(out, "citrus_backend_ws_opened_total", "counter", "WebSocket handshakes completed.", c.opened);
+    metric(out, "citrus_backend_ws_closed_total", "counter", "WebSocket connections closed.", c.closed);
+    metric(out, "citrus_backend_ws_handshake_failures_total", "counter", "Failed or refused WebSocket handshakes.", c.handshake_failures);
+    metric(out, "citrus_backend_ws_origin_rejected_total", "counter", "Handshakes refused for their Origin.", c.origin_rejected);
+    metric(out, "citrus_backend_http_requests_total", "counter", "Plain HTTP requests.", c.http_requests);
+    metric(out, "citrus_backend_ws_unsupported_data_total", "counter", "Connections closed for a binary message.", c.unsupported_data);
+    metric(out, "citrus_backend_ws_pong_timeouts_total", "counter", "Connections closed for not answering a ping.", c.pong_timeouts);
+    metric(out, "citrus_backend_ws_slow_consumers_total", "counter", "Connections closed as slow consumers.", c.slow_consumers);
+    metric(out, "citrus_backend_handler_exceptions_total", "counter", "Exceptions caught from handlers.", c.handler_exceptions);
+  }
+  if (m.audit) {
+    metric(out, "citrus_backend_audit_dropped_total", "counter", "Gateway audit events dropped (queue full).", m.audit->dropped());
+    metric(out, "citrus_backend_audit_failed_total", "counter", "Gateway audit events that failed to be stored.", m.audit->failed());
+  }
+  metric(out, "citrus_backend_log_dropped_total", "counter", "Log lines dropped (queue full).", m.log.dropped());
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------- serve
+
+/// The file descriptor budget: connections beyond it would fail in accept() anyway.
+std::size_t connection_cap() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 10000;
+  const auto fds = static_cast<std::size_t>(limit.rlim_cur);
+  return std::clamp<std::size_t>(fds > 64 ? fds - 64 : 16, 16, 10000);
+}
+
+bool write_ready_file(const std::string& path, std::uint16_t port) {
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << port << '\n';
+    if (!out.flush()) return false;
+  }
+  return std::rename(temp.c_str(), path.c_str()) == 0;
+}
+
+std::string url_host(const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
+
+int serve(const serve_settings& s) {
+  // Before any thread starts: SIGINT/SIGTERM are taken by the watcher only; files we create (the
+  // database, its WAL) are private to the service's user.
+  app::signal_watcher::block_signals();
+  ::umask(0077);
+
+  app::json_logger log("backend", s.level);
+  system_clock clk;
+  system_random random;
+
+  std::optional<static_files> files;
+  if (!s.web_root.empty()) {
+    std::string error;
+    files = static_files::open(s.web_root, error);
+    if (!files) {
+      print_error(error);
+      return exit_failure;
+    }
+  }
+
+  sqlite::sqlite_options db_options;
+  db_options.log = &log;
+  auto opened = sqlite::sqlite_storage::open(s.db_path, db_options);
+  if (!opened) {
+    print_error("cannot open database " + s.db_path + ": " + opened.error().message());
+    return exit_failure;
+  }
+  std::unique_ptr<sqlite::sqlite_storage> db = std::move(*opened);
+
+  jwt::hs256_config token_config;
+  token_config.secret = s.jwt_secret;
+  if (token_config.secret.empty()) {
+    std::string bytes(48, '\0');
+    random.fill(reinterpret_cast<std::uint8_t*>(bytes.data()), bytes.size());
+    token_config.secret = std::move(bytes);
+    log.log(log_level::warn, "jwt_secret_generated",
+            {field("detail", "no --jwt-secret-file or CITRUS_JWT_SECRET: using a random secret; user tokens will not "
+                             "survive a restart")});
+  }
+  token_config.lifetime = s.token_lifetime;
+  jwt::hs256_token_service tokens(std::move(token_config), random);
+
+  // The gateway's audit events (failed authentications, refused messages: client-paced) go through a
+  // queue to their own connection; the site service and the REST API write theirs synchronously.
+  std::unique_ptr<app::async_audit> gateway_audit;
+  if (s.db_path != ":memory:") {
+    gateway_audit = std::make_unique<app::async_audit>(
+        [path = s.db_path, &log]() -> std::unique_ptr<storage> {
+          sqlite::sqlite_options options;
+          options.log = &log;
+          auto store = sqlite::sqlite_storage::open(path, options);
+          if (!store) return nullptr;
+          return std::move(*store);
+        },
+        log);
+  }
+  audit_sink& gateway_audit_sink = gateway_audit ? static_cast<audit_sink&>(*gateway_audit) : db->audit();
+
+  const operation_registry operations = operation_registry::defaults();
+  user_gateway gateway(user_gateway_config{}, tokens, db->users(), operations, clk, log, gateway_audit_sink);
+  forward_observer observer;
+  commander_link link(commander_link_config{s.commander_id, s.commander_key}, clk, log, observer);
+  site_service sites(site_service_config{agent_id{s.default_agent}}, *db, link, gateway, clk, log);
+  observer.target = &sites;
+  gateway.bind_sites(sites);
+  login_service login(login_config{}, db->users(), tokens, clk, db->audit());
+  credential_service credentials(db->credentials(), clk, random);
+
+  metric_sources sources{gateway, link, nullptr, nullptr, gateway_audit.get(), log, s.default_agent};
+  rest_config rest;
+  rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
+  rest_api api(rest, rest_services{*db, sites, login, credentials, tokens, clk, log,
+                                            [&sources] { return prometheus_text(sources); }});
+
+  wspp::event_loop loop(log);
+  std::unique_ptr<hub_connector> hub;
+  if (!s.commander_key.empty()) {
+    wspp::client_options client_options;
+    client_options.tls_ca_file = s.hub_ca_file;
+    hub = std::make_unique<hub_connector>(loop, link, s.hub_url, std::move(client_options), log, random);
+    sources.hub = hub.get();
+  }
+
+  wspp::server_options server_options;
+  server_options.bind_address = s.host;
+  server_options.port = s.port;
+  server_options.allowed_origins = s.allowed_origins;
+  server_options.max_connections = connection_cap();
+  server_options.max_http_body_bytes = 64 * 1024;  // the REST API answers 413 above 16 KiB itself
+  server_options.tls_certificate_file = s.tls_cert;
+  server_options.tls_private_key_file = s.tls_key;
+  const bool tls = !s.tls_cert.empty();
+  wspp::server server(loop, gateway, std::move(server_options), log);
+  sources.server = &server;
+  const static_files* pages = files ? &*files : nullptr;
+  server.set_http_handler(
+      [&api, pages, tls](const wspp::http_request& request) { return handle_http(request, api, pages, tls); });
+
+  auto port = server.listen();
+  if (!port) {
+    std::string why = lower_message(port.error());
+    if (port.error() == std::errc::address_in_use) why = "address already in use";
+    else if (port.error() == std::errc::invalid_argument) why = "the host must be a numeric IP address (0.0.0.0 or :: for every interface)";
+    else if (tls) why = "cannot use --tls-cert / --tls-key (" + why + ")";
+    print_error("cannot listen on " + s.listen_text + ": " + why);
+    return exit_failure;
+  }
+
+  if (hub) {
+    if (auto started = hub->start(); !started) {
+      print_error("cannot connect to --hub-url " + s.hub_url + ": " +
+                  (started.error() == errc::invalid_value ? std::string("not a valid ws:// or wss:// URL")
+                                                           : lower_message(started.error())));
+      return exit_failure;
+    }
+  } else {
+    log.log(log_level::warn, "hub_not_configured",
+            {field("detail", "no --commander-key-file or CITRUS_COMMANDER_KEY: the hub is not contacted; site "
+                             "commands fail with hub_unavailable")});
+  }
+
+  wspp::timer ticker = loop.schedule_every(250ms, [&] {
+    gateway.tick();
+    link.tick();
+  });
+
+  // Shutdown: stop accepting and close the users' sockets (1001), close the hub link, give the close
+  // handshakes up to 200 ms, then leave the loop. Every committed write is already on disk.
+  bool stopping = false;
+  wspp::timer shutdown_poll;
+  steady_time shutdown_deadline{};
+  auto begin_shutdown = [&](int sig) {
+    if (stopping) {  // a second signal: leave at once
+      loop.stop();
+      return;
+    }
+    stopping = true;
+    log.log(log_level::info, "shutting_down", {field("signal", static_cast<std::int64_t>(sig))});
+    server.stop();
+    if (hub) hub->shutdown();
+    shutdown_deadline = clk.steady_now() + 200ms;
+    shutdown_poll = loop.schedule_every(10ms, [&] {
+      const bool quiet = server.connection_count() == 0 && (!hub || hub->idle());
+      if (quiet || clk.steady_now() >= shutdown_deadline) loop.stop();
+    });
+  };
+  app::signal_watcher watcher([&loop, &begin_shutdown](int sig) { loop.post([&begin_shutdown, sig] { begin_shutdown(sig); }); });
+
+  if (!s.ready_file.empty() && !write_ready_file(s.ready_file, *port))
+    log.log(log_level::error, "ready_file_failed", {field("path", s.ready_file)});
+  log.log(log_level::info, "backend_ready",
+          {field("port", static_cast<std::int64_t>(*port)), field("commander", s.commander_id),
+           field("hub", hub ? std::string_view(s.hub_url) : std::string_view("(none)")),
+           field("web_root", files ? std::string_view(s.web_root) : std::string_view("(none)"))});
+  std::printf("citrus-backend listening on %s://%s:%u\n", tls ? "https" : "http", url_host(s.host).c_str(),
+              static_cast<unsigned>(*port));
+  std::fflush(stdout);
+
+  loop.run();
+
+  ticker.cancel();
+  shutdown_poll.cancel();
+  log.log(log_level::info, "backend_stopped", {});
+  return exit_ok;
+}
+
+}  // namespace
+}  // namespace citrus::backend
+
+int main(int argc, char** argv) {
+  using namespace citrus::backend;
+  try {
+    const std::string_view command = argc > 1 ? std::string_view(argv[1]) : std::string_view();
+    if (command == "user") return run_user_command(argc, argv, 2);
+    if (command == "agent") return run_agent_command(argc, argv, 2);
+    if (command == "commander") return run_commander_command(argc, argv, 2);
+    if (command == "hub") return run_hub_command(argc, argv, 2);
+    if (command == "help") {
+      std::fputs(commands_usage, stdout);
+      return exit_ok;
+    }
+    serve_settings settings;
+    const int first = command == "serve" ? 2 : 1;
+    if (auto stop = read_settings(argc, argv, first, settings)) return *stop;
+    return serve(settings);
+  } catch (const std::exception& e) {
+    print_error(e.what());
+    return exit_failure;
+  }
+}

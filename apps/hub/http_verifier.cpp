@@ -1,0 +1,189 @@
+#include "http_verifier.hpp"
+
+#include <curl/curl.h>
+#include <simdjson.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "citrus/core/keys.hpp"
+#include "citrus/core/protocol.hpp"
+
+namespace citrus::hubapp {
+
+namespace {
+
+struct job {
+  std::string cache_key;
+  std::string agent;
+  std::string key;
+};
+
+std::size_t collect(char* data, std::size_t size, std::size_t count, void* out) {
+  auto* body = static_cast<std::string*>(out);
+  const std::size_t n = size * count;
+  if (body->size() + n > 64 * 1024) return 0;  // a verify answer is tiny: refuse a flood
+  body->append(data, n);
+  return n;
+}
+
+/// Turns the backend's answer into a verification result. Only a 200 with {"valid":true,...} for
+/// this very agent authenticates; {"valid":false} is a clean refusal; anything else is unavailable.
+result<verified_principal> interpret(long status, const std::string& body, const std::string& agent) {
+  if (status != 200) return errc::storage_unavailable;
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc;
+  if (parser.parse(body).get(doc)) return errc::storage_unavailable;
+  bool valid = false;
+  if (doc["valid"].get(valid)) return errc::storage_unavailable;
+  if (!valid) return errc::auth_failed;
+  std::string_view id;
+  if (doc["agentId"].get(id) || id != agent) return errc::storage_unavailable;
+  verified_principal p{principal_kind::agent, agent, {}};
+  simdjson::dom::array grants;
+  if (!doc["grants"].get(grants)) {
+    for (auto g : grants) {
+      std::string_view text;
+      if (!g.get(text)) p.grants.emplace_back(text);
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+struct http_verifier::state {
+  http_verifier_config cfg;
+  wspp::event_loop& loop;
+  logger& log;
+
+  // Loop-thread only:
+  struct cached {
+    result<verified_principal> answer;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::unordered_map<std::string, cached> cache;
+  std::unordered_map<std::string, std::vector<principal_verifier::callback>> waiting;
+  stats counters;
+
+  // Shared with the worker:
+  std::mutex mutex;
+  std::condition_variable ready;
+  std::deque<job> jobs;
+  bool stopping = false;
+  std::thread worker;
+
+  state(http_verifier_config c, wspp::event_loop& l, logger& lg) : cfg(std::move(c)), loop(l), log(lg) {}
+
+  void run(std::weak_ptr<state> self) {
+    CURL* curl = curl_easy_init();
+    for (;;) {
+      job j;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        ready.wait(lock, [&] { return stopping || !jobs.empty(); });
+        if (stopping) break;
+        j = std::move(jobs.front());
+        jobs.pop_front();
+      }
+      std::string request = R"({"agentId":)";
+      protocol::append_json_string(request, j.agent);
+      request += R"(,"agentKey":)";
+      protocol::append_json_string(request, j.key);
+      request += '}';
+      const std::string auth = "Authorization: Bearer " + cfg.hub_id + ":" + cfg.hub_key;
+      std::string body;
+      long status = 0;
+      curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+      headers = curl_slist_append(headers, auth.c_str());
+      curl_easy_reset(curl);
+      curl_easy_setopt(curl, CURLOPT_URL, cfg.url.c_str());
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.c_str());
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.size()));
+      curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+      curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+      curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+      curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(cfg.timeout.count()));
+      curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+      curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+      const CURLcode rc = curl_easy_perform(curl);
+      if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+      curl_slist_free_all(headers);
+      auto answer = rc == CURLE_OK ? interpret(status, body, j.agent) : result<verified_principal>(errc::storage_unavailable);
+      if (rc != CURLE_OK)
+        log.log(log_level::warn, "verify_agent_unreachable", {field("agent", j.agent), field("curl", curl_easy_strerror(rc))});
+      loop.post([self, cache_key = std::move(j.cache_key), answer = std::move(answer)]() mutable {
+        if (auto s = self.lock()) s->complete(cache_key, std::move(answer));
+      });
+    }
+    curl_easy_cleanup(curl);
+  }
+
+  void complete(const std::string& cache_key, result<verified_principal> answer) {
+    const bool definite = answer || answer.error() == make_error_code(errc::auth_failed);
+    if (!answer && !definite) ++counters.failures;
+    if (definite)  // an unreachable backend is not remembered: the next attempt asks again
+      cache.insert_or_assign(cache_key, cached{answer, std::chrono::steady_clock::now() + (answer ? cfg.accept_ttl : cfg.reject_ttl)});
+    auto node = waiting.extract(cache_key);
+    if (node.empty()) return;
+    for (auto& done : node.mapped()) done(answer);
+  }
+};
+
+http_verifier::http_verifier(http_verifier_config config, wspp::event_loop& loop, principal_verifier& local, logger& log)
+    : state_(std::make_shared<state>(std::move(config), loop, log)), local_(local) {
+  std::weak_ptr<state> weak = state_;
+  state_->worker = std::thread([s = state_.get(), weak] { s->run(weak); });
+}
+
+http_verifier::~http_verifier() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stopping = true;
+  }
+  state_->ready.notify_one();
+  state_->worker.join();
+}
+
+void http_verifier::verify(principal_kind kind, std::string_view id, std::string_view key, callback done) {
+  if (kind != principal_kind::agent) {
+    local_.verify(kind, id, key, std::move(done));
+    return;
+  }
+  state& s = *state_;
+  std::string cache_key = std::string(id) + '\n' + key_fingerprint(key);
+  const auto now = std::chrono::steady_clock::now();
+  if (auto it = s.cache.find(cache_key); it != s.cache.end()) {
+    if (now < it->second.until) {
+      ++s.counters.cache_hits;
+      done(it->second.answer);
+      return;
+    }
+    s.cache.erase(it);
+  }
+  if (auto it = s.waiting.find(cache_key); it != s.waiting.end()) {
+    it->second.push_back(std::move(done));
+    return;
+  }
+  if (s.waiting.size() >= s.cfg.max_pending) {
+    ++s.counters.failures;
+    done(errc::storage_unavailable);
+    return;
+  }
+  if (s.cache.size() > 10000) s.cache.clear();  // bounded; entries are short-lived anyway
+  ++s.counters.requests;
+  s.waiting[cache_key].push_back(std::move(done));
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.jobs.push_back(job{std::move(cache_key), std::string(id), std::string(key)});
+  }
+  s.ready.notify_one();
+}
+
+http_verifier::stats http_verifier::counters() const { return state_->counters; }
+
+}  // namespace citrus::hubapp

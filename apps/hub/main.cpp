@@ -1,0 +1,212 @@
+// citrus-hub: the EngineHub. Commanders (backends) and agents connect over WebSockets with their ids
+// and keys; commands are forwarded tagged with the sender's commanderId and updates routed back to it.
+// Thin wiring: every rule lives in citrus::core (hub.hpp).
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "citrus/app/async_audit.hpp"
+#include "citrus/app/json_logger.hpp"
+#include "citrus/app/options.hpp"
+#include "citrus/app/shutdown.hpp"
+#include "citrus/core/credentials.hpp"
+#include "citrus/core/hub.hpp"
+#include "citrus/sqlite/sqlite_storage.hpp"
+#include "citrus/wspp/event_loop.hpp"
+#include "citrus/wspp/server.hpp"
+#include "http_verifier.hpp"
+
+namespace {
+
+using citrus::app::option_spec;
+
+std::vector<option_spec> hub_options() {
+  return {
+      {"listen", "CITRUS_HUB_LISTEN", "127.0.0.1:7000", "Address and port to accept commanders and agents on."},
+      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database holding commander (and, without --verify-url, agent) keys."},
+      {"verify-url", "CITRUS_VERIFY_URL", "", "Backend endpoint that verifies agent keys (POST /api/verify-agent)."},
+      {"hub-id", "CITRUS_HUB_ID", "hub-1", "This hub's id at the backend (for --verify-url)."},
+      {"hub-key-file", "CITRUS_HUB_KEY_FILE", "", "File holding this hub's key (or set CITRUS_HUB_KEY)."},
+      {"tls-cert", "CITRUS_TLS_CERT", "", "PEM certificate chain: serve wss:// (with --tls-key)."},
+      {"tls-key", "CITRUS_TLS_KEY", "", "PEM private key for --tls-cert."},
+      {"max-message-bytes", "", "65536", "Largest message accepted."},
+      {"request-timeout-s", "", "300", "A request with no update for this long fails with request_timeout."},
+      {"auth-timeout-ms", "", "5000", "Connections must authenticate within this time."},
+      {"ping-interval-ms", "", "20000", "Keepalive ping period (a peer that does not answer is closed)."},
+      {"log-level", "CITRUS_LOG_LEVEL", "info", "debug logs every message's metadata; info, warn, error."},
+      {"ready-file", "", "", "Write the bound port to this file once listening (for tests and scripts)."},
+  };
+}
+
+std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& server, const citrus::app::json_logger& log,
+                         const citrus::app::async_audit& audit) {
+  const auto& c = hub.counters();
+  const auto sc = server.counters();
+  std::ostringstream out;
+  auto counter = [&](const char* name, const char* help, std::uint64_t value) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n" << name << ' ' << value << '\n';
+  };
+  auto gauge = [&](const char* name, const char* help, std::uint64_t value) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n" << name << ' ' << value << '\n';
+  };
+  counter("citrus_hub_messages_received_total", "Messages received.", c.received);
+  counter("citrus_hub_messages_routed_total", "Commands forwarded and updates delivered.", c.routed);
+  counter("citrus_hub_messages_rejected_total", "Messages answered with an error.", c.rejected);
+  counter("citrus_hub_messages_dropped_total", "Messages discarded (forged, unknown request, commander gone).", c.dropped);
+  counter("citrus_hub_rate_limited_total", "Messages refused by a rate limit.", c.rate_limited);
+  counter("citrus_hub_auth_ok_total", "Successful authentications.", c.auth_ok);
+  counter("citrus_hub_auth_failed_total", "Failed authentications.", c.auth_failed);
+  counter("citrus_hub_security_events_total", "Security events recorded.", c.security_events);
+  counter("citrus_hub_request_timeouts_total", "Requests failed by timeout.", c.timeouts);
+  counter("citrus_hub_progress_coalesced_total", "Progress updates coalesced under backpressure.", c.coalesced);
+  counter("citrus_hub_slow_consumers_total", "Connections closed as slow consumers.", c.slow_consumers);
+  gauge("citrus_hub_requests_in_flight", "Requests routed and not finished.", hub.requests_in_flight());
+  gauge("citrus_hub_connections", "Open WebSocket connections.", server.connection_count());
+  counter("citrus_hub_connections_refused_total", "Connections refused at accept (limit).", sc.refused_connections);
+  counter("citrus_hub_handshake_failures_total", "Failed or timed-out handshakes.", sc.handshake_failures);
+  counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
+  counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full).", audit.dropped());
+  return out.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  citrus::app::signal_watcher::block_signals();
+  citrus::app::options opts("citrus-hub", "the Citrus EngineHub", hub_options());
+  if (!opts.parse(argc, argv)) {
+    if (opts.help_requested()) {
+      std::cout << opts.usage();
+      return 0;
+    }
+    std::cerr << "citrus-hub: " << opts.error() << '\n';
+    return 2;
+  }
+  auto level = citrus::app::json_logger::parse_level(opts.get("log-level"));
+  if (!level) {
+    std::cerr << "citrus-hub: --log-level must be debug, info, warn or error\n";
+    return 2;
+  }
+  std::string host;
+  std::uint16_t port = 0;
+  if (!citrus::app::split_host_port(opts.get("listen"), host, port)) {
+    std::cerr << "citrus-hub: --listen must be HOST:PORT\n";
+    return 2;
+  }
+  citrus::app::json_logger log("hub", *level);
+
+  const std::string db_path = opts.get("db");
+  auto db = citrus::sqlite::sqlite_storage::open(db_path, citrus::sqlite::sqlite_options{std::chrono::milliseconds(5000), 0, &log});
+  if (!db) {
+    std::cerr << "citrus-hub: cannot use database " << db_path << ": " << db.error().message() << '\n';
+    return 1;
+  }
+  citrus::system_clock clock;
+  citrus::system_random random;
+  citrus::credential_service credentials((*db)->credentials(), clock, random);
+  citrus::store_verifier local_verifier(credentials);
+  citrus::app::async_audit audit(
+      [db_path, &log]() -> std::unique_ptr<citrus::storage> {
+        auto store = citrus::sqlite::sqlite_storage::open(db_path, citrus::sqlite::sqlite_options{std::chrono::milliseconds(5000), 0, &log});
+        if (!store) return nullptr;
+        return std::move(*store);
+      },
+      log);
+
+  citrus::wspp::event_loop loop(log);
+  std::unique_ptr<citrus::hubapp::http_verifier> remote_verifier;
+  if (!opts.get("verify-url").empty()) {
+    std::string key = opts.get("hub-key-file").empty() ? std::string() : citrus::app::read_secret_file(opts.get("hub-key-file")).value_or("");
+    if (key.empty())
+      if (const char* k = std::getenv("CITRUS_HUB_KEY")) key = k;
+    if (key.empty()) {
+      std::cerr << "citrus-hub: --verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)\n";
+      return 2;
+    }
+    remote_verifier = std::make_unique<citrus::hubapp::http_verifier>(
+        citrus::hubapp::http_verifier_config{opts.get("verify-url"), opts.get("hub-id"), key}, loop, local_verifier, log);
+  }
+  citrus::principal_verifier& verifier = remote_verifier ? static_cast<citrus::principal_verifier&>(*remote_verifier)
+                                                         : static_cast<citrus::principal_verifier&>(local_verifier);
+
+  const auto operations = citrus::operation_registry::defaults();
+  citrus::hub_config config;
+  config.limits.max_message_bytes = static_cast<std::size_t>(opts.get_int("max-message-bytes").value_or(65536));
+  config.request_timeout = std::chrono::seconds(opts.get_int("request-timeout-s").value_or(300));
+  config.auth_timeout = std::chrono::milliseconds(opts.get_int("auth-timeout-ms").value_or(5000));
+  citrus::hub hub(config, citrus::hub_services{clock, log, audit, verifier, operations});
+
+  citrus::wspp::server_options server_options;
+  server_options.bind_address = host;
+  server_options.port = port;
+  server_options.connection.max_message_bytes = config.limits.max_message_bytes;
+  server_options.connection.ping_interval = std::chrono::milliseconds(opts.get_int("ping-interval-ms").value_or(20000));
+  server_options.connection.handshake_timeout = config.auth_timeout;
+  server_options.tls_certificate_file = opts.get("tls-cert");
+  server_options.tls_private_key_file = opts.get("tls-key");
+  citrus::wspp::server server(loop, hub, server_options, log);
+  server.set_http_handler([&](const citrus::wspp::http_request& request) {
+    citrus::wspp::http_response response;
+    response.headers.push_back({"Cache-Control", "no-store"});
+    if (request.method == "GET" && request.target == "/healthz") {
+      response.headers.push_back({"Content-Type", "application/json"});
+      response.body = R"({"status":"ok"})";
+    } else if (request.method == "GET" && request.target == "/metrics") {
+      response.headers.push_back({"Content-Type", "text/plain; version=0.0.4"});
+      response.body = metrics_text(hub, server, log, audit);
+    } else {
+      response.status = 404;
+      response.headers.push_back({"Content-Type", "application/json"});
+      response.body = R"({"success":false,"message":"Not found"})";
+    }
+    return response;
+  });
+
+  // Routing runs in batches: messages of one I/O burst are queued, then routed by priority.
+  bool process_posted = false;
+  std::function<void()> route_batch = [&] {
+    process_posted = false;
+    hub.process(1024);
+    if (hub.queued() > 0 && !process_posted) {
+      process_posted = true;
+      loop.post(route_batch);
+    }
+  };
+  hub.set_wakeup([&] {
+    if (!process_posted) {
+      process_posted = true;
+      loop.post(route_batch);
+    }
+  });
+  auto ticker = loop.schedule_every(std::chrono::milliseconds(100), [&] { hub.tick(); });
+
+  auto bound = server.listen();
+  if (!bound) {
+    std::cerr << "citrus-hub: cannot listen on " << opts.get("listen") << ": " << bound.error().message() << '\n';
+    return 1;
+  }
+  if (!opts.get("ready-file").empty()) {
+    if (std::FILE* f = std::fopen(opts.get("ready-file").c_str(), "w")) {
+      std::fprintf(f, "%u\n", static_cast<unsigned>(*bound));
+      std::fclose(f);
+    }
+  }
+  std::printf("citrus-hub listening on %s://%s:%u\n", server_options.tls_certificate_file.empty() ? "ws" : "wss",
+              host.c_str(), static_cast<unsigned>(*bound));
+  std::fflush(stdout);
+  log.log(citrus::log_level::info, "hub_started", {citrus::field("port", static_cast<std::int64_t>(*bound))});
+
+  citrus::wspp::timer stop_timer;
+  citrus::app::signal_watcher signals([&](int sig) {
+    loop.post([&, sig] {
+      log.log(citrus::log_level::info, "shutdown", {citrus::field("signal", static_cast<std::int64_t>(sig))});
+      server.stop();  // close frames (1001) go out while the loop runs a little longer
+      stop_timer = loop.schedule(std::chrono::milliseconds(300), [&] { loop.stop(); });
+    });
+  });
+  loop.run();
+  ticker.cancel();
+  return 0;
+}

@@ -71,6 +71,7 @@ std::vector<app::option_spec> serve_specs() {
       {"commander-key-file", "CITRUS_COMMANDER_KEY_FILE", "", "file holding the commander key (else $CITRUS_COMMANDER_KEY; without a key the hub is not contacted)", false},
       {"jwt-secret-file", "CITRUS_JWT_SECRET_FILE", "", "file holding the HS256 secret, at least 32 bytes (else $CITRUS_JWT_SECRET; else a random one: tokens do not survive a restart)", false},
       {"token-lifetime-s", "CITRUS_TOKEN_LIFETIME_S", "900", "lifetime of user tokens in seconds (1..3600)", false},
+      {"token-leeway-s", "CITRUS_TOKEN_LEEWAY_S", "30", "clock skew tolerated on token times, seconds (0..600)", false},
       {"rest-rate", "CITRUS_REST_RATE", "10", "REST requests per second per client address (burst: 3x)", false},
       {"default-agent", "CITRUS_DEFAULT_AGENT", "agent-1", "the agent new sites are placed on", false},
       {"web-root", "CITRUS_WEB_ROOT", "", "directory of the dashboard's static files served at / (empty: none)", false},
@@ -137,6 +138,7 @@ struct serve_settings {
   std::string commander_key;  ///< empty: the hub is not contacted
   std::string jwt_secret;     ///< empty: generate one
   std::chrono::seconds token_lifetime{900};
+  std::chrono::seconds token_leeway{30};
   std::string default_agent;
   long long rest_rate = 10;
   std::string web_root;
@@ -182,6 +184,9 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   s.commander_id = opts.get("commander-id");
   if (!is_valid_wire_id(s.commander_id))
     return usage_error("invalid --commander-id '" + s.commander_id + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
+  const long long leeway = opts.get_int("token-leeway-s").value_or(-1);
+  if (leeway < 0 || leeway > 600) return usage_error("--token-leeway-s must be 0..600");
+  s.token_leeway = std::chrono::seconds(leeway);
   s.rest_rate = opts.get_int("rest-rate").value_or(0);
   if (s.rest_rate < 1 || s.rest_rate > 100000) return usage_error("--rest-rate must be 1..100000");
   s.default_agent = opts.get("default-agent");
@@ -450,6 +455,7 @@ int serve(const serve_settings& s) {
                              "survive a restart")});
   }
   token_config.lifetime = s.token_lifetime;
+  token_config.leeway = s.token_leeway;
   jwt::hs256_token_service tokens(std::move(token_config), random);
 
   // The gateway's audit events (failed authentications, refused messages: client-paced) go through a

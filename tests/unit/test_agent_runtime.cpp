@@ -21,7 +21,7 @@ TEST_SUITE("agent_runtime") {
     CHECK(contains(other->messages[0], R"("code":"untrusted_commander")"));
   }
 
-  TEST_CASE("operations without a handler are refused; handlers only for known operations") {
+  TEST_CASE("operations without a handler are refused, then handlers only for known operations") {
     platform_fixture f;
     CHECK(f.agent->on("site.reboot", [](std::shared_ptr<agent_task>) {}).error() == make_error_code(errc::unknown_operation));
     auto [backend, end] = f.connect("commander", "backend-1", f.backend_key);  // replaces the link's session
@@ -32,7 +32,7 @@ TEST_SUITE("agent_runtime") {
     CHECK(contains(backend->messages[0], R"("code":"unknown_operation")"));
   }
 
-  TEST_CASE("a task gets its payload; reports after its connection is gone are dropped") {
+  TEST_CASE("a task gets its payload, then reports after its connection is gone are dropped") {
     platform_fixture f;
     const site_record a = f.make_site(f.alice, "alice-site");
     f.hold_deploys = true;

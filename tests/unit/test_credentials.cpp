@@ -180,7 +180,7 @@ TEST_SUITE("credentials") {
     CHECK(v->grants == std::vector<std::string>{"cmd-1"});
   }
 
-  TEST_CASE_FIXTURE(fixture, "rotation: the old key works within the overlap, then fails; the new key works") {
+  TEST_CASE_FIXTURE(fixture, "rotation: the old key works within the overlap, then fails, then the new key works") {
     const std::string old_key = must_register(principal_kind::agent, "agent-1");
     clock.advance(minutes(5));
     const std::string new_key = must_rotate(principal_kind::agent, "agent-1", hours(1));

@@ -94,7 +94,7 @@ TEST_SUITE("keys") {
     CHECK(verify_key("ck_test-key", hash));
   }
 
-  TEST_CASE("hash_key: a fresh salt every time; the hash never contains the key") {
+  TEST_CASE("hash_key: a fresh salt every time, then the hash never contains the key") {
     memory::seeded_random random(7);
     const std::string key = generate_key(random, principal_kind::agent);
     const std::string a = hash_key(key, random);

@@ -19,7 +19,7 @@ TEST_SUITE("rate_limit") {
     CHECK_FALSE(b.try_take(t));
   }
 
-  TEST_CASE("a clock that does not move adds no tokens; a zero rate is unlimited") {
+  TEST_CASE("a clock that does not move adds no tokens, then a zero rate is unlimited") {
     steady_time t{std::chrono::seconds(100)};
     token_bucket b(rate{1, 1}, t);
     CHECK(b.try_take(t));
@@ -41,7 +41,7 @@ TEST_SUITE("rate_limit") {
     CHECK_FALSE(th.locked("alice", t + 121s));
   }
 
-  TEST_CASE("failures outside the window do not accumulate; success clears") {
+  TEST_CASE("failures outside the window do not accumulate, then success clears") {
     failure_throttle th({3, 60s, 120s, 100});
     steady_time t{};
     th.record_failure("k", t);

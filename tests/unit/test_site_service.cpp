@@ -7,7 +7,7 @@ using namespace citrus::testing;
 using namespace std::chrono_literals;
 
 TEST_SUITE("site_service") {
-  TEST_CASE("every query is scoped to the caller; another user's site and a missing one get the same answer") {
+  TEST_CASE("every query is scoped to the caller, then another user's site and a missing one get the same answer") {
     platform_fixture f;
     const site_record a = f.make_site(f.alice, "alice-site");
     f.make_site(f.bob, "bob-site");
@@ -142,7 +142,7 @@ TEST_SUITE("site_service") {
 }
 
 TEST_SUITE("login") {
-  TEST_CASE("login issues a token; wrong passwords and unknown names get the same answer, then lockout") {
+  TEST_CASE("login issues a token, then wrong passwords and unknown names get the same answer, then lockout") {
     platform_fixture f;
     login_config cfg;
     cfg.per_user.max_failures = 3;

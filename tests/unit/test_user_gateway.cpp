@@ -7,7 +7,7 @@ using namespace citrus::testing;
 using namespace std::chrono_literals;
 
 TEST_SUITE("user_gateway") {
-  TEST_CASE("the owner sees progress and the final status live; another user sees nothing") {
+  TEST_CASE("the owner sees progress and the final status live, then another user sees nothing") {
     platform_fixture f;
     const site_record a = f.make_site(f.alice, "alice-site");
     auto [alice, alice_end] = f.user_socket(f.alice);
@@ -59,7 +59,7 @@ TEST_SUITE("user_gateway") {
     CHECK(contains(ws->messages[3], R"("type":"result","id":"c4")"));
   }
 
-  TEST_CASE("the token goes in the first message; without it, commands are refused and the socket times out") {
+  TEST_CASE("the token goes in the first message, then without it, commands are refused and the socket times out") {
     platform_fixture f;
     memory::recording_client ws;
     auto& end = f.users_net.connect(ws);
@@ -108,7 +108,7 @@ TEST_SUITE("user_gateway") {
     CHECK(end.closed_with() == close_code::auth_failed);  // bob was deleted
   }
 
-  TEST_CASE("a session expires without re-authentication; re-authentication extends it") {
+  TEST_CASE("a session expires without re-authentication, then re-authentication extends it") {
     platform_fixture f;
     auto [kept, kept_end] = f.user_socket(f.alice);
     auto [lapsed, lapsed_end] = f.user_socket(f.alice);
@@ -134,7 +134,7 @@ TEST_SUITE("user_gateway") {
     CHECK(f.security_events() == 1);
   }
 
-  TEST_CASE("malformed messages get their error code; a flood is rate limited then closed") {
+  TEST_CASE("malformed messages get their error code, then a flood is rate limited then closed") {
     platform_fixture f;
     auto [ws, end] = f.user_socket(f.alice);
     ws->send("not json");

@@ -1,0 +1,342 @@
+// citrus-agent: connects to the hub as an agent and executes the site operations of the commanders
+// it trusts, for real, in a directory it owns (see site_executor.hpp for the layout).
+//
+// Threads: the event loop (websocket client, agent_runtime, timers) on the main thread; one worker
+// thread for the blocking file work (site_worker); the logger's writer; the signal watcher.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "citrus/app/json_logger.hpp"
+#include "citrus/app/options.hpp"
+#include "citrus/app/shutdown.hpp"
+#include "citrus/core/agent_runtime.hpp"
+#include "citrus/core/commander_link.hpp"
+#include "citrus/core/ids.hpp"
+#include "citrus/core/operations.hpp"
+#include "citrus/core/random.hpp"
+#include "citrus/wspp/client.hpp"
+#include "citrus/wspp/event_loop.hpp"
+#include "site_executor.hpp"
+#include "site_worker.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using citrus::field;
+using citrus::log_level;
+
+constexpr std::chrono::milliseconds backoff_initial = 100ms;
+constexpr std::chrono::milliseconds backoff_max = 10s;
+/// A session authenticated for this long resets the reconnect backoff when it ends.
+constexpr std::chrono::milliseconds stable_session = 10s;
+/// On shutdown: how long the running operation may take to reach a safe point and report.
+constexpr std::chrono::milliseconds drain_limit = 5s;
+/// On shutdown: how long the close handshake may take.
+constexpr std::chrono::milliseconds close_limit = 3s;
+/// A second SIGINT/SIGTERM later than this after the first stops at once.
+constexpr std::chrono::milliseconds repeat_window = 1s;
+
+/// The client's handler: forwards every event to the agent runtime and owns the connection policy
+/// (reconnect with full-jitter backoff, the "connected" line, graceful shutdown). Loop thread only.
+class hub_session final : public citrus::connection_handler {
+ public:
+  hub_session(citrus::wspp::event_loop& loop, citrus::agent_runtime& runtime, citrus::agent::site_worker& worker,
+              citrus::logger& log, citrus::random_source& random, std::string url)
+      : loop_(loop), runtime_(runtime), worker_(worker), log_(log), backoff_(backoff_initial, backoff_max, random),
+        url_(std::move(url)) {}
+
+  void attach(citrus::wspp::client& client) { client_ = &client; }
+
+  /// The first attempt. Errors here are configuration errors (bad URL, unreadable CA file).
+  citrus::result<void> start() {
+    log_.log(log_level::info, "hub_connecting", {field("url", url_)});
+    return client_->connect(url_);
+  }
+
+  void on_open(citrus::connection& conn) override {
+    log_.log(log_level::info, "hub_connection_open", {field("connection", static_cast<std::int64_t>(conn.id().value()))});
+    runtime_.on_open(conn);
+  }
+
+  void on_message(citrus::connection_id id, std::string_view text) override {
+    runtime_.on_message(id, text);
+    if (!online_ && runtime_.online()) {
+      online_ = true;
+      online_since_ = std::chrono::steady_clock::now();
+      if (!announced_) {
+        announced_ = true;
+        std::fputs("citrus-agent connected\n", stdout);
+        std::fflush(stdout);
+      }
+    }
+  }
+
+  void on_drain(citrus::connection_id id) override { runtime_.on_drain(id); }
+
+  void on_close(citrus::connection_id id) override {
+    runtime_.on_close(id);
+    // The delays start again from the shortest only after a session that lasted: a hub that
+    // accepts and then drops us at once is retried ever more slowly.
+    if (online_ && std::chrono::steady_clock::now() - online_since_ >= stable_session) backoff_.reset();
+    online_ = false;
+    // The hub fails the commands of a lost connection (agent_disconnected): do not run them now.
+    worker_.abandon_all();
+    if (stopping_) {
+      loop_.stop();
+      return;
+    }
+    const auto info = client_->last_close();
+    const std::uint16_t remote = info ? info->remote_code : 1006;
+    if (remote == static_cast<std::uint16_t>(citrus::close_code::auth_failed)) {
+      // Retrying fast cannot fix a wrong id or key: wait the longest, and say so every time.
+      log_.log(log_level::error, "hub_auth_failed",
+               {field("hint", "check --agent-id and the key"), field("retry_ms", static_cast<std::int64_t>(backoff_max.count()))});
+      schedule_reconnect(backoff_max);
+      return;
+    }
+    if (remote == static_cast<std::uint16_t>(citrus::close_code::replaced)) {
+      // Another process connected with this agent id: do not fight over the session.
+      log_.log(log_level::error, "hub_session_replaced", {field("retry_ms", static_cast<std::int64_t>(backoff_max.count()))});
+      schedule_reconnect(backoff_max);
+      return;
+    }
+    log_.log(log_level::warn, "hub_connection_closed",
+             {field("remote_code", static_cast<std::int64_t>(remote)), field("reason", info ? info->remote_reason : std::string())});
+    schedule_reconnect(backoff_.next());
+  }
+
+  void on_connect_failed(const citrus::wspp::connect_failure& failure) {
+    if (stopping_) {
+      loop_.stop();
+      return;
+    }
+    log_.log(log_level::warn, "hub_connect_failed",
+             {field("reason", failure.reason), field("http_status", static_cast<std::int64_t>(failure.http_status))});
+    schedule_reconnect(backoff_.next());
+  }
+
+  /// SIGINT/SIGTERM, on the loop thread. The running operation is abandoned at its next safe point
+  /// (never between writing and switching `current`) and reports; then the connection is closed and
+  /// the loop stops. A second signal, a second or more later, stops the loop at once (the worker is
+  /// still joined: at worst the file operation in progress completes).
+  void shutdown(int signal) {
+    const auto now = std::chrono::steady_clock::now();
+    if (stopping_) {
+      // One keypress or `timeout` can deliver the signal twice within milliseconds: only a later
+      // one means "stop now".
+      if (now - stop_requested_ < repeat_window) return;
+      log_.log(log_level::warn, "agent_stop_forced", {field("signal", static_cast<std::int64_t>(signal))});
+      loop_.stop();
+      return;
+    }
+    stopping_ = true;
+    stop_requested_ = now;
+    log_.log(log_level::info, "agent_stopping", {field("signal", static_cast<std::int64_t>(signal))});
+    reconnect_.cancel();
+    worker_.refuse_new();
+    const auto deadline = std::chrono::steady_clock::now() + drain_limit;
+    // Wait until every task has reported (its result reaches the commander), then close.
+    drain_ = loop_.schedule_every(10ms, [this, deadline] {
+      if (runtime_.running() > 0 && std::chrono::steady_clock::now() < deadline) return;
+      drain_.cancel();
+      close_connection();
+    });
+  }
+
+ private:
+  void close_connection() {
+    using state = citrus::wspp::client::state;
+    switch (client_->current_state()) {
+      case state::idle:
+        loop_.stop();
+        return;
+      case state::open:
+      case state::connecting:  // connect_failed ("cancelled") follows, and stops the loop
+        client_->close(citrus::close_code::going_away, "agent stopping");
+        break;
+      case state::closing: break;
+    }
+    close_guard_ = loop_.schedule(close_limit, [this] {
+      log_.log(log_level::warn, "hub_close_timeout", {});
+      loop_.stop();
+    });
+  }
+
+  void schedule_reconnect(std::chrono::milliseconds delay) {
+    log_.log(log_level::info, "hub_reconnect_scheduled", {field("delay_ms", static_cast<std::int64_t>(delay.count()))});
+    reconnect_ = loop_.schedule(delay, [this] {
+      if (stopping_) return;
+      if (auto started = client_->connect(url_); !started) {
+        log_.log(log_level::error, "hub_connect_error", {field("error", started.error().message())});
+        schedule_reconnect(backoff_.next());
+      }
+    });
+  }
+
+  citrus::wspp::event_loop& loop_;
+  citrus::agent_runtime& runtime_;
+  citrus::agent::site_worker& worker_;
+  citrus::logger& log_;
+  citrus::backoff backoff_;
+  std::string url_;
+  citrus::wspp::client* client_ = nullptr;
+  citrus::wspp::timer reconnect_, drain_, close_guard_;
+  bool online_ = false;
+  std::chrono::steady_clock::time_point online_since_{};
+  bool announced_ = false;
+  bool stopping_ = false;
+  std::chrono::steady_clock::time_point stop_requested_{};
+};
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    std::string item = text.substr(start, comma - start);
+    const auto first = item.find_first_not_of(" \t");
+    const auto last = item.find_last_not_of(" \t");
+    if (first != std::string::npos) out.push_back(item.substr(first, last - first + 1));
+    start = comma + 1;
+  }
+  return out;
+}
+
+/// Creates `root` if needed and proves it is a writable directory. Empty on success, else the reason.
+std::string prepare_root(const std::filesystem::path& root) {
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  if (ec) return "cannot create it: " + ec.message();
+  if (!std::filesystem::is_directory(root, ec)) return "it is not a directory";
+  const std::filesystem::path probe = root / (".citrus-write-check-" + std::to_string(::getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return "it is not writable: " + std::error_code(errno, std::generic_category()).message();
+  const bool wrote = ::write(fd, "ok", 2) == 2;
+  const int write_errno = errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (!wrote) return "it is not writable: " + std::error_code(write_errno, std::generic_category()).message();
+  return {};
+}
+
+int fail_config(const std::string& message) {
+  std::fprintf(stderr, "citrus-agent: %s\n", message.c_str());
+  return 2;
+}
+
+int run(int argc, char** argv) {
+  citrus::app::options opts(
+      "citrus-agent", "executes site operations for trusted commanders, in a directory it owns",
+      {
+          {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "The hub's WebSocket URL (ws:// or wss://)."},
+          {"agent-id", "CITRUS_AGENT_ID", "agent-1", "This agent's id, as registered with the hub."},
+          {"key-file", "CITRUS_AGENT_KEY_FILE", "", "File holding the agent's key. Without it, $CITRUS_AGENT_KEY is the key."},
+          {"trust", "CITRUS_AGENT_TRUST", "backend-1", "Comma-separated commander ids whose commands run here."},
+          {"root", "CITRUS_AGENT_ROOT", "data/sites", "Directory the sites live in (created if missing)."},
+          {"step-delay-ms", "CITRUS_AGENT_STEP_DELAY_MS", "250", "Pause between deploy steps, in ms (0..60000)."},
+          {"keep-releases", "CITRUS_AGENT_KEEP_RELEASES", "5", "Releases kept per site after a deploy (1..1000)."},
+          {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)."},
+          {"tls-ca-file", "CITRUS_TLS_CA_FILE", "", "PEM file of the CAs trusted for wss:// (default: the system's)."},
+      });
+  if (!opts.parse(argc, argv)) {
+    if (opts.help_requested()) {
+      std::fputs(opts.usage().c_str(), stdout);
+      return 0;
+    }
+    return fail_config(opts.error());
+  }
+  if (!opts.positional().empty()) return fail_config("unexpected argument '" + opts.positional().front() + "' (see --help)");
+
+  const auto level = citrus::app::json_logger::parse_level(opts.get("log-level"));
+  if (!level) return fail_config("--log-level must be debug, info, warn or error");
+  const std::string agent_id = opts.get("agent-id");
+  if (!citrus::is_valid_wire_id(agent_id)) return fail_config("--agent-id must be 1..128 characters of [A-Za-z0-9._:-]");
+
+  std::string key;
+  if (opts.has("key-file")) {
+    auto text = citrus::app::read_secret_file(opts.get("key-file"));
+    if (!text) return fail_config("cannot read the key file '" + opts.get("key-file") + "'");
+    key = std::move(*text);
+    if (key.empty()) return fail_config("the key file '" + opts.get("key-file") + "' is empty");
+  } else if (const char* env = std::getenv("CITRUS_AGENT_KEY"); env && *env) {
+    key = env;
+  } else {
+    return fail_config("no agent key: pass --key-file FILE or set CITRUS_AGENT_KEY");
+  }
+  if (key.size() > 256) return fail_config("the agent key is longer than 256 bytes");
+
+  const std::vector<std::string> trusted = split_list(opts.get("trust"));
+  if (trusted.empty()) return fail_config("--trust needs at least one commander id");
+  for (const auto& id : trusted)
+    if (!citrus::is_valid_wire_id(id)) return fail_config("--trust: '" + id + "' is not a valid commander id");
+
+  const auto delay = opts.get_int("step-delay-ms");
+  if (!delay || *delay < 0 || *delay > 60000) return fail_config("--step-delay-ms must be an integer in 0..60000");
+  const auto keep = opts.get_int("keep-releases");
+  if (!keep || *keep < 1 || *keep > 1000) return fail_config("--keep-releases must be an integer in 1..1000");
+
+  const std::string hub_url = opts.get("hub-url");
+  if (hub_url.rfind("ws://", 0) != 0 && hub_url.rfind("wss://", 0) != 0)
+    return fail_config("--hub-url must be a ws:// or wss:// URL");
+
+  const std::filesystem::path root = opts.get("root");
+  if (root.empty()) return fail_config("--root must not be empty");
+  if (auto problem = prepare_root(root); !problem.empty())
+    return fail_config("--root '" + root.string() + "': " + problem);
+
+  citrus::app::json_logger log("agent", *level);
+  citrus::wspp::event_loop loop(log);
+  citrus::agent::site_executor executor(citrus::agent::site_executor_config{root, static_cast<std::size_t>(*keep)}, log);
+  citrus::agent::site_worker worker(
+      executor, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, std::chrono::milliseconds(*delay), log);
+  const citrus::operation_registry operations = citrus::operation_registry::defaults();
+  citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, log);
+  if (auto bound = worker.bind(runtime); !bound) {
+    std::fprintf(stderr, "citrus-agent: cannot register the site operations: %s\n", bound.error().message().c_str());
+    return 1;
+  }
+  citrus::system_random random;
+  hub_session session(loop, runtime, worker, log, random, hub_url);
+  citrus::wspp::client_options client_options;
+  client_options.tls_ca_file = opts.get("tls-ca-file");
+  citrus::wspp::client client(loop, session, client_options, log);
+  client.set_connect_failed_handler([&session](const citrus::wspp::connect_failure& f) { session.on_connect_failed(f); });
+  session.attach(client);
+
+  log.log(log_level::info, "agent_starting",
+          {field("agent", agent_id), field("root", root.string()), field("trusted", opts.get("trust")),
+           field("step_delay_ms", static_cast<std::int64_t>(*delay))});
+  if (auto started = session.start(); !started)
+    return fail_config("cannot connect to --hub-url '" + hub_url + "': " + started.error().message());
+
+  citrus::app::signal_watcher signals([&loop, &session](int signal) { loop.post([&session, signal] { session.shutdown(signal); }); });
+  loop.run();
+  worker.stop();  // joins: the running step has finished or been abandoned at a safe point
+  log.log(log_level::info, "agent_stopped", {});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  citrus::app::signal_watcher::block_signals();  // before any thread starts
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "citrus-agent: fatal: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,333 @@
+#include "harness.hpp"
+
+#include <curl/curl.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace citrus::it {
+
+namespace fs = std::filesystem;
+
+// ------------------------------------------------------------------ processes
+process::process(std::vector<std::string> argv, std::string log_file, std::vector<std::string> env, std::string stdin_text)
+    : log_file_(std::move(log_file)) {
+  int in_pipe[2] = {-1, -1};
+  if (pipe(in_pipe) != 0) throw std::runtime_error("pipe failed");
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    dup2(in_pipe[0], 0);
+    close(in_pipe[1]);
+    const int out = open(log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (out >= 0) {
+      dup2(out, 1);
+      dup2(out, 2);
+    }
+    for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    // The test process blocks no signals, but make sure the child starts clean.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(in_pipe[0]);
+  if (!stdin_text.empty()) (void)!write(in_pipe[1], stdin_text.data(), stdin_text.size());
+  close(in_pipe[1]);
+}
+
+process::~process() {
+  if (running()) {
+    kill(pid_, SIGKILL);
+    wait(5s);
+  }
+}
+
+void process::signal(int sig) {
+  if (status_ < 0) kill(pid_, sig);
+}
+
+bool process::running() {
+  if (status_ >= 0) return false;
+  int status = 0;
+  const pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  return true;
+}
+
+int process::wait(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (running()) {
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
+    std::this_thread::sleep_for(10ms);
+  }
+  return status_;
+}
+
+std::pair<int, std::string> run_command(const std::vector<std::string>& argv, const std::string& stdin_text) {
+  const std::string out = (fs::temp_directory_path() / ("citrus-cmd-" + std::to_string(getpid()) + ".out")).string();
+  fs::remove(out);
+  int code = -1;
+  {
+    process p(argv, out, {}, stdin_text);
+    code = p.wait(60s);
+  }
+  std::ifstream in(out);
+  std::stringstream s;
+  s << in.rdbuf();
+  fs::remove(out);
+  return {code, s.str()};
+}
+
+std::uint16_t wait_for_port(const std::string& path, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    long port = 0;
+    if (in >> port && port > 0) return static_cast<std::uint16_t>(port);
+    std::this_thread::sleep_for(20ms);
+  }
+  return 0;
+}
+
+static std::uint16_t free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// ------------------------------------------------------------------ HTTP
+static std::size_t append_to(char* data, std::size_t size, std::size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+http_result http(const std::string& method, const std::string& url, const std::string& body,
+                 const std::vector<std::string>& headers) {
+  http_result r;
+  CURL* curl = curl_easy_init();
+  curl_slist* list = nullptr;
+  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+  if (!body.empty()) list = curl_slist_append(list, "Content-Type: application/json");
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  if (!body.empty()) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_to);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, append_to);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &r.headers);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+  curl_slist_free_all(list);
+  curl_easy_cleanup(curl);
+  return r;
+}
+
+std::string json_string(const std::string& json, const std::string& key) {
+  const std::string needle = "\"" + key + "\":\"";
+  const auto at = json.find(needle);
+  if (at == std::string::npos) return {};
+  const auto start = at + needle.size();
+  return json.substr(start, json.find('"', start) - start);
+}
+
+long long json_int(const std::string& json, const std::string& key) {
+  const std::string needle = "\"" + key + "\":";
+  const auto at = json.find(needle);
+  if (at == std::string::npos) return -1;
+  return std::strtoll(json.c_str() + at + needle.size(), nullptr, 10);
+}
+
+// ------------------------------------------------------------------ WebSocket client
+ws_client::ws_client() : loop_(log_) {
+  client_ = std::make_unique<wspp::client>(loop_, *this, wspp::client_options{}, log_);
+  client_->set_connect_failed_handler([this](const wspp::connect_failure&) { failed_ = true; });
+}
+
+ws_client::~ws_client() {
+  if (conn_) {
+    client_->close(close_code::normal, "test over");
+    pump(100ms);
+  }
+  client_.reset();
+}
+
+bool ws_client::connect(const std::string& url, std::chrono::milliseconds timeout) {
+  failed_ = false;
+  if (!client_->connect(url)) return false;
+  return wait_for([&] { return conn_ != nullptr || failed_; }, timeout) && conn_ != nullptr;
+}
+
+void ws_client::send(std::string_view text) {
+  REQUIRE(conn_ != nullptr);
+  (void)conn_->send(text);
+  pump(5ms);
+}
+
+bool ws_client::wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return pred();
+    loop_.run_for(5ms);
+  }
+  return true;
+}
+
+void ws_client::pump(std::chrono::milliseconds duration) {
+  const auto deadline = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < deadline) loop_.run_for(5ms);
+}
+
+std::size_t ws_client::count(std::string_view needle) const {
+  std::size_t n = 0;
+  for (const auto& m : messages) n += m.find(needle) != std::string::npos;
+  return n;
+}
+
+std::size_t ws_client::count(std::string_view a, std::string_view b) const {
+  std::size_t n = 0;
+  for (const auto& m : messages) n += m.find(a) != std::string::npos && m.find(b) != std::string::npos;
+  return n;
+}
+
+std::uint16_t ws_client::close_code() const {
+  auto info = client_->last_close();
+  return info ? info->remote_code : 0;
+}
+
+// ------------------------------------------------------------------ the platform
+platform::platform(options opts) : opts_(opts) {
+  static int counter = 0;
+  dir = (fs::temp_directory_path() / ("citrus-it-" + std::to_string(getpid()) + "-" + std::to_string(++counter))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  sites_root = dir + "/sites";
+  const std::string db = dir + "/citrus.db";
+  auto check = [](const std::pair<int, std::string>& r, const char* what) {
+    INFO(what << ": " << r.second);
+    REQUIRE(r.first == 0);
+    return r.second;
+  };
+  auto last_line = [](std::string text) {
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
+  };
+  check(run_command({CITRUS_BACKEND_EXE, "user", "add", "alice", "--db", db, "--password-cost", "minimum"}, "alice-pw\n"), "user add alice");
+  check(run_command({CITRUS_BACKEND_EXE, "user", "add", "bob", "--db", db, "--password-cost", "minimum"}, "bob-pw\n"), "user add bob");
+  agent_key = last_line(check(run_command({CITRUS_BACKEND_EXE, "agent", "register", "agent-1", "--trust", "backend-1", "--db", db}), "agent register"));
+  commander_key = last_line(check(run_command({CITRUS_BACKEND_EXE, "commander", "register", "backend-1", "--agents", "agent-1", "--db", db}), "commander register"));
+  hub_key = last_line(check(run_command({CITRUS_BACKEND_EXE, "hub", "register", "hub-1", "--db", db}), "hub register"));
+  REQUIRE(agent_key.rfind("ak_", 0) == 0);
+  REQUIRE(commander_key.rfind("ck_", 0) == 0);
+  REQUIRE(hub_key.rfind("hk_", 0) == 0);
+  hub_port = free_port();
+}
+
+platform::~platform() {
+  for (auto* p : {&agent, &hub, &backend})
+    if (*p) {
+      (*p)->signal(SIGTERM);
+      (*p)->wait(5s);
+    }
+  agent.reset();
+  hub.reset();
+  backend.reset();
+  if (!std::getenv("CITRUS_KEEP_TEST_DATA")) fs::remove_all(dir);
+}
+
+void platform::start_backend() {
+  const std::string ready = dir + "/backend.port";
+  fs::remove(ready);
+  backend = std::make_unique<process>(
+      std::vector<std::string>{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:0", "--db", dir + "/citrus.db",
+                               "--hub-url", hub_url(), "--commander-id", "backend-1", "--default-agent", "agent-1",
+                               "--token-lifetime-s", std::to_string(opts_.token_lifetime_s), "--rest-rate", "1000", "--token-leeway-s", "0",
+                               "--ready-file", ready},
+      dir + "/backend.log", std::vector<std::string>{"CITRUS_COMMANDER_KEY=" + commander_key, "CITRUS_JWT_SECRET=" + std::string(48, 'j')});
+  backend_port = wait_for_port(ready);
+  REQUIRE(backend_port != 0);
+}
+
+void platform::start_hub() {
+  const std::string ready = dir + "/hub.port";
+  fs::remove(ready);
+  hub = std::make_unique<process>(
+      std::vector<std::string>{CITRUS_HUB_EXE, "--listen", "127.0.0.1:" + std::to_string(hub_port), "--db",
+                               dir + "/citrus.db", "--verify-url", backend_url() + "/api/verify-agent", "--hub-id",
+                               "hub-1", "--ready-file", ready},
+      dir + "/hub.log", std::vector<std::string>{"CITRUS_HUB_KEY=" + hub_key});
+  REQUIRE(wait_for_port(ready) == hub_port);
+}
+
+void platform::start_agent(const std::string& key) {
+  agent = std::make_unique<process>(
+      std::vector<std::string>{CITRUS_AGENT_EXE, "--hub-url", hub_url(), "--agent-id", "agent-1", "--trust", "backend-1",
+                               "--root", sites_root, "--step-delay-ms", std::to_string(opts_.step_delay_ms)},
+      dir + "/agent-" + std::to_string(++agent_starts_) + ".log",
+      std::vector<std::string>{"CITRUS_AGENT_KEY=" + (key.empty() ? agent_key : key)});
+}
+
+void platform::stop_hub() {
+  hub->signal(SIGTERM);
+  CHECK(hub->wait(10s) == 0);
+  hub.reset();
+}
+
+void platform::kill_agent() {
+  agent->signal(SIGKILL);
+  agent->wait(5s);
+  agent.reset();
+}
+
+std::string platform::backend_url() const { return "http://127.0.0.1:" + std::to_string(backend_port); }
+std::string platform::backend_ws() const { return "ws://127.0.0.1:" + std::to_string(backend_port) + "/ws"; }
+std::string platform::hub_url() const { return "ws://127.0.0.1:" + std::to_string(hub_port) + "/"; }
+
+std::string platform::login(const std::string& user, const std::string& password) {
+  auto r = http("POST", backend_url() + "/api/login", R"({"username":")" + user + R"(","password":")" + password + R"("})");
+  REQUIRE(r.status == 200);
+  return json_string(r.body, "token");
+}
+
+bool platform::wait_agent_online(std::chrono::milliseconds timeout) {
+  // The backend learns from the hub's presence messages which agents are connected and authenticated.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto b = http("GET", backend_url() + "/metrics");
+    if (b.body.find("citrus_backend_agent_online{agent=\"agent-1\"} 1") != std::string::npos) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+}  // namespace citrus::it

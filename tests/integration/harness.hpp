@@ -1,0 +1,129 @@
+#pragma once
+// Starts the real executables in a fresh data folder and talks to them as users, commanders and
+// agents would: REST through libcurl, WebSockets through citrus::wspp. Every wait is bounded.
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <ostream>  // doctest prints std::error_code
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "citrus/core/transport.hpp"
+#include "citrus/memory/recording_logger.hpp"
+#include "citrus/wspp/client.hpp"
+#include "citrus/wspp/event_loop.hpp"
+
+namespace citrus::it {
+
+using namespace std::chrono_literals;
+
+/// A child process with its stdout/stderr in a log file; killed (SIGKILL) if still running at the end.
+class process {
+ public:
+  process(std::vector<std::string> argv, std::string log_file, std::vector<std::string> env = {},
+          std::string stdin_text = {});
+  ~process();
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+  void signal(int sig);
+  /// Exit status (or 128+signal) once it has ended; -1 on timeout.
+  int wait(std::chrono::milliseconds timeout = 10s);
+  bool running();
+  const std::string& log_file() const { return log_file_; }
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = -1;
+  std::string log_file_;
+};
+
+/// Runs a command to completion and returns (exit code, stdout).
+std::pair<int, std::string> run_command(const std::vector<std::string>& argv, const std::string& stdin_text = {});
+
+/// Waits for `path` to hold a port number written by --ready-file.
+std::uint16_t wait_for_port(const std::string& path, std::chrono::milliseconds timeout = 15s);
+
+struct http_result {
+  long status = 0;
+  std::string body;
+  std::string headers;
+};
+http_result http(const std::string& method, const std::string& url, const std::string& body = {},
+                 const std::vector<std::string>& headers = {});
+/// The value of "key":"..." in a flat JSON text (test convenience), or "".
+std::string json_string(const std::string& json, const std::string& key);
+long long json_int(const std::string& json, const std::string& key);
+
+/// A WebSocket client with its own event loop, driven from the test thread.
+class ws_client final : public connection_handler {
+ public:
+  ws_client();
+  ~ws_client() override;
+  bool connect(const std::string& url, std::chrono::milliseconds timeout = 5s);
+  void send(std::string_view text);
+  /// Pumps the loop until `pred()` or the timeout; returns pred().
+  bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10s);
+  void pump(std::chrono::milliseconds duration);
+  /// Messages that contain `needle`.
+  std::size_t count(std::string_view needle) const;
+  /// Messages that contain both needles.
+  std::size_t count(std::string_view a, std::string_view b) const;
+  bool open() const { return conn_ != nullptr; }
+  std::uint16_t close_code() const;
+
+  void on_open(connection& conn) override { conn_ = &conn; }
+  void on_message(connection_id, std::string_view text) override { messages.emplace_back(text); }
+  void on_close(connection_id) override {
+    conn_ = nullptr;
+    closed = true;
+  }
+  std::vector<std::string> messages;
+  bool closed = false;
+
+ private:
+  memory::recording_logger log_;
+  wspp::event_loop loop_;
+  std::unique_ptr<wspp::client> client_;
+  connection* conn_ = nullptr;
+  bool failed_ = false;
+};
+
+/// The whole platform in a temporary folder: database, seeded users, agent credentials, and the three
+/// executables started on free loopback ports.
+class platform {
+ public:
+  struct options {
+    int token_lifetime_s = 900;
+    int step_delay_ms = 50;
+  };
+  explicit platform(options opts);
+  platform() : platform(options{}) {}
+  ~platform();
+
+  void start_backend();
+  void start_hub();
+  void start_agent(const std::string& key = {});
+  void stop_hub();
+  void kill_agent();
+
+  std::string backend_url() const;  ///< http://127.0.0.1:PORT
+  std::string backend_ws() const;   ///< ws://127.0.0.1:PORT/ws
+  std::string hub_url() const;      ///< ws://127.0.0.1:PORT/
+  std::string login(const std::string& user, const std::string& password);
+  /// Waits until the backend reports the agent online (its deploys then reach it).
+  bool wait_agent_online(std::chrono::milliseconds timeout = 15s);
+  std::string dir;             ///< the data folder
+  std::string sites_root;      ///< the agent's root
+  std::string agent_key, hub_key, commander_key;
+  std::unique_ptr<process> backend, hub, agent;
+  std::uint16_t backend_port = 0, hub_port = 0;
+
+ private:
+  options opts_;
+  int agent_starts_ = 0;
+};
+
+}  // namespace citrus::it

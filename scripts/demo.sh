@@ -35,6 +35,9 @@ if [ ! -s "$data/keys/agent.key" ]; then
   head -c 48 /dev/urandom | base64 > "$data/keys/jwt.secret"
 fi
 
+web_args=()
+[ -d "$root/apps/web" ] && web_args=(--web-root "$root/apps/web")
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -44,13 +47,19 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+rm -f "$data/backend.port"
 "$backend" serve --listen "127.0.0.1:$backend_port" --db "$db" --hub-url "ws://127.0.0.1:$hub_port/" \
   --commander-id backend-1 --commander-key-file "$data/keys/commander.key" \
-  --jwt-secret-file "$data/keys/jwt.secret" --web-root "$root/apps/web" \
+  --jwt-secret-file "$data/keys/jwt.secret" "${web_args[@]}" \
   --allowed-origin "http://127.0.0.1:$backend_port,http://localhost:$backend_port" \
   --ready-file "$data/backend.port" 2>>"$data/logs/backend.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$data/backend.port" ] && break; sleep 0.1; done
+if [ ! -s "$data/backend.port" ]; then
+  echo "The backend did not start:" >&2
+  tail -n 5 "$data/logs/backend.log" >&2
+  exit 1
+fi
 
 "$bin/hub/citrus-hub" --listen "127.0.0.1:$hub_port" --db "$db" \
   --verify-url "http://127.0.0.1:$backend_port/api/verify-agent" --hub-id hub-1 \

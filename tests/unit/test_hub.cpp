@@ -479,3 +479,28 @@ TEST_SUITE("hub_flow") {
     CHECK(h.requests_in_flight() == 0);
   }
 }
+
+TEST_SUITE("hub_order") {
+  TEST_CASE("an agent's last progress and its result, queued together, arrive in order") {
+    // Regression: results were queued above progress and overtook it, ending the route first, so
+    // the honest progress was refused as unknown_request and audited as a security event.
+    hub_fixture f;
+    f.hub().set_wakeup([] {});
+    auto agent = f.connect("agent", "agent-1", f.agent1_key).first;
+    auto backend = f.connect("commander", "backend-1", f.backend_key).first;
+    backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    f.hub().process();
+    f.net->run();
+    agent->send(progress_frame("r1", "backend-1", 100));
+    agent->send(result_frame("r1", "backend-1"));
+    f.net->run();
+    f.hub().process();
+    f.net->run();
+    REQUIRE(count_with(*backend, R"("id":"r1")") == 2);
+    CHECK(contains(backend->messages[backend->messages.size() - 2], R"("percent":100)"));
+    CHECK(contains(backend->messages.back(), R"("type":"result")"));
+    CHECK(count_with(*agent, "unknown_request") == 0);
+    CHECK(f.security_events() == 0);
+  }
+}

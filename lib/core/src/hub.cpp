@@ -463,7 +463,9 @@ struct hub::impl {
     fwd.commander = {};
     fwd.agent = s.identity;  // the hub states the source; the commander need not trust the agent's word
     protocol::write(item->frame, fwd);
-    enqueue(item->is_final ? protocol::priority::high : protocol::priority::normal, item);
+    // Every update of every request at one priority: FIFO then keeps each request's progress ahead of
+    // its final result (a final queued higher would overtake them and end the route first).
+    enqueue(protocol::priority::normal, item);
   }
 
   void enqueue(protocol::priority p, inbound_item* item) {

@@ -371,6 +371,9 @@ class server_engine_impl final : public server_engine,
           log_->log(log_level::warn, "http_header_dropped", {field("name", std::string_view(header.name).substr(0, 64))});
         }
       }
+      // websocketpp closes the TCP connection after every plain HTTP answer: say so, or clients
+      // (curl, fetch) see the connection die and retry.
+      con->replace_header("Connection", "close");
       con->set_body(response.body);
       log_->log(log_level::debug, "http_request",
                 {field("remote", slot(con).remote), field("method", con->get_request().get_method()),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs dependencies, builds with warnings as errors under
 # AddressSanitizer + UndefinedBehaviorSanitizer, checks that the installed package works for an
-# outside consumer (tests/install and examples/), then runs every test with ctest.
+# outside consumer (tests/install and examples/), runs the browser tests of the dashboard, then every
+# other test with ctest.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${CITRUS_BUILD_DIR:-$root/build/ci}"
@@ -25,4 +26,9 @@ done
 "$build/consumer-examples/embed_hub"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# The dashboard in a real browser (Chromium headless) against the three executables.
+"$root/scripts/e2e.sh" "$build"
+
+# Everything else: unit, storage, transport, agent and integration tests (ctest's summary ends the run).
 cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 300

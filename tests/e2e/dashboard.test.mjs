@@ -1,0 +1,621 @@
+// The Citrus dashboard end to end: Debian's Chromium (headless, driven by playwright-core) against
+// the real citrus-backend, citrus-hub and citrus-agent on loopback ports, with a seeded SQLite file.
+//
+//   CITRUS_BUILD_DIR   the build folder holding apps/{backend,hub,agent}/citrus-* (default build/ci);
+//                      screenshots go to $CITRUS_BUILD_DIR/e2e-screenshots
+//   CITRUS_CHROMIUM    the browser (default /usr/bin/chromium)
+//
+// The tests run in order and share the platform: each scenario starts where the previous one left.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { Platform, USERS, httpGet } from './platform.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const axeSource = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const root = path.resolve(here, '../..');
+const buildDir = path.resolve(process.env.CITRUS_BUILD_DIR || path.join(root, 'build/ci'));
+const shots = path.join(buildDir, 'e2e-screenshots');
+const chromiumPath = process.env.CITRUS_CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const SHORT_LIFETIME_S = 8;
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+const ALICE_SITE = 'alice-portfolio';
+const ALICE_URL = 'https://portfolio.alice.test';
+const ALICE_MARKUP_SITE = 'Recipes <b>&</b> notes';
+const ALICE_RENAMED_SITE = 'Recipes and notes';
+const BOB_SITE = 'bob-shop';
+
+const EXPIRED_TEXT = 'Your session has expired, please log in again.';
+const REFUSAL_TEXT = 'You do not have access to this site.';
+const BANNER_TEXT = 'Connection lost — reconnecting…';
+
+let platform;
+let main;
+let short;
+let browser;
+let anyFailed = false;
+const opened = [];  // every page: {name, page, context, w, origin}
+let alice;
+let bob;
+let aliceSiteId = 0;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A test that records its failure, so that the processes' logs are printed and kept. */
+function scenario(name, fn, timeout = 90000) {
+  test(name, { timeout }, async () => {
+    try {
+      await fn();
+    } catch (err) {
+      anyFailed = true;
+      throw err;
+    }
+  });
+}
+
+async function screenshot(page, name, options = {}) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`), ...options });
+}
+
+async function visible(locator, timeout = 10000) {
+  await locator.waitFor({ state: 'visible', timeout });
+}
+
+async function hidden(locator, timeout = 10000) {
+  await locator.waitFor({ state: 'hidden', timeout });
+}
+
+/**
+ * axe-core's WCAG 2.1 A/AA checks (contrast included) on what the page shows now: one line per
+ * problem. Injected through the DevTools protocol, which the page's CSP does not govern.
+ */
+async function accessibilityProblems(page) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
+  return page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+      resultTypes: ['violations'],
+    });
+    return result.violations.map((v) => `${v.impact}: ${v.id} — ${v.help}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  });
+}
+
+async function assertAccessible(page, what) {
+  assert.deepEqual(await accessibilityProblems(page), [], `accessibility problems on ${what}`);
+}
+
+function siteRow(page, name) {
+  return page.locator('tr.site-row', { has: page.locator('a.site-name', { hasText: name }) });
+}
+
+/** A fresh browser context (its own storage, cookies and sockets) with the dashboard open. */
+async function openDashboard(name, backend, viewport = DESKTOP) {
+  const context = await browser.newContext({
+    viewport,
+    baseURL: backend.origin,
+    locale: 'en-US',
+    timezoneId: 'UTC',
+    serviceWorkers: 'block',
+  });
+  // Recorded before any of the page's scripts: every Content-Security-Policy violation.
+  await context.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  const page = await context.newPage();
+  const w = { requests: [], responses: [], pageErrors: [], cspConsole: [], sockets: [], sent: [], received: [] };
+  page.on('request', (r) => w.requests.push(r.url()));
+  page.on('response', (r) => w.responses.push({ url: r.url(), status: r.status() }));
+  page.on('pageerror', (e) => w.pageErrors.push(e.message));
+  page.on('console', (m) => {
+    if (/content security policy/i.test(m.text())) w.cspConsole.push(m.text());
+  });
+  page.on('websocket', (ws) => {
+    const index = w.sockets.length;
+    w.sockets.push(ws.url());
+    ws.on('framesent', (f) => w.sent.push({ socket: index, text: String(f.payload) }));
+    ws.on('framereceived', (f) => w.received.push({ socket: index, text: String(f.payload) }));
+  });
+  await page.goto('/');
+  await visible(page.getByRole('heading', { name: 'Log in to Citrus' }));
+  const entry = { name, page, context, w, origin: backend.origin };
+  opened.push(entry);
+  return entry;
+}
+
+async function logIn(page, user, password = USERS[user]) {
+  await page.getByLabel('Username').fill(user);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+}
+
+async function logInAndWait(page, user) {
+  await logIn(page, user);
+  await visible(page.getByRole('heading', { name: 'Your sites', level: 1 }));
+  await visible(page.getByText('Live updates on'));
+  await page.waitForFunction(() => document.getElementById('sites-loading').hidden);
+}
+
+/** Watches a page's document for any of `needles`, in text or attributes, from now on. */
+async function watchForLeaks(page, needles) {
+  await page.evaluate((words) => {
+    window.__leaks = [];
+    const check = () => {
+      const html = document.documentElement.outerHTML + document.title;
+      for (const word of words) if (html.includes(word) && !window.__leaks.includes(word)) window.__leaks.push(word);
+    };
+    new MutationObserver(check).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+    check();
+  }, needles);
+}
+
+/** The WebSocket handshake's HTTP status for an Origin header (101: accepted). */
+function wsHandshakeStatus(backend, origin) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1',
+      port: backend.port,
+      path: '/ws',
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64'),
+        Origin: origin,
+      },
+      timeout: 5000,
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve(res.statusCode);
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('timeout', () => req.destroy(new Error('handshake timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function parsedFrames(list, socket) {
+  const out = [];
+  for (const f of list) {
+    if (socket !== undefined && f.socket !== socket) continue;
+    try {
+      out.push(JSON.parse(f.text));
+    } catch {
+      out.push({ unparsable: f.text });
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------ the platform
+
+before(async () => {
+  platform = new Platform({ buildDir, webRoot: path.join(root, 'apps/web'), stepDelayMs: 400 });
+  fs.rmSync(shots, { recursive: true, force: true });
+  fs.mkdirSync(shots, { recursive: true });
+  await platform.seed();
+  main = await platform.startBackend({ name: 'backend', tokenLifetimeS: 900 });
+  await platform.startHub(main.origin);
+  platform.startAgent();
+  await platform.waitAgentOnline(main.origin);
+  // A second backend on the same database whose tokens live 8 s (it never contacts the hub).
+  short = await platform.startBackend({ name: 'backend-short', tokenLifetimeS: SHORT_LIFETIME_S, hub: false });
+  browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: CHROMIUM_FLAGS, timeout: 60000 });
+});
+
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  if (!platform) return;
+  if (anyFailed) {
+    process.stderr.write(`\n${platform.logs()}\n\nThe data folder is kept: ${platform.dir}\n`);
+  }
+  await platform.stop({ keep: anyFailed });
+});
+
+process.on('exit', () => {
+  if (platform) platform.killAll();
+});
+
+// ------------------------------------------------------------------------------------ scenarios
+
+scenario('the backend serves the dashboard with a strict CSP, security headers and an Origin check', async () => {
+  const page = await httpGet(`${main.origin}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-type'), /^text\/html/);
+  const csp = page.headers.get('content-security-policy') || '';
+  for (const directive of ["default-src 'self'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"])
+    assert.ok(csp.split(';').map((d) => d.trim()).includes(directive), `CSP lacks ${directive}: ${csp}`);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval|\*|https?:/, `CSP allows too much: ${csp}`);
+  assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(page.headers.get('x-frame-options'), 'DENY');
+  assert.equal(page.headers.get('referrer-policy'), 'no-referrer');
+
+  // The page itself needs nothing the CSP forbids: no inline script, no style or event attribute,
+  // nothing from another origin.
+  assert.doesNotMatch(page.body, /<script(?![^>]*\ssrc=)[^>]*>/i);
+  assert.doesNotMatch(page.body, /\sstyle\s*=/i);
+  assert.doesNotMatch(page.body, /\son[a-z]+\s*=/i);
+  assert.doesNotMatch(page.body, /(src|href)\s*=\s*"(https?:)?\/\//i);
+  for (const [file, type] of [['app.js', /^text\/javascript/], ['api.js', /^text\/javascript/], ['live.js', /^text\/javascript/], ['app.css', /^text\/css/]]) {
+    const r = await httpGet(`${main.origin}/${file}`);
+    assert.equal(r.status, 200, file);
+    assert.match(r.headers.get('content-type'), type, file);
+    assert.doesNotMatch(r.body, /localStorage|sessionStorage|document\.cookie|innerHTML|eval\(/, `${file} uses an API the dashboard avoids`);
+  }
+
+  assert.equal(await wsHandshakeStatus(main, 'http://evil.example'), 403, 'a foreign Origin is refused');
+  assert.equal(await wsHandshakeStatus(main, `http://localhost:${main.port}`), 403, 'another origin of the same host is refused');
+  assert.equal(await wsHandshakeStatus(main, main.origin), 101, "the dashboard's own origin is accepted");
+});
+
+scenario('alice and bob log in from two browser contexts; the token stays in memory', async () => {
+  alice = await openDashboard('alice', main);
+  bob = await openDashboard('bob', main);
+  await screenshot(alice.page, '01-login');
+  await assertAccessible(alice.page, 'the login form');
+
+  // A wrong password is explained, and the form stays.
+  await logIn(bob.page, 'bob', 'not-the-password');
+  await visible(bob.page.getByRole('alert').filter({ hasText: 'The username or password is not right. Check them and try again.' }));
+  await logInAndWait(bob.page, 'bob');
+  await logInAndWait(alice.page, 'alice');
+  await visible(alice.page.getByText('Signed in as alice'));
+  await visible(bob.page.getByText('Signed in as bob'));
+
+  for (const { page, w, origin } of [alice, bob]) {
+    // One socket, same origin, path /ws, no token in its URL; the token goes in the first message.
+    assert.deepEqual(w.sockets, [`${origin.replace('http:', 'ws:')}/ws`]);
+    const first = parsedFrames(w.sent, 0)[0];
+    assert.equal(first.type, 'auth');
+    assert.equal(first.v, 1);
+    assert.ok(first.token && first.token.length > 20);
+    const stored = await page.evaluate(() => ({
+      local: localStorage.length,
+      session: sessionStorage.length,
+      cookie: document.cookie,
+      url: location.href,
+      html: document.documentElement.outerHTML,
+    }));
+    assert.equal(stored.local, 0, 'nothing in localStorage');
+    assert.equal(stored.session, 0, 'nothing in sessionStorage');
+    assert.equal(stored.cookie, '');
+    assert.equal((await page.context().cookies()).length, 0);
+    assert.ok(!stored.url.includes(first.token), 'the token is not in the URL');
+    assert.ok(!stored.html.includes(first.token), 'the token is not in the document');
+    for (const url of w.requests) assert.ok(!url.includes(first.token), `the token is not in a request URL: ${url}`);
+  }
+
+  // From now on, each page notes it if anything of the other user ever shows up.
+  await watchForLeaks(bob.page, [ALICE_SITE, ALICE_URL, 'Recipes']);
+  await watchForLeaks(alice.page, [BOB_SITE]);
+  await visible(bob.page.getByText('You have no sites yet.'));
+});
+
+scenario('alice creates sites; the form says what is wrong; names are shown as plain text', async () => {
+  const { page } = alice;
+  await page.getByRole('button', { name: 'New site' }).click();
+  await visible(page.getByRole('heading', { name: 'New site' }));
+  await page.getByLabel('Name', { exact: true }).fill(ALICE_SITE);
+  await page.getByLabel('URL', { exact: true }).fill('portfolio.alice.test');
+  await page.getByRole('button', { name: 'Create site' }).click();
+  await visible(page.getByText('The address must start with https:// or http://.'));
+  assert.equal(await page.getByLabel('URL', { exact: true }).getAttribute('aria-invalid'), 'true');
+  await screenshot(page, '02-new-site-form');
+  await assertAccessible(page, 'the site form with an error');
+
+  await page.getByLabel('URL', { exact: true }).fill(ALICE_URL);
+  await page.getByRole('button', { name: 'Create site' }).click();
+  const row = siteRow(page, ALICE_SITE);
+  await visible(row);
+  // The hosting server sets it up; its answer arrives over the WebSocket.
+  await visible(row.getByText('Not deployed yet'), 15000);
+  await visible(row.getByRole('link', { name: ALICE_URL }));
+  aliceSiteId = Number(await row.getAttribute('data-site-id'));
+  assert.ok(aliceSiteId > 0);
+
+  await page.getByRole('button', { name: 'New site' }).click();
+  await page.getByLabel('Name', { exact: true }).fill(ALICE_MARKUP_SITE);
+  await page.getByLabel('URL', { exact: true }).fill('https://recipes.alice.test/');
+  await page.getByRole('button', { name: 'Create site' }).click();
+  const markupRow = siteRow(page, ALICE_MARKUP_SITE);
+  await visible(markupRow);
+  await visible(markupRow.getByText('Not deployed yet'), 15000);
+  assert.equal(await markupRow.locator('b').count(), 0, 'a site name is never parsed as HTML');
+  assert.equal(await markupRow.getByRole('rowheader').innerText(), ALICE_MARKUP_SITE);
+  await screenshot(page, '03-sites');
+});
+
+scenario('alice deploys a site and sees the progress live until it is deployed', async () => {
+  const { page, w } = alice;
+  const row = siteRow(page, ALICE_SITE);
+  const receivedBefore = w.received.length;
+  await page.getByRole('button', { name: `Deploy ${ALICE_SITE}` }).click();
+
+  const bar = page.getByRole('progressbar', { name: new RegExp(`Deploying “${ALICE_SITE}” — \\d+%`) });
+  await visible(bar);
+  await page.waitForFunction(() => {
+    const p = document.querySelector('tr.progress-row:not([hidden]) progress');
+    return p && p.value > 0 && p.value < 100;
+  });
+  await visible(row.locator('td[data-label="Status"]').getByText('Deploying…'));
+  await screenshot(page, '04-deploy-in-progress');
+  await assertAccessible(page, 'the sites list during a deploy');
+
+  await visible(page.locator('#sites-table').getByText(`Deploy of “${ALICE_SITE}” finished: deployed`), 20000);
+  await visible(row.getByText('Deployed', { exact: true }));
+  assert.equal((await row.locator('td[data-label="Deployer"]').innerText()).trim(), 'agent-1');
+  const lastDeploy = (await row.locator('td[data-label="Last deploy"]').innerText()).trim();
+  assert.notEqual(lastDeploy, 'Never');
+  assert.match(lastDeploy, /\d{4}/);
+  const log = await page.locator('tr.progress-row:not([hidden]) ol.deploy-steps').innerText();
+  for (const step of ['preparing release', 'writing files', 'switching current release', 'Deployed'])
+    assert.ok(log.includes(step), `the step log shows "${step}": ${log}`);
+  assert.equal(await page.locator('tr.progress-row:not([hidden]) progress').evaluate((p) => p.value), 100);
+  await screenshot(page, '05-deployed');
+
+  // It came over the WebSocket, and the agent really switched the site to the new release.
+  const frames = parsedFrames(w.received.slice(receivedBefore));
+  assert.ok(frames.filter((f) => f.type === 'progress' && f.site === aliceSiteId && f.op === 'site.deploy').length >= 2);
+  assert.ok(frames.some((f) => f.type === 'result' && f.site === aliceSiteId && f.status === 'ok' && f.payload?.deploy_status === 'deployed'));
+  assert.ok(fs.existsSync(path.join(platform.sitesRoot, `site-${aliceSiteId}`, 'current')));
+});
+
+scenario("bob's page never shows alice's sites or their updates", async () => {
+  const { page, w } = bob;
+  await visible(page.getByText('You have no sites yet.'));
+  await page.getByRole('button', { name: 'New site' }).click();
+  await page.getByLabel('Name', { exact: true }).fill(BOB_SITE);
+  await page.getByLabel('URL', { exact: true }).fill('https://shop.bob.test');
+  await page.getByRole('button', { name: 'Create site' }).click();
+  await visible(siteRow(page, BOB_SITE).getByText('Not deployed yet'), 15000);
+  assert.equal(await page.locator('tr.site-row').count(), 1);
+  await screenshot(page, '06-bob-sites');
+
+  assert.deepEqual(await page.evaluate(() => window.__leaks), []);
+  for (const frame of parsedFrames(w.received)) {
+    assert.notEqual(frame.site, aliceSiteId, `bob received an update of alice's site: ${JSON.stringify(frame)}`);
+    assert.ok(!JSON.stringify(frame).includes(ALICE_SITE));
+  }
+  assert.deepEqual(await alice.page.evaluate(() => window.__leaks), []);
+  assert.equal(await siteRow(alice.page, BOB_SITE).count(), 0);
+});
+
+scenario("bob opening alice's site by its id is refused", async () => {
+  const { page } = bob;
+  const answer = page.waitForResponse((r) => r.url().endsWith(`/api/sites/${aliceSiteId}`));
+  await page.evaluate((id) => {
+    window.location.hash = `#/sites/${id}`;
+  }, aliceSiteId);
+  assert.equal((await answer).status(), 403);
+  await visible(page.getByRole('alert').filter({ hasText: REFUSAL_TEXT }));
+  await visible(page.getByRole('heading', { name: 'Site not available', level: 1 }));
+  assert.equal(await page.getByRole('button', { name: 'Deploy' }).count(), 0);
+  assert.deepEqual(await page.evaluate(() => window.__leaks), []);
+  await screenshot(page, '07-refusal');
+  await assertAccessible(page, 'the refusal');
+
+  // The same address in alice's page opens her site.
+  await alice.page.evaluate((id) => {
+    window.location.hash = `#/sites/${id}`;
+  }, aliceSiteId);
+  await visible(alice.page.getByRole('heading', { name: ALICE_SITE, level: 1 }));
+  await visible(alice.page.locator('#detail-status').getByText('Deployed', { exact: true }));
+  await alice.page.getByRole('link', { name: '← Back to your sites' }).click();
+  await visible(alice.page.getByRole('heading', { name: 'Your sites', level: 1 }));
+  await page.getByRole('link', { name: '← Back to your sites' }).click();
+  await visible(siteRow(page, BOB_SITE));
+});
+
+scenario('alice edits a site and deletes another', async () => {
+  const { page } = alice;
+  await page.getByRole('button', { name: `Edit ${ALICE_MARKUP_SITE}` }).click();
+  await visible(page.getByRole('heading', { name: `Edit “${ALICE_MARKUP_SITE}”` }));
+  await page.getByLabel('Name', { exact: true }).fill('');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await visible(page.getByText('Enter a name for the site.'));
+  await page.getByLabel('Name', { exact: true }).fill(ALICE_RENAMED_SITE);
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await visible(siteRow(page, ALICE_RENAMED_SITE));
+  assert.equal(await siteRow(page, ALICE_MARKUP_SITE).count(), 0);
+
+  await page.getByRole('button', { name: `Delete ${ALICE_RENAMED_SITE}` }).click();
+  const dialog = page.getByRole('dialog', { name: 'Delete this site?' });
+  await visible(dialog);
+  await visible(dialog.getByText(`“${ALICE_RENAMED_SITE}” and its files on the hosting server will be removed.`));
+  await dialog.getByRole('button', { name: 'Delete site' }).click();
+  await hidden(siteRow(page, ALICE_RENAMED_SITE));
+  assert.equal(await page.locator('tr.site-row').count(), 1);
+  await visible(siteRow(page, ALICE_SITE));
+});
+
+scenario('the dashboard fits a phone screen', async () => {
+  const { page } = alice;
+  await page.setViewportSize(PHONE);
+  await visible(page.getByRole('button', { name: 'New site' }));
+  const widths = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }));
+  assert.ok(widths.scroll <= widths.client, `no sideways scrolling at ${PHONE.width} px: ${JSON.stringify(widths)}`);
+  for (const name of [`Deploy ${ALICE_SITE}`, `Edit ${ALICE_SITE}`, `Delete ${ALICE_SITE}`, 'Log out']) {
+    const box = await page.getByRole('button', { name }).boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= PHONE.width, `${name} fits the screen`);
+    assert.ok(box.height >= 40, `${name} is big enough to touch`);
+  }
+  // Each value says what it is, since the table's header row is not shown.
+  const label = await siteRow(page, ALICE_SITE).locator('td[data-label="Status"]').evaluate((td) => getComputedStyle(td, '::before').content);
+  assert.equal(label, '"Status"');
+  await screenshot(page, '08-phone', { fullPage: true });
+  await assertAccessible(page, 'the sites list at phone width');
+  await page.setViewportSize(DESKTOP);
+});
+
+scenario('a lost connection shows a banner, and the page reconnects by itself', async () => {
+  const { page, w } = alice;
+  const socketsBefore = w.sockets.length;
+  const token = parsedFrames(w.sent, 0)[0].token;
+  assert.equal(await platform.stopBackend('backend'), 0, 'the backend stops cleanly on SIGTERM');
+  await visible(page.getByRole('alert').filter({ hasText: BANNER_TEXT }));
+  await visible(page.getByText('Reconnecting…', { exact: true }));
+  await visible(bob.page.getByRole('alert').filter({ hasText: BANNER_TEXT }));
+  await screenshot(page, '09-reconnecting');
+  await assertAccessible(page, 'the connection banner');
+
+  await sleep(500);
+  await platform.restartBackend('backend');
+  await hidden(page.locator('#banner'), 20000);
+  await visible(page.getByText('Live updates on'));
+  await hidden(bob.page.locator('#banner'), 20000);
+  assert.ok(w.sockets.length > socketsBefore, 'a new socket was opened');
+  const reconnectAuth = parsedFrames(w.sent, w.sockets.length - 1)[0];
+  assert.equal(reconnectAuth.type, 'auth');
+  assert.equal(reconnectAuth.token, token, 'the same in-memory token authenticates the new socket');
+  await visible(siteRow(page, ALICE_SITE).getByText('Deployed', { exact: true }));
+
+  // Live updates flow again once the restarted backend is back at the hub.
+  await platform.waitAgentOnline(main.origin);
+  const newSocket = w.sockets.length - 1;
+  await page.getByRole('button', { name: `Deploy ${ALICE_SITE}` }).click();
+  await visible(page.locator('#sites-table').getByText(`Deploying “${ALICE_SITE}” —`));
+  await visible(page.locator('#sites-table').getByText(`Deploy of “${ALICE_SITE}” finished: deployed`), 20000);
+  assert.ok(parsedFrames(w.received, newSocket).some((f) => f.type === 'progress' && f.site === aliceSiteId));
+  assert.deepEqual(await bob.page.evaluate(() => window.__leaks), []);
+});
+
+scenario('a deploy that fails midway is shown as failed, in words', async () => {
+  const { page } = alice;
+  const row = siteRow(page, ALICE_SITE);
+  await page.getByRole('button', { name: `Deploy ${ALICE_SITE}` }).click();
+  await page.waitForFunction(() => {
+    const p = document.querySelector('tr.progress-row:not([hidden]) progress');
+    return p && p.value > 0 && p.value < 100;
+  });
+  // The hosting server goes away in the middle of it.
+  platform.agent.killNow();
+  await platform.agent.exited;
+  await visible(page.locator('#sites-table').getByText(`Deploy of “${ALICE_SITE}” failed`), 20000);
+  await visible(page.locator('#sites-table').getByText('Failed: The hosting server disconnected before it finished.'));
+  await visible(row.locator('td[data-label="Status"]').getByText('Failed', { exact: true }));
+  await screenshot(page, '10-deploy-failed');
+  await assertAccessible(page, 'a failed deploy');
+
+  // Back online, the next deploy goes through.
+  platform.startAgent();
+  await platform.waitAgentOnline(main.origin);
+  await page.getByRole('button', { name: `Deploy ${ALICE_SITE}` }).click();
+  await visible(page.locator('#sites-table').getByText(`Deploy of “${ALICE_SITE}” finished: deployed`), 20000);
+  await visible(row.getByText('Deployed', { exact: true }));
+});
+
+scenario('the token is refreshed over the same WebSocket before it expires', async () => {
+  const carol = await openDashboard('alice-short-session', short);
+  const { page, w } = carol;
+  await logInAndWait(page, 'alice');
+  await visible(siteRow(page, ALICE_SITE));
+  const firstToken = parsedFrames(w.sent, 0)[0].token;
+
+  await sleep(SHORT_LIFETIME_S * 1500);  // one and a half lifetimes of the first token
+  assert.equal(await page.locator('#login-view').isHidden(), true, 'still logged in');
+  await visible(page.getByText('Live updates on'));
+  assert.equal(w.sockets.length, 1, 'the same socket all along');
+  const reauths = parsedFrames(w.sent, 0).filter((f) => f.type === 'reauth');
+  assert.ok(reauths.length >= 2, `the token was handed over on the socket (${reauths.length} reauth)`);
+  assert.ok(reauths.every((f) => f.token && f.token !== firstToken));
+  const refreshes = w.responses.filter((r) => r.url.endsWith('/api/token/refresh'));
+  assert.ok(refreshes.length >= 2 && refreshes.every((r) => r.status === 200));
+  assert.ok(parsedFrames(w.received, 0).filter((f) => f.type === 'auth_ok').length >= 3);
+  // The page still works with the refreshed token.
+  await page.evaluate((id) => {
+    window.location.hash = `#/sites/${id}`;
+  }, aliceSiteId);
+  await visible(page.getByRole('heading', { name: ALICE_SITE, level: 1 }));
+  // This backend has no hosting service behind it: the refusal comes in words.
+  await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+  await visible(page.getByRole('alert').filter({
+    hasText: `“${ALICE_SITE}” was not deployed. The hosting service cannot be reached right now, so the deploy did not start. Try again in a minute.`,
+  }));
+  await screenshot(page, '11-site-detail');
+  await assertAccessible(page, 'one site with an error');
+  await page.getByRole('link', { name: '← Back to your sites' }).click();
+  await visible(siteRow(page, ALICE_SITE));
+});
+
+scenario('a token that expires mid-session leads back to the login form', async () => {
+  const { page } = opened.find((o) => o.name === 'alice-short-session');
+  // The refresh cannot reach the server any more (as on a broken network): the token runs out.
+  await page.route('**/api/token/refresh', (route) => route.abort('connectionrefused'));
+  await visible(page.getByText(EXPIRED_TEXT), (SHORT_LIFETIME_S + 6) * 1000);
+  await visible(page.getByRole('heading', { name: 'Log in to Citrus' }));
+  await visible(page.getByLabel('Username'));
+  assert.equal(await page.locator('#sites-view').isHidden(), true);
+  assert.equal(await page.locator('tr.site-row').count(), 0, "nothing of the user's stays on the page");
+  assert.equal(await page.getByText('Signed in as').isHidden(), true);
+  assert.equal(await page.locator('#user-name').textContent(), '');
+  assert.equal(await page.evaluate(() => document.documentElement.outerHTML.includes('alice-portfolio')), false);
+  await screenshot(page, '12-session-expired');
+  await assertAccessible(page, 'the expired-session login form');
+
+  await page.unroute('**/api/token/refresh');
+  await logInAndWait(page, 'alice');
+  await visible(siteRow(page, ALICE_SITE));
+});
+
+scenario('logging out forgets the session', async () => {
+  const { page, w } = bob;
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await visible(page.getByText('You have logged out.'));
+  await page.evaluate(() => {
+    window.location.hash = '#/';
+  });
+  await visible(page.getByRole('heading', { name: 'Log in to Citrus' }));
+  assert.equal(await page.locator('tr.site-row').count(), 0);
+  const sockets = w.sockets.length;
+  await sleep(1500);
+  assert.equal(w.sockets.length, sockets, 'no reconnection after logging out');
+});
+
+scenario('no page loaded anything from elsewhere, broke the CSP or threw an error', async () => {
+  assert.ok(opened.length >= 3);
+  for (const { name, page, w, origin } of opened) {
+    for (const url of w.requests) assert.ok(url.startsWith(`${origin}/`), `${name} loaded ${url}`);
+    for (const url of w.sockets) assert.ok(url.startsWith(origin.replace('http:', 'ws:')), `${name} connected to ${url}`);
+    assert.deepEqual(w.pageErrors, [], `${name}: script errors`);
+    assert.deepEqual(w.cspConsole, [], `${name}: CSP messages`);
+    assert.deepEqual(await page.evaluate(() => window.__cspViolations), [], `${name}: CSP violations`);
+  }
+});
+
+scenario('the backend, hub and agent shut down cleanly, with no sanitizer report', async () => {
+  await browser.close();
+  browser = null;
+  const ended = await platform.shutdown();
+  assert.deepEqual(ended.map((e) => e.name).sort(), ['agent', 'backend', 'backend-short', 'hub']);
+  for (const e of ended) {
+    assert.deepEqual(e.sanitizer, [], `${e.name} reported a sanitizer error`);
+    assert.equal(e.code, 0, `${e.name} exit status after SIGTERM`);
+  }
+});

@@ -377,6 +377,20 @@ TEST_SUITE("jwt") {
     }
   }
 
+  // Found by tests/fuzz/fuzz_jwt: cpp-jwt converts exp, nbf and iat to uint64_t unchecked, and a float beyond
+  // that range is undefined behaviour (UBSan: float-cast-overflow), so our claim checks must come first.
+  TEST_CASE_FIXTURE(fixture, "time claims that are floats out of range never reach cpp-jwt's conversions") {
+    for (const char* claim : {"exp", "nbf", "iat"}) {
+      for (const char* raw : {"18922337203685477580700000900", "1.8e19", "-5.0", "-1e19", "1e300"}) {
+        CAPTURE(claim);
+        CAPTURE(raw);
+        CHECK(verify_error(sign(good_header, standard_claims().set(claim, raw).json())) == errc::auth_failed);
+        CHECK(verify_error(sign(good_header, standard_claims().set(claim, raw).json()), t0 + 100'000) ==
+              errc::auth_failed);
+      }
+    }
+  }
+
   TEST_CASE_FIXTURE(fixture, "a lifetime longer than max_lifetime is refused") {
     CHECK(accepts(sign(good_header, standard_claims(t0, 3600).json())));
     CHECK(verify_error(sign(good_header, standard_claims(t0, 3601).json())) == errc::auth_failed);
@@ -409,7 +423,7 @@ TEST_SUITE("jwt") {
     }
   }
 
-  TEST_CASE_FIXTURE(fixture, "role must be user or admin; name and jti must be strings") {
+  TEST_CASE_FIXTURE(fixture, "role must be user or admin, then name and jti must be strings") {
     for (const auto& raw : {q("root"), q("Admin"), q(""), std::string("1"), std::string("null")}) {
       CAPTURE(raw);
       CHECK(verify_error(sign(good_header, standard_claims().set("role", raw).json())) == errc::auth_failed);
@@ -521,6 +535,21 @@ TEST_SUITE("jwt") {
     CHECK(verify_error(sign(good_header, standard_claims().json() + "{}")) == errc::auth_failed);
     // A valid claim set whose name is not UTF-8.
     CHECK(verify_error(sign(good_header, standard_claims().set("name", "\"al\xff\xfe\"").json())) == errc::auth_failed);
+  }
+
+  // Found by tests/fuzz/fuzz_jwt: nlohmann's lexer reads a NUL byte as the end of the input, so a strict parse
+  // accepted whatever followed one; other JSON parsers (simdjson) refuse such a payload.
+  TEST_CASE_FIXTURE(fixture, "nothing may follow the payload object, not even after a NUL byte") {
+    const std::string claims = standard_claims().json();
+    CHECK(accepts(sign(good_header, claims)));  // control
+    for (const std::string& tail : {std::string(1, '\0'), std::string(" \0\0\0", 4), std::string("\0{\"sub\":\"1\"}", 12),
+                                    std::string("\0garbage", 8)}) {
+      CAPTURE(tail.size());
+      CHECK(verify_error(sign(good_header, claims + tail)) == errc::auth_failed);
+    }
+    std::string inside = claims;
+    inside.insert(inside.size() - 1, std::string(",\"x\":\0", 6));  // {"...",  "x":<NUL>}
+    CHECK(verify_error(sign(good_header, inside)) == errc::auth_failed);
   }
 
   TEST_CASE_FIXTURE(fixture, "tampering: a changed payload with the original signature, or a changed signature") {

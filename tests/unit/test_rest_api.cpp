@@ -238,7 +238,7 @@ TEST_SUITE("rest_api") {
     CHECK(f.log.count("rest_exception") == 1);
   }
 
-  TEST_CASE("login returns a token, the user and its lifetime; nothing secret is logged") {
+  TEST_CASE("login returns a token, the user and its lifetime, then nothing secret is logged") {
     rest_fixture f;
     auto r = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})");
     CHECK(r.status == 200);
@@ -280,7 +280,20 @@ TEST_SUITE("rest_api") {
     CHECK_FALSE(f.log.mentions("guess"));
   }
 
-  TEST_CASE("token refresh: a live token gets a fresh one; missing, garbage, expired and deleted users do not") {
+  // Found by tests/fuzz/fuzz_rest: the login's 401 was the only one without WWW-Authenticate (RFC 9110 requires
+  // it on every 401, and rest_api.hpp promises it).
+  TEST_CASE("a refused login is a 401 with WWW-Authenticate, like every other 401") {
+    rest_fixture f;
+    for (const char* body : {R"({"username":"alice","password":"guess"})", R"({"username":"nobody","password":"x"})"}) {
+      CAPTURE(body);
+      auto r = f.call("POST", "/api/login", body);
+      CHECK(r.status == 401);
+      CHECK(r.body == error_body("Invalid username or password"));
+      CHECK(r.header("WWW-Authenticate") == "Bearer");
+    }
+  }
+
+  TEST_CASE("token refresh: a live token gets a fresh one, then missing, garbage, expired and deleted users do not") {
     rest_fixture f;
     auto first = f.call("POST", "/api/login", R"({"username":"bob","password":"bob-pw"})");
     const std::string token = between(first.body, R"("token":")", "\"");
@@ -571,7 +584,7 @@ TEST_SUITE("rest_api") {
     CHECK(r.body == unavailable);
   }
 
-  TEST_CASE("verify-agent: hub credentials required; one answer for a wrong key and an unknown agent") {
+  TEST_CASE("verify-agent: hub credentials required, then one answer for a wrong key and an unknown agent") {
     rest_fixture f;
     const std::string ok_body = f.verify_body("agent-1", f.agent1_key);
     for (const std::string& auth : {std::string(), f.bearer(f.alice), std::string("Bearer hub-1:hk_wrong"),
@@ -657,7 +670,7 @@ TEST_SUITE("rest_api") {
     CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", newest), f.hub_auth()).body == valid);
   }
 
-  TEST_CASE("verify-agent is rate limited per hub; failed hub logins are charged to the address") {
+  TEST_CASE("verify-agent is rate limited per hub, then failed hub logins are charged to the address") {
     rest_config cfg = no_address_limit();
     cfg.verify_agent_rate = rate{1, 3};
     rest_fixture f(cfg);
@@ -736,7 +749,7 @@ TEST_SUITE("rest_api") {
     CHECK(f.call("POST", "/api/admin/hubs", R"({"hubId":"hub-9"})", gone_admin).body == auth_required_body);
   }
 
-  TEST_CASE("administrators register agents, commanders and hubs; keys are shown once and never recorded") {
+  TEST_CASE("administrators register agents, commanders and hubs, then keys are shown once and never recorded") {
     rest_fixture f;
     const std::string root = f.bearer(f.root);
     auto agent = f.call("POST", "/api/admin/agents", R"({"agentId":"agent-9","trustedCommanders":["backend-1"]})", root);

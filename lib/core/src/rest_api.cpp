@@ -726,7 +726,7 @@ struct rest_api::impl {
     auto done = svc.login.login(v[0].text, v[1].text, address);
     if (done) return token_response(*done);
     const errc code = to_errc(done.error());
-    if (code == errc::auth_failed) return error_response(401, msg_bad_login);
+    if (code == errc::auth_failed) return unauthenticated(msg_bad_login);  // a 401 names its scheme (RFC 9110)
     return failure(done.error(), "login");
   }
 

@@ -150,6 +150,9 @@ class payload_scanner final : public nlohmann::json_sax<json> {
 };
 
 bool payload_is_sound(const std::string& payload, std::size_t max_depth) noexcept {
+  // nlohmann's lexer takes a NUL byte for the end of the input, so "{...}\0anything" would pass the strict
+  // parse below; JSON text never holds a raw NUL (found by tests/fuzz/fuzz_jwt).
+  if (payload.find('\0') != std::string::npos) return false;
   try {
     payload_scanner scanner(max_depth);
     // strict: nothing may follow the object
@@ -160,6 +163,16 @@ bool payload_is_sound(const std::string& payload, std::size_t max_depth) noexcep
 }
 
 // ------------------------------------------------------------------ claims
+
+/// The payload's claims, parsed as cpp-jwt parses them (nlohmann), without letting an exception out.
+bool parse_claims(const std::string& payload, json& out) noexcept {
+  try {
+    out = json::parse(payload, nullptr, /*allow_exceptions=*/false);
+    return out.is_object();
+  } catch (...) {
+    return false;
+  }
+}
 
 const json* member(const json& object, const char* name) {
   const auto it = object.find(name);
@@ -314,11 +327,11 @@ result<token_claims> hs256_token_service::verify(std::string_view token, wall_ti
   if (!b64url_decode(parts.payload, payload)) return errc::auth_failed;
   if (!payload_is_sound(payload, max_payload_depth)) return errc::auth_failed;
 
-  // 5. cpp-jwt, wrapped.
+  // 5. Every claim required, with its type, checked against `now` — before cpp-jwt sees the token: it
+  //    converts exp, nbf and iat to uint64_t unchecked, and a float out of that range there (1e28, -5.0) is
+  //    undefined behaviour (found by tests/fuzz/fuzz_jwt).
   json claims;
-  if (!cpp_jwt_decode(token, config_.secret, claims)) return errc::auth_failed;
-
-  // 6. Every claim required, with its type, checked against `now`.
+  if (!parse_claims(payload, claims)) return errc::auth_failed;
   token_claims out;
   std::string text;
   if (!string_claim(claims, "iss", text) || text != config_.issuer) return errc::auth_failed;
@@ -337,7 +350,11 @@ result<token_claims> hs256_token_service::verify(std::string_view token, wall_ti
   const long long now_s = to_unix_seconds(now);
   const long long leeway = config_.leeway.count();
   if (iat > now_s + leeway || nbf > now_s + leeway) return errc::auth_failed;  // not yet valid
-  if (now_s - leeway >= exp) return errc::token_expired;                        // only the expiry failed
+
+  // 6. cpp-jwt, wrapped, as a second opinion that must read the same claims.
+  json decoded;
+  if (!cpp_jwt_decode(token, config_.secret, decoded) || decoded != claims) return errc::auth_failed;
+  if (now_s - leeway >= exp) return errc::token_expired;  // only the expiry failed
 
   out.issued_at = from_unix_seconds(iat);
   out.expires_at = from_unix_seconds(exp);

@@ -30,5 +30,8 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktra
 # The dashboard in a real browser (Chromium headless) against the three executables.
 "$root/scripts/e2e.sh" "$build"
 
+# A short run of every libFuzzer target over its seed corpus (clang build in build/fuzz).
+"$root/scripts/fuzz.sh"
+
 # Everything else: unit, storage, transport, agent and integration tests (ctest's summary ends the run).
 cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 300

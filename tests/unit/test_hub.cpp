@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "hub_fixture.hpp"
 
 using namespace citrus;
@@ -35,7 +37,7 @@ struct routed : hub_fixture {
 }  // namespace
 
 TEST_SUITE("hub") {
-  TEST_CASE("a command reaches its agent tagged with the sender's commanderId; updates reach only that commander") {
+  TEST_CASE("a command reaches its agent tagged with the sender's commanderId, then updates reach only that commander") {
     routed f;
     f.backend->send(command_frame("r1", "agent-1"));
     f.net->run();
@@ -126,7 +128,7 @@ TEST_SUITE("hub") {
     CHECK(f.hub().requests_in_flight() == 1);
   }
 
-  TEST_CASE("agents may not send commands; commanders may not send updates") {
+  TEST_CASE("agents may not send commands, then commanders may not send updates") {
     routed f;
     f.agent1->send(command_frame("x", "agent-2"));
     f.backend->send(result_frame("x", "backend-1"));
@@ -202,7 +204,7 @@ TEST_SUITE("hub") {
     CHECK(count_with(*f.backend, R"("state":"offline")") == 1);  // presence
   }
 
-  TEST_CASE("a request with no update before the timeout fails; progress extends it") {
+  TEST_CASE("a request with no update before the timeout fails, then progress extends it") {
     hub_config cfg;
     cfg.request_timeout = 10s;
     routed f(cfg);
@@ -315,7 +317,7 @@ TEST_SUITE("hub_auth") {
     CHECK(contains(fresh.first->messages.at(0), R"("type":"auth_ok")"));
   }
 
-  TEST_CASE("messages before authentication are refused; no auth within the timeout closes") {
+  TEST_CASE("messages before authentication are refused, then no auth within the timeout closes") {
     hub_config cfg;
     cfg.auth_timeout = 2s;
     hub_fixture f(cfg);
@@ -342,7 +344,7 @@ TEST_SUITE("hub_auth") {
     CHECK(end->closed_with() == close_code::rate_limited);
   }
 
-  TEST_CASE("the newest connection of an identity replaces the older; in-flight requests carry over") {
+  TEST_CASE("the newest connection of an identity replaces the older, then in-flight requests carry over") {
     routed f;
     f.backend->send(command_frame("r1", "agent-1"));
     f.net->run();
@@ -422,6 +424,39 @@ TEST_SUITE("hub_flow") {
     CHECK(f.hub().counters().slow_consumers == 1);
     CHECK(f.backend_end->closed_with() == close_code::slow_consumer);
     CHECK(f.agent1_end->is_open());
+  }
+
+  // Found by tests/fuzz/fuzz_hub: a progress held back under backpressure was flushed on drain after a newer
+  // progress of the same request that had been sent directly, once the buffer had drained part of the way.
+  TEST_CASE("slow consumer: a held-back progress never arrives after a newer one of its request") {
+    hub_config cfg;
+    cfg.outbound_soft_limit = 300;  // three progress frames (77 bytes each) fit
+    hub_fixture f(cfg);
+    // The commander connects first, so the loopback delivers to it before it delivers the agent's messages.
+    auto [backend, backend_end] = f.connect("commander", "backend-1", f.backend_key);
+    auto agent = f.connect("agent", "agent-1", f.agent1_key).first;
+    backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    backend->messages.clear();
+
+    backend_end->set_reading(false);
+    for (int p = 1; p <= 6; ++p) agent->send(progress_frame("r1", "backend-1", p));  // 4..6 are coalesced
+    f.net->run();
+    CHECK(f.hub().counters().coalesced == 3);
+    backend_end->set_reading(true);  // the commander reads again while the agent reports 50
+    agent->send(progress_frame("r1", "backend-1", 50));
+    f.net->run();
+
+    std::vector<int> seen;
+    for (const std::string& m : backend->messages) {
+      const std::size_t at = m.find(R"("percent":)");
+      REQUIRE(at != std::string::npos);
+      seen.push_back(std::stoi(m.substr(at + 10)));
+    }
+    CAPTURE(seen.size());
+    REQUIRE_FALSE(seen.empty());
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    CHECK(seen.back() == 50);
   }
 
   TEST_CASE("every message is logged with metadata, never with secrets or payloads") {

@@ -25,10 +25,17 @@ struct inbound_item {
   std::string frame;    ///< what to send on
 };
 
+struct commander_state;
+struct agent_state;
+
 struct session {
   connection* conn = nullptr;
   session_role role = session_role::pending;
   std::string identity;
+  /// The identity's state once authenticated (map nodes are stable and never erased): no name
+  /// lookup per message.
+  commander_state* commander = nullptr;
+  agent_state* agent = nullptr;
   steady_time auth_deadline{};
   token_bucket bucket;         ///< per connection
   token_bucket unauth_bucket;  ///< auth attempts
@@ -41,6 +48,7 @@ struct session {
 
 struct commander_state {
   connection_id conn;
+  session* sess = nullptr;  ///< the session of `conn` while online (sessions are map nodes: stable)
   bool online = false;
   bool all_agents = false;
   std::vector<std::string> grants;  ///< sorted
@@ -53,6 +61,7 @@ struct commander_state {
 
 struct agent_state {
   connection_id conn;
+  session* sess = nullptr;  ///< the session of `conn` while online
   bool online = false;
   token_bucket bucket;
 };
@@ -66,6 +75,12 @@ struct route {
 
 enum class outbound_kind { command, progress, final };
 
+using route_map = std::unordered_map<std::string, route>;
+
+/// Nodes of finished routes kept for the next ones (their strings keep their capacity), so routing
+/// allocates nothing in the steady state. Bounded: beyond it, nodes are freed.
+constexpr std::size_t max_spare_routes = 4096;
+
 }  // namespace
 
 struct hub::impl {
@@ -76,22 +91,33 @@ struct hub::impl {
   protocol::parser parser;
   hub_counters stats;
   std::unordered_map<std::uint64_t, session> sessions;
+  connection_id last_found_id{};
+  session* last_found = nullptr;
   std::unordered_map<std::string, commander_state> commanders;
   std::unordered_map<std::string, agent_state> agents;
-  std::unordered_map<std::string, route> routes;  ///< key: commander '\n' request
+  route_map routes;  ///< key: commander '\n' request
+  std::vector<route_map::node_type> spare_routes;
   fair_priority_queue<inbound_item*> queue;
   std::vector<std::unique_ptr<inbound_item>> all_items;
   std::vector<inbound_item*> free_items;
   std::function<void()> wakeup;
   std::string out;        ///< scratch for error frames
   std::string route_key;  ///< scratch for lookups
+  std::string name_key;   ///< scratch for commander/agent lookups by view (no temporary strings)
+  protocol::envelope fwd;  ///< scratch for outgoing frames
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);  ///< guards asynchronous verifier callbacks
 
   steady_time now() const { return svc.clk.steady_now(); }
 
+  /// The session of a connection. The last one found is remembered: a message and its routing look
+  /// up the same connection (map nodes are stable; on_close forgets it before erasing).
   session* find(connection_id id) {
+    if (last_found && id == last_found_id) return last_found;
     auto it = sessions.find(id.value());
-    return it == sessions.end() ? nullptr : &it->second;
+    if (it == sessions.end()) return nullptr;
+    last_found_id = id;
+    last_found = &it->second;
+    return last_found;
   }
 
   const std::string& key_of(std::string_view commander, std::string_view request) {
@@ -99,6 +125,44 @@ struct hub::impl {
     route_key.push_back('\n');
     route_key.append(request.data(), request.size());
     return route_key;
+  }
+
+  commander_state* find_commander(std::string_view name) {
+    name_key.assign(name.data(), name.size());
+    auto it = commanders.find(name_key);
+    return it == commanders.end() ? nullptr : &it->second;
+  }
+
+  agent_state* find_agent(std::string_view name) {
+    name_key.assign(name.data(), name.size());
+    auto it = agents.find(name_key);
+    return it == agents.end() ? nullptr : &it->second;
+  }
+
+  /// Records a route, reusing a spare node when there is one.
+  void add_route(const std::string& key, std::string_view commander, std::string_view agent, std::string_view request,
+                 steady_time deadline) {
+    if (spare_routes.empty()) {
+      routes.emplace(key, route{std::string(commander), std::string(agent), std::string(request), deadline});
+      return;
+    }
+    route_map::node_type node = std::move(spare_routes.back());
+    spare_routes.pop_back();
+    node.key().assign(key);
+    route& r = node.mapped();
+    r.commander.assign(commander.data(), commander.size());
+    r.agent.assign(agent.data(), agent.size());
+    r.request.assign(request.data(), request.size());
+    r.deadline = deadline;
+    routes.insert(std::move(node));
+  }
+
+  /// Removes a route; returns the iterator after it.
+  route_map::iterator remove_route(route_map::iterator it) {
+    if (spare_routes.size() >= max_spare_routes) return routes.erase(it);
+    auto next = std::next(it);
+    spare_routes.push_back(routes.extract(it));
+    return next;
   }
 
   inbound_item* take_item() {
@@ -161,7 +225,9 @@ struct hub::impl {
   void deliver(session& s, std::string_view frame, outbound_kind kind, std::string_view request) {
     if (s.closing) return;
     const std::size_t buffered = s.conn->buffered_amount();
-    if (kind == outbound_kind::final) drop_coalesced(s, request);  // a final result supersedes its progress
+    // An update supersedes the progress held back for its request: a final one, and a newer progress too
+    // (else that older progress, flushed on drain, would arrive after it; found by tests/fuzz/fuzz_hub).
+    if (kind != outbound_kind::command && !s.coalesced.empty()) drop_coalesced(s, request);
     if (buffered + frame.size() > cfg.outbound_soft_limit) {
       if (kind == outbound_kind::progress) {
         coalesce(s, request, frame);
@@ -203,19 +269,16 @@ struct hub::impl {
     s.coalesced.erase(s.coalesced.begin(), s.coalesced.begin() + static_cast<std::ptrdiff_t>(sent));
   }
 
-  session* online_commander(std::string_view commander) {
-    auto it = commanders.find(std::string(commander));
-    if (it == commanders.end() || !it->second.online) return nullptr;
-    session* s = find(it->second.conn);
+  /// The session of an online commander or agent, unless it is closing.
+  template <class State>
+  session* online_session(State* state) {
+    if (!state || !state->online) return nullptr;
+    session* s = state->sess;  // = find(state->conn): set and cleared with `online`
     return (s && !s->closing) ? s : nullptr;
   }
 
-  session* online_agent(std::string_view agent) {
-    auto it = agents.find(std::string(agent));
-    if (it == agents.end() || !it->second.online) return nullptr;
-    session* s = find(it->second.conn);
-    return (s && !s->closing) ? s : nullptr;
-  }
+  session* online_commander(std::string_view commander) { return online_session(find_commander(commander)); }
+  session* online_agent(std::string_view agent) { return online_session(find_agent(agent)); }
 
   void send_presence(session& commander_session, std::string_view agent, bool online) {
     protocol::envelope e;
@@ -235,9 +298,9 @@ struct hub::impl {
 
   /// Ends a route with an error to its commander (if reachable).
   void fail_route(const route& r, errc code) {
-    auto cit = commanders.find(r.commander);
-    if (cit != commanders.end() && cit->second.in_flight > 0) --cit->second.in_flight;
-    if (session* c = online_commander(r.commander)) {
+    commander_state* cs = find_commander(r.commander);
+    if (cs && cs->in_flight > 0) --cs->in_flight;
+    if (session* c = online_session(cs)) {
       protocol::envelope e;
       e.type = protocol::message_type::error;
       e.id = r.request;
@@ -295,9 +358,11 @@ struct hub::impl {
       s.role = session_role::commander;
       auto [cit, created] = commanders.try_emplace(p.id);
       commander_state& c = cit->second;
+      s.commander = &c;
       if (created) c.bucket = token_bucket(cfg.identity_rate, now());
       replace_older(c.online ? c.conn : connection_id{}, id);
       c.conn = id;
+      c.sess = &s;
       c.online = true;
       c.all_agents = std::find(p.grants.begin(), p.grants.end(), "*") != p.grants.end();
       std::sort(p.grants.begin(), p.grants.end());
@@ -306,9 +371,11 @@ struct hub::impl {
       s.role = session_role::agent;
       auto [ait, created] = agents.try_emplace(p.id);
       agent_state& a = ait->second;
+      s.agent = &a;
       if (created) a.bucket = token_bucket(cfg.identity_rate, now());
       replace_older(a.online ? a.conn : connection_id{}, id);
       a.conn = id;
+      a.sess = &s;
       a.online = true;
     }
     svc.log.log(log_level::info, "auth_ok",
@@ -324,7 +391,7 @@ struct hub::impl {
       announce_agent(s.identity, true);
     } else {
       for (auto& [agent, a] : agents)
-        if (a.online && commanders[s.identity].granted(agent)) send_presence(s, agent, true);
+        if (a.online && s.commander->granted(agent)) send_presence(s, agent, true);
     }
   }
 
@@ -334,16 +401,18 @@ struct hub::impl {
     if (session* old = find(older)) {
       old->role = session_role::pending;  // its close must not take the identity offline
       old->identity.clear();
+      old->commander = nullptr;
+      old->agent = nullptr;
       close(*old, close_code::replaced, "replaced by a newer connection");
     }
   }
 
   // ------------------------------------------------------------------ inbound
-  bool admit(session& s, connection_id id, const std::string& identity_rate_owner) {
-    const steady_time t = now();
+  /// Per-connection, then per-identity token bucket (the identity's state is the session's).
+  bool admit(session& s, connection_id id, steady_time t) {
     bool ok = s.bucket.try_take(t);
-    if (ok && s.role == session_role::commander) ok = commanders[identity_rate_owner].bucket.try_take(t);
-    if (ok && s.role == session_role::agent) ok = agents[identity_rate_owner].bucket.try_take(t);
+    if (ok && s.role == session_role::commander) ok = s.commander->bucket.try_take(t);
+    if (ok && s.role == session_role::agent) ok = s.agent->bucket.try_take(t);
     if (!ok) {
       ++stats.rate_limited;
       reject(s, id, {}, errc::rate_limited);
@@ -356,9 +425,10 @@ struct hub::impl {
     session* sp = find(id);
     if (!sp || sp->closing) return;
     session& s = *sp;
+    const steady_time t = now();
 
     if (s.role == session_role::pending || s.role == session_role::verifying) {
-      if (!s.unauth_bucket.try_take(now())) {
+      if (!s.unauth_bucket.try_take(t)) {
         ++stats.rate_limited;
         close(s, close_code::rate_limited, "too many messages before authentication");
         return;
@@ -389,18 +459,18 @@ struct hub::impl {
       reject(s, id, e.id, errc::auth_required);
       return;
     }
-    if (!admit(s, id, s.identity)) return;
+    if (!admit(s, id, t)) return;
 
     switch (e.type) {
-      case protocol::message_type::command: on_command(s, id, e); break;
+      case protocol::message_type::command: on_command(s, id, e, t); break;
       case protocol::message_type::progress:
       case protocol::message_type::result:
-      case protocol::message_type::error: on_update(s, id, e); break;
+      case protocol::message_type::error: on_update(s, id, e, t); break;
       default: reject(s, id, e.id, errc::forbidden_operation); break;
     }
   }
 
-  void on_command(session& s, connection_id id, const protocol::envelope& e) {
+  void on_command(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
     if (s.role != session_role::commander) {
       security_event(s, id, "command_from_agent", "request:" + std::string(e.id), "agents may not send commands");
       reject(s, id, e.id, errc::forbidden_operation);
@@ -428,15 +498,15 @@ struct hub::impl {
     item->sender = s.identity;
     item->request.assign(e.id.data(), e.id.size());
     item->peer.assign(e.agent.data(), e.agent.size());
-    protocol::envelope fwd = e;
+    protocol::copy_header(fwd, e);
     fwd.commander = s.identity;  // the tag: who sent it, as authenticated
     fwd.agent = {};
     fwd.prio.reset();
     protocol::write(item->frame, fwd);
-    enqueue(e.prio.value_or((*op)->default_priority), item);
+    enqueue(e.prio.value_or((*op)->default_priority), item, t);
   }
 
-  void on_update(session& s, connection_id id, const protocol::envelope& e) {
+  void on_update(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
     if (s.role != session_role::agent) {
       reject(s, id, e.id, errc::forbidden_operation);
       return;
@@ -459,16 +529,17 @@ struct hub::impl {
     item->sender = s.identity;
     item->request.assign(e.id.data(), e.id.size());
     item->peer.assign(e.commander.data(), e.commander.size());
-    protocol::envelope fwd = e;
+    protocol::copy_header(fwd, e);
     fwd.commander = {};
     fwd.agent = s.identity;  // the hub states the source; the commander need not trust the agent's word
     protocol::write(item->frame, fwd);
     // Every update of every request at one priority: FIFO then keeps each request's progress ahead of
     // its final result (a final queued higher would overtake them and end the route first).
-    enqueue(protocol::priority::normal, item);
+    enqueue(protocol::priority::normal, item, t);
   }
 
-  void enqueue(protocol::priority p, inbound_item* item) {
+  /// `t`: when the message arrived; routed at once (no wakeup hook), that is also when it is routed.
+  void enqueue(protocol::priority p, inbound_item* item, steady_time t) {
     const bool was_empty = queue.empty();
     if (!queue.push(p, std::move(item))) {  // inbound queue full: shed load, tell the sender
       ++stats.rate_limited;
@@ -477,34 +548,35 @@ struct hub::impl {
       return;
     }
     if (!wakeup) {
-      process(SIZE_MAX);
+      process(SIZE_MAX, t);
     } else if (was_empty) {
       wakeup();
     }
   }
 
   // ------------------------------------------------------------------ routing
-  std::size_t process(std::size_t budget) {
+  /// `t`: the time of this batch (deadlines of the routes it creates or extends).
+  std::size_t process(std::size_t budget, steady_time t) {
     std::size_t done = 0;
     while (done < budget) {
       auto next = queue.pop();
       if (!next) break;
       inbound_item* item = *next;
-      if (item->is_command) route_command(*item);
-      else route_update(*item);
+      if (item->is_command) route_command(*item, t);
+      else route_update(*item, t);
       release(item);
       ++done;
     }
     return done;
   }
 
-  void route_command(inbound_item& item) {
+  void route_command(inbound_item& item, steady_time t) {
     session* s = find(item.from);
     if (!s || s->closing || s->role != session_role::commander) {
       ++stats.dropped;  // the commander left while its command was queued
       return;
     }
-    commander_state& c = commanders[item.sender];
+    commander_state& c = *s->commander;  // item.sender is this session's identity
     if (!c.granted(item.peer)) {
       security_event(*s, item.from, "agent_not_granted", "agent:" + item.peer, "");
       reject(*s, item.from, item.request, errc::agent_not_granted);
@@ -515,7 +587,7 @@ struct hub::impl {
       return;
     }
     const std::string& key = key_of(item.sender, item.request);
-    if (routes.count(key)) {
+    if (routes.find(key) != routes.end()) {
       reject(*s, item.from, item.request, errc::duplicate_request);
       return;
     }
@@ -528,7 +600,7 @@ struct hub::impl {
     } else {
       deliver(*a, item.frame, outbound_kind::command, item.request);
     }
-    routes.emplace(key, route{item.sender, item.peer, item.request, now() + cfg.request_timeout});
+    add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout);
     ++c.in_flight;
     ++stats.routed;
     if (svc.log.enabled(log_level::debug))
@@ -536,7 +608,7 @@ struct hub::impl {
                   {field("commander", item.sender), field("agent", item.peer), field("id", item.request)});
   }
 
-  void route_update(inbound_item& item) {
+  void route_update(inbound_item& item, steady_time t) {
     session* s = find(item.from);
     if (!s || s->closing || s->role != session_role::agent || s->identity != item.sender) {
       ++stats.dropped;
@@ -552,7 +624,8 @@ struct hub::impl {
       send_error(*s, item.request, errc::unknown_request);
       return;
     }
-    if (session* c = online_commander(item.peer)) {
+    commander_state* cs = find_commander(item.peer);
+    if (session* c = online_session(cs)) {
       deliver(*c, item.frame, item.is_final ? outbound_kind::final : outbound_kind::progress, item.request);
       ++stats.routed;
     } else if (svc.peers && svc.peers->forward_update(item.peer, item.frame)) {
@@ -561,11 +634,10 @@ struct hub::impl {
       ++stats.dropped;  // commander offline: the route stays until final or timeout
     }
     if (item.is_final) {
-      auto cit = commanders.find(item.peer);
-      if (cit != commanders.end() && cit->second.in_flight > 0) --cit->second.in_flight;
-      routes.erase(it);
+      if (cs && cs->in_flight > 0) --cs->in_flight;
+      remove_route(it);
     } else {
-      it->second.deadline = now() + cfg.request_timeout;
+      it->second.deadline = t + cfg.request_timeout;
     }
   }
 
@@ -585,15 +657,20 @@ struct hub::impl {
   void on_close(connection_id id) {
     auto it = sessions.find(id.value());
     if (it == sessions.end()) return;
+    if (last_found == &it->second) last_found = nullptr;
     session s = std::move(it->second);
     sessions.erase(it);
     if (s.role == session_role::commander) {
       auto cit = commanders.find(s.identity);
-      if (cit != commanders.end() && cit->second.conn == id) cit->second.online = false;
+      if (cit != commanders.end() && cit->second.conn == id) {
+        cit->second.online = false;
+        cit->second.sess = nullptr;
+      }
     } else if (s.role == session_role::agent) {
       auto ait = agents.find(s.identity);
       if (ait != agents.end() && ait->second.conn == id) {
         ait->second.online = false;
+        ait->second.sess = nullptr;
         fail_routes_of_agent(s.identity);
         announce_agent(s.identity, false);
       }
@@ -606,7 +683,7 @@ struct hub::impl {
     for (auto rit = routes.begin(); rit != routes.end();) {
       if (rit->second.agent == agent) {
         fail_route(rit->second, errc::agent_disconnected);
-        rit = routes.erase(rit);
+        rit = remove_route(rit);
       } else {
         ++rit;
       }
@@ -625,7 +702,7 @@ struct hub::impl {
       if (t >= rit->second.deadline) {
         ++stats.timeouts;
         fail_route(rit->second, errc::request_timeout);
-        rit = routes.erase(rit);
+        rit = remove_route(rit);
       } else {
         ++rit;
       }
@@ -643,7 +720,7 @@ void hub::on_drain(connection_id id) {
 }
 void hub::on_close(connection_id id) { impl_->on_close(id); }
 void hub::set_wakeup(std::function<void()> wakeup) { impl_->wakeup = std::move(wakeup); }
-std::size_t hub::process(std::size_t budget) { return impl_->process(budget); }
+std::size_t hub::process(std::size_t budget) { return impl_->process(budget, impl_->now()); }
 void hub::tick() { impl_->tick(); }
 
 void hub::deliver_remote_update(std::string_view commander, std::string_view request, bool final, std::string_view frame) {
@@ -660,9 +737,9 @@ void hub::deliver_remote_update(std::string_view commander, std::string_view req
     ++m.stats.dropped;
   }
   if (final) {
-    auto cit = m.commanders.find(it->second.commander);
-    if (cit != m.commanders.end() && cit->second.in_flight > 0) --cit->second.in_flight;
-    m.routes.erase(it);
+    commander_state* cs = m.find_commander(it->second.commander);
+    if (cs && cs->in_flight > 0) --cs->in_flight;
+    m.remove_route(it);
   } else {
     it->second.deadline = m.now() + m.cfg.request_timeout;
   }

@@ -51,24 +51,67 @@ enum field_bit : std::uint32_t {
   f_site = 1u << 18,
 };
 
-struct field_name {
-  std::string_view name;
-  std::uint32_t bit;
-};
+/// `key` (whose size is N - 1) equals the literal: a fixed-size comparison the compiler inlines.
+template <std::size_t N>
+bool same(std::string_view key, const char (&literal)[N]) noexcept {
+  return std::memcmp(key.data(), literal, N - 1) == 0;
+}
 
-constexpr field_name envelope_fields[] = {
-    {"v", f_v},           {"type", f_type},       {"id", f_id},           {"agent", f_agent},
-    {"commanderId", f_commander}, {"op", f_op},   {"priority", f_priority}, {"payload", f_payload},
-    {"role", f_role},     {"key", f_key},         {"token", f_token},     {"percent", f_percent},
-    {"step", f_step},     {"status", f_status},   {"code", f_code},       {"message", f_message},
-    {"state", f_state},   {"expires_in", f_expires_in}, {"site", f_site},
-};
+/// `text` is the literal: sizes, then a fixed-size comparison.
+template <std::size_t N>
+bool is(std::string_view text, const char (&literal)[N]) noexcept {
+  return text.size() == N - 1 && same(text, literal);
+}
 
+/// The bit of an envelope field name, 0 for an unknown one. By length first: one to five comparisons.
 std::uint32_t envelope_bit(std::string_view key) noexcept {
-  for (const auto& f : envelope_fields)
-    if (f.name == key) return f.bit;
+  switch (key.size()) {
+    case 1:
+      if (key[0] == 'v') return f_v;
+      break;
+    case 2:
+      if (same(key, "id")) return f_id;
+      if (same(key, "op")) return f_op;
+      break;
+    case 3:
+      if (same(key, "key")) return f_key;
+      break;
+    case 4:
+      if (same(key, "type")) return f_type;
+      if (same(key, "role")) return f_role;
+      if (same(key, "step")) return f_step;
+      if (same(key, "code")) return f_code;
+      if (same(key, "site")) return f_site;
+      break;
+    case 5:
+      if (same(key, "agent")) return f_agent;
+      if (same(key, "token")) return f_token;
+      if (same(key, "state")) return f_state;
+      break;
+    case 6:
+      if (same(key, "status")) return f_status;
+      break;
+    case 7:
+      if (same(key, "payload")) return f_payload;
+      if (same(key, "percent")) return f_percent;
+      if (same(key, "message")) return f_message;
+      break;
+    case 8:
+      if (same(key, "priority")) return f_priority;
+      break;
+    case 10:
+      if (same(key, "expires_in")) return f_expires_in;
+      break;
+    case 11:
+      if (same(key, "commanderId")) return f_commander;
+      break;
+    default: break;
+  }
   return 0;
 }
+
+/// An envelope with every field absent: what each parse starts from.
+const envelope blank_envelope{};
 
 struct type_rule {
   message_type type;
@@ -91,6 +134,18 @@ constexpr type_rule type_rules[] = {
     {message_type::error, "error", f_code | f_id | f_commander | f_agent | f_message | f_site | f_op, f_code},
     {message_type::presence, "presence", f_agent | f_state, f_agent | f_state},
 };
+
+/// The message type named `text` (a name in type_rules). Sizes and first letters go first, so the only
+/// full comparison is normally the one that matches.
+bool type_named(std::string_view text, message_type& type) noexcept {
+  for (const auto& rule : type_rules) {
+    if (rule.name.size() == text.size() && rule.name.front() == text.front() && rule.name == text) {
+      type = rule.type;
+      return true;
+    }
+  }
+  return false;
+}
 
 constexpr std::size_t max_op_bytes = 64;
 constexpr std::size_t max_key_bytes = 256;
@@ -144,6 +199,55 @@ bool is_json_number(std::string_view s, bool& integer) noexcept {
     while (i < n && is_digit(s[i])) ++i;
   }
   return i == n;
+}
+
+// --- strings without escapes ---------------------------------------------------------------------
+// Most keys and string values contain no backslash: their unescaped text is their raw text, already
+// checked by simdjson's stage 1 (UTF-8, no raw control characters, closed). Taking it as it is spares
+// a copy through simdjson's string buffer; anything with a backslash still goes through simdjson.
+
+/// A short key (at most 15 bytes) without escapes: `raw` is just past its opening quote and is followed
+/// by at least 16 readable bytes (the document's padding covers the end). False: let simdjson do it.
+bool short_key_as_is(const char* raw, std::string_view& key) noexcept {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && (defined(__GNUC__) || defined(__clang__))
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t high = 0x8080808080808080ULL;
+  // High bit of each byte equal to `c`. The lowest flag is exact (borrows can only add flags above a
+  // true match), so the lowest flag of quotes | backslashes is the first of either, and which one it
+  // is needs no second look at the bytes.
+  const auto equal_to = [](std::uint64_t w, char c) {
+    const std::uint64_t x = w ^ (ones * static_cast<unsigned char>(c));
+    return (x - ones) & ~x & high;
+  };
+  for (std::size_t at = 0; at < 16; at += 8) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, raw + at, 8);
+    const std::uint64_t quotes = equal_to(w, '"');
+    const std::uint64_t stops = quotes | equal_to(w, '\\');
+    if (stops == 0) continue;
+    const std::uint64_t first = stops & (~stops + 1);
+    if ((first & quotes) == 0) return false;  // a backslash comes first
+    key = std::string_view(raw, at + static_cast<std::size_t>(__builtin_ctzll(first)) / 8);
+    return true;
+  }
+  return false;
+#else
+  (void)raw;
+  (void)key;
+  return false;
+#endif
+}
+
+/// A string value without escapes, from its raw token (opening quote to the next structural
+/// character: the closing quote and perhaps whitespace). False: let simdjson do it.
+bool string_as_is(std::string_view token, std::string_view& text) noexcept {
+  while (!token.empty() && (token.back() == ' ' || token.back() == '\t' || token.back() == '\n' || token.back() == '\r'))
+    token.remove_suffix(1);
+  if (token.size() < 2 || token.front() != '"' || token.back() != '"') return false;
+  const std::string_view inside = token.substr(1, token.size() - 2);
+  if (std::memchr(inside.data(), '\\', inside.size()) != nullptr) return false;
+  text = inside;
+  return true;
 }
 
 errc map_error(simdjson::error_code e) noexcept {
@@ -221,6 +325,7 @@ struct parser::impl {
 
   result<const envelope*> parse(std::string_view text);
   errc walk();
+  errc visit(od::value& child, std::string_view key, std::uint32_t bit, frame_role parent_role, std::size_t child_depth);
   errc read_scalar(od::value& v, od::json_type t, scalar& out, bool limit_strings);
   errc enter_container(od::value& v, od::json_type t, std::size_t depth, frame_role role, payload_field* member);
   errc finish_container();
@@ -237,7 +342,7 @@ result<const envelope*> parser::impl::parse(std::string_view text) {
   if (!text.empty()) std::memcpy(buffer.get(), text.data(), text.size());
   std::memset(buffer.get() + text.size(), 0, simdjson::SIMDJSON_PADDING);
 
-  env = envelope{};
+  copy_header(env, blank_envelope);  // not `env = envelope{}`: that would clear all 32 payload fields
   present = 0;
   deferred = errc::ok;
   version_error = errc::ok;
@@ -263,92 +368,56 @@ errc parser::impl::walk() {
   if (root_type != od::json_type::object) return errc::malformed_json;  // the envelope is an object
   if (lim.max_depth < 1) return errc::too_deep;
   {
-    od::object root;
-    if (auto e = doc.get_object().get(root)) return map_error(e);
-    frame f;
+    auto root = doc.get_object();
+    if (auto e = root.error()) return map_error(e);
+    frame& f = frames.emplace_back();  // in place (see enter_container)
     f.is_object = true;
     f.depth = 1;
     f.role = frame_role::envelope;
     f.keys_begin = keys.size();
-    if (auto e = root.begin().get(f.obj_it)) return map_error(e);
-    frames.push_back(f);
+    if (auto e = root.value_unsafe().begin().get(f.obj_it)) return map_error(e);
   }
 
+  // The simdjson results below are used where they are made, never copied into variables declared
+  // earlier: copying these small structs right after they were written stalls store forwarding.
   while (!frames.empty()) {
     frame& top = frames.back();
-    std::string_view key;
-    od::value child;
-
     if (top.is_object) {
       if (top.started) ++top.obj_it; else top.started = true;
       if (!(top.obj_it != top.obj_it)) {
         if (errc e = finish_container(); e != errc::ok) return e;
         continue;
       }
-      od::field field;
-      if (auto e = (*top.obj_it).get(field)) return map_error(e);
-      if (auto e = field.unescaped_key().get(key)) return map_error(e);
+      auto field = *top.obj_it;
+      if (auto e = field.error()) return map_error(e);
+      std::string_view key;
+      if (!short_key_as_is(field.value_unsafe().key().raw(), key)) {
+        if (auto e = field.value_unsafe().unescaped_key().get(key)) return map_error(e);
+      }
       if (++top.count > lim.max_keys_per_object) return errc::field_too_long;
       if (top.depth > 1 && key.size() > lim.max_string_bytes) return errc::field_too_long;
-      for (std::size_t i = top.keys_begin; i < keys.size(); ++i)
-        if (keys[i] == key) return errc::duplicate_key;
-      keys.push_back(key);
-      child = field.value();
+      std::uint32_t bit = 0;  // envelope members: the field's bit (0: unknown name)
+      if (top.role == frame_role::envelope) {
+        // A known envelope field seen before has its bit in `present`; only unknown names are listed.
+        bit = envelope_bit(key);
+        if (bit & present) return errc::duplicate_key;
+      }
+      if (bit == 0) {
+        for (std::size_t i = top.keys_begin; i < keys.size(); ++i)
+          if (keys[i] == key) return errc::duplicate_key;
+        keys.push_back(key);
+      }
+      if (errc e = visit(field.value_unsafe().value(), key, bit, top.role, top.depth + 1); e != errc::ok) return e;
     } else {
       if (top.started) ++top.arr_it; else top.started = true;
       if (!(top.arr_it != top.arr_it)) {
         if (errc e = finish_container(); e != errc::ok) return e;
         continue;
       }
-      if (auto e = (*top.arr_it).get(child)) return map_error(e);
+      auto item = *top.arr_it;
+      if (auto e = item.error()) return map_error(e);
       if (++top.count > lim.max_array_items) return errc::field_too_long;
-    }
-
-    // `top` may dangle once a frame is pushed: copy what is needed.
-    const frame_role parent_role = top.role;
-    const std::size_t child_depth = top.depth + 1;
-
-    od::json_type t{};
-    if (auto e = child.type().get(t)) return map_error(e);
-    const bool container = t == od::json_type::object || t == od::json_type::array;
-
-    payload_field* member = nullptr;
-    if (parent_role == frame_role::payload) {
-      if (env.fields.size >= max_payload_fields) return errc::field_too_long;
-      member = &env.fields.items[env.fields.size++];
-      member->key = key;
-    }
-
-    if (container) {
-      frame_role role = frame_role::other;
-      if (parent_role == frame_role::envelope) {
-        const std::uint32_t bit = envelope_bit(key);
-        present |= bit;
-        if (bit == f_payload && t == od::json_type::object) {
-          role = frame_role::payload;
-        } else if (bit == 0) {
-          defer(errc::unknown_field);
-        } else if (bit == f_v) {
-          if (version_error == errc::ok) version_error = errc::wrong_type;
-        } else {
-          defer(errc::wrong_type);
-        }
-      } else if (member) {
-        role = frame_role::payload_member;
-      }
-      if (errc e = enter_container(child, t, child_depth, role, member); e != errc::ok) return e;
-      continue;
-    }
-
-    scalar s;
-    if (errc e = read_scalar(child, t, s, parent_role != frame_role::envelope); e != errc::ok) return e;
-    if (parent_role == frame_role::envelope) {
-      envelope_scalar(envelope_bit(key), s);
-    } else if (member) {
-      member->kind = s.kind;
-      member->text = s.text;
-      member->integer = s.integer;
-      member->boolean = s.boolean;
+      if (errc e = visit(item.value_unsafe(), {}, 0, top.role, top.depth + 1); e != errc::ok) return e;
     }
   }
 
@@ -358,54 +427,115 @@ errc parser::impl::walk() {
   return errc::ok;
 }
 
+// One value: a member of the object or an item of the array on top of the stack (which a container
+// value pushes over; `top` must not be used after that).
+errc parser::impl::visit(od::value& child, std::string_view key, std::uint32_t bit, frame_role parent_role,
+                         std::size_t child_depth) {
+  od::json_type t{};
+  if (auto e = child.type().get(t)) return map_error(e);
+  const bool container = t == od::json_type::object || t == od::json_type::array;
+
+  payload_field* member = nullptr;
+  if (parent_role == frame_role::payload) {
+    if (env.fields.size >= max_payload_fields) return errc::field_too_long;
+    member = &env.fields.items[env.fields.size++];
+    *member = payload_field{};  // the array is not cleared between parses
+    member->key = key;
+  }
+
+  if (container) {
+    frame_role role = frame_role::other;
+    if (parent_role == frame_role::envelope) {
+      present |= bit;
+      if (bit == f_payload && t == od::json_type::object) {
+        role = frame_role::payload;
+      } else if (bit == 0) {
+        defer(errc::unknown_field);
+      } else if (bit == f_v) {
+        if (version_error == errc::ok) version_error = errc::wrong_type;
+      } else {
+        defer(errc::wrong_type);
+      }
+    } else if (member) {
+      role = frame_role::payload_member;
+    }
+    return enter_container(child, t, child_depth, role, member);
+  }
+
+  scalar s;
+  if (errc e = read_scalar(child, t, s, parent_role != frame_role::envelope); e != errc::ok) return e;
+  if (parent_role == frame_role::envelope) {
+    envelope_scalar(bit, s);
+  } else if (member) {
+    member->kind = s.kind;
+    member->text = s.text;
+    member->integer = s.integer;
+    member->boolean = s.boolean;
+  }
+  return errc::ok;
+}
+
 errc parser::impl::enter_container(od::value& v, od::json_type t, std::size_t depth, frame_role role,
                                    payload_field* member) {
   if (depth > lim.max_depth) return errc::too_deep;
-  frame f;
+  const char* raw_begin = nullptr;
+  if (role == frame_role::payload || role == frame_role::payload_member) raw_begin = v.raw_json_token().data();
+  if (member) member->kind = t == od::json_type::object ? json_kind::object : json_kind::array;
+  // Built in place: a frame filled on the stack and then copied into the vector stalls on store
+  // forwarding (its fields are written one by one, then read back in wide loads). On an error the
+  // parse ends, and the next one starts from an empty stack.
+  frame& f = frames.emplace_back();
   f.depth = depth;
   f.role = role;
   f.member = member;
-  if (role == frame_role::payload || role == frame_role::payload_member) f.raw_begin = v.raw_json_token().data();
-  if (member) member->kind = t == od::json_type::object ? json_kind::object : json_kind::array;
+  f.raw_begin = raw_begin;
   if (t == od::json_type::object) {
-    od::object obj;
-    if (auto e = v.get_object().get(obj)) return map_error(e);
-    if (auto e = obj.begin().get(f.obj_it)) return map_error(e);
+    auto obj = v.get_object();
+    if (auto e = obj.error()) return map_error(e);
+    if (auto e = obj.value_unsafe().begin().get(f.obj_it)) return map_error(e);
     f.is_object = true;
     f.keys_begin = keys.size();
   } else {
-    od::array arr;
-    if (auto e = v.get_array().get(arr)) return map_error(e);
-    if (auto e = arr.begin().get(f.arr_it)) return map_error(e);
+    auto arr = v.get_array();
+    if (auto e = arr.error()) return map_error(e);
+    if (auto e = arr.value_unsafe().begin().get(f.arr_it)) return map_error(e);
     f.is_object = false;
   }
-  frames.push_back(f);
   return errc::ok;
 }
 
 errc parser::impl::finish_container() {
-  const frame f = frames.back();
-  frames.pop_back();
+  const frame& f = frames.back();
   if (f.is_object) keys.resize(f.keys_begin);
+  errc result = errc::ok;
   if (f.role == frame_role::payload || f.role == frame_role::payload_member) {
     // The iterator now stands on the token after the closing brace (`,` `}` or `]`; never the end,
     // since the envelope's own `}` is still to come).
     const char* end = nullptr;
-    if (auto e = doc.current_location().get(end)) return map_error(e);
-    std::string_view raw = trim_right(std::string_view(f.raw_begin, static_cast<std::size_t>(end - f.raw_begin)));
-    if (f.role == frame_role::payload) {
-      env.payload = raw;
+    if (auto e = doc.current_location().get(end)) {
+      result = map_error(e);
     } else {
-      f.member->text = raw;
+      std::string_view raw = trim_right(std::string_view(f.raw_begin, static_cast<std::size_t>(end - f.raw_begin)));
+      if (f.role == frame_role::payload) {
+        env.payload = raw;
+      } else {
+        f.member->text = raw;
+      }
     }
   }
-  return errc::ok;
+  frames.pop_back();
+  return result;
 }
 
 errc parser::impl::read_scalar(od::value& v, od::json_type t, scalar& out, bool limit_strings) {
   switch (t) {
     case od::json_type::string: {
-      if (auto e = v.get_string().get(out.text)) return map_error(e);
+      if (string_as_is(v.raw_json_token(), out.text)) {  // raw_json_token() only peeks
+        od::raw_json_string consumed;                     // consume the value, as get_string() does
+        if (auto e = v.get_raw_json_string().get(consumed)) return map_error(e);
+      } else if (auto e = v.get_string().get(out.text)) {
+        return map_error(e);
+      }
       if (limit_strings && out.text.size() > lim.max_string_bytes) return errc::field_too_long;
       out.kind = json_kind::string;
       return errc::ok;
@@ -504,12 +634,7 @@ void parser::impl::envelope_scalar(std::uint32_t bit, const scalar& s) {
 
   switch (bit) {
     case f_type:
-      for (const auto& rule : type_rules) {
-        if (rule.name == text) {
-          env.type = rule.type;
-          return;
-        }
-      }
+      if (type_named(text, env.type)) return;
       return defer(errc::unknown_type);
     case f_id: return wire_id(env.id);
     case f_agent: return wire_id(env.agent);
@@ -520,26 +645,26 @@ void parser::impl::envelope_scalar(std::uint32_t bit, const scalar& s) {
       env.op = text;
       return;
     case f_priority:
-      if (text == "high") env.prio = priority::high;
-      else if (text == "normal") env.prio = priority::normal;
-      else if (text == "low") env.prio = priority::low;
+      if (is(text, "high")) env.prio = priority::high;
+      else if (is(text, "normal")) env.prio = priority::normal;
+      else if (is(text, "low")) env.prio = priority::low;
       else defer(errc::invalid_value);
       return;
     case f_role:
-      if (text != "commander" && text != "agent") return defer(errc::invalid_value);
+      if (!is(text, "commander") && !is(text, "agent")) return defer(errc::invalid_value);
       env.role = text;
       return;
     case f_key: return bounded(max_key_bytes, true, env.key);
     case f_token: return bounded(lim.max_token_bytes, true, env.token);
     case f_step: return bounded(max_step_bytes, false, env.step);
     case f_status:
-      if (text != "ok" && text != "failed") return defer(errc::invalid_value);
+      if (!is(text, "ok") && !is(text, "failed")) return defer(errc::invalid_value);
       env.status = text;
       return;
     case f_code: return bounded(max_code_bytes, true, env.code);
     case f_message: return bounded(max_message_text_bytes, false, env.message);
     case f_state:
-      if (text != "online" && text != "offline") return defer(errc::invalid_value);
+      if (!is(text, "online") && !is(text, "offline")) return defer(errc::invalid_value);
       env.state = text;
       return;
     default:  // f_payload that is not an object

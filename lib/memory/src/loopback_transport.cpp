@@ -2,14 +2,17 @@
 
 namespace citrus::memory {
 
+// The ring's size is always a power of two (8, then doubled): indexes wrap with a mask.
 void loopback_connection::inbox::push(std::string_view text) {
   if (count == slots.size()) {  // grow: unroll the ring so head is 0
     std::vector<std::string> bigger(slots.empty() ? 8 : slots.size() * 2);
-    for (std::size_t i = 0; i < count; ++i) bigger[i].swap(slots[(head + i) % slots.size()]);
+    for (std::size_t i = 0; i < count; ++i) bigger[i].swap(slots[(head + i) & (slots.size() - 1)]);
     slots.swap(bigger);
     head = 0;
   }
-  slots[(head + count) % slots.size()].assign(text.data(), text.size());
+  std::string& slot = slots[(head + count) & (slots.size() - 1)];
+  slot.clear();  // keeps the capacity: a plain copy once the slot has grown to the message size
+  slot.append(text.data(), text.size());
   ++count;
   bytes += text.size();
 }
@@ -17,7 +20,7 @@ void loopback_connection::inbox::push(std::string_view text) {
 void loopback_connection::inbox::take_front(std::string& into) {
   bytes -= slots[head].size();
   into.swap(slots[head]);  // trade buffers: both keep their capacity
-  head = (head + 1) % slots.size();
+  head = (head + 1) & (slots.size() - 1);
   --count;
 }
 
@@ -66,9 +69,10 @@ bool loopback_transport::step(loopback_connection& end) {
   }
   if (end.reading_ && end.inbox_.count > 0) {
     // Swap the message out of the ring before delivering it: the handler may send, and a send may
-    // grow (reallocate) a ring. The swap trades buffers, so both keep their capacity.
-    end.inbox_.take_front(scratch_);
-    end.handler_.on_message(end.id_, scratch_);
+    // grow (reallocate) a ring. The swap trades buffers, so both keep their capacity; the buffer is
+    // this end's own (handlers are never re-entered), so buffers do not wander between connections.
+    end.inbox_.take_front(end.delivering_);
+    end.handler_.on_message(end.id_, end.delivering_);
     if (end.inbox_.bytes <= low_water_ && end.peer_->state_ == loopback_connection::state::open)
       end.peer_->handler_.on_drain(end.peer_->id_);
     return true;

@@ -50,23 +50,24 @@ class fair_priority_queue {
   std::size_t capacity_;
   weights weights_;
   weights credits_{};
-  /// A growable ring: no allocation per item once it has reached its working size.
+  /// A growable ring: no allocation per item once it has reached its working size. Its size is
+  /// always a power of two (16, then doubled), so indexes wrap with a mask.
   class ring {
    public:
     bool empty() const noexcept { return count_ == 0; }
     void push(T&& item) {
       if (count_ == slots_.size()) {
         std::vector<T> bigger(slots_.empty() ? 16 : slots_.size() * 2);
-        for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(slots_[(head_ + i) % slots_.size()]);
+        for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
         slots_.swap(bigger);
         head_ = 0;
       }
-      slots_[(head_ + count_) % slots_.size()] = std::move(item);
+      slots_[(head_ + count_) & (slots_.size() - 1)] = std::move(item);
       ++count_;
     }
     T pop() {
       T item = std::move(slots_[head_]);
-      head_ = (head_ + 1) % slots_.size();
+      head_ = (head_ + 1) & (slots_.size() - 1);
       --count_;
       return item;
     }

@@ -82,6 +82,30 @@ struct envelope {
   std::optional<std::int64_t> site;        ///< backend↔user: the site a command/update concerns
 };
 
+/// Copies every member of `src` except its payload fields into `dst`, whose `fields` become empty: all
+/// that write() reads, without moving the ~2 KiB field array. List any new envelope member here too.
+inline void copy_header(envelope& dst, const envelope& src) noexcept {
+  dst.type = src.type;
+  dst.id = src.id;
+  dst.agent = src.agent;
+  dst.commander = src.commander;
+  dst.op = src.op;
+  dst.prio = src.prio;
+  dst.payload = src.payload;
+  dst.fields.size = 0;
+  dst.role = src.role;
+  dst.key = src.key;
+  dst.token = src.token;
+  dst.percent = src.percent;
+  dst.step = src.step;
+  dst.status = src.status;
+  dst.code = src.code;
+  dst.message = src.message;
+  dst.state = src.state;
+  dst.expires_in = src.expires_in;
+  dst.site = src.site;
+}
+
 /// Validating parser. Reuses its buffers: no allocation per message in the steady state.
 /// Not thread-safe; use one per thread / event loop.
 class parser {

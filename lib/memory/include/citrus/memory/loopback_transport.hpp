@@ -53,6 +53,9 @@ class loopback_connection final : public citrus::connection {
   connection_handler& handler_;
   loopback_connection* peer_ = nullptr;
   inbox inbox_;  ///< messages sent *to* this end, not yet delivered
+  /// The message being delivered to this end. It trades buffers with the ring's slots, so the few
+  /// buffers of one end soon all have the capacity of its largest message: no allocation after that.
+  std::string delivering_;
   bool reading_ = true;
   bool opened_ = false;       ///< on_open delivered
   state state_ = state::open;
@@ -84,7 +87,6 @@ class loopback_transport {
   std::vector<std::unique_ptr<loopback_connection>> ends_;
   std::uint64_t next_id_ = 1;
   std::size_t low_water_ = 0;
-  std::string scratch_;
 };
 
 /// A client handler that records what it receives (for tests and examples).

@@ -268,11 +268,16 @@ platform::~platform() {
 void platform::start_backend() {
   const std::string ready = dir + "/backend.port";
   fs::remove(ready);
+  std::vector<std::string> argv{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:0", "--db", dir + "/citrus.db",
+                                "--hub-url", hub_url(), "--commander-id", "backend-1", "--default-agent", "agent-1",
+                                "--token-lifetime-s", std::to_string(opts_.token_lifetime_s), "--rest-rate", "1000", "--token-leeway-s", "0",
+                                "--ready-file", ready};
+  for (const auto& origin : opts_.allowed_origins) {
+    argv.push_back("--allowed-origin");
+    argv.push_back(origin);
+  }
   backend = std::make_unique<process>(
-      std::vector<std::string>{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:0", "--db", dir + "/citrus.db",
-                               "--hub-url", hub_url(), "--commander-id", "backend-1", "--default-agent", "agent-1",
-                               "--token-lifetime-s", std::to_string(opts_.token_lifetime_s), "--rest-rate", "1000", "--token-leeway-s", "0",
-                               "--ready-file", ready},
+      std::move(argv),
       dir + "/backend.log", std::vector<std::string>{"CITRUS_COMMANDER_KEY=" + commander_key, "CITRUS_JWT_SECRET=" + std::string(48, 'j')});
   backend_port = wait_for_port(ready);
   REQUIRE(backend_port != 0);

@@ -98,6 +98,7 @@ class platform {
   struct options {
     int token_lifetime_s = 900;
     int step_delay_ms = 50;
+    std::vector<std::string> allowed_origins;  ///< --allowed-origin values for the backend (empty: none)
   };
   explicit platform(options opts);
   platform() : platform(options{}) {}

@@ -147,5 +147,6 @@ TEST_SUITE("user_gateway") {
     f.run();
     CHECK(count_with(*ws, R"("code":"rate_limited")") > 0);
     CHECK_FALSE(end->is_open());
+    CHECK(end->closed_with() == close_code::rate_limited);
   }
 }

@@ -57,7 +57,8 @@ struct user_gateway::impl {
 
   void reject(user_session& s, std::string_view request, errc code) {
     send_error(s, request, code);
-    if (++s.strikes >= cfg.max_strikes) close(s, close_code::too_many_errors, "too many rejected messages");
+    if (++s.strikes >= cfg.max_strikes)  // as the hub: a flood closes with rate_limited (4008), the rest too_many_errors
+      close(s, code == errc::rate_limited ? close_code::rate_limited : close_code::too_many_errors, "too many rejected messages");
   }
 
   void security(std::string actor, std::string_view action, std::string_view detail) {

@@ -35,6 +35,12 @@ std::vector<option_spec> hub_options() {
       {"request-timeout-s", "", "300", "A request with no update for this long fails with request_timeout."},
       {"auth-timeout-ms", "", "5000", "Connections must authenticate within this time."},
       {"ping-interval-ms", "", "20000", "Keepalive ping period (a peer that does not answer is closed)."},
+      {"max-connections", "", "10000", "TCP connections held at once; keep it below the descriptor limit (ulimit -n)."},
+      {"connection-rate", "", "20000",
+       "Messages per second one connection may send, in bursts of twice as many; 0: no limit."},
+      {"identity-rate", "", "50000",
+       "Messages per second one commander or agent id may send over all its connections, in bursts of twice as "
+       "many; 0: no limit."},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug logs every message's metadata; info, warn, error."},
       {"ready-file", "", "", "Write the bound port to this file once listening (for tests and scripts)."},
   };
@@ -95,6 +101,18 @@ int main(int argc, char** argv) {
     std::cerr << "citrus-hub: --listen must be HOST:PORT\n";
     return 2;
   }
+  const auto max_connections = opts.get_int("max-connections");
+  const auto connection_rate = opts.get_int("connection-rate");
+  const auto identity_rate = opts.get_int("identity-rate");
+  if (!max_connections || *max_connections < 1) {
+    std::cerr << "citrus-hub: --max-connections must be a positive number\n";
+    return 2;
+  }
+  if (!connection_rate || *connection_rate < 0 || !identity_rate || *identity_rate < 0) {
+    std::cerr << "citrus-hub: --connection-rate and --identity-rate must be numbers >= 0\n";
+    return 2;
+  }
+
   citrus::app::json_logger log("hub", *level);
 
   const std::string db_path = opts.get("db");
@@ -136,6 +154,9 @@ int main(int argc, char** argv) {
   config.limits.max_message_bytes = static_cast<std::size_t>(opts.get_int("max-message-bytes").value_or(65536));
   config.request_timeout = std::chrono::seconds(opts.get_int("request-timeout-s").value_or(300));
   config.auth_timeout = std::chrono::milliseconds(opts.get_int("auth-timeout-ms").value_or(5000));
+  const auto per_second = [](long long n) { return citrus::rate{static_cast<double>(n), 2.0 * static_cast<double>(n)}; };
+  config.connection_rate = per_second(*connection_rate);
+  config.identity_rate = per_second(*identity_rate);
   citrus::hub hub(config, citrus::hub_services{clock, log, audit, verifier, operations});
 
   citrus::wspp::server_options server_options;
@@ -144,6 +165,7 @@ int main(int argc, char** argv) {
   server_options.connection.max_message_bytes = config.limits.max_message_bytes;
   server_options.connection.ping_interval = std::chrono::milliseconds(opts.get_int("ping-interval-ms").value_or(20000));
   server_options.connection.handshake_timeout = config.auth_timeout;
+  server_options.max_connections = static_cast<std::size_t>(*max_connections);
   server_options.tls_certificate_file = opts.get("tls-cert");
   server_options.tls_private_key_file = opts.get("tls-key");
   citrus::wspp::server server(loop, hub, server_options, log);

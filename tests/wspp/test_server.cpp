@@ -128,6 +128,51 @@ TEST_CASE("server: a binary frame closes with 1003 and is not delivered - invali
   REQUIRE(run_until(f.loop, [&] { return f.handler.closed.size() == 2; }));
 }
 
+TEST_CASE("server: the frames it writes carry every length encoding and UTF-8 intact - ill-formed UTF-8 closes with 1011") {
+  server_fixture f;
+  // 7-bit, 16-bit and 64-bit payload lengths at their edges, and multi-byte UTF-8 (2, 3 and 4 bytes).
+  const std::vector<std::string> texts = {"",
+                                          "a",
+                                          std::string(125, 'x'),
+                                          std::string(126, 'y'),
+                                          std::string(65535, 'z'),
+                                          std::string(65536, 'w'),
+                                          "d\xc3\xa9j\xc3\xa0 \xe2\x82\xac \xf0\x9f\x8d\x8b " + std::string(20, 'q')};
+  f.handler.on_open_hook = [&](connection& conn) {
+    for (const auto& text : texts) CHECK(conn.send(text) == send_status::ok);
+  };
+  f.handler.on_message_hook = [](connection& conn, std::string_view text) {
+    if (text == "bad") CHECK(conn.send("ok \xff\xfe") == send_status::closed);
+  };
+
+  raw_socket raw(f.port);
+  REQUIRE(raw_upgrade(f, raw));
+  std::vector<frame> frames;
+  run_until(f.loop, [&] {
+    raw.pump();
+    while (auto fr = raw.take_frame()) frames.push_back(*fr);
+    return frames.size() >= texts.size() || raw.eof;
+  });
+  REQUIRE(frames.size() == texts.size());
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    CHECK(frames[i].opcode == 0x1);
+    CHECK(frames[i].payload == texts[i]);
+  }
+
+  client_options big = quick_client();
+  big.connection.max_message_bytes = 1 << 20;
+  test_client a(f.loop, f.log, big);  // websocketpp accepts them too (FIN set, well-formed lengths)
+  REQUIRE(a.c.connect(f.url()));
+  REQUIRE(run_until(f.loop, [&] { return a.rec.messages.size() == texts.size(); }));
+  CHECK(a.rec.messages == texts);
+
+  CHECK(a.c.connection()->send("bad") == send_status::ok);
+  REQUIRE(run_until(f.loop, [&] { return !a.rec.closed.empty(); }));
+  REQUIRE(a.c.last_close());
+  CHECK(a.c.last_close()->remote_code == 1011);
+  CHECK(a.rec.messages.size() == texts.size());  // nothing ill-formed was delivered
+}
+
 TEST_CASE("server: a close code and reason chosen by the handler reach the client") {
   server_fixture f;
   f.handler.on_message_hook = [](connection& conn, std::string_view text) {
@@ -486,6 +531,63 @@ TEST_CASE("server: destroying it delivers on_close for open connections before r
   CHECK(handler.conns.empty());
   REQUIRE(run_until(loop, [&] { return !a.rec.closed.empty(); }));
   CHECK(a.c.last_close()->remote_code == 1006);  // dropped without a close frame
+}
+
+TEST_CASE("server: messages sent from posted tasks and timers leave in order - also when the task closes or destroys") {
+  // The writes of what a task sends start when the task returns (link_table::after_task_run).
+  memory::recording_logger log;
+  event_loop loop;
+  recorder handler;
+  auto srv = std::make_unique<server>(loop, handler, quick_server(), log);
+  const auto port = srv->listen();
+  REQUIRE(port);
+  const std::string url = "ws://127.0.0.1:" + std::to_string(*port) + "/";
+  test_client a(loop, log);
+  test_client b(loop, log);
+  REQUIRE(a.c.connect(url));
+  REQUIRE(b.c.connect(url));
+  REQUIRE(run_until(loop, [&] { return a.is_open() && b.is_open() && handler.opened.size() == 2; }));
+
+  std::vector<std::string> batch;
+  for (int i = 0; i < 300; ++i) batch.push_back("m" + std::to_string(i) + std::string(static_cast<std::size_t>(i), 'x'));
+  loop.post([&] {
+    for (const auto& text : batch)
+      for (auto& [id, conn] : handler.conns) CHECK(conn->send(text) == send_status::ok);
+  });
+  int fired = 0;
+  auto tick = loop.schedule(1ms, [&] {
+    ++fired;
+    for (auto& [id, conn] : handler.conns) CHECK(conn->send("from a timer") == send_status::ok);
+  });
+  std::vector<std::string> expected = batch;
+  expected.push_back("from a timer");
+  REQUIRE(run_until(loop, [&] { return a.rec.messages.size() == expected.size() && b.rec.messages.size() == expected.size(); }));
+  run_for(loop, 20ms);  // nothing more arrives
+  CHECK(fired == 1);
+  CHECK(a.rec.messages == expected);
+  CHECK(b.rec.messages == expected);
+
+  // Send, then close, in one task: the message still precedes the close frame.
+  const std::uint64_t first = handler.conns.begin()->first;
+  loop.post([&] {
+    connection& conn = *handler.conns.at(first);
+    CHECK(conn.send("last words") == send_status::ok);
+    conn.close(close_code::normal, "bye");
+    CHECK(conn.send("too late") == send_status::closed);
+  });
+  REQUIRE(run_until(loop, [&] { return a.rec.closed.size() + b.rec.closed.size() == 1; }));
+  test_client& closed_one = a.rec.closed.empty() ? b : a;
+  test_client& open_one = a.rec.closed.empty() ? a : b;
+  CHECK(closed_one.rec.messages.back() == "last words");
+  CHECK(closed_one.c.last_close()->remote_code == 1000);
+
+  // Send, then destroy the server, in one task: nothing is left pointing at the destroyed parts.
+  loop.post([&] {
+    for (auto& [id, conn] : handler.conns) (void)conn->send("final");
+    srv.reset();
+  });
+  REQUIRE(run_until(loop, [&] { return !open_one.rec.closed.empty(); }));
+  CHECK(handler.conns.empty());
 }
 
 TEST_CASE("server: post() from another thread reaches connections on the loop thread") {

@@ -232,6 +232,10 @@ class client_engine_impl final : public client_engine,
     std::error_code ec;
     const auto remote = con->get_raw_socket().remote_endpoint(ec);
     slot(con).remote = ec ? std::string("unknown") : format_endpoint(remote);
+    if (state_->options.connection.tcp_no_delay) {
+      std::error_code refused;  // a socket that refuses the option only costs latency
+      con->get_raw_socket().set_option(asio::ip::tcp::no_delay(true), refused);
+    }
     table_.open(con, slot(con).remote);
   }
 

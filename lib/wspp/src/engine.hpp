@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
@@ -29,11 +30,13 @@
 
 #include <websocketpp/close.hpp>
 #include <websocketpp/common/connection_hdl.hpp>
+#include <websocketpp/concurrency/none.hpp>
 #include <websocketpp/config/asio.hpp>
 #include <websocketpp/config/asio_client.hpp>
 #include <websocketpp/frame.hpp>
 #include <websocketpp/logger/levels.hpp>
 #include <websocketpp/logger/stub.hpp>
+#include <websocketpp/utf8_validator.hpp>
 
 #include <openssl/ssl.h>
 
@@ -95,6 +98,9 @@ struct connection_slot {
   std::shared_ptr<slot_owner> owner;  ///< keeps the engine (and its endpoint) alive
   std::uint64_t serial = 0;           ///< the engine's key for this connection; 0: not tracked
   std::uint64_t id = 0;               ///< citrus connection id, once on_open was delivered
+  /// The link_table's citrus::connection from on_open until on_close (then nullptr): messages find
+  /// their link without a lookup by id.
+  citrus::connection* open_link = nullptr;
   std::string remote;                 ///< "ip:port"
   bool abandoned = false;             ///< ignore every further event (client: cancelled attempt)
 };
@@ -105,12 +111,14 @@ connection_slot& slot(const std::shared_ptr<C>& con) noexcept {
 }
 
 /// One of websocketpp's asio configs with our logger, our connection base, no extensions (never
-/// permessage-deflate) and no strands (one thread runs the loop).
+/// permessage-deflate), no strands and no locks: one thread runs the loop and nothing else touches
+/// websocketpp (event_loop::post is the only door in), so concurrency::none spares the mutex
+/// lock/unlock pairs websocketpp takes several times per message.
 template <class Base>
 struct wspp_config : Base {
   using type = wspp_config;
   using base = Base;
-  using concurrency_type = typename Base::concurrency_type;
+  using concurrency_type = websocketpp::concurrency::none;
   using request_type = typename Base::request_type;
   using response_type = typename Base::response_type;
   using message_type = typename Base::message_type;
@@ -204,6 +212,22 @@ inline std::error_code portable(std::error_code ec) noexcept {
 
 inline std::int64_t as_number(std::uint64_t value) noexcept { return static_cast<std::int64_t>(value); }
 
+/// Well-formed UTF-8 (RFC 3629, as websocketpp checks it). Eight bytes at a time while they are
+/// ASCII, which is what nearly every Citrus frame is; websocketpp's byte-wise validator otherwise.
+inline bool is_valid_utf8(std::string_view text) noexcept {
+  const char* p = text.data();
+  const char* end = p + text.size();
+  for (; end - p >= 8; p += 8) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, p, sizeof word);
+    if ((word & 0x8080808080808080ULL) != 0) break;
+  }
+  while (p != end && static_cast<unsigned char>(*p) < 0x80U) ++p;
+  if (p == end) return true;
+  websocketpp::utf8_validator::validator validator;
+  return validator.decode(p, end) && validator.complete();
+}
+
 /// TLS 1.2+, no compression, no renegotiation. Errors are returned, never thrown.
 inline std::error_code harden_tls(asio::ssl::context& context) {
   std::error_code ec;
@@ -232,8 +256,14 @@ struct link_counters {
 
 /// The open connections of one engine, as citrus::connection objects, and the delivery of their
 /// events to the connection_handler: guarded callbacks, pings, drains, close bookkeeping.
+///
+/// Writes. websocketpp's send() queues the message and posts a handler that starts the socket write,
+/// so every message queued by one handler leaves in one write. A message sent from a posted task or
+/// a timer callback (e.g. citrus-hub's routing batch) would then wait behind the I/O completions of
+/// the loop's next poll: the write starts as soon as the task returns instead (after_task_run), still
+/// one write per connection for all the messages the task queued.
 template <class Endpoint>
-class link_table {
+class link_table final : public after_task {
  public:
   using con_type = typename Endpoint::connection_type;
   using con_ptr = typename Endpoint::connection_ptr;
@@ -267,7 +297,8 @@ class link_table {
           close(close_code::slow_consumer, "outbound buffer full");
           return send_status::closed;
         }
-        const std::error_code ec = con->send(text.data(), text.size(), websocketpp::frame::opcode::text);
+        const std::error_code ec = con->is_server() ? send_prepared(*con, text)
+                                                    : con->send(text.data(), text.size(), websocketpp::frame::opcode::text);
         if (ec) {
           // Closing (the peer started a close handshake, or a read failed): a normal race.
           if (con->get_state() != websocketpp::session::state::open) return send_status::closed;
@@ -277,6 +308,7 @@ class link_table {
           return send_status::closed;
         }
         if (!drain_armed_ && con->get_buffered_amount() > options.drain_low_water_bytes) table_.arm_drain(*this);
+        if (!write_armed_ && loop_access::in_task(table_.loop_)) table_.arm_write(*this);
         return send_status::ok;
       } catch (const std::exception& e) {
         table_.log_->log(log_level::error, "send_failed",
@@ -304,6 +336,22 @@ class link_table {
 
    private:
     friend class link_table;
+
+    /// A server frame (unmasked) built here and handed to websocketpp as prepared: one message and
+    /// one copy of the payload, where con->send(text) makes two of each and validates the UTF-8
+    /// byte by byte. The same checks: text must be UTF-8 (else websocketpp's invalid_payload).
+    static std::error_code send_prepared(con_type& con, std::string_view text) {
+      if (!is_valid_utf8(text))
+        return websocketpp::processor::error::make_error_code(websocketpp::processor::error::invalid_payload);
+      const message_ptr msg = con.get_message(websocketpp::frame::opcode::text, text.size());
+      if (!msg) return websocketpp::error::make_error_code(websocketpp::error::no_outgoing_buffers);
+      msg->get_raw_payload().assign(text.data(), text.size());
+      const websocketpp::frame::basic_header header(websocketpp::frame::opcode::text, text.size(), true, false);
+      msg->set_header(websocketpp::frame::prepare_header(header, websocketpp::frame::extended_header(text.size())));
+      msg->set_prepared(true);
+      return con.send(msg);
+    }
+
     std::weak_ptr<con_type> con_;
     link_table& table_;
     connection_id id_;
@@ -311,14 +359,38 @@ class link_table {
     bool closing_ = false;  ///< close() was called: nothing more is sent or delivered
     bool awaiting_pong_ = false;
     bool drain_armed_ = false;
+    bool write_armed_ = false;  ///< in write_ids_: its write starts when the running task returns
     std::chrono::steady_clock::time_point ping_sent_{};
     std::chrono::steady_clock::time_point next_ping_{};
   };
 
   link_table(event_loop& loop, connection_handler& handler, const connection_options& options, logger& log)
       : loop_(loop), handler_(handler), options_(options), log_(&log) {}
+  ~link_table() {
+    if (after_task_armed_) loop_access::cancel_after_task(loop_, this);
+  }
   link_table(const link_table&) = delete;
   link_table& operator=(const link_table&) = delete;
+
+  /// Starts the socket writes of the links that send() armed during the task that just returned.
+  void after_task_run() noexcept override {
+    after_task_armed_ = false;
+    std::swap(write_ids_, writing_ids_);
+    for (const std::uint64_t id : writing_ids_) {
+      link* l = find(id);
+      if (l == nullptr) continue;
+      l->write_armed_ = false;
+      if (l->closing_ || detached_) continue;
+      if (const con_ptr con = l->con_.lock()) {
+        try {
+          con->write_frame();  // websocketpp's own posted write_frame then finds nothing to do
+        } catch (...) {
+          // The queued messages stay queued: websocketpp's posted write_frame sends them.
+        }
+      }
+    }
+    writing_ids_.clear();
+  }
 
   std::size_t size() const noexcept { return links_.size(); }
   const link_counters& counters() const noexcept { return counters_; }
@@ -336,6 +408,7 @@ class link_table {
     link& l = *owned;
     l.next_ping_ = std::chrono::steady_clock::now() + options_.ping_interval;
     links_.emplace(id.value(), std::move(owned));
+    slot(con).open_link = &l;
     ++counters_.opened;
     log_->log(log_level::info, "connection_opened",
               {field("connection", as_number(id.value())), field("remote", l.remote_)});
@@ -349,7 +422,7 @@ class link_table {
 
   void message(const con_ptr& con, const message_ptr& msg) {
     if (detached_ || !msg) return;
-    link* l = find(slot(con).id);
+    link* l = static_cast<link*>(slot(con).open_link);
     if (l == nullptr || l->closing_) return;
     if (msg->get_opcode() != websocketpp::frame::opcode::text) {
       ++counters_.unsupported_data;
@@ -364,7 +437,7 @@ class link_table {
   }
 
   void pong(const con_ptr& con) noexcept {
-    if (link* l = find(slot(con).id)) l->awaiting_pong_ = false;
+    if (link* l = static_cast<link*>(slot(con).open_link)) l->awaiting_pong_ = false;
   }
 
   /// websocketpp's close handler: deliver on_close, then forget the link.
@@ -380,6 +453,7 @@ class link_table {
                field("local_code", static_cast<std::int64_t>(con->get_local_close_code())),
                field("remote_code", static_cast<std::int64_t>(con->get_remote_close_code()))});
     guarded("on_close", id, [&] { handler_.on_close(l->id_); });
+    slot(con).open_link = nullptr;
     links_.erase(id);
     if (links_.empty()) {
       ping_timer_.cancel();
@@ -399,12 +473,14 @@ class link_table {
     detached_ = true;
     ping_timer_.cancel();
     drain_timer_.cancel();
+    write_ids_.clear();
     auto links = std::move(links_);
     links_.clear();
     for (auto& entry : links) {
       link& l = *entry.second;
       l.closing_ = true;
       if (const con_ptr con = l.con_.lock()) {
+        slot(con).open_link = nullptr;
         try {
           con->terminate(std::error_code());  // its close handler sees detached_ and returns
         } catch (...) {
@@ -488,6 +564,15 @@ class link_table {
     }
   }
 
+  void arm_write(link& l) {
+    write_ids_.push_back(l.id_.value());
+    l.write_armed_ = true;
+    if (!after_task_armed_) {
+      loop_access::run_after_task(loop_, this);
+      after_task_armed_ = true;
+    }
+  }
+
   void arm_drain(link& l) {
     l.drain_armed_ = true;
     armed_.push_back(l.id_.value());
@@ -524,6 +609,9 @@ class link_table {
   bool detached_ = false;
   std::map<std::uint64_t, std::unique_ptr<link>> links_;
   std::vector<std::uint64_t> armed_;  ///< links above the low-water mark, polled by drain_tick
+  std::vector<std::uint64_t> write_ids_;    ///< links whose write starts when the running task returns
+  std::vector<std::uint64_t> writing_ids_;  ///< the same, being started (kept: no allocation per task)
+  bool after_task_armed_ = false;
   timer ping_timer_;
   timer drain_timer_;
   link_counters counters_;

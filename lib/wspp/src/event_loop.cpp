@@ -4,6 +4,7 @@
 #include <exception>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
@@ -29,10 +30,51 @@ void run_guarded(logger& log, const std::function<void()>& fn) noexcept {
 
 }  // namespace
 
+namespace detail {
+
+/// Runs the loop's posted tasks and timer callbacks: guarded, then the after_task calls they asked
+/// for (loop_access::run_after_task), before anything else runs on the loop.
+class task_runner {
+ public:
+  explicit task_runner(logger& log) : log_(log) {}
+
+  void run(const std::function<void()>& fn) noexcept {
+    ++depth_;  // a task may itself run the loop (poll, run_for): the outermost one finishes
+    run_guarded(log_, fn);
+    if (--depth_ == 0) finish();
+  }
+  bool in_task() const noexcept { return depth_ > 0; }
+  void add(after_task* who) { pending_.push_back(who); }
+  void cancel(after_task* who) noexcept {
+    std::replace(pending_.begin(), pending_.end(), who, static_cast<after_task*>(nullptr));
+    std::replace(running_.begin(), running_.end(), who, static_cast<after_task*>(nullptr));
+  }
+
+ private:
+  void finish() noexcept {
+    while (!pending_.empty()) {
+      running_.swap(pending_);
+      for (std::size_t i = 0; i < running_.size(); ++i)
+        if (after_task* who = running_[i]) who->after_task_run();
+      running_.clear();
+    }
+  }
+
+  logger& log_;
+  unsigned depth_ = 0;
+  std::vector<after_task*> pending_;
+  std::vector<after_task*> running_;  ///< kept between tasks: no allocation per task
+};
+
+}  // namespace detail
+
 struct event_loop::impl {
-  explicit impl(logger* sink) : log(sink != nullptr ? sink : &own_log) {}
+  explicit impl(logger* sink) : log(sink != nullptr ? sink : &own_log), runner(*log) {}
   null_logger own_log;
   logger* log;
+  // Declared before io: alive while io's destructor destroys pending handlers (and the engines
+  // they keep alive).
+  detail::task_runner runner;
   asio::io_context io;
   // Declared after io: destroyed first.
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
@@ -42,9 +84,9 @@ struct event_loop::impl {
 namespace detail {
 
 struct timer_state {
-  timer_state(asio::io_context& io, logger& l) : wait(io), log(l) {}
+  timer_state(asio::io_context& io, task_runner& r) : wait(io), runner(r) {}
   asio::steady_timer wait;
-  logger& log;
+  task_runner& runner;
   std::function<void()> fn;
   std::chrono::milliseconds period{0};  ///< 0: one-shot
   bool done = false;                    ///< cancelled, or a one-shot that fired
@@ -58,7 +100,7 @@ struct timer_state {
     // Move the callback out while it runs: it may cancel or destroy its own handle.
     std::function<void()> fn = std::move(self->fn);
     if (self->period.count() == 0) self->done = true;
-    run_guarded(self->log, fn);
+    self->runner.run(fn);
     if (self->done) return;  // one-shot, or cancelled by the callback
     self->fn = std::move(fn);
     const auto now = asio::steady_timer::clock_type::now();
@@ -72,6 +114,9 @@ struct timer_state {
 asio::io_context& loop_access::io(event_loop& loop) noexcept { return loop.impl_->io; }
 logger& loop_access::log(event_loop& loop) noexcept { return *loop.impl_->log; }
 std::uint64_t loop_access::next_connection_id(event_loop& loop) noexcept { return loop.impl_->next_connection_id++; }
+bool loop_access::in_task(event_loop& loop) noexcept { return loop.impl_->runner.in_task(); }
+void loop_access::run_after_task(event_loop& loop, after_task* who) { loop.impl_->runner.add(who); }
+void loop_access::cancel_after_task(event_loop& loop, after_task* who) noexcept { loop.impl_->runner.cancel(who); }
 
 }  // namespace detail
 
@@ -158,11 +203,11 @@ bool event_loop::stopped() const noexcept { return impl_->io.stopped(); }
 void event_loop::restart() { impl_->io.restart(); }
 
 void event_loop::post(std::function<void()> task) {
-  asio::post(impl_->io, [log = impl_->log, task = std::move(task)]() { run_guarded(*log, task); });
+  asio::post(impl_->io, [runner = &impl_->runner, task = std::move(task)]() { runner->run(task); });
 }
 
 timer event_loop::schedule(std::chrono::milliseconds delay, std::function<void()> fn) {
-  auto state = std::make_shared<detail::timer_state>(impl_->io, *impl_->log);
+  auto state = std::make_shared<detail::timer_state>(impl_->io, impl_->runner);
   state->fn = std::move(fn);
   state->wait.expires_after(std::max(delay, std::chrono::milliseconds(0)));
   detail::timer_state::arm(state);
@@ -170,7 +215,7 @@ timer event_loop::schedule(std::chrono::milliseconds delay, std::function<void()
 }
 
 timer event_loop::schedule_every(std::chrono::milliseconds period, std::function<void()> fn) {
-  auto state = std::make_shared<detail::timer_state>(impl_->io, *impl_->log);
+  auto state = std::make_shared<detail::timer_state>(impl_->io, impl_->runner);
   state->fn = std::move(fn);
   state->period = std::max(period, std::chrono::milliseconds(1));
   state->wait.expires_after(state->period);

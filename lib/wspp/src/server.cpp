@@ -235,6 +235,10 @@ class server_engine_impl final : public server_engine,
       const std::uint64_t serial = next_serial_++;
       slot(con).serial = serial;
       live_.emplace(serial, con);
+      if (options_.connection.tcp_no_delay) {
+        std::error_code refused;  // a socket that refuses the option only costs latency
+        con->get_raw_socket().set_option(asio::ip::tcp::no_delay(true), refused);
+      }
       con->start();
     }
     start_accept();

@@ -39,6 +39,12 @@ struct connection_options {
   std::size_t drain_low_water_bytes = 64 * 1024;
   std::chrono::milliseconds drain_poll_interval{10};
 
+  /// TCP_NODELAY on the connection's socket: each write leaves at once instead of waiting (Nagle's
+  /// algorithm) for the peer to acknowledge the previous one. Citrus messages are small and
+  /// latency-bound, and websocketpp already hands every queued message to one write call, so
+  /// holding them back gains nothing (bench/run_ws.sh: lower latency and higher throughput).
+  bool tcp_no_delay = true;
+
   /// 0 (the default): the transport never drops a slow consumer by itself — buffered_amount()
   /// reports the backlog and the policy belongs to the caller (the hub closes with slow_consumer).
   /// Otherwise a send() that would take buffered_amount() above this many bytes is refused: the

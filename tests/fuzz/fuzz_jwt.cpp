@@ -28,6 +28,7 @@
 #include "citrus/jwt/jwt_token_service.hpp"
 #include "citrus/memory/seeded_random.hpp"
 #include "fuzz_check.hpp"
+#include "../unit/base64url.hpp"
 
 namespace {
 
@@ -83,22 +84,7 @@ fixture& state() {
   return f;
 }
 
-std::string b64url(std::string_view bytes) {
-  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(alphabet[(buffer >> bits) & 0x3f]);
-    }
-  }
-  if (bits > 0) out.push_back(alphabet[(buffer << (6 - bits)) & 0x3f]);
-  return out;
-}
+using citrus::test_support::b64url;
 
 std::string hmac_sha256(std::string_view key, std::string_view data) {
   crypto_auth_hmacsha256_state st;

@@ -11,6 +11,7 @@
 
 #include "citrus/jwt/jwt_token_service.hpp"
 #include "citrus/memory/seeded_random.hpp"
+#include "base64url.hpp"
 
 using namespace citrus;
 using citrus::jwt::hs256_token_service;
@@ -37,22 +38,7 @@ const std::string rsa_public_pem =
     "mwIDAQAB\n"
     "-----END PUBLIC KEY-----\n";
 
-std::string b64url(std::string_view bytes) {
-  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(alphabet[(buffer >> bits) & 0x3f]);
-    }
-  }
-  if (bits > 0) out.push_back(alphabet[(buffer << (6 - bits)) & 0x3f]);
-  return out;
-}
+using citrus::test_support::b64url;
 
 std::string b64url_decode(std::string_view text) {
   std::string out;

@@ -7,6 +7,7 @@
 
 #include "citrus/core/rest_api.hpp"
 #include "platform_fixture.hpp"
+#include "base64url.hpp"
 
 using namespace citrus;
 using namespace citrus::testing;
@@ -38,22 +39,7 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::string b64url(std::string_view bytes) {
-  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    buffer = (buffer << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(alphabet[(buffer >> bits) & 0x3f]);
-    }
-  }
-  if (bits > 0) out.push_back(alphabet[(buffer << (6 - bits)) & 0x3f]);
-  return out;
-}
+using citrus::test_support::b64url;
 
 std::string site_body(const site_record& site) {
   std::string out = R"({"success":true,"site":)";

@@ -1246,8 +1246,8 @@ int suite::run() {
   if (!scale_.empty()) {
     std::printf("\nScale: idle authenticated agent connections held open during a W=%zu run (%zu x %.1f s, median)\n\n",
                 scale_window, scale_repeats, scale_seconds);
-    std::printf("%-6s %7s %12s %9s %10s %9s %10s %9s %10s %9s %12s\n", "target", "idle", "server RSS", "KiB/conn",
-                "rt/s", "vs 0 idle", "srv us/rt", "p99 us", "idle CPU", "connect s", "loadgen RSS");
+    std::printf("%-6s %7s %12s %9s %10s %9s %10s %9s %7s %9s %10s %12s\n", "target", "idle", "server RSS", "KiB/conn",
+                "rt/s", "vs 0 idle", "srv us/rt", "p99 us", "others", "idle CPU", "connect s", "loadgen RSS");
     for (const auto& p : scale_) {
       const scale_point* zero = nullptr;
       for (const auto& q : scale_)
@@ -1257,10 +1257,10 @@ int suite::run() {
       const double vs = (zero && zero->m.rate > 0) ? p.m.rate / zero->m.rate : 0;
       char per_text[32] = "-";
       if (p.idle > 0) std::snprintf(per_text, sizeof per_text, "%.1f", per_conn);
-      std::printf("%-6s %7zu %8ld KiB %9s %10.0f %8.0f%% %10.2f %9.1f %9.1f%% %9.1f %8ld KiB\n", p.target.c_str(),
-                  p.idle, p.server_rss, per_text, p.m.rate, 100 * vs,
+      std::printf("%-6s %7zu %8ld KiB %9s %10.0f %8.0f%% %10.2f %9.1f %6.0f%% %8.1f%% %10.1f %8ld KiB\n",
+                  p.target.c_str(), p.idle, p.server_rss, per_text, p.m.rate, 100 * vs,
                   p.m.rate > 0 ? p.m.server_cpu / p.m.rate * 1e6 : 0.0, p.m.hist.percentile(0.99) / 1e3,
-                  100 * p.idle_server_cpu, p.connect_s, p.loadgen_rss);
+                  100 * p.m.other_cpu, 100 * p.idle_server_cpu, p.connect_s, p.loadgen_rss);
     }
   }
   std::printf("\nsuite time %.0f s\n", suite_seconds);

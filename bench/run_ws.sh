@@ -13,7 +13,7 @@
 #    connections on each; prints the table, writes DIR/bench/ws-results/ws_results.json;
 # 5. renders DIR/bench/ws-results/ws_chart.svg with gnuplot (apt-get install -y gnuplot-nox).
 #
-# About 100 s on 2 cores once built. --quick: 1 repeat of 1 s per cell, 100/1000 idle only (~25 s).
+# About 2 minutes on 2 cores once built. --quick: 1 repeat of 1 s per cell, 100/1000 idle only (~25 s).
 # The hub's defaults allow 20 000 messages/s per connection and 50 000 per identity; one commander
 # sends ~50 000 commands/s here, so the suite starts it with --connection-rate and --identity-rate
 # 1000000: the token buckets are still checked on every message, they just never run dry.

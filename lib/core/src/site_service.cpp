@@ -16,6 +16,16 @@ bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(
 
 void append_number(std::string& out, std::int64_t n) { out += std::to_string(n); }
 
+/// The payload of site.create and site.update for the agent: {"site_id":..,"name":..,"url":..}.
+std::string site_payload(const site_record& site) {
+  std::string payload = R"({"site_id":)" + std::to_string(site.id.value()) + R"(,"name":)";
+  protocol::append_json_string(payload, site.name);
+  payload += R"(,"url":)";
+  protocol::append_json_string(payload, site.url);
+  payload += '}';
+  return payload;
+}
+
 }  // namespace
 
 result<void> validate_site_input(std::string_view name, std::string_view url) {
@@ -81,12 +91,7 @@ result<site_record> site_service::create(user_id caller, const site_input& input
   if (auto ok = validate_site_input(input.name, input.url); !ok) return ok.error();
   auto site = db_.sites().create_site(new_site{input.name, input.url, caller, cfg_.default_agent}, clock_.wall_now());
   if (!site) return site.error();
-  std::string payload = R"({"site_id":)" + std::to_string(site->id.value()) + R"(,"name":)";
-  protocol::append_json_string(payload, site->name);
-  payload += R"(,"url":)";
-  protocol::append_json_string(payload, site->url);
-  payload += '}';
-  auto sent = commands_.send(command_request{"site.create", site->agent, payload, caller, site->id, protocol::priority::normal});
+  auto sent = commands_.send(command_request{"site.create", site->agent, site_payload(*site), caller, site->id, protocol::priority::normal});
   const char* status = sent ? "creating" : "failed";
   audit(caller, "site.create", site->id, sent ? "ok" : "failed", sent ? "" : std::string(wire_code(static_cast<errc>(sent.error().value()))));
   auto updated = db_.sites().record_deploy(site->id, deploy_update{status, site->deployer_id, site->last_deploy_date}, clock_.wall_now());
@@ -104,12 +109,7 @@ result<site_record> site_service::update(user_id caller, site_id id, const site_
   if (auto ok = validate_site_input(name, url); !ok) return ok.error();
   auto site = db_.sites().update_site(caller, id, changes, clock_.wall_now());
   if (!site) return site.error() == make_error_code(errc::not_found) ? result<site_record>(errc::unauthorized_access) : site;
-  std::string payload = R"({"site_id":)" + std::to_string(id.value()) + R"(,"name":)";
-  protocol::append_json_string(payload, site->name);
-  payload += R"(,"url":)";
-  protocol::append_json_string(payload, site->url);
-  payload += '}';
-  (void)commands_.send(command_request{"site.update", site->agent, payload, caller, id, protocol::priority::normal});
+  (void)commands_.send(command_request{"site.update", site->agent, site_payload(*site), caller, id, protocol::priority::normal});
   audit(caller, "site.update", id, "ok");
   return site;
 }

@@ -402,8 +402,9 @@ async function loadSites() {
   try {
     const data = await call('GET', '/api/sites');
     const list = Array.isArray(data.sites) ? data.sites.filter(isOwnSite) : [];
+    const before = new Map(sites);
     sites.clear();
-    for (const site of list) sites.set(site.id, site);
+    for (const site of list) sites.set(site.id, newer(site, before.get(site.id)));
     // A deploy that ended while the page was not listening: its row now says how it ended.
     for (const [id, entry] of deploys) {
       const site = sites.get(id);
@@ -648,10 +649,23 @@ function finishDeploy(id, ok, code, message) {
 
 // ---------------------------------------------------------------------------------- live updates
 
+/**
+ * The newer of two copies of a site. A REST answer and a pushed update can arrive in either order
+ * (the agent may answer a create before the browser has read the POST's response): the server counts
+ * every change in `revision`, so an older copy never overwrites a newer one.
+ */
+function newer(incoming, known) {
+  if (!known) return incoming;
+  const a = Number.isSafeInteger(incoming.revision) ? incoming.revision : 0;
+  const b = Number.isSafeInteger(known.revision) ? known.revision : 0;
+  return a >= b ? incoming : known;
+}
+
 function upsertSite(site) {
   if (!isOwnSite(site)) return;
-  sites.set(site.id, site);
-  if (detail && detail.id === site.id) detail.site = site;
+  const kept = newer(site, sites.get(site.id) || (detail && detail.id === site.id ? detail.site : null));
+  sites.set(site.id, kept);
+  if (detail && detail.id === site.id) detail.site = kept;
 }
 
 function handlePush(message) {
@@ -884,8 +898,8 @@ async function openSite(id) {
     const data = await call('GET', `/api/sites/${id}`);
     if (detail !== mine) return;
     if (!isOwnSite(data.site) || data.site.id !== id) throw new ApiError(403, 'Unauthorized access');
-    mine.site = data.site;
-    if (sites.has(id)) sites.set(id, data.site);
+    mine.site = newer(data.site, sites.get(id));
+    if (sites.has(id)) sites.set(id, mine.site);
   } catch (err) {
     if (err instanceof SessionEnded || detail !== mine) return;
     mine.error = describeError(err, 'site');

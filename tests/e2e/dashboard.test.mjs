@@ -68,6 +68,10 @@ function scenario(name, fn, timeout = 90000) {
       await fn();
     } catch (err) {
       anyFailed = true;
+      // What each page showed when it failed, next to the other screenshots.
+      for (const o of opened) {
+        await screenshot(o.page, `failed-${name.slice(0, 40).replace(/[^a-z0-9]+/gi, '-')}-${o.name}`).catch(() => {});
+      }
       throw err;
     }
   });
@@ -340,12 +344,31 @@ scenario('alice creates sites; the form says what is wrong; names are shown as p
   aliceSiteId = Number(await row.getAttribute('data-site-id'));
   assert.ok(aliceSiteId > 0);
 
+  // This time the POST's answer reaches the page after the hosting server's pushed answer (as happens
+  // on a busy machine): the older copy of the site ("Setting up…") must not overwrite the newer one.
+  const receivedBefore = alice.w.received.length;
+  let release;
+  const released = new Promise((resolve) => { release = resolve; });
+  await page.route('**/api/sites', async (route) => {
+    if (route.request().method() !== 'POST') return route.fallback();
+    const response = await route.fetch();
+    const deadline = Date.now() + 10000;
+    while (Date.now() < deadline && !alice.w.received.slice(receivedBefore).some((f) => f.text.includes('"site.create"'))) {
+      await sleep(50);
+    }
+    await route.fulfill({ response });
+    release();
+  });
   await page.getByRole('button', { name: 'New site' }).click();
   await page.getByLabel('Name', { exact: true }).fill(ALICE_MARKUP_SITE);
   await page.getByLabel('URL', { exact: true }).fill('https://recipes.alice.test/');
   await page.getByRole('button', { name: 'Create site' }).click();
   const markupRow = siteRow(page, ALICE_MARKUP_SITE);
+  await released;  // unrouting a request still held would let the browser send it a second time
+  await page.unroute('**/api/sites');
   await visible(markupRow);
+  assert.ok(alice.w.received.slice(receivedBefore).some((f) => f.text.includes('"site.create"')),
+    'the pushed answer arrived before the POST response was released');
   await visible(markupRow.getByText('Not deployed yet'), 15000);
   assert.equal(await markupRow.locator('b').count(), 0, 'a site name is never parsed as HTML');
   assert.equal(await markupRow.getByRole('rowheader').innerText(), ALICE_MARKUP_SITE);

@@ -174,6 +174,32 @@ TEST_SUITE("storage_sqlite") {
     CHECK(raw.execAndGet("PRAGMA journal_mode").getString() == "wal");
   }
 
+  TEST_CASE("sqlite: a version 1 database is upgraded in place and its sites start at revision 1") {
+    temp_dir dir;
+    const auto path = dir.file("v1.db");
+    citrus::memory::manual_clock clock;
+    {
+      auto s = open_ok(path);
+      auto alice = citrus::conformance::make_user(*s, "alice", clock.wall_now());
+      citrus::conformance::make_site(*s, alice.id, "blog", clock.wall_now());
+    }
+    {
+      // Back to the version 1 schema, as a database written before sites.revision existed.
+      SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+      raw.exec("ALTER TABLE sites DROP COLUMN revision; PRAGMA user_version = 1");
+    }
+    auto s = open_ok(path);
+    CHECK(raw_user_version(path) == sqlite_storage::schema_version);
+    auto site = s->sites().find_site(citrus::user_id{1}, citrus::site_id{1});
+    REQUIRE(site);
+    CHECK(site->name == "blog");
+    CHECK(site->revision == 1);
+    auto changed = s->sites().record_deploy(site->id, citrus::deploy_update{"deployed", "agent-1", std::nullopt},
+                                            clock.wall_now());
+    REQUIRE(changed);
+    CHECK(changed->revision == 2);
+  }
+
   TEST_CASE("sqlite: a database from a newer version is refused and left untouched") {
     temp_dir dir;
     const auto path = dir.file("newer.db");

@@ -16,6 +16,8 @@
 /// - list_users / list_sites are ordered by id, list_principals by id, a principal's keys in the order
 ///   they were added, grants in the order given;
 /// - create_site for a user that does not exist answers errc::not_found;
+/// - a site's revision is 1 when created and one more after every update_site or record_deploy, even
+///   several within one second (only it orders two copies of a site; updated_at is in whole seconds);
 /// - a write that fails (conflict, not_found) changes nothing.
 #include <doctest/doctest.h>
 
@@ -50,7 +52,8 @@ inline std::string snapshot(citrus::storage& s) {
       out << "  site " << r.id.value() << " " << r.name << " " << r.url << " " << r.owner.value() << " "
           << r.agent.value() << " " << to_unix_seconds(r.created_at) << " " << to_unix_seconds(r.updated_at) << " "
           << r.deployer_id << " " << r.deploy_status << " "
-          << (r.last_deploy_date ? std::to_string(to_unix_seconds(*r.last_deploy_date)) : "-") << "\n";
+          << (r.last_deploy_date ? std::to_string(to_unix_seconds(*r.last_deploy_date)) : "-") << " r"
+          << r.revision << "\n";
   }
   for (auto kind : {principal_kind::commander, principal_kind::agent}) {
     auto principals = s.credentials().list_principals(kind);
@@ -255,6 +258,7 @@ inline void sites_create_and_find(const storage_factory& make) {
   CHECK(r->deployer_id.empty());
   CHECK(r->deploy_status.empty());
   CHECK_FALSE(r->last_deploy_date.has_value());
+  CHECK(r->revision == 1);
 
   auto found = s->sites().find_site(alice.id, r->id);
   REQUIRE(found);
@@ -268,6 +272,7 @@ inline void sites_create_and_find(const storage_factory& make) {
   CHECK(found->deployer_id.empty());
   CHECK(found->deploy_status.empty());
   CHECK_FALSE(found->last_deploy_date.has_value());
+  CHECK(found->revision == 1);
 
   CHECK(make_site(*s, alice.id, "shop", clock.wall_now()).id == site_id{2});
   CHECK(make_site(*s, alice.id, "wiki", clock.wall_now()).id == site_id{3});
@@ -356,6 +361,7 @@ inline void sites_update(const storage_factory& make) {
   CHECK(r->created_at == created);
   CHECK(r->updated_at == clock.wall_now());
   CHECK(r->updated_at > created);
+  CHECK(r->revision == 2);
 
   clock.advance(30s);
   r = s->sites().update_site(alice.id, site.id, site_changes{std::nullopt, std::string("https://j.example")},
@@ -377,6 +383,11 @@ inline void sites_update(const storage_factory& make) {
   REQUIRE(r);
   CHECK(r->name == "n");
   CHECK(r->updated_at == clock.wall_now());
+  CHECK(r->revision == 5);
+  // Two changes within the same second still get two revisions.
+  r = s->sites().update_site(alice.id, site.id, site_changes{}, clock.wall_now());
+  REQUIRE(r);
+  CHECK(r->revision == 6);
 
   auto found = s->sites().find_site(alice.id, site.id);
   REQUIRE(found);
@@ -386,6 +397,7 @@ inline void sites_update(const storage_factory& make) {
   CHECK(found->updated_at == clock.wall_now());
   CHECK(found->owner == alice.id);
   CHECK(found->agent == site.agent);
+  CHECK(found->revision == 6);
 }
 
 inline void sites_delete(const storage_factory& make) {
@@ -421,6 +433,7 @@ inline void sites_record_deploy(const storage_factory& make) {
   CHECK(r->created_at == site.created_at);
   CHECK(r->owner == alice.id);
   CHECK(r->name == "blog");
+  CHECK(r->revision == site.revision + 1);
 
   clock.advance(1min);
   const auto done_at = clock.wall_now() - 10s;
@@ -447,6 +460,7 @@ inline void sites_record_deploy(const storage_factory& make) {
   REQUIRE(found->last_deploy_date.has_value());
   CHECK(*found->last_deploy_date == done_at);
   CHECK(found->updated_at == clock.wall_now());
+  CHECK(found->revision == site.revision + 3);
 
   const auto before = snapshot(*s);
   CHECK(s->sites().record_deploy(site_id{99}, deploy_update{"deployed", "agent-1", done_at}, clock.wall_now())

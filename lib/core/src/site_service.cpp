@@ -57,6 +57,8 @@ void append_site_json(std::string& out, const site_record& s) {
   out += R"(,"last_deploy_date":)";
   if (s.last_deploy_date) append_number(out, to_unix_seconds(*s.last_deploy_date));
   else out += "null";
+  out += R"(,"revision":)";
+  append_number(out, s.revision);
   out += '}';
 }
 

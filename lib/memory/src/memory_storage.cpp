@@ -117,6 +117,7 @@ struct memory_storage::impl {
       r.agent = site.agent;
       r.created_at = whole_seconds(now);
       r.updated_at = r.created_at;
+      r.revision = 1;
       s_.sites_by_id.emplace(r.id.value(), r);
       return r;
     }
@@ -141,6 +142,7 @@ struct memory_storage::impl {
       if (changes.name) r->name = *changes.name;
       if (changes.url) r->url = *changes.url;
       r->updated_at = whole_seconds(now);
+      ++r->revision;
       return *r;
     }
 
@@ -160,6 +162,7 @@ struct memory_storage::impl {
       r.deployer_id = update.deployer_id;
       if (update.last_deploy_date) r.last_deploy_date = whole_seconds(update.last_deploy_date);
       r.updated_at = whole_seconds(now);
+      ++r.revision;
       return r;
     }
 

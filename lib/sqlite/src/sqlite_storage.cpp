@@ -109,6 +109,10 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_time ON audit_events(at, id);
 CREATE INDEX audit_events_by_kind_time ON audit_events(kind, at, id);
 )sql",
+    // 1 -> 2: sites.revision orders the copies of a site a client sees (existing rows start at 1).
+    R"sql(
+ALTER TABLE sites ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == sqlite_storage::schema_version,
               "one migration per schema version");
@@ -305,6 +309,7 @@ struct sqlite_storage::impl {
     r.deployer_id = st.getColumn(7).getString();
     r.deploy_status = st.getColumn(8).getString();
     r.last_deploy_date = optional_time(st.getColumn(9));
+    r.revision = static_cast<std::uint64_t>(st.getColumn(10).getInt64());
     return r;
   }
 
@@ -321,7 +326,7 @@ struct sqlite_storage::impl {
   result<site_record> site_by_id(site_id id) {
     statement_use st(prepare(
         "SELECT id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, "
-        "last_deploy_date FROM sites WHERE id = ?"));
+        "last_deploy_date, revision FROM sites WHERE id = ?"));
     st->bind(1, static_cast<std::int64_t>(id.value()));
     if (!st->executeStep()) return errc::not_found;
     return read_site(*st);
@@ -330,7 +335,7 @@ struct sqlite_storage::impl {
   result<site_record> owned_site(user_id owner, site_id id) {
     statement_use st(prepare(
         "SELECT id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, "
-        "last_deploy_date FROM sites WHERE id = ? AND user_id = ?"));
+        "last_deploy_date, revision FROM sites WHERE id = ? AND user_id = ?"));
     st->bind(1, static_cast<std::int64_t>(id.value()));
     st->bind(2, static_cast<std::int64_t>(owner.value()));
     if (!st->executeStep()) return errc::not_found;
@@ -488,6 +493,7 @@ struct sqlite_storage::impl {
         r.agent = site.agent;
         r.created_at = from_unix_seconds(seconds(now));
         r.updated_at = r.created_at;
+        r.revision = 1;  // the column's default
         tx.commit();
         return r;
       });
@@ -501,7 +507,7 @@ struct sqlite_storage::impl {
       return s_.guarded("list_sites", [&]() -> result<std::vector<site_record>> {
         statement_use st(s_.prepare(
             "SELECT id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, "
-            "last_deploy_date FROM sites WHERE user_id = ? ORDER BY id"));
+            "last_deploy_date, revision FROM sites WHERE user_id = ? ORDER BY id"));
         st->bind(1, static_cast<std::int64_t>(owner.value()));
         std::vector<site_record> out;
         while (st->executeStep()) out.push_back(read_site(*st));
@@ -514,8 +520,8 @@ struct sqlite_storage::impl {
         transaction tx(s_, transaction::write);
         {
           statement_use st(s_.prepare(
-              "UPDATE sites SET name = COALESCE(?, name), url = COALESCE(?, url), updated_at = ? "
-              "WHERE id = ? AND user_id = ?"));
+              "UPDATE sites SET name = COALESCE(?, name), url = COALESCE(?, url), updated_at = ?, "
+              "revision = revision + 1 WHERE id = ? AND user_id = ?"));
           bind_optional_text(*st, 1, changes.name);
           bind_optional_text(*st, 2, changes.url);
           st->bind(3, static_cast<std::int64_t>(seconds(now)));
@@ -552,7 +558,8 @@ struct sqlite_storage::impl {
         {
           statement_use st(s_.prepare(
               "UPDATE sites SET deploy_status = ?, deployer_id = ?, "
-              "last_deploy_date = COALESCE(?, last_deploy_date), updated_at = ? WHERE id = ?"));
+              "last_deploy_date = COALESCE(?, last_deploy_date), updated_at = ?, "
+              "revision = revision + 1 WHERE id = ?"));
           st->bind(1, update.deploy_status);
           st->bind(2, update.deployer_id);
           bind_optional_time(*st, 3, update.last_deploy_date);

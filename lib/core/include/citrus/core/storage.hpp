@@ -54,6 +54,10 @@ struct site_record {
   std::string deployer_id;        ///< the agent that ran the last deploy
   std::string deploy_status;      ///< "", "pending", "deploying", "deployed", "failed", ...
   std::optional<wall_time> last_deploy_date;
+  /// 1 when created, one more on every change: a reader that sees two copies of a site (a REST answer
+  /// and a pushed update racing each other) keeps the higher one. Seconds in updated_at cannot order
+  /// two changes made in the same second.
+  std::uint64_t revision = 0;
 };
 
 struct new_site {

@@ -22,4 +22,10 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$clangxx" -DCMAKE_BU
   -DCITRUS_BUILD_TESTS=OFF -DCITRUS_BUILD_APPS=OFF -DCITRUS_BUILD_EXAMPLES=OFF -DCITRUS_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" -j "$jobs"
 
-cd "$build" && ctest -L fuzz --output-on-failure -j "$jobs"
+cd "$build"
+status=0
+ctest -L fuzz --output-on-failure -j "$jobs" || status=$?
+# libFuzzer's final statistics: how many inputs each target ran.
+awk '/ Testing: /{name=$3} /^stat::number_of_executed_units:/{printf "%s: %s executions\n", name, $2; total+=$2}
+     END{printf "fuzz: %d executions in all\n", total}' Testing/Temporary/LastTest.log
+exit "$status"

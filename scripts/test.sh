@@ -27,11 +27,47 @@ done
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
+# The three test stages run even when one fails, so that a red run shows everything at once. Each
+# stage's output is kept in $build/stage-<name>.log; the last line sums them up.
+failed_stages=0
+total_passed=0
+total_failed=0
+counts=()
+stage() {
+  local name="$1"
+  shift
+  local log="$build/stage-$name.log" passed failed ok=1
+  ( "$@" ) 2>&1 | tee "$log" || ok=0
+  # "N passed, N failed" (e2e) or ctest's "...% tests passed, N tests failed out of M".
+  if line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)" && [ -n "$line" ]; then
+    passed="${line%% passed*}"
+    failed="${line#*, }"
+    failed="${failed%% failed*}"
+  elif line="$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)" && [ -n "$line" ]; then
+    failed="$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")"
+    passed=$(( $(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line") - failed ))
+  else
+    passed=0
+    failed=1  # the stage ended before it could count: a build or set-up failure
+  fi
+  [ "$ok" -eq 1 ] && [ "$failed" -gt 0 ] && ok=0
+  [ "$ok" -eq 0 ] && [ "$failed" -eq 0 ] && failed=1
+  [ "$ok" -eq 0 ] && failed_stages=$((failed_stages + 1))
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  counts+=("$name $passed/$((passed + failed))")
+}
+
 # The dashboard in a real browser (Chromium headless) against the three executables.
-"$root/scripts/e2e.sh" "$build"
+stage e2e "$root/scripts/e2e.sh" "$build"
 
 # A short run of every libFuzzer target over its seed corpus (clang build in build/fuzz).
-"$root/scripts/fuzz.sh"
+stage fuzz "$root/scripts/fuzz.sh"
 
-# Everything else: unit, storage, transport, agent and integration tests (ctest's summary ends the run).
-cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 300
+# Everything else: unit, storage, transport, agent and integration tests.
+stage ctest bash -c 'cd "$1" && ctest --output-on-failure -j "$2" --timeout 300' _ "$build" "$jobs"
+
+echo
+echo "stages: ${counts[*]}"
+echo "$total_passed passed, $total_failed failed"
+[ "$failed_stages" -eq 0 ]

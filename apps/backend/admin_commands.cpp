@@ -210,6 +210,41 @@ int user_add(int argc, char** argv, int first) {
   return std::fflush(stdout) == 0 ? exit_ok : exit_failure;
 }
 
+int user_delete(int argc, char** argv, int first) {
+  app::options opts("citrus-backend user delete NAME",
+                    "delete a user and their sites. Their tokens stop working at once (REST and open WebSocket "
+                    "sessions check that the user still exists); the id is never given to another user",
+                    {db_option(), log_level_option()});
+  if (auto stop = parse(opts, argc, argv, first, 1)) return *stop;
+  const std::string name = opts.positional()[0];
+  if (!valid_user_name(name)) {
+    print_error("invalid user name '" + name + "': 1..64 characters of A-Z a-z 0-9 . _ @ + -");
+    return exit_usage;
+  }
+  admin_context ctx(opts);
+  if (!ctx.open(opts.get("db"))) return exit_failure;
+  auto user = ctx.db->users().find_user_by_name(name);
+  if (!user) {
+    if (user.error() == errc::not_found) print_error("user '" + name + "' does not exist");
+    else print_error("cannot delete user '" + name + "': " + describe(user.error()));
+    return exit_failure;
+  }
+  if (auto done = ctx.db->users().delete_user(user->id); !done) {
+    if (done.error() == errc::not_found) print_error("user '" + name + "' does not exist");
+    else print_error("cannot delete user '" + name + "': " + describe(done.error()));
+    return exit_failure;
+  }
+  const std::string target = "user:" + std::to_string(user->id.value());
+  if (auto audited = ctx.db->audit().append(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli",
+                                                        "user.delete", target, "ok", name});
+      !audited)
+    std::fprintf(stderr, "citrus-backend: warning: user '%s' was deleted but the audit event could not be stored: %s\n",
+                 name.c_str(), describe(audited.error()).c_str());
+  std::fprintf(stderr, "citrus-backend: user '%s' (id %lld) deleted with their sites\n", name.c_str(),
+               static_cast<long long>(user->id.value()));
+  return exit_ok;
+}
+
 // ------------------------------------------------------------------------------------ credentials
 
 int register_principal(principal_kind kind, const std::string& id, const std::vector<std::string>& grants,
@@ -244,10 +279,12 @@ bool is_help(const char* arg) { return std::string_view(arg) == "--help" || std:
 }  // namespace
 
 int run_user_command(int argc, char** argv, int first) {
-  if (first >= argc || is_help(argv[first])) return principal_usage("user", "add NAME [--admin] [--db FILE]", first < argc);
+  constexpr const char* verbs = "add NAME [--admin] [--db FILE] | delete NAME [--db FILE]";
+  if (first >= argc || is_help(argv[first])) return principal_usage("user", verbs, first < argc);
   if (std::string_view(argv[first]) == "add") return user_add(argc, argv, first + 1);
+  if (std::string_view(argv[first]) == "delete") return user_delete(argc, argv, first + 1);
   print_error("unknown command 'user " + std::string(argv[first]) + "'");
-  return principal_usage("user", "add NAME [--admin] [--db FILE]", false);
+  return principal_usage("user", verbs, false);
 }
 
 int run_agent_command(int argc, char** argv, int first) {

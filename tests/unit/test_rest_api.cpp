@@ -313,6 +313,12 @@ TEST_SUITE("rest_api") {
     auto deleted = f.call("POST", "/api/token/refresh", {}, live);
     CHECK(deleted.status == 401);
     CHECK(deleted.body == auth_required_body);
+    auto events = f.db.audit().query({audit_kind::authentication, 1000});
+    REQUIRE(events);
+    CHECK(std::count_if(events->begin(), events->end(), [&](const audit_event& e) {
+            return e.action == "token_refresh" && e.outcome == "denied" &&
+                   e.target == "user:" + std::to_string(f.bob.id.value());
+          }) == 1);  // the deleted user's refresh only, not the garbage or expired ones
   }
 
   TEST_CASE("sites: create, list, get, update on both paths, deploy, delete") {
@@ -528,6 +534,17 @@ TEST_SUITE("rest_api") {
     auto deleted = f.call("GET", "/api/sites", {}, bob);
     CHECK(deleted.status == 401);
     CHECK(deleted.body == auth_required_body);
+    // Only this backend can have signed that token: its use after the deletion is an audited
+    // authentication event naming the user (the garbage and forged tokens above are not).
+    auto events = f.db.audit().query({audit_kind::authentication, 1000});
+    REQUIRE(events);
+    std::size_t rest_auth = 0;
+    for (const auto& e : *events) rest_auth += e.action == "rest_auth";
+    CHECK(rest_auth == 1);
+    CHECK(std::count_if(events->begin(), events->end(), [&](const audit_event& e) {
+            return e.action == "rest_auth" && e.target == "user:" + std::to_string(f.bob.id.value()) &&
+                   e.outcome == "denied" && e.actor == "addr:10.0.0.1";
+          }) == 1);
     CHECK_FALSE(f.log.mentions(good));
   }
 
@@ -562,12 +579,27 @@ TEST_SUITE("rest_api") {
 
     // Users unreadable: the token is fine, but nobody can be authenticated. Not a 401.
     flaky_storage flaky(f.db);
-    rest_api api(no_address_limit(), rest_services{flaky, *f.sites, f.login, f.creds, f.tokens, f.clk, f.log, {}});
+    login_service flaky_login(login_config{}, flaky.users(), f.tokens, f.clk, f.db.audit());
+    rest_api api(no_address_limit(), rest_services{flaky, *f.sites, flaky_login, f.creds, f.tokens, f.clk, f.log, {}});
     CHECK(rest_fixture::call_on(api, "GET", "/api/sites", {}, alice).status == 200);
     flaky.user_view.down = true;
     r = rest_fixture::call_on(api, "GET", "/api/sites", {}, alice);
     CHECK(r.status == 503);
     CHECK(r.body == unavailable);
+    // Refreshing a token while users are unreadable is a 503 too, not a 401 that logs the user out.
+    r = rest_fixture::call_on(api, "POST", "/api/token/refresh", {}, alice);
+    CHECK(r.status == 503);
+    CHECK(r.body == unavailable);
+
+    // A login whose audit event cannot be stored hands out no token: no unrecorded access.
+    f.db.fail_next_writes(1);
+    r = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})");
+    CHECK(r.status == 503);
+    CHECK(r.body == unavailable);
+    CHECK(r.body.find("token") == std::string::npos);
+    r = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})");
+    CHECK(r.status == 200);
+    CHECK(r.body.find(R"("token":")") != std::string::npos);
   }
 
   TEST_CASE("verify-agent: hub credentials required, then one answer for a wrong key and an unknown agent") {

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "platform_fixture.hpp"
 
 using namespace citrus;
@@ -106,6 +108,98 @@ TEST_SUITE("user_gateway") {
     ws.send(R"({"v":1,"type":"auth","token":")" + *f.tokens.issue(user_record{f.bob.id, "bob", "", user_role::user, {}}, f.clk.wall_now()) + R"("})");
     f.run();
     CHECK(end.closed_with() == close_code::auth_failed);  // bob was deleted
+  }
+
+  TEST_CASE("a user deleted while their WebSocket is open: the next command is refused, the session closed 4002, audited") {
+    platform_fixture f;
+    auto [ws, end] = f.user_socket(f.alice);
+    auto [bob, bob_end] = f.user_socket(f.bob);
+    REQUIRE(f.db.users().delete_user(f.alice.id));
+    const auto routed = f.hub().counters().routed;
+    ws->send(user_command("d1", "site.create", R"({"name":"ghost","url":"https://ghost.test"})"));
+    f.run();
+    REQUIRE(ws->messages.size() == 1);
+    CHECK(contains(ws->messages[0], R"("type":"error","id":"d1","code":"auth_failed")"));
+    CHECK(end->closed_with() == close_code::auth_failed);
+    CHECK(f.hub().counters().routed == routed);  // nothing was created or sent for a deleted user
+    auto ghost = f.db.sites().list_sites(f.alice.id);
+    REQUIRE(ghost);
+    CHECK(ghost->empty());
+    auto events = f.db.audit().query({audit_kind::authentication, 100});
+    REQUIRE(events);
+    CHECK(std::count_if(events->begin(), events->end(), [&](const audit_event& e) {
+            return e.action == "ws_auth" && e.outcome == "denied" && e.detail == "user no longer exists" &&
+                   e.target == "user:" + std::to_string(f.alice.id.value());
+          }) == 1);
+    // Another user's session is untouched.
+    bob->send(user_command("b1", "site.status", R"({"site_id":999})"));
+    f.run();
+    CHECK(contains(bob->messages.back(), R"("code":"unauthorized_access")"));
+    CHECK(bob_end->is_open());
+  }
+
+  TEST_CASE("a user deleted while their WebSocket is open: a re-authentication with a fresh genuine token is refused") {
+    platform_fixture f;
+    auto [ws, end] = f.user_socket(f.alice);
+    const std::string fresh = *f.tokens.issue(f.alice, f.clk.wall_now());  // signed before the deletion
+    REQUIRE(f.db.users().delete_user(f.alice.id));
+    ws->send(R"({"v":1,"type":"reauth","token":")" + fresh + R"("})");
+    f.run();
+    REQUIRE(ws->messages.size() == 1);
+    CHECK(contains(ws->messages[0], R"("code":"auth_failed")"));
+    CHECK_FALSE(contains(ws->messages[0], "auth_ok"));
+    CHECK(end->closed_with() == close_code::auth_failed);
+    // A new user with the same name gets another id: the old token does not resolve to them.
+    auto again = f.db.users().create_user("alice", f.alice.password_hash, user_role::user, f.clk.wall_now());
+    REQUIRE(again);
+    CHECK(again->id != f.alice.id);
+    memory::recording_client other;
+    auto& other_end = f.users_net.connect(other);
+    f.run();
+    other.send(R"({"v":1,"type":"auth","token":")" + fresh + R"("})");
+    f.run();
+    CHECK(other_end.closed_with() == close_code::auth_failed);
+  }
+
+  TEST_CASE("a store failure while checking the user refuses the command but keeps the session") {
+    platform_fixture f;
+    struct failing_users final : user_store {
+      user_store& inner;
+      bool down = false;
+      explicit failing_users(user_store& u) : inner(u) {}
+      result<user_record> create_user(std::string_view n, std::string_view h, user_role r, wall_time t) override {
+        return inner.create_user(n, h, r, t);
+      }
+      result<user_record> find_user(user_id id) override {
+        if (down) return errc::storage_unavailable;
+        return inner.find_user(id);
+      }
+      result<user_record> find_user_by_name(std::string_view n) override { return inner.find_user_by_name(n); }
+      result<std::vector<user_record>> list_users() override { return inner.list_users(); }
+      result<void> delete_user(user_id id) override { return inner.delete_user(id); }
+    } users(f.db.users());
+    user_gateway gateway(user_gateway_config{}, f.tokens, users, f.ops, f.clk, f.log, f.db.audit());
+    gateway.bind_sites(*f.sites);
+    memory::loopback_transport net(gateway);
+    memory::recording_client ws;
+    auto& end = net.connect(ws);
+    net.run();
+    ws.send(R"({"v":1,"type":"auth","token":")" + *f.tokens.issue(f.alice, f.clk.wall_now()) + R"("})");
+    net.run();
+    REQUIRE(ws.messages.size() == 1);
+    REQUIRE(contains(ws.messages[0], "auth_ok"));
+    users.down = true;
+    ws.send(user_command("s1", "site.status", R"({"site_id":1})"));
+    ws.send(R"({"v":1,"type":"reauth","token":")" + *f.tokens.issue(f.alice, f.clk.wall_now()) + R"("})");
+    net.run();
+    REQUIRE(ws.messages.size() == 3);
+    CHECK(contains(ws.messages[1], R"("id":"s1","code":"storage_unavailable")"));
+    CHECK(contains(ws.messages[2], R"("code":"storage_unavailable")"));
+    CHECK(end.is_open());  // not the user's fault: the session lives on
+    users.down = false;
+    ws.send(user_command("s2", "site.status", R"({"site_id":1})"));
+    net.run();
+    CHECK(contains(ws.messages.back(), R"("id":"s2","code":"unauthorized_access")"));
   }
 
   TEST_CASE("a session expires without re-authentication, then re-authentication extends it") {

@@ -17,7 +17,7 @@ std::string_view decoy_password_hash() {
 }  // namespace
 
 login_service::login_service(login_config config, user_store& users, token_service& tokens, const clock& clk,
-                             audit_sink& audit)
+                             audit_store& audit)
     : users_(users), tokens_(tokens), clock_(clk), audit_(audit), by_user_(config.per_user), by_address_(config.per_address) {}
 
 result<login_result> login_service::login(std::string_view name, std::string_view password, std::string_view address) {
@@ -49,7 +49,11 @@ result<login_result> login_service::login(std::string_view name, std::string_vie
   if (!token) return token.error();
   auto claims = tokens_.verify(*token, clock_.wall_now());
   if (!claims) return claims.error();
-  record("ok", "");
+  // No unrecorded access: the token is handed out only once its login is in the audit trail.
+  if (auto stored = audit_.append(audit_event{clock_.wall_now(), audit_kind::authentication, "addr:" + std::string(address),
+                                              "login", "user:" + std::string(name.substr(0, 64)), "ok", ""});
+      !stored)
+    return stored.error();
   return login_result{std::move(*token), std::move(*claims)};
 }
 
@@ -57,7 +61,13 @@ result<login_result> login_service::refresh(std::string_view token) {
   auto claims = tokens_.verify(token, clock_.wall_now());
   if (!claims) return claims.error();
   auto user = users_.find_user(claims->user);
-  if (!user) return errc::auth_failed;
+  if (!user && user.error() == make_error_code(errc::not_found)) {  // a genuine token of a deleted user
+    audit_.record(audit_event{clock_.wall_now(), audit_kind::authentication, "user:" + std::to_string(claims->user.value()),
+                              "token_refresh", "user:" + std::to_string(claims->user.value()), "denied",
+                              "user no longer exists"});
+    return errc::auth_failed;
+  }
+  if (!user) return user.error();  // the store failed: not the token's fault
   auto fresh = tokens_.issue(*user, clock_.wall_now());
   if (!fresh) return fresh.error();
   auto fresh_claims = tokens_.verify(*fresh, clock_.wall_now());

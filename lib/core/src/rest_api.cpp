@@ -615,13 +615,19 @@ struct rest_api::impl {
   }
 
   /// The user behind a Bearer token: signature and expiry checked, and the user must still exist.
-  result<user_record> authenticate(const http_request& req) {
+  /// A genuine token of a user that no longer exists (`citrus-backend user delete`) is audited: only
+  /// this backend can have issued it.
+  result<user_record> authenticate(const http_request& req, const std::string& address) {
     const std::string_view token = bearer_credentials(req.authorization);
     if (token.empty()) return errc::auth_required;
     auto claims = svc.tokens.verify(token, svc.clk.wall_now());
     if (!claims) return to_errc(claims.error()) == errc::token_expired ? errc::token_expired : errc::auth_failed;
     auto user = svc.db.users().find_user(claims->user);
-    if (!user) return to_errc(user.error()) == errc::not_found ? errc::auth_failed : user.error();
+    if (!user && to_errc(user.error()) == errc::not_found) {
+      audit(audit_kind::authentication, "addr:" + address, "rest_auth", "user:" + std::to_string(claims->user.value()),
+            "denied", "user no longer exists");
+      return errc::auth_failed;
+    }
     return user;
   }
 
@@ -682,7 +688,7 @@ struct rest_api::impl {
       default: break;
     }
 
-    auto user = authenticate(req);
+    auto user = authenticate(req, address);
     if (!user) return auth_failure(user.error(), address);
 
     switch (r.kind) {

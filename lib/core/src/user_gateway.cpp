@@ -1,6 +1,7 @@
 #include "citrus/core/user_gateway.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -12,7 +13,9 @@ struct user_session {
   bool authenticated = false;
   bool closing = false;
   user_id user;
-  wall_time expires_at{};
+  wall_time expires_at{};        ///< the token's "exp" (wall clock, as the token service checks it)
+  steady_time expires_steady{};  ///< the same lifetime on the monotonic clock: a wall-clock step back
+                                 ///< must not stretch a session beyond its token's real lifetime
   steady_time auth_deadline{};
   token_bucket bucket;
   std::size_t strikes = 0;
@@ -74,14 +77,18 @@ struct user_gateway::impl {
     s.conn->send(out);
   }
 
-  void auth_failed(user_session& s, connection_id id, errc code, std::string_view detail) {
+  /// Refuses the session's credentials: an error (for `request`, if any), an audited authentication
+  /// event naming the user when it is known, and a close with 4002 (4003 for an expired token).
+  void auth_failed(user_session& s, connection_id id, errc code, std::string_view detail,
+                   std::optional<user_id> user = std::nullopt, std::string_view request = {}) {
+    if (!user && s.authenticated) user = s.user;
     log.log(log_level::warn, "user_auth_failed", {field("conn", static_cast<std::int64_t>(id.value())),
                                                   field("remote", s.conn->remote_address()), field("code", wire_code(code))});
     audit.record(audit_event{clk.wall_now(), audit_kind::authentication,
                              "conn:" + std::to_string(id.value()) + "@" + std::string(s.conn->remote_address()),
-                             "ws_auth", s.authenticated ? "user:" + std::to_string(s.user.value()) : "", "denied",
+                             "ws_auth", user ? "user:" + std::to_string(user->value()) : "", "denied",
                              std::string(detail)});
-    send_error(s, {}, code);
+    send_error(s, request, code);
     close(s, code == errc::token_expired ? close_code::token_expired : close_code::auth_failed, "authentication failed");
   }
 
@@ -105,12 +112,18 @@ struct user_gateway::impl {
       auth_failed(s, id, errc::auth_failed, "token of another user");
       return;
     }
-    if (!reauth) {
-      auto user = users.find_user(claims->user);
-      if (!user) {  // deleted since the token was issued, or the store failed: no session either way
-        auth_failed(s, id, errc::auth_failed, "user not found");
-        return;
+    // A valid signature is not enough: the user may have been deleted since the token was issued
+    // (`citrus-backend user delete`). Checked on auth and on every re-auth.
+    if (auto user = users.find_user(claims->user); !user) {
+      if (user.error() == make_error_code(errc::not_found)) {
+        auth_failed(s, id, errc::auth_failed, "user no longer exists", claims->user, e.id);
+      } else {  // the store failed: not the client's fault, and not a reason to end the session
+        log.log(log_level::warn, "user_auth_store_failed", {field("conn", static_cast<std::int64_t>(id.value()))});
+        send_error(s, e.id, to_store_errc(user.error()));
       }
+      return;
+    }
+    if (!reauth) {
       auto& list = by_user[claims->user.value()];
       if (list.size() >= cfg.max_sessions_per_user) {
         reject(s, {}, errc::rate_limited);
@@ -122,10 +135,34 @@ struct user_gateway::impl {
       s.authenticated = true;
     }
     s.expires_at = claims->expires_at;
+    s.expires_steady = clk.steady_now() + std::max(std::chrono::steady_clock::duration::zero(),
+                                                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                       claims->expires_at - clk.wall_now()));
     s.strikes = 0;
     log.log(log_level::info, reauth ? "user_reauth" : "user_auth", {field("conn", static_cast<std::int64_t>(id.value())),
                                                                     field("user", s.user.value())});
     send_auth_ok(s);
+  }
+
+  /// errc::storage_unavailable / storage_full as they are; any other store failure is internal.
+  static errc to_store_errc(std::error_code e) {
+    if (e == make_error_code(errc::storage_full)) return errc::storage_full;
+    if (e == make_error_code(errc::storage_unavailable)) return errc::storage_unavailable;
+    return errc::internal_error;
+  }
+
+  /// An authenticated session's user may have been deleted while it was open: its next command is
+  /// refused and the session closed (4002), as a new authentication with its token would be.
+  bool user_still_exists(user_session& s, connection_id id, std::string_view request) {
+    auto user = users.find_user(s.user);
+    if (user) return true;
+    if (user.error() == make_error_code(errc::not_found)) {
+      auth_failed(s, id, errc::auth_failed, "user no longer exists", s.user, request);
+    } else {
+      log.log(log_level::warn, "user_lookup_failed", {field("conn", static_cast<std::int64_t>(id.value()))});
+      send_error(s, request, to_store_errc(user.error()));
+    }
+    return false;
   }
 
   void reply_site(user_session& s, const protocol::envelope& request, const site_record& site) {
@@ -238,6 +275,7 @@ struct user_gateway::impl {
       case protocol::message_type::reauth: handle_auth(s, id, e); return;
       case protocol::message_type::command:
         if (!s.authenticated) return reject(s, e.id, errc::auth_required);
+        if (!user_still_exists(s, id, e.id)) return;
         handle_command(s, e);
         return;
       default: reject(s, e.id, errc::forbidden_operation); return;
@@ -265,7 +303,7 @@ struct user_gateway::impl {
       if (s.closing) continue;
       if (!s.authenticated && now >= s.auth_deadline) {
         close(s, close_code::auth_timeout, "authentication timeout");
-      } else if (s.authenticated && wall >= s.expires_at) {
+      } else if (s.authenticated && (wall >= s.expires_at || now >= s.expires_steady)) {
         log.log(log_level::info, "user_session_expired", {field("conn", static_cast<std::int64_t>(id)), field("user", s.user.value())});
         send_error(s, {}, errc::token_expired);
         close(s, close_code::token_expired, "token expired");

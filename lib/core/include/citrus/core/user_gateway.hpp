@@ -2,7 +2,10 @@
 /// The backend's WebSocket for users. The first message must be {"type":"auth","token":...} within
 /// the auth timeout (the token never travels in the URL); {"type":"reauth"} before expiry extends the
 /// session; a session whose token expires is sent a token_expired error and closed with
-/// close_code::token_expired. Users may send site commands (validated against the operations table
+/// close_code::token_expired (at the token's "exp" on the wall clock, or once its lifetime has elapsed on
+/// the monotonic clock, whichever comes first: a wall-clock step back does not stretch a session). The
+/// user must still exist on auth, on re-auth and for every command: a session of a deleted user is
+/// refused with auth_failed and closed with close_code::auth_failed (audited). Users may send site commands (validated against the operations table
 /// for role::user, ownership enforced by site_service); updates are pushed only to the site owner.
 #include <chrono>
 #include <memory>

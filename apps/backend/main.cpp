@@ -5,6 +5,7 @@
 //
 //   citrus-backend [serve] [options]          run the server (the default)
 //   citrus-backend user add NAME [--admin]    password from stdin; prints the user id
+//   citrus-backend user delete NAME           the user and their sites; their tokens stop working
 //   citrus-backend agent register ID --trust C[,..] | agent rotate ID [--overlap-s N]
 //   citrus-backend commander register ID --agents A[,..]|*
 //   citrus-backend hub register ID
@@ -37,6 +38,7 @@
 #include "citrus/core/operations.hpp"
 #include "citrus/core/random.hpp"
 #include "citrus/core/rest_api.hpp"
+#include "citrus/core/site_recovery.hpp"
 #include "citrus/core/site_service.hpp"
 #include "citrus/core/user_gateway.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
@@ -53,6 +55,7 @@ using namespace std::chrono_literals;
 constexpr const char* commands_usage =
     "usage: citrus-backend [serve] [options]        run the backend (the default)\n"
     "       citrus-backend user add NAME [--admin]   create a user (password: first line of stdin)\n"
+    "       citrus-backend user delete NAME          delete a user and their sites (their tokens stop working)\n"
     "       citrus-backend agent register ID --trust COMMANDER[,...]\n"
     "       citrus-backend agent rotate ID [--overlap-s SECONDS]\n"
     "       citrus-backend commander register ID --agents AGENT[,...]|*\n"
@@ -65,6 +68,7 @@ std::vector<app::option_spec> serve_specs() {
   return {
       {"listen", "CITRUS_BACKEND_LISTEN", "127.0.0.1:8080", "HOST:PORT for HTTP and the users' WebSocket (port 0: any free port)", false},
       {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing)", false},
+      {"db-busy-timeout-ms", "CITRUS_DB_BUSY_TIMEOUT_MS", "5000", "how long a database write waits for another process's lock before the request fails with 503 storage_unavailable (100..60000)", false},
       {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "the hub's WebSocket URL (ws:// or wss://)", false},
       {"hub-ca-file", "CITRUS_HUB_CA_FILE", "", "PEM CA bundle to verify a wss:// hub (default: the system's)", false},
       {"commander-id", "CITRUS_COMMANDER_ID", "backend-1", "this backend's commander id at the hub", false},
@@ -132,6 +136,7 @@ struct serve_settings {
   std::uint16_t port = 0;
   std::string listen_text;
   std::string db_path;
+  std::chrono::milliseconds db_busy_timeout{5000};
   std::string hub_url;
   std::string hub_ca_file;
   std::string commander_id;
@@ -177,6 +182,10 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
     return usage_error("invalid --listen '" + s.listen_text + "' (HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)");
   s.db_path = opts.get("db");
   if (s.db_path.empty()) return usage_error("--db must not be empty");
+  const auto busy = opts.get_int("db-busy-timeout-ms");
+  if (!busy || *busy < 100 || *busy > 60000)
+    return usage_error("invalid --db-busy-timeout-ms '" + opts.get("db-busy-timeout-ms") + "' (100..60000)");
+  s.db_busy_timeout = std::chrono::milliseconds(*busy);
   s.hub_url = opts.get("hub-url");
   if (s.hub_url.rfind("ws://", 0) != 0 && s.hub_url.rfind("wss://", 0) != 0)
     return usage_error("invalid --hub-url '" + s.hub_url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
@@ -413,6 +422,7 @@ bool write_ready_file(const std::string& path, std::uint16_t port) {
   return std::rename(temp.c_str(), path.c_str()) == 0;
 }
 
+
 std::string url_host(const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
 
 int serve(const serve_settings& s) {
@@ -437,12 +447,20 @@ int serve(const serve_settings& s) {
 
   sqlite::sqlite_options db_options;
   db_options.log = &log;
+  db_options.busy_timeout = s.db_busy_timeout;
   auto opened = sqlite::sqlite_storage::open(s.db_path, db_options);
   if (!opened) {
     print_error("cannot open database " + s.db_path + ": " + opened.error().message());
     return exit_failure;
   }
   std::unique_ptr<sqlite::sqlite_storage> db = std::move(*opened);
+
+  // Before the hub link exists: creates and deploys a previous run left in flight can never be
+  // answered now, so they end as "failed" (audited) instead of showing "deploying" forever.
+  if (auto recovered = fail_interrupted_operations(*db, clk, log); !recovered)
+    log.log(log_level::error, "interrupted_operations_not_failed", {field("error", recovered.error().message())});
+  else if (*recovered > 0)
+    log.log(log_level::warn, "interrupted_operations_failed", {field("sites", static_cast<std::int64_t>(*recovered))});
 
   jwt::hs256_config token_config;
   token_config.secret = s.jwt_secret;
@@ -463,9 +481,10 @@ int serve(const serve_settings& s) {
   std::unique_ptr<app::async_audit> gateway_audit;
   if (s.db_path != ":memory:") {
     gateway_audit = std::make_unique<app::async_audit>(
-        [path = s.db_path, &log]() -> std::unique_ptr<storage> {
+        [path = s.db_path, busy = s.db_busy_timeout, &log]() -> std::unique_ptr<storage> {
           sqlite::sqlite_options options;
           options.log = &log;
+          options.busy_timeout = busy;
           auto store = sqlite::sqlite_storage::open(path, options);
           if (!store) return nullptr;
           return std::move(*store);
@@ -477,7 +496,9 @@ int serve(const serve_settings& s) {
   const operation_registry operations = operation_registry::defaults();
   user_gateway gateway(user_gateway_config{}, tokens, db->users(), operations, clk, log, gateway_audit_sink);
   forward_observer observer;
-  commander_link link(commander_link_config{s.commander_id, s.commander_key}, clk, log, observer);
+  commander_link_config link_config{s.commander_id, s.commander_key};
+  link_config.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
+  commander_link link(std::move(link_config), clk, log, observer);
   site_service sites(site_service_config{agent_id{s.default_agent}}, *db, link, gateway, clk, log);
   observer.target = &sites;
   gateway.bind_sites(sites);

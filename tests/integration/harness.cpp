@@ -268,7 +268,8 @@ platform::~platform() {
 void platform::start_backend() {
   const std::string ready = dir + "/backend.port";
   fs::remove(ready);
-  std::vector<std::string> argv{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:0", "--db", dir + "/citrus.db",
+  // A restart keeps the port: the hub's --verify-url and the users' URLs still point at it.
+  std::vector<std::string> argv{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:" + std::to_string(backend_port), "--db", dir + "/citrus.db",
                                 "--hub-url", hub_url(), "--commander-id", "backend-1", "--default-agent", "agent-1",
                                 "--token-lifetime-s", std::to_string(opts_.token_lifetime_s), "--rest-rate", "1000", "--token-leeway-s", "0",
                                 "--ready-file", ready};
@@ -276,6 +277,7 @@ void platform::start_backend() {
     argv.push_back("--allowed-origin");
     argv.push_back(origin);
   }
+  for (const auto& arg : opts_.backend_args) argv.push_back(arg);
   backend = std::make_unique<process>(
       std::move(argv),
       dir + "/backend.log", std::vector<std::string>{"CITRUS_COMMANDER_KEY=" + commander_key, "CITRUS_JWT_SECRET=" + std::string(48, 'j')});

@@ -99,6 +99,7 @@ class platform {
     int token_lifetime_s = 900;
     int step_delay_ms = 50;
     std::vector<std::string> allowed_origins;  ///< --allowed-origin values for the backend (empty: none)
+    std::vector<std::string> backend_args;     ///< more backend flags, after the others (the last --db wins)
   };
   explicit platform(options opts);
   platform() : platform(options{}) {}

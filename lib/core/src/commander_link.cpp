@@ -33,8 +33,8 @@ struct commander_link::impl {
   impl(commander_link_config c, const clock& k, logger& l, command_observer& o)
       : cfg(std::move(c)), clk(k), log(l), observer(o), parser(cfg.limits) {
     // Request ids must not repeat across restarts of the backend while the hub still holds old
-    // routes, so they start with the construction time.
-    prefix = "r" + std::to_string(to_unix_seconds(clk.wall_now())) + "-";
+    // routes (see commander_link_config::instance).
+    prefix = "r" + (cfg.instance.empty() ? std::to_string(to_unix_seconds(clk.wall_now())) : cfg.instance) + "-";
   }
 
   commander_link_config cfg;

@@ -221,19 +221,6 @@ bool parse_role(std::string_view text, user_role& out) noexcept {
   return true;
 }
 
-std::string random_hex(random_source& random, std::size_t bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::vector<std::uint8_t> raw(bytes);
-  random.fill(raw.data(), raw.size());
-  std::string out;
-  out.reserve(2 * bytes);
-  for (std::uint8_t b : raw) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0x0f]);
-  }
-  return out;
-}
-
 /// cpp-jwt's own checks, run on a token whose header and HMAC we have already verified. Its exp and nbf
 /// checks read the system clock and, when they fail, return before its signature check: those two verdicts
 /// are ignored (our checks against the injected clock decide). Any other error, and any exception — the

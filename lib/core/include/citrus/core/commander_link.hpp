@@ -67,6 +67,10 @@ struct commander_link_config {
   /// Local guard: fail a request the hub has not finished after this long (the hub has its own).
   std::chrono::milliseconds request_timeout{std::chrono::minutes(6)};
   protocol::limits limits{};
+  /// Starts every request id of this link ("r<instance>-<n>"). Ids must not repeat across restarts
+  /// while the hub may still hold an earlier run's routes: give each run random bytes (the backend
+  /// does). Empty: the construction time in unix seconds, which a clock stepped back can repeat.
+  std::string instance{};
 };
 
 /// Exponential backoff with full jitter, for reconnecting (pure: the caller owns the timer).

@@ -2,6 +2,7 @@
 /// Injected randomness. Secrets (keys, token ids, salts) come only from a random_source.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace citrus {
 
@@ -17,5 +18,8 @@ class system_random final : public random_source {
  public:
   void fill(std::uint8_t* data, std::size_t size) override;
 };
+
+/// `bytes` random bytes from `random` as lower-case hex (token ids, instance ids).
+std::string random_hex(random_source& random, std::size_t bytes);
 
 }  // namespace citrus

@@ -50,7 +50,9 @@ export async function request(method, path, { token, body } = {}) {
   return data;
 }
 
+/** A wait of `n` seconds in words: seconds up to two minutes, whole minutes (rounded up) beyond. */
 function seconds(n) {
+  if (n >= 120) return `${Math.ceil(n / 60)} minutes`;
   return n === 1 ? '1 second' : `${n} seconds`;
 }
 
@@ -85,7 +87,9 @@ export function describeError(err, context) {
       return 'What you entered is too long. Shorten it and try again.';
     case 429:
       if (m.startsWith('Too many failed attempts'))
-        return 'Too many failed login attempts. Wait a few minutes, then try again.';
+        return err.retryAfter > 0
+          ? `Too many failed login attempts. Wait ${seconds(err.retryAfter)}, then try again.`
+          : 'Too many failed login attempts. Wait a few minutes, then try again.';
       return err.retryAfter > 0
         ? `Too many requests in a short time. Wait ${seconds(err.retryAfter)} and try again.`
         : 'Too many requests in a short time. Wait a moment and try again.';

@@ -572,6 +572,7 @@ TEST_SUITE("hostile") {
     CHECK(real.status == 429);
     CHECK(real.body.find("token") == std::string::npos);
     CHECK(json_string(real.body, "message") == "Too many failed attempts, try again later");
+    CHECK(real.headers.find("Retry-After: ") != std::string::npos);  // when to try again, in seconds
     CHECK(audit_count(p, audit_kind::security_event, "login_lockout", 1) >= 1);
     check_still_serving(p);  // bob, from the same address, still logs in
   }

@@ -39,6 +39,11 @@ TEST_SUITE("rate_limit") {
     CHECK_FALSE(th.locked("bob", t));
     CHECK(th.locked("alice", t + 119s));
     CHECK_FALSE(th.locked("alice", t + 121s));
+    // What Retry-After says: the rest of the lockout, rounded up; zero once it is over or never began.
+    CHECK(th.locked_for("alice", t) == 120s);
+    CHECK(th.locked_for("alice", t + 119s + 1ms) == 1s);
+    CHECK(th.locked_for("alice", t + 120s) == 0s);
+    CHECK(th.locked_for("bob", t) == 0s);
   }
 
   TEST_CASE("failures outside the window do not accumulate, then success clears") {

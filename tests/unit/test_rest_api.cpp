@@ -260,8 +260,11 @@ TEST_SUITE("rest_api") {
     auto locked = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})");
     CHECK(locked.status == 429);
     CHECK(locked.body == error_body("Too many failed attempts, try again later"));
+    CHECK(locked.header("Retry-After") == "300");  // the whole lockout is still ahead
     CHECK(f.audit_count(audit_kind::security_event, "login_lockout", "locked") == 1);
-    f.clk.advance(301s);
+    f.clk.advance(200s);
+    CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})").header("Retry-After") == "100");
+    f.clk.advance(101s);
     CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})").status == 200);
     CHECK_FALSE(f.log.mentions("guess"));
   }

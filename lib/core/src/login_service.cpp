@@ -1,5 +1,7 @@
 #include "citrus/core/login_service.hpp"
 
+#include <algorithm>
+
 #include "citrus/core/password.hpp"
 
 namespace citrus {
@@ -19,6 +21,12 @@ std::string_view decoy_password_hash() {
 login_service::login_service(login_config config, user_store& users, token_service& tokens, const clock& clk,
                              audit_store& audit)
     : users_(users), tokens_(tokens), clock_(clk), audit_(audit), by_user_(config.per_user), by_address_(config.per_address) {}
+
+std::chrono::seconds login_service::locked_for(std::string_view name, std::string_view address) const {
+  const steady_time now = clock_.steady_now();
+  return std::max(by_user_.locked_for("user:" + std::string(name), now),
+                  by_address_.locked_for("addr:" + std::string(address), now));
+}
 
 result<login_result> login_service::login(std::string_view name, std::string_view password, std::string_view address) {
   const steady_time now = clock_.steady_now();

@@ -30,6 +30,12 @@ bool failure_throttle::locked(std::string_view key, steady_time now) const {
   return it != entries_.end() && it->second.locked_until > now;
 }
 
+std::chrono::seconds failure_throttle::locked_for(std::string_view key, steady_time now) const {
+  auto it = entries_.find(std::string(key));
+  if (it == entries_.end() || it->second.locked_until <= now) return std::chrono::seconds::zero();
+  return std::chrono::ceil<std::chrono::seconds>(it->second.locked_until - now);
+}
+
 bool failure_throttle::record_failure(std::string_view key, steady_time now) {
   auto it = entries_.find(std::string(key));
   if (it == entries_.end()) {

@@ -733,7 +733,10 @@ struct rest_api::impl {
     if (done) return token_response(*done);
     const errc code = to_errc(done.error());
     if (code == errc::auth_failed) return unauthenticated(msg_bad_login);  // a 401 names its scheme (RFC 9110)
-    return failure(done.error(), "login");
+    http_response r = failure(done.error(), "login");
+    if (code == errc::account_locked)
+      r.headers.push_back({"Retry-After", std::to_string(std::max<long long>(1, svc.login.locked_for(v[0].text, address).count()))});
+    return r;
   }
 
   http_response refresh(const http_request& req, const std::string& address) {

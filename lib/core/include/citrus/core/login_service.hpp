@@ -4,6 +4,7 @@
 /// A wrong name and a wrong password give the same answer (errc::auth_failed) and take the same time.
 /// A successful login is audited before its token is handed out: when the event cannot be stored
 /// (database locked or full) the login fails with that storage error instead of going unrecorded.
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -31,6 +32,8 @@ class login_service {
 
   /// errc::account_locked while the name or the address is locked out; errc::auth_failed otherwise.
   result<login_result> login(std::string_view name, std::string_view password, std::string_view address);
+  /// After errc::account_locked: how long until the name and the address may try again (Retry-After).
+  std::chrono::seconds locked_for(std::string_view name, std::string_view address) const;
   /// A fresh token for a still-valid one (same user, still existing); errc::auth_failed for a deleted
   /// user, the storage error when the user cannot be looked up.
   result<login_result> refresh(std::string_view token);

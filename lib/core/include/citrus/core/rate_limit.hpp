@@ -46,6 +46,8 @@ class failure_throttle {
   };
   explicit failure_throttle(config cfg) : cfg_(cfg) {}
   bool locked(std::string_view key, steady_time now) const;
+  /// How long the key stays locked, rounded up to whole seconds (zero when it is not locked).
+  std::chrono::seconds locked_for(std::string_view key, steady_time now) const;
   /// Returns true when this failure locked the key.
   bool record_failure(std::string_view key, steady_time now);
   void record_success(std::string_view key);

@@ -77,6 +77,7 @@ std::vector<app::option_spec> serve_specs() {
       {"token-lifetime-s", "CITRUS_TOKEN_LIFETIME_S", "900", "lifetime of user tokens in seconds (1..3600)", false},
       {"token-leeway-s", "CITRUS_TOKEN_LEEWAY_S", "30", "clock skew tolerated on token times, seconds (0..600)", false},
       {"rest-rate", "CITRUS_REST_RATE", "10", "REST requests per second per client address (burst: 3x)", false},
+      {"max-connections", "CITRUS_MAX_CONNECTIONS", "0", "TCP connections held at once, HTTP and WebSocket together; beyond it a connection is closed at accept (0: the descriptor budget, ulimit -n minus 64, at most 10000; never more than that budget)", false},
       {"default-agent", "CITRUS_DEFAULT_AGENT", "agent-1", "the agent new sites are placed on", false},
       {"web-root", "CITRUS_WEB_ROOT", "", "directory of the dashboard's static files served at / (empty: none)", false},
       {"allowed-origin", "CITRUS_ALLOWED_ORIGINS", "", "Origin accepted on the users' WebSocket handshake; repeatable or comma-separated (empty: any)", false},
@@ -146,6 +147,7 @@ struct serve_settings {
   std::chrono::seconds token_leeway{30};
   std::string default_agent;
   long long rest_rate = 10;
+  long long max_connections = 0;  ///< 0: connection_cap()
   std::string web_root;
   std::vector<std::string> allowed_origins;
   std::string tls_cert, tls_key;
@@ -198,6 +200,8 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   s.token_leeway = std::chrono::seconds(leeway);
   s.rest_rate = opts.get_int("rest-rate").value_or(0);
   if (s.rest_rate < 1 || s.rest_rate > 100000) return usage_error("--rest-rate must be 1..100000");
+  s.max_connections = opts.get_int("max-connections").value_or(-1);
+  if (s.max_connections < 0 || s.max_connections > 1000000) return usage_error("--max-connections must be 0..1000000");
   s.default_agent = opts.get("default-agent");
   if (!is_valid_wire_id(s.default_agent))
     return usage_error("invalid --default-agent '" + s.default_agent + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
@@ -524,7 +528,9 @@ int serve(const serve_settings& s) {
   server_options.bind_address = s.host;
   server_options.port = s.port;
   server_options.allowed_origins = s.allowed_origins;
-  server_options.max_connections = connection_cap();
+  server_options.max_connections = s.max_connections > 0
+                                       ? std::min(static_cast<std::size_t>(s.max_connections), connection_cap())
+                                       : connection_cap();
   server_options.max_http_body_bytes = 64 * 1024;  // the REST API answers 413 above 16 KiB itself
   server_options.tls_certificate_file = s.tls_cert;
   server_options.tls_private_key_file = s.tls_key;

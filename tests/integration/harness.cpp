@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -15,6 +16,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include "citrus/sqlite/sqlite_storage.hpp"
 
 namespace citrus::it {
 
@@ -288,11 +291,11 @@ void platform::start_backend() {
 void platform::start_hub() {
   const std::string ready = dir + "/hub.port";
   fs::remove(ready);
-  hub = std::make_unique<process>(
-      std::vector<std::string>{CITRUS_HUB_EXE, "--listen", "127.0.0.1:" + std::to_string(hub_port), "--db",
-                               dir + "/citrus.db", "--verify-url", backend_url() + "/api/verify-agent", "--hub-id",
-                               "hub-1", "--ready-file", ready},
-      dir + "/hub.log", std::vector<std::string>{"CITRUS_HUB_KEY=" + hub_key});
+  std::vector<std::string> argv{CITRUS_HUB_EXE, "--listen", "127.0.0.1:" + std::to_string(hub_port), "--db",
+                                dir + "/citrus.db", "--verify-url", backend_url() + "/api/verify-agent", "--hub-id",
+                                "hub-1", "--ready-file", ready};
+  for (const auto& arg : opts_.hub_args) argv.push_back(arg);
+  hub = std::make_unique<process>(std::move(argv), dir + "/hub.log", std::vector<std::string>{"CITRUS_HUB_KEY=" + hub_key});
   REQUIRE(wait_for_port(ready) == hub_port);
 }
 
@@ -335,6 +338,187 @@ bool platform::wait_agent_online(std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(100ms);
   }
   return false;
+}
+
+// ------------------------------------------------------------------ shared checks
+std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
+
+std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token) {
+  auto ws = std::make_unique<ws_client>();
+  REQUIRE(ws->connect(p.backend_ws()));
+  ws->send(R"({"v":1,"type":"auth","token":")" + token + R"("})");
+  REQUIRE(ws->wait_for([&] { return ws->count("auth_ok") == 1; }));
+  return ws;
+}
+
+std::size_t audit_count(platform& p, audit_kind kind, const std::string& action, std::size_t at_least,
+                        const std::string& outcome) {
+  std::size_t n = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  do {
+    auto db = sqlite::sqlite_storage::open(p.dir + "/citrus.db");
+    REQUIRE(db.has_value());
+    audit_query q;
+    q.kind = kind;
+    q.limit = 10000;
+    auto events = (*db)->audit().query(q);
+    REQUIRE(events.has_value());
+    n = 0;
+    for (const auto& e : *events) n += e.action == action && (outcome.empty() || e.outcome == outcome);
+    if (n >= at_least) break;
+    std::this_thread::sleep_for(100ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return n;
+}
+
+// ------------------------------------------------------------------ raw TCP WebSocket
+raw_socket::raw_socket(std::uint16_t port, int receive_buffer) {
+  fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd_ >= 0);
+  if (receive_buffer > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  timeval send_timeout{10, 0};  // a server that stops reading cannot block the test forever
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+}
+
+raw_socket::~raw_socket() { ::close(fd_); }
+
+bool raw_socket::write_all(std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+bool raw_socket::read_until(const std::function<bool(const std::string&)>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done(buffer)) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || eof) return done(buffer);
+    pollfd pfd{fd_, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+    char chunk[65536];
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n <= 0) {
+      eof = true;  // closed or reset
+      continue;
+    }
+    buffer.append(chunk, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+std::string raw_socket::handshake(const std::string& path, const std::string& extra) {
+  write_all("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n");
+  read_until([](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; });
+  const auto end = buffer.find("\r\n\r\n");
+  if (end == std::string::npos) return buffer;
+  std::string head = buffer.substr(0, end + 4);
+  buffer.erase(0, end + 4);
+  return head;
+}
+
+std::string raw_socket::frame(unsigned opcode, std::string_view payload, bool fin) {
+  std::string f;
+  f += static_cast<char>((fin ? 0x80 : 0x00) | opcode);
+  if (payload.size() < 126) {
+    f += static_cast<char>(0x80 | payload.size());
+  } else if (payload.size() <= 0xffff) {
+    f += static_cast<char>(0x80 | 126);
+    f += static_cast<char>((payload.size() >> 8) & 0xff);
+    f += static_cast<char>(payload.size() & 0xff);
+  } else {
+    f += static_cast<char>(0x80 | 127);
+    for (int shift = 56; shift >= 0; shift -= 8) f += static_cast<char>((static_cast<std::uint64_t>(payload.size()) >> shift) & 0xff);
+  }
+  const char mask[4] = {0x11, 0x22, 0x33, 0x44};
+  f.append(mask, 4);
+  for (std::size_t i = 0; i < payload.size(); ++i) f += static_cast<char>(payload[i] ^ mask[i % 4]);
+  return f;
+}
+
+int raw_socket::wait_close(std::vector<std::string>* texts, std::chrono::milliseconds timeout) {
+  int code = 0;
+  read_until([&](const std::string& b) {
+    std::size_t at = 0;
+    if (texts) texts->clear();
+    while (b.size() - at >= 2) {
+      const unsigned op = static_cast<unsigned char>(b[at]) & 0x0f;
+      std::size_t len = static_cast<unsigned char>(b[at + 1]) & 0x7f;
+      std::size_t head = 2;
+      if (len == 126) {
+        if (b.size() - at < 4) return false;
+        len = (static_cast<unsigned char>(b[at + 2]) << 8) | static_cast<unsigned char>(b[at + 3]);
+        head = 4;
+      } else if (len == 127) {
+        return false;  // never sent to us here
+      }
+      if (b.size() - at < head + len) return false;
+      if (op == 0x8) {
+        code = len >= 2 ? (static_cast<unsigned char>(b[at + head]) << 8) | static_cast<unsigned char>(b[at + head + 1]) : 1005;
+        return true;
+      }
+      if (op == 0x1 && texts) texts->push_back(b.substr(at + head, len));
+      at += head + len;
+    }
+    return false;
+  }, timeout);
+  return code;
+}
+
+bool raw_socket::readable() {
+  pollfd pfd{fd_, POLLIN, 0};
+  return ::poll(&pfd, 1, 0) > 0;
+}
+
+int raw_socket::drain_to_close(std::chrono::milliseconds timeout, std::size_t* bytes) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::size_t total = buffer.size();
+  std::string pending = std::move(buffer);
+  buffer.clear();
+  std::vector<char> chunk(1 << 16);
+  for (;;) {
+    // Consume every complete frame at the front of `pending`.
+    std::size_t at = 0;
+    while (pending.size() - at >= 2) {
+      const unsigned op = static_cast<unsigned char>(pending[at]) & 0x0f;
+      std::uint64_t len = static_cast<unsigned char>(pending[at + 1]) & 0x7f;
+      std::size_t head = 2;
+      if (len == 126 || len == 127) {
+        head = len == 126 ? 4 : 10;
+        if (pending.size() - at < head) break;
+        len = 0;
+        for (std::size_t i = 2; i < head; ++i) len = (len << 8) | static_cast<unsigned char>(pending[at + i]);
+      }
+      if (pending.size() - at < head + len) break;
+      if (op == 0x8) {
+        if (bytes) *bytes = total;
+        return len >= 2 ? (static_cast<unsigned char>(pending[at + head]) << 8) | static_cast<unsigned char>(pending[at + head + 1]) : 1005;
+      }
+      at += head + static_cast<std::size_t>(len);
+    }
+    pending.erase(0, at);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || eof) break;
+    pollfd pfd{fd_, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+    const ssize_t n = ::recv(fd_, chunk.data(), chunk.size(), 0);
+    if (n <= 0) {
+      eof = true;
+      continue;
+    }
+    total += static_cast<std::size_t>(n);
+    pending.append(chunk.data(), static_cast<std::size_t>(n));
+  }
+  if (bytes) *bytes = total;
+  return 0;
 }
 
 }  // namespace citrus::it

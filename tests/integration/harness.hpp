@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include "citrus/core/audit.hpp"
 #include "citrus/core/transport.hpp"
 #include "citrus/memory/recording_logger.hpp"
 #include "citrus/wspp/client.hpp"
@@ -32,6 +33,7 @@ class process {
   /// Exit status (or 128+signal) once it has ended; -1 on timeout.
   int wait(std::chrono::milliseconds timeout = 10s);
   bool running();
+  pid_t pid() const { return pid_; }
   const std::string& log_file() const { return log_file_; }
 
  private:
@@ -100,6 +102,7 @@ class platform {
     int step_delay_ms = 50;
     std::vector<std::string> allowed_origins;  ///< --allowed-origin values for the backend (empty: none)
     std::vector<std::string> backend_args;     ///< more backend flags, after the others (the last --db wins)
+    std::vector<std::string> hub_args;         ///< more hub flags, after the others
   };
   explicit platform(options opts);
   platform() : platform(options{}) {}
@@ -126,6 +129,51 @@ class platform {
  private:
   options opts_;
   int agent_starts_ = 0;
+};
+
+std::string bearer(const std::string& token);
+
+/// An authenticated user's WebSocket (the token in the first message, never the URL).
+std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token);
+
+/// Audit events of `kind` whose action is `action` (and outcome, when given), polled until at least
+/// `at_least` are there (the gateway's audit is asynchronous) or 5 s passed.
+std::size_t audit_count(platform& p, audit_kind kind, const std::string& action, std::size_t at_least,
+                        const std::string& outcome = {});
+
+/// A bare TCP connection speaking just enough WebSocket to send what a well-behaved client never
+/// would (binary frames, endless fragments, hostile handshake headers) and to stop reading.
+/// Every read and write is bounded in time.
+class raw_socket {
+ public:
+  /// `receive_buffer` > 0: SO_RCVBUF set before connecting (a tiny window for a reader that stalls).
+  explicit raw_socket(std::uint16_t port, int receive_buffer = 0);
+  ~raw_socket();
+  raw_socket(const raw_socket&) = delete;
+  raw_socket& operator=(const raw_socket&) = delete;
+
+  /// False once a write failed (the peer closed or reset the connection) or timed out.
+  bool write_all(std::string_view data);
+  /// Reads until `done(buffer)` or EOF or the timeout; returns whether done.
+  bool read_until(const std::function<bool(const std::string&)>& done, std::chrono::milliseconds timeout = 8s);
+  /// Sends an upgrade request for `path` with `extra` header lines; returns the response head.
+  std::string handshake(const std::string& path, const std::string& extra = {});
+  /// A masked client frame; `fin` false leaves the message open for continuation frames (opcode 0).
+  static std::string frame(unsigned opcode, std::string_view payload, bool fin = true);
+  void send_frame(unsigned opcode, std::string_view payload, bool fin = true) { write_all(frame(opcode, payload, fin)); }
+  /// The code of the server's close frame, once it arrived (0 if none came before EOF/timeout).
+  /// `texts` receives the text frames seen before it.
+  int wait_close(std::vector<std::string>* texts = nullptr, std::chrono::milliseconds timeout = 8s);
+  /// Reads and discards frames (any amount: parsed as they come) until the server's close frame,
+  /// EOF or the timeout; returns the close code, 0 without one. `bytes` receives what was read.
+  int drain_to_close(std::chrono::milliseconds timeout, std::size_t* bytes = nullptr);
+  /// Whether the server has sent something not yet read.
+  bool readable();
+  std::string buffer;
+  bool eof = false;
+
+ private:
+  int fd_ = -1;
 };
 
 }  // namespace citrus::it

@@ -45,8 +45,6 @@ constexpr int commands_per_create = 8;
 
 const char* const user_names[] = {"alice", "bob", "carol", "dave", "erin", "frank"};
 
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
 std::string last_line(std::string text) {
   while (!text.empty() && text.back() == '\n') text.pop_back();
   return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);

@@ -2,14 +2,9 @@
 // a hostile agent at the real hub, and password brute force. Every case checks the exact answer,
 // that nobody else received anything, that no internal detail leaked, and that the process still
 // serves legitimate users afterwards.
-#include <arpa/inet.h>
 #include <doctest/doctest.h>
-#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -21,8 +16,8 @@
 #include "citrus/core/audit.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
 #include "citrus/memory/seeded_random.hpp"
-#include "citrus/sqlite/sqlite_storage.hpp"
 #include "harness.hpp"
+#include "hostile.hpp"
 
 using namespace citrus;
 using namespace citrus::it;
@@ -31,15 +26,6 @@ using namespace std::chrono_literals;
 namespace {
 
 const std::string jwt_secret(48, 'j');  // the backend's secret (platform::start_backend)
-
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
-/// Nothing internal in a text a client receives.
-void check_no_leak(const std::string& text) {
-  INFO("text: " << text);
-  for (const char* bad : {"sqlite", "SQLite", "exception", "std::", "/tmp", "/work", ".cpp", "what()"})
-    CHECK(text.find(bad) == std::string::npos);
-}
 
 std::string b64url(std::string_view in) {
   static const char* abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -90,165 +76,6 @@ jwt::hs256_config right_config() {
   cfg.secret = jwt_secret;
   return cfg;
 }
-
-/// An authenticated user's WebSocket.
-std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token) {
-  auto ws = std::make_unique<ws_client>();
-  REQUIRE(ws->connect(p.backend_ws()));
-  ws->send(R"({"v":1,"type":"auth","token":")" + token + R"("})");
-  REQUIRE(ws->wait_for([&] { return ws->count("auth_ok") == 1; }));
-  return ws;
-}
-
-std::string status_command(const std::string& id, long long site) {
-  return R"({"v":1,"type":"command","id":")" + id + R"(","op":"site.status","payload":{"site_id":)" + std::to_string(site) + "}}";
-}
-
-/// The backend still serves: /healthz answers 200 and a legitimate user (bob) is answered on REST
-/// and over a fresh WebSocket.
-void check_still_serving(platform& p) {
-  CHECK(http("GET", p.backend_url() + "/healthz").status == 200);
-  const std::string bob = p.login("bob", "bob-pw");
-  CHECK(http("GET", p.backend_url() + "/api/sites", {}, {bearer(bob)}).status == 200);
-  auto ws = user_socket(p, bob);
-  ws->send(status_command("alive", 999));
-  CHECK(ws->wait_for([&] { return ws->count(R"("id":"alive")", R"("code":"unauthorized_access")") == 1; }));
-}
-
-/// Audit events of `kind` whose action is `action` (and outcome, when given), polled until at least
-/// `at_least` are there (the gateway's audit is asynchronous) or 5 s passed.
-std::size_t audit_count(platform& p, audit_kind kind, const std::string& action, std::size_t at_least,
-                        const std::string& outcome = {}) {
-  std::size_t n = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  do {
-    auto db = sqlite::sqlite_storage::open(p.dir + "/citrus.db");
-    REQUIRE(db.has_value());
-    audit_query q;
-    q.kind = kind;
-    q.limit = 10000;
-    auto events = (*db)->audit().query(q);
-    REQUIRE(events.has_value());
-    n = 0;
-    for (const auto& e : *events) n += e.action == action && (outcome.empty() || e.outcome == outcome);
-    if (n >= at_least) break;
-    std::this_thread::sleep_for(100ms);
-  } while (std::chrono::steady_clock::now() < deadline);
-  return n;
-}
-
-long long metric(const std::string& text, const std::string& name) {
-  const auto at = text.find("\n" + name + " ");
-  if (at == std::string::npos) return -1;
-  return std::strtoll(text.c_str() + at + name.size() + 2, nullptr, 10);
-}
-
-// ------------------------------------------------------------------ raw TCP WebSocket
-/// A bare TCP connection speaking just enough WebSocket to send what a well-behaved client never
-/// would (binary frames, hostile handshake headers).
-class raw_socket {
- public:
-  explicit raw_socket(std::uint16_t port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port);
-    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  }
-  ~raw_socket() { ::close(fd_); }
-  raw_socket(const raw_socket&) = delete;
-  raw_socket& operator=(const raw_socket&) = delete;
-
-  void write_all(std::string_view data) {
-    while (!data.empty()) {
-      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return;
-      data.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
-  /// Reads until `done(buffer)` or EOF or the timeout; returns whether done.
-  bool read_until(const std::function<bool(const std::string&)>& done, std::chrono::milliseconds timeout = 8s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!done(buffer)) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0 || eof) return done(buffer);
-      pollfd pfd{fd_, POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
-      char chunk[4096];
-      const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n <= 0) {
-        eof = true;
-        continue;
-      }
-      buffer.append(chunk, static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-  /// Sends an upgrade request for `path` with `extra` header lines; returns the response head.
-  std::string handshake(const std::string& path, const std::string& extra = {}) {
-    write_all("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n");
-    read_until([](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; });
-    const auto end = buffer.find("\r\n\r\n");
-    if (end == std::string::npos) return buffer;
-    std::string head = buffer.substr(0, end + 4);
-    buffer.erase(0, end + 4);
-    return head;
-  }
-  /// A masked client frame.
-  void send_frame(unsigned opcode, std::string_view payload) {
-    std::string f;
-    f += static_cast<char>(0x80 | opcode);
-    if (payload.size() < 126) {
-      f += static_cast<char>(0x80 | payload.size());
-    } else {
-      f += static_cast<char>(0x80 | 126);
-      f += static_cast<char>((payload.size() >> 8) & 0xff);
-      f += static_cast<char>(payload.size() & 0xff);
-    }
-    const char mask[4] = {0x11, 0x22, 0x33, 0x44};
-    f.append(mask, 4);
-    for (std::size_t i = 0; i < payload.size(); ++i) f += static_cast<char>(payload[i] ^ mask[i % 4]);
-    write_all(f);
-  }
-  /// The code of the server's close frame, once it arrived (0 if none came before EOF/timeout).
-  /// `texts` receives the text frames seen before it.
-  int wait_close(std::vector<std::string>* texts = nullptr, std::chrono::milliseconds timeout = 8s) {
-    int code = 0;
-    read_until([&](const std::string& b) {
-      std::size_t at = 0;
-      if (texts) texts->clear();
-      while (b.size() - at >= 2) {
-        const unsigned op = static_cast<unsigned char>(b[at]) & 0x0f;
-        std::size_t len = static_cast<unsigned char>(b[at + 1]) & 0x7f;
-        std::size_t head = 2;
-        if (len == 126) {
-          if (b.size() - at < 4) return false;
-          len = (static_cast<unsigned char>(b[at + 2]) << 8) | static_cast<unsigned char>(b[at + 3]);
-          head = 4;
-        } else if (len == 127) {
-          return false;  // never sent to us here
-        }
-        if (b.size() - at < head + len) return false;
-        if (op == 0x8) {
-          code = len >= 2 ? (static_cast<unsigned char>(b[at + head]) << 8) | static_cast<unsigned char>(b[at + head + 1]) : 1005;
-          return true;
-        }
-        if (op == 0x1 && texts) texts->push_back(b.substr(at + head, len));
-        at += head + len;
-      }
-      return false;
-    }, timeout);
-    return code;
-  }
-  std::string buffer;
-  bool eof = false;
-
- private:
-  int fd_ = -1;
-};
 
 }  // namespace
 

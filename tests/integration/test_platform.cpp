@@ -19,22 +19,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-/// A user's WebSocket, authenticated with `token` (in the first message, never the URL).
-std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token) {
-  auto ws = std::make_unique<ws_client>();
-  REQUIRE(ws->connect(p.backend_ws()));
-  ws->send(R"({"v":1,"type":"auth","token":")" + token + R"("})");
-  REQUIRE(ws->wait_for([&] { return ws->count("auth_ok") == 1; }));
-  return ws;
 }
 
 long long create_site(platform& p, const std::string& token, const std::string& name) {
@@ -180,4 +169,5 @@ TEST_SUITE("integration") {
     auto row = http("GET", p.backend_url() + "/api/sites/" + std::to_string(site), {}, {bearer(alice)});
     CHECK(json_string(row.body, "deploy_status") == "deployed");
   }
+
 }

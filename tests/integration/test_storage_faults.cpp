@@ -34,8 +34,6 @@ namespace {
 const std::string auth_required_body = R"({"success":false,"message":"Authentication required"})";
 const std::string unavailable_body = R"({"success":false,"message":"Service temporarily unavailable"})";
 
-std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
-
 /// Nothing internal in a text a client receives.
 void check_no_leak(const std::string& text) {
   INFO("text: " << text);
@@ -55,14 +53,6 @@ http_result login(platform& p, const std::string& user, const std::string& passw
 http_result create_site(platform& p, const std::string& token, const std::string& name) {
   return http("POST", p.backend_url() + "/api/sites", R"({"name":")" + name + R"(","url":"https://)" + name + R"(.test"})",
               {bearer(token)});
-}
-
-std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token) {
-  auto ws = std::make_unique<ws_client>();
-  REQUIRE(ws->connect(p.backend_ws()));
-  ws->send(R"({"v":1,"type":"auth","token":")" + token + R"("})");
-  REQUIRE(ws->wait_for([&] { return ws->count("auth_ok") == 1; }));
-  return ws;
 }
 
 std::string ws_command(const std::string& id, const std::string& op, const std::string& payload) {

@@ -28,7 +28,7 @@ struct platform_fixture : hub_fixture {
                                                     std::chrono::seconds(300), std::chrono::seconds(3600),
                                                     std::chrono::seconds(5)},
                                   random};
-  user_gateway gateway{user_gateway_config{}, tokens, db.users(), ops, clk, log, db.audit()};
+  user_gateway gateway;
   // The link reports to the site service, which sends through the link: construct the link first.
   std::unique_ptr<commander_link> link;
   std::unique_ptr<site_service> sites;
@@ -46,7 +46,8 @@ struct platform_fixture : hub_fixture {
 
   user_record alice, bob;
 
-  platform_fixture() {
+  explicit platform_fixture(user_gateway_config gateway_config = {})
+      : gateway(gateway_config, tokens, db.users(), ops, clk, log, db.audit()) {
     link = std::make_unique<commander_link>(commander_link_config{"backend-1", backend_key}, clk, log, observer);
     sites = std::make_unique<site_service>(site_service_config{agent_id{"agent-1"}}, db, *link, gateway, clk, log);
     observer.target = sites.get();

@@ -357,6 +357,69 @@ TEST_SUITE("hub_auth") {
     CHECK(count_with(*f.backend, R"("code":"agent_disconnected")") == 0);
   }
 
+  TEST_CASE("brute force on an agent key: after 5 wrong keys even the right one is refused, audited, until the lockout ends") {
+    hub_fixture f;
+    for (int i = 0; i < 5; ++i) {
+      auto [c, end] = f.connect("agent", "agent-1", "ak_guess" + std::to_string(i));
+      REQUIRE(c->messages.size() == 1);
+      CHECK(contains(c->messages[0], R"("code":"auth_failed")"));
+      CHECK(end->closed_with() == close_code::auth_failed);
+    }
+    auto [right, right_end] = f.connect("agent", "agent-1", f.agent1_key);
+    REQUIRE(right->messages.size() == 1);
+    CHECK(contains(right->messages[0], R"("code":"account_locked")"));
+    CHECK(right_end->closed_with() == close_code::auth_failed);
+    CHECK_FALSE(f.hub().agent_online("agent-1"));
+    auto events = f.db.audit().query({audit_kind::security_event, 100});
+    REQUIRE(events);
+    REQUIRE(events->size() == 1);
+    CHECK((*events)[0].action == "hub_auth_lockout");
+    CHECK((*events)[0].target == "agent:agent-1");
+    // Other identities are not affected (5 failures are below the address's limit).
+    CHECK(contains(f.connect("agent", "agent-2", f.agent2_key).first->messages.at(0), R"("type":"auth_ok")"));
+    f.clk.advance(301s);
+    CHECK(contains(f.connect("agent", "agent-1", f.agent1_key).first->messages.at(0), R"("type":"auth_ok")"));
+  }
+
+  TEST_CASE("guessing many identities from one address locks that address, not the others") {
+    hub_fixture f;
+    auto from = [&](const std::string& remote, std::string_view id, std::string_view key) {
+      f.clients.push_back(std::make_unique<memory::recording_client>());
+      auto* client = f.clients.back().get();
+      auto& end = f.net->connect(*client, remote);
+      f.net->run();
+      client->send(auth_frame("agent", id, key));
+      f.net->run();
+      return std::make_pair(client, &end);
+    };
+    for (int i = 0; i < 20; ++i) from("10.0.0.7:" + std::to_string(4000 + i), "agent-" + std::to_string(100 + i), "ak_x");
+    auto locked = from("10.0.0.7:5000", "agent-1", f.agent1_key);
+    CHECK(contains(locked.first->messages.at(0), R"("code":"account_locked")"));
+    auto elsewhere = from("10.0.0.8:5000", "agent-1", f.agent1_key);
+    CHECK(contains(elsewhere.first->messages.at(0), R"("type":"auth_ok")"));
+  }
+
+  TEST_CASE("a verifier that cannot answer does not count towards a lockout") {
+    struct unavailable final : principal_verifier {
+      void verify(principal_kind, std::string_view, std::string_view, callback done) override { done(errc::storage_unavailable); }
+    } down;
+    hub_fixture f;
+    citrus::hub h(hub_config{}, hub_services{f.clk, f.log, f.db.audit(), down, f.ops, nullptr});
+    memory::loopback_transport net(h);
+    std::vector<std::unique_ptr<memory::recording_client>> clients;
+    for (int i = 0; i < 8; ++i) {
+      clients.push_back(std::make_unique<memory::recording_client>());
+      auto& end = net.connect(*clients.back());
+      net.run();
+      clients.back()->send(auth_frame("agent", "agent-1", f.agent1_key));
+      net.run();
+      REQUIRE(clients.back()->messages.size() == 1);
+      CHECK(contains(clients.back()->messages[0], R"("code":"auth_failed")"));
+      CHECK(end.closed_with() == close_code::auth_failed);
+    }
+    CHECK(f.security_events() == 0);
+  }
+
   TEST_CASE("commanders learn which granted agents are online") {
     hub_fixture f;
     f.connect("agent", "agent-2", f.agent2_key);
@@ -423,6 +486,21 @@ TEST_SUITE("hub_flow") {
     f.net->run();
     CHECK(f.hub().counters().slow_consumers == 1);
     CHECK(f.backend_end->closed_with() == close_code::slow_consumer);
+    CHECK(f.agent1_end->is_open());
+  }
+
+  TEST_CASE("slow consumer: a commander that never reads the hub's own errors is closed at the hard limit") {
+    hub_config cfg;
+    cfg.outbound_soft_limit = 400;
+    cfg.outbound_hard_limit = 2000;
+    routed f(cfg);
+    f.backend_end->set_reading(false);
+    // agent-3 is granted but offline: every command is answered by the hub itself (agent_offline).
+    for (int i = 0; i < 60; ++i) f.backend->send(command_frame("x" + std::to_string(i), "agent-3", "site.status"));
+    f.net->run();
+    CHECK(f.hub().counters().slow_consumers == 1);
+    CHECK(f.backend_end->closed_with() == close_code::slow_consumer);
+    CHECK(f.backend_end->peer().buffered_amount() <= cfg.outbound_hard_limit);
     CHECK(f.agent1_end->is_open());
   }
 

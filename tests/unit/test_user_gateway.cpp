@@ -243,4 +243,23 @@ TEST_SUITE("user_gateway") {
     CHECK_FALSE(end->is_open());
     CHECK(end->closed_with() == close_code::rate_limited);
   }
+
+  TEST_CASE("a client that sends commands and never reads is closed as a slow consumer, not only for pushes") {
+    user_gateway_config cfg;
+    cfg.outbound_hard_limit = 2048;
+    platform_fixture f(cfg);
+    auto [bob, bob_end] = f.user_socket(f.bob);
+    auto [ws, end] = f.user_socket(f.alice);
+    end->set_reading(false);  // its answers pile up on the backend's side
+    // Within the rate limit (burst 40): each answer (~85 bytes) is queued until the bound is reached.
+    for (int i = 0; i < 30; ++i) ws->send(user_command("s" + std::to_string(i), "site.status", R"({"site_id":999})"));
+    f.run();
+    CHECK(end->closed_with() == close_code::slow_consumer);
+    CHECK(end->peer().buffered_amount() <= cfg.outbound_hard_limit);
+    // Another user is answered as before.
+    bob->send(user_command("b1", "site.status", R"({"site_id":999})"));
+    f.run();
+    CHECK(count_with(*bob, R"("id":"b1")") == 1);
+    CHECK(bob_end->is_open());
+  }
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "citrus/core/priority_queue.hpp"
+#include "citrus/core/rest_api.hpp"  // client_address_key
 
 namespace citrus {
 namespace {
@@ -84,7 +85,13 @@ constexpr std::size_t max_spare_routes = 4096;
 }  // namespace
 
 struct hub::impl {
-  impl(hub_config c, hub_services s) : cfg(c), svc(s), parser(c.limits), queue(c.inbound_queue_capacity) {}
+  impl(hub_config c, hub_services s)
+      : cfg(c),
+        svc(s),
+        parser(c.limits),
+        queue(c.inbound_queue_capacity),
+        auth_by_identity(c.auth_failures_per_identity),
+        auth_by_address(c.auth_failures_per_address) {}
 
   hub_config cfg;
   hub_services svc;
@@ -106,6 +113,8 @@ struct hub::impl {
   std::string name_key;   ///< scratch for commander/agent lookups by view (no temporary strings)
   protocol::envelope fwd;  ///< scratch for outgoing frames
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);  ///< guards asynchronous verifier callbacks
+  failure_throttle auth_by_identity;  ///< key: "agent:ID" / "commander:ID"
+  failure_throttle auth_by_address;   ///< key: client_address_key(remote address)
 
   steady_time now() const { return svc.clk.steady_now(); }
 
@@ -196,7 +205,26 @@ struct hub::impl {
   // ------------------------------------------------------------------ sending
   void send_error(session& s, std::string_view request, errc code) {
     protocol::write_error(out, request, code);
-    s.conn->send(out);
+    send_bounded(s, out);
+  }
+
+  /// What the hub writes on its own (errors, auth_ok, presence) obeys the hard limit too: a peer that
+  /// never reads cannot make the hub queue its answers without bound.
+  void send_bounded(session& s, std::string_view frame) {
+    if (s.closing) return;
+    const std::size_t buffered = s.conn->buffered_amount();
+    if (buffered + frame.size() > cfg.outbound_hard_limit) {
+      slow_consumer(s, buffered);
+      return;
+    }
+    s.conn->send(frame);
+  }
+
+  void slow_consumer(session& s, std::size_t buffered) {
+    ++stats.slow_consumers;
+    svc.log.log(log_level::warn, "slow_consumer_closed",
+                {field("identity", s.identity), field("buffered", static_cast<std::int64_t>(buffered))});
+    close(s, close_code::slow_consumer, "slow consumer");
   }
 
   /// Rejects a message: error reply, counter, and a strike (too many in a row closes the connection).
@@ -234,10 +262,7 @@ struct hub::impl {
         return;
       }
       if (buffered + frame.size() > cfg.outbound_hard_limit) {
-        ++stats.slow_consumers;
-        svc.log.log(log_level::warn, "slow_consumer_closed",
-                    {field("identity", s.identity), field("buffered", static_cast<std::int64_t>(buffered))});
-        close(s, close_code::slow_consumer, "slow consumer");
+        slow_consumer(s, buffered);
         return;
       }
     }
@@ -286,7 +311,7 @@ struct hub::impl {
     e.agent = agent;
     e.state = online ? "online" : "offline";
     protocol::write(out, e);
-    commander_session.conn->send(out);
+    send_bounded(commander_session, out);
   }
 
   void announce_agent(std::string_view agent, bool online) {
@@ -323,20 +348,52 @@ struct hub::impl {
       return;
     }
     const principal_kind kind = e.role == "commander" ? principal_kind::commander : principal_kind::agent;
+    std::string claimed(e.id);
+    std::string target = std::string(to_string(kind)) + ":" + claimed;
+    // Locked out (too many failures for this identity or from this address): refused unverified,
+    // so brute force learns nothing, not even from the right key.
+    if (auth_by_identity.locked(target, now()) || auth_by_address.locked(client_address_key(s.conn->remote_address()), now())) {
+      ++stats.auth_failed;
+      svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_auth", target,
+                                   "denied", "locked out"});
+      send_error(s, {}, errc::account_locked);
+      close(s, close_code::auth_failed, "too many failed attempts");
+      return;
+    }
     s.role = session_role::verifying;
     const std::uint64_t ticket = ++s.verify_ticket;
-    std::string claimed(e.id);
     std::weak_ptr<bool> guard = alive;
-    svc.verifier.verify(kind, e.id, e.key, [this, guard, id, ticket, kind, claimed](result<verified_principal> r) {
+    svc.verifier.verify(kind, e.id, e.key, [this, guard, id, ticket, kind, claimed, target](result<verified_principal> r) {
       if (guard.expired()) return;
       session* sp = find(id);
       if (!sp || sp->verify_ticket != ticket || sp->closing) return;
       if (!r || r->kind != kind || r->id != claimed) {
-        auth_failure(*sp, id, "bad credentials", std::string(to_string(kind)) + ":" + claimed);
+        // Only a definite refusal counts towards a lockout: an unreachable verifier is nobody's guess.
+        if (!r && r.error() != make_error_code(errc::auth_failed)) {
+          auth_failure(*sp, id, "verification unavailable", target);
+          return;
+        }
+        count_auth_failure(*sp, id, target);
+        auth_failure(*sp, id, "bad credentials", target);
         return;
       }
+      auth_by_identity.record_success(target);
       auth_success(*sp, id, std::move(*r));
     });
+  }
+
+  /// One more failed guess for the identity and the address; the one that locks either is audited.
+  void count_auth_failure(session& s, connection_id id, const std::string& target) {
+    const steady_time t = now();
+    const bool identity_locked = auth_by_identity.record_failure(target, t);
+    const bool address_locked = auth_by_address.record_failure(client_address_key(s.conn->remote_address()), t);
+    if (!identity_locked && !address_locked) return;
+    ++stats.security_events;
+    svc.log.log(log_level::warn, "security_event",
+                {field("action", "hub_auth_lockout"), field("conn", static_cast<std::int64_t>(id.value())),
+                 field("target", target)});
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::security_event, actor_of(s, id), "hub_auth_lockout",
+                                 target, "locked", identity_locked ? "identity" : "address"});
   }
 
   void auth_failure(session& s, connection_id id, std::string_view detail, std::string target) {
@@ -386,7 +443,7 @@ struct hub::impl {
     protocol::envelope ok;
     ok.type = protocol::message_type::auth_ok;
     protocol::write(out, ok);
-    s.conn->send(out);
+    send_bounded(s, out);
     if (s.role == session_role::agent) {
       announce_agent(s.identity, true);
     } else {

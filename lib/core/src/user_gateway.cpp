@@ -53,9 +53,22 @@ struct user_gateway::impl {
     s.conn->close(code, reason);
   }
 
+  /// Every frame to a user goes through here: answers as well as pushes obey the hard limit, so a
+  /// client that sends commands and never reads cannot make the backend queue without bound.
+  void send(user_session& s, std::string_view frame) {
+    if (s.closing) return;
+    if (s.conn->buffered_amount() + frame.size() > cfg.outbound_hard_limit) {
+      log.log(log_level::warn, "slow_consumer_closed", {field("user", s.user.value()),
+                                                        field("buffered", static_cast<std::int64_t>(s.conn->buffered_amount()))});
+      close(s, close_code::slow_consumer, "slow consumer");
+      return;
+    }
+    s.conn->send(frame);
+  }
+
   void send_error(user_session& s, std::string_view request, errc code) {
     protocol::write_error(out, request, code);
-    s.conn->send(out);
+    send(s, out);
   }
 
   void reject(user_session& s, std::string_view request, errc code) {
@@ -74,7 +87,7 @@ struct user_gateway::impl {
     ok.type = protocol::message_type::auth_ok;
     ok.expires_in = std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::seconds>(s.expires_at - clk.wall_now()).count());
     protocol::write(out, ok);
-    s.conn->send(out);
+    send(s, out);
   }
 
   /// Refuses the session's credentials: an error (for `request`, if any), an audited authentication
@@ -176,7 +189,7 @@ struct user_gateway::impl {
     r.status = "ok";
     r.payload = payload;
     protocol::write(out, r);
-    s.conn->send(out);
+    send(s, out);
   }
 
   void handle_command(user_session& s, const protocol::envelope& e) {
@@ -224,7 +237,7 @@ struct user_gateway::impl {
         r.site = target.value();
         r.status = "ok";
         protocol::write(out, r);
-        s.conn->send(out);
+        send(s, out);
         return;
       }
       failure = static_cast<errc>(done.error().value());
@@ -242,7 +255,7 @@ struct user_gateway::impl {
         r.status = "ok";
         r.payload = payload;
         protocol::write(out, r);
-        s.conn->send(out);
+        send(s, out);
         return;
       }
       failure = static_cast<errc>(request.error().value());
@@ -317,11 +330,7 @@ struct user_gateway::impl {
     for (std::uint64_t cid : it->second) {
       user_session* s = find(connection_id{cid});
       if (!s || s->closing || !s->authenticated || s->user != user) continue;
-      if (s->conn->buffered_amount() + frame.size() > cfg.outbound_hard_limit) {
-        close(*s, close_code::slow_consumer, "slow consumer");
-        continue;
-      }
-      s->conn->send(frame);
+      send(*s, frame);
     }
   }
 };

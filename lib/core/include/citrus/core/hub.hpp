@@ -46,6 +46,13 @@ struct hub_config {
   std::size_t outbound_soft_limit = 1 << 20;
   std::size_t outbound_hard_limit = 16 << 20;
   std::size_t inbound_queue_capacity = 1 << 16;
+  /// Brute force on keys: failed authentications counted per claimed identity ("agent:ID",
+  /// "commander:ID") and per client address. Once either is locked, every attempt — even with the
+  /// right key — is refused with account_locked and closed with close_code::auth_failed, without
+  /// being verified, until the lockout ends (audited: hub_auth_lockout). Sessions already
+  /// authenticated stay. Verifications that could not be made (backend unreachable) do not count.
+  failure_throttle::config auth_failures_per_identity{5, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
+  failure_throttle::config auth_failures_per_address{20, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
 };
 
 /// Plain counters, read on the hub's thread (the apps export them on /metrics).

@@ -1,11 +1,13 @@
 // citrus-backend's administration subcommands: users, agents, commanders and hubs in the --db,
-// through the same services the server uses (password hashing, credential_service).
+// through the same services the server uses (password hashing, credential_service), and the review
+// of the audit trail.
 #include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -370,6 +372,68 @@ int run_hub_command(int argc, char** argv, int first) {
                     {db_option(), log_level_option()});
   if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
   return register_principal(principal_kind::hub, opts.positional()[0], {}, opts);
+}
+
+int run_audit_command(int argc, char** argv, int first) {
+  app::options opts("citrus-backend audit",
+                    "print the audit trail, newest first, one JSON object per line: "
+                    "{\"at\",\"kind\",\"actor\",\"action\",\"target\",\"outcome\",\"detail\"}. "
+                    "Reads only; works while the backend runs",
+                    {{"kind", "", "", "only this kind: site_operation, security_event, authentication or administration", false},
+                     {"limit", "", "100", "at most this many events (1..10000)", false},
+                     {"since", "", "", "only events at or after this time (Unix seconds)", false},
+                     {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (must exist)", false},
+                     log_level_option()});
+  if (auto stop = parse(opts, argc, argv, first, 0)) return *stop;
+  audit_query query;
+  if (opts.has("kind")) {
+    query.kind = parse_audit_kind(opts.get("kind"));
+    if (!query.kind) {
+      print_error("invalid --kind '" + opts.get("kind") +
+                  "' (site_operation, security_event, authentication, administration)");
+      return exit_usage;
+    }
+  }
+  const auto limit = opts.get_int("limit");
+  if (!limit || *limit < 1 || *limit > max_audit_review_limit) {
+    print_error("invalid --limit '" + opts.get("limit") + "' (1.." + std::to_string(max_audit_review_limit) + ")");
+    return exit_usage;
+  }
+  query.limit = static_cast<std::size_t>(*limit);
+  if (opts.has("since")) {
+    const auto since = opts.get_int("since");
+    if (!since || *since < 0 || *since > max_audit_since) {
+      print_error("invalid --since '" + opts.get("since") + "' (Unix seconds, 0.." + std::to_string(max_audit_since) + ")");
+      return exit_usage;
+    }
+    query.since = from_unix_seconds(*since);
+  }
+
+  const std::string path = opts.get("db");
+  std::error_code missing;
+  if (!std::filesystem::exists(path, missing)) {  // a review must not create an empty database
+    print_error("cannot open database " + path + ": it does not exist");
+    return exit_failure;
+  }
+  admin_context ctx(opts);
+  if (!ctx.open(path)) return exit_failure;
+  auto events = ctx.db->audit().query(query);
+  if (!events) {
+    print_error("cannot read the audit trail: " + describe(events.error()));
+    return exit_failure;
+  }
+  std::string line;
+  for (const auto& event : *events) {
+    line.clear();
+    append_audit_json(line, event);
+    line += '\n';
+    if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size()) break;
+  }
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    print_error("could not write the audit events to stdout");
+    return exit_failure;
+  }
+  return exit_ok;
 }
 
 }  // namespace citrus::backend

@@ -19,6 +19,8 @@ int run_user_command(int argc, char** argv, int first);
 int run_agent_command(int argc, char** argv, int first);
 int run_commander_command(int argc, char** argv, int first);
 int run_hub_command(int argc, char** argv, int first);
+/// `citrus-backend audit [--kind K] [--limit N] [--since S]`; argv[first] is the word after "audit".
+int run_audit_command(int argc, char** argv, int first);
 
 /// "citrus-backend: " + text on stderr.
 void print_error(const std::string& text);

@@ -9,6 +9,7 @@
 //   citrus-backend agent register ID --trust C[,..] | agent rotate ID [--overlap-s N]
 //   citrus-backend commander register ID --agents A[,..]|*
 //   citrus-backend hub register ID
+//   citrus-backend audit [--kind K] [--limit N] [--since S]   the audit trail, newest first, JSON lines
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -60,6 +61,7 @@ constexpr const char* commands_usage =
     "       citrus-backend agent rotate ID [--overlap-s SECONDS]\n"
     "       citrus-backend commander register ID --agents AGENT[,...]|*\n"
     "       citrus-backend hub register ID\n"
+    "       citrus-backend audit [--kind KIND] [--limit N] [--since UNIX_SECONDS]   review the audit trail\n"
     "Every command takes --help.\n";
 
 // ------------------------------------------------------------------------------------------ options
@@ -620,6 +622,7 @@ int main(int argc, char** argv) {
     if (command == "agent") return run_agent_command(argc, argv, 2);
     if (command == "commander") return run_commander_command(argc, argv, 2);
     if (command == "hub") return run_hub_command(argc, argv, 2);
+    if (command == "audit") return run_audit_command(argc, argv, 2);
     if (command == "help") {
       std::fputs(commands_usage, stdout);
       return exit_ok;

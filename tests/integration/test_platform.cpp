@@ -170,4 +170,29 @@ TEST_SUITE("integration") {
     CHECK(json_string(row.body, "deploy_status") == "deployed");
   }
 
+  TEST_CASE("citrus-backend audit shows a refused cross-user access while the backend runs") {
+    platform p;
+    p.start_backend();
+    p.start_hub();
+    p.start_agent();
+    REQUIRE(p.wait_agent_online());
+    const long long site = create_site(p, p.login("alice", "alice-pw"), "delta");
+    const std::string bob = p.login("bob", "bob-pw");
+    REQUIRE(http("GET", p.backend_url() + "/api/sites/" + std::to_string(site), {}, {bearer(bob)}).status == 403);
+
+    const std::string db = p.dir + "/citrus.db";
+    auto review = run_command({CITRUS_BACKEND_EXE, "audit", "--kind", "security_event", "--db", db});
+    INFO(review.second);
+    REQUIRE(review.first == 0);
+    std::istringstream lines(review.second);
+    std::string line, found;
+    while (std::getline(lines, line))
+      if (line.find(R"("action":"site.get","target":"site:)" + std::to_string(site) + R"(","outcome":"denied")") !=
+          std::string::npos)
+        found = line;
+    CHECK(found.rfind(R"({"at":)", 0) == 0);
+    CHECK(found.find(R"(,"kind":"security_event","actor":"user:)") != std::string::npos);
+    CHECK(review.second.find(R"("kind":"site_operation")") == std::string::npos);  // filtered out
+    CHECK(run_command({CITRUS_BACKEND_EXE, "audit", "--limit", "0", "--db", db}).first == 2);
+  }
 }

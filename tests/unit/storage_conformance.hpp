@@ -733,6 +733,37 @@ inline void audit_order_filter_limit(const storage_factory& make) {
   CHECK(capped->back().action == "bulk-20");
 }
 
+inline void audit_since(const storage_factory& make) {
+  auto s = make();
+  memory::manual_clock clock;
+  const auto t0 = from_unix_seconds(to_unix_seconds(clock.wall_now()));
+  REQUIRE(s->audit().append(make_event(t0, audit_kind::security_event, "old-security")));
+  REQUIRE(s->audit().append(make_event(t0 + 10s, audit_kind::site_operation, "site.create")));
+  REQUIRE(s->audit().append(make_event(t0 + 10s, audit_kind::security_event, "edge-security")));
+  REQUIRE(s->audit().append(make_event(t0 + 20s, audit_kind::security_event, "new-security")));
+
+  // Inclusive, newest first, combined with the kind and the limit.
+  auto since = s->audit().query(audit_query{std::nullopt, 100, t0 + 10s});
+  REQUIRE(since);
+  CHECK(actions(*since) == std::vector<std::string>{"new-security", "edge-security", "site.create"});
+  auto security = s->audit().query(audit_query{audit_kind::security_event, 100, t0 + 10s});
+  REQUIRE(security);
+  CHECK(actions(*security) == std::vector<std::string>{"new-security", "edge-security"});
+  auto one = s->audit().query(audit_query{audit_kind::security_event, 1, t0 + 10s});
+  REQUIRE(one);
+  CHECK(actions(*one) == std::vector<std::string>{"new-security"});
+  // Sub-seconds are ignored: stored times are whole seconds.
+  auto fraction = s->audit().query(audit_query{audit_kind::security_event, 100, t0 + 10s + 500ms});
+  REQUIRE(fraction);
+  CHECK(actions(*fraction) == std::vector<std::string>{"new-security", "edge-security"});
+  auto later = s->audit().query(audit_query{std::nullopt, 100, t0 + 21s});
+  REQUIRE(later);
+  CHECK(later->empty());
+  auto everything = s->audit().query(audit_query{std::nullopt, 100, from_unix_seconds(0)});
+  REQUIRE(everything);
+  CHECK(everything->size() == 4);
+}
+
 // ------------------------------------------------------------------ cross-cutting
 
 inline void timestamps_whole_seconds(const storage_factory& make) {
@@ -848,6 +879,7 @@ inline void strings_stored_verbatim(const storage_factory& make) {
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "delete_principal", credentials_delete)                        \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit round trip", audit_round_trip)                          \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit order filter and limit", audit_order_filter_limit)      \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit since a time", audit_since)                             \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "timestamps have whole-second resolution",                     \
                                   timestamps_whole_seconds)                                                       \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "strings stored verbatim", strings_stored_verbatim)

@@ -851,6 +851,137 @@ TEST_SUITE("rest_api") {
     }
   }
 
+  TEST_CASE("administrators review the audit trail newest first, filtered by kind, since and limit") {
+    rest_fixture f;
+    const std::string root = f.bearer(f.root);
+    const long long t0 = to_unix_seconds(f.clk.wall_now()) + 100;  // after everything the fixture recorded
+    const auto at = [&](long long dt) { return from_unix_seconds(t0 + dt); };
+    REQUIRE(f.db.audit().append({at(0), audit_kind::site_operation, "user:2", "site.create", "site:7", "ok", ""}));
+    REQUIRE(f.db.audit().append(
+        {at(10), audit_kind::security_event, "user:3", "site.get", "site:7", "denied", "say \"hi\"\n\\"}));
+    REQUIRE(f.db.audit().append({at(20), audit_kind::authentication, "addr:10.0.0.9", "login", "user:9", "denied", ""}));
+    REQUIRE(f.db.audit().append({at(20), audit_kind::security_event, "hub:hub-1", "verify_agent", "agent:x", "denied", ""}));
+    const std::string since = "since=" + std::to_string(t0);
+    const auto events = [&](const std::string& query) {
+      auto r = f.call("GET", "/api/admin/audit?" + query, {}, root);
+      CAPTURE(query);
+      CHECK(r.status == 200);
+      CHECK(r.content_type == "application/json");
+      return r.body;
+    };
+    const std::string created = R"({"at":)" + std::to_string(t0) +
+                                R"(,"kind":"site_operation","actor":"user:2","action":"site.create","target":"site:7","outcome":"ok","detail":""})";
+    // A control character is written as \u00XX (protocol::append_json_string).
+    const std::string refused = R"({"at":)" + std::to_string(t0 + 10) +
+                                R"(,"kind":"security_event","actor":"user:3","action":"site.get","target":"site:7","outcome":"denied","detail":"say \"hi\"\u000a\\"})";
+    const std::string login = R"({"at":)" + std::to_string(t0 + 20) +
+                              R"(,"kind":"authentication","actor":"addr:10.0.0.9","action":"login","target":"user:9","outcome":"denied","detail":""})";
+    const std::string verify = R"({"at":)" + std::to_string(t0 + 20) +
+                               R"(,"kind":"security_event","actor":"hub:hub-1","action":"verify_agent","target":"agent:x","outcome":"denied","detail":""})";
+    const auto answer = [](std::initializer_list<std::string> items) {
+      std::string out = R"({"success":true,"events":[)";
+      for (const auto& item : items) out += (out.back() == '[' ? "" : ",") + item;
+      return out + "]}";
+    };
+    // Newest first; of two events in the same second, the later-recorded first.
+    CHECK(events(since) == answer({verify, login, refused, created}));
+    CHECK(events("kind=security_event&" + since) == answer({verify, refused}));
+    CHECK(events(since + "&limit=2&kind=security_event") == answer({verify, refused}));
+    CHECK(events("limit=1&" + since) == answer({verify}));
+    CHECK(events("since=" + std::to_string(t0 + 11)) == answer({verify, login}));
+    CHECK(events("since=" + std::to_string(t0 + 21)) == answer({}));
+    CHECK(events("kind=administration&" + since) == answer({}));
+
+    // Without a query: the newest 100 of everything; limit up to 10000.
+    for (int i = 0; i < 130; ++i)
+      REQUIRE(f.db.audit().append({at(30 + i), audit_kind::site_operation, "user:2", "site.update", "site:7", "ok", ""}));
+    const auto count = [](const std::string& body) {
+      std::size_t n = 0;
+      for (std::size_t i = body.find(R"({"at":)"); i != std::string::npos; i = body.find(R"({"at":)", i + 1)) ++n;
+      return n;
+    };
+    CHECK(count(events("")) == 100);
+    CHECK(count(f.call("GET", "/api/admin/audit", {}, root).body) == 100);
+    CHECK(count(events("limit=10000&" + since)) == 134);
+    CHECK(count(events("limit=10000&kind=site_operation&" + since)) == 131);
+    CHECK(starts_with(events("limit=1"), R"({"success":true,"events":[{"at":)" + std::to_string(t0 + 159) + ","));
+
+    // Reading the trail does not write to it.
+    const auto before = f.db.audit().query({std::nullopt, 10000});
+    REQUIRE(before);
+    for (int i = 0; i < 5; ++i) (void)events("");
+    CHECK(f.db.audit().query({std::nullopt, 10000})->size() == before->size());
+  }
+
+  TEST_CASE("the audit trail is for administrators only and a refused read is a security event") {
+    rest_fixture f;
+    const std::string alice = f.bearer(f.alice);
+    for (const char* target : {"/api/admin/audit", "/api/admin/audit?kind=security_event", "/api/admin/audit?bogus=1"}) {
+      CAPTURE(target);
+      auto r = f.call("GET", target, {}, alice);
+      CHECK(r.status == 403);
+      CHECK(r.body == error_body("Operation not allowed"));
+      auto anonymous = f.call("GET", target);
+      CHECK(anonymous.status == 401);
+      CHECK(anonymous.body == auth_required_body);
+    }
+    CHECK(f.audit_count(audit_kind::security_event, "audit.read", "denied") == 3);
+    auto denials = f.db.audit().query({audit_kind::security_event, 10});
+    REQUIRE(denials);
+    REQUIRE_FALSE(denials->empty());
+    CHECK(denials->front().actor == "user:" + f.id_of(f.alice));
+    CHECK(denials->front().detail == "not an administrator");
+
+    const std::string root = f.bearer(f.root);
+    auto post = f.call("POST", "/api/admin/audit", "{}", root);
+    CHECK(post.status == 405);
+    CHECK(post.header("Allow") == "GET");
+    CHECK(f.call("GET", "/api/admin/audit", "{}", root).body == error_body("Invalid request"));  // no body taken
+    CHECK(f.call("GET", "/api/admin/audit/1", {}, root).status == 404);
+  }
+
+  TEST_CASE("audit review queries: bad values, unknown and repeated parameters are 400, bounds are accepted") {
+    rest_fixture f;
+    const std::string root = f.bearer(f.root);
+    const std::string invalid_value = error_body("A field has an invalid value");
+    const std::string unknown = error_body("Message has an unknown field");
+    const std::string repeated = error_body("Message repeats a key");
+    const std::string malformed = error_body("Invalid request");
+    const std::pair<const char*, const std::string*> bad[] = {
+        {"kind=", &invalid_value},           {"kind=Security_event", &invalid_value},
+        {"kind=security_event%20", &invalid_value}, {"kind=security_event,authentication", &invalid_value},
+        {"limit=0", &invalid_value},          {"limit=10001", &invalid_value},
+        {"limit=-1", &invalid_value},         {"limit=+5", &invalid_value},
+        {"limit=05", &invalid_value},         {"limit=1.5", &invalid_value},
+        {"limit=", &invalid_value},           {"limit=%31", &invalid_value},
+        {"limit=99999999999999999999999", &invalid_value},
+        {"since=-1", &invalid_value},         {"since=4102444801", &invalid_value},
+        {"since=1e9", &invalid_value},        {"since= 1", &invalid_value},
+        {"since=18446744073709551616", &invalid_value},
+        {"foo=1", &unknown},                  {"Kind=administration", &unknown},
+        {"=5", &unknown},                     {"limit=5&kind=administration&page=2", &unknown},
+        {"limit=5&limit=6", &repeated},       {"kind=administration&kind=administration", &repeated},
+        {"limit", &malformed},                {"limit=5&", &malformed},
+        {"&limit=5", &malformed},             {"limit=5&&kind=administration", &malformed},
+    };
+    for (const auto& [query, body] : bad) {
+      CAPTURE(query);
+      auto r = f.call("GET", std::string("/api/admin/audit?") + query, {}, root);
+      CHECK(r.status == 400);
+      CHECK(r.body == *body);
+    }
+    for (const char* query : {"", "limit=1", "limit=10000", "since=0", "since=4102444800", "kind=site_operation",
+                              "kind=security_event", "kind=authentication", "kind=administration",
+                              "since=0&kind=administration&limit=9"}) {
+      CAPTURE(query);
+      auto r = f.call("GET", std::string("/api/admin/audit?") + query, {}, root);
+      CHECK(r.status == 200);
+      CHECK(starts_with(r.body, R"({"success":true,"events":[)"));
+    }
+    // An administrator's bad query is not a security event.
+    CHECK(f.audit_count(audit_kind::security_event, "audit.read", "denied") == 0);
+  }
+
   TEST_CASE("request bodies: JSON objects only, every field known, typed and unique") {
     rest_fixture f;
     const std::string alice = f.bearer(f.alice);

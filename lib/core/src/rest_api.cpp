@@ -338,6 +338,7 @@ enum class route_kind {
   admin_rotate,  // /api/admin/agents/:agentId/rotate
   admin_commanders,
   admin_hubs,
+  admin_audit,
 };
 
 struct route {
@@ -377,6 +378,7 @@ route match(std::string_view target) noexcept {
     if (seg[1] == "admin" && seg[2] == "commanders")
       return {route_kind::admin_commanders, "/api/admin/commanders", "POST", {}};
     if (seg[1] == "admin" && seg[2] == "hubs") return {route_kind::admin_hubs, "/api/admin/hubs", "POST", {}};
+    if (seg[1] == "admin" && seg[2] == "audit") return {route_kind::admin_audit, "/api/admin/audit", "GET", {}};
     return {};
   }
   if (n == 4 && seg[1] == "sites" && seg[3] == "deploy")
@@ -402,7 +404,8 @@ enum class body_policy { none, optional, required };
 body_policy policy_for(route_kind kind, std::string_view method) noexcept {
   switch (kind) {
     case route_kind::healthz:
-    case route_kind::metrics: return body_policy::none;
+    case route_kind::metrics:
+    case route_kind::admin_audit: return body_policy::none;
     case route_kind::refresh:
     case route_kind::deploy:
     case route_kind::admin_rotate: return body_policy::optional;
@@ -423,6 +426,49 @@ std::optional<std::int64_t> parse_site_id(std::string_view text) noexcept {
   }
   if (value > max_id) return std::nullopt;
   return value;
+}
+
+/// A canonical decimal (no sign, no leading zero) no greater than `max`.
+std::optional<long long> parse_decimal(std::string_view text, long long max) noexcept {
+  if (text.empty() || (text.size() > 1 && text.front() == '0')) return std::nullopt;
+  long long value = 0;
+  for (char c : text) {
+    if (!is_digit(c) || value > (max - (c - '0')) / 10) return std::nullopt;
+    value = value * 10 + (c - '0');
+  }
+  return value;
+}
+
+/// The query of GET /api/admin/audit: kind=<audit kind>, limit=1..max_audit_review_limit and
+/// since=0..max_audit_since (Unix seconds), each at most once and nothing else. Values are taken
+/// literally: none of them needs percent-encoding, so an encoded one is simply invalid.
+errc parse_audit_query(std::string_view target, audit_query& q) noexcept {
+  const std::size_t mark = target.find('?');
+  if (mark == std::string_view::npos || mark + 1 == target.size()) return errc::ok;
+  std::string_view rest = target.substr(mark + 1);
+  std::array<bool, 3> seen{};
+  while (true) {
+    const std::size_t amp = rest.find('&');
+    const std::string_view param = rest.substr(0, amp);
+    const std::size_t eq = param.find('=');
+    if (eq == std::string_view::npos) return errc::invalid_request;
+    const std::string_view name = param.substr(0, eq), value = param.substr(eq + 1);
+    const std::size_t which = name == "kind" ? 0 : name == "limit" ? 1 : name == "since" ? 2 : seen.size();
+    if (which == seen.size()) return errc::unknown_field;
+    if (seen[which]) return errc::duplicate_key;
+    seen[which] = true;
+    if (which == 0) {
+      q.kind = parse_audit_kind(value);
+      if (!q.kind) return errc::invalid_value;
+    } else {
+      const auto number = parse_decimal(value, which == 1 ? max_audit_review_limit : max_audit_since);
+      if (!number || (which == 1 && *number < 1)) return errc::invalid_value;
+      if (which == 1) q.limit = static_cast<std::size_t>(*number);
+      else q.since = from_unix_seconds(*number);
+    }
+    if (amp == std::string_view::npos) return errc::ok;
+    rest.remove_prefix(amp + 1);
+  }
 }
 
 /// "application/json", any case, with optional parameters; a charset parameter must be UTF-8.
@@ -702,7 +748,8 @@ struct rest_api::impl {
       case route_kind::admin_agents:
       case route_kind::admin_rotate:
       case route_kind::admin_commanders:
-      case route_kind::admin_hubs: return admin(req, r, *user);
+      case route_kind::admin_hubs:
+      case route_kind::admin_audit: return admin(req, r, *user);
       default: return error_response(404, msg_not_found);
     }
   }
@@ -886,6 +933,7 @@ struct rest_api::impl {
       case route_kind::admin_agents: action = "agent.register"; break;
       case route_kind::admin_rotate: action = "agent.rotate"; break;
       case route_kind::admin_commanders: action = "commander.register"; break;
+      case route_kind::admin_audit: action = "audit.read"; break;
       default: action = "hub.register"; break;
     }
     if (user.role != user_role::admin) {
@@ -896,8 +944,26 @@ struct rest_api::impl {
       case route_kind::admin_agents: return register_principal(req, user, action, principal_kind::agent, "agentId", "trustedCommanders");
       case route_kind::admin_commanders: return register_principal(req, user, action, principal_kind::commander, "commanderId", "agents");
       case route_kind::admin_hubs: return register_principal(req, user, action, principal_kind::hub, "hubId", {});
+      case route_kind::admin_audit: return read_audit(req);
       default: return rotate_agent(req, r, user, action);
     }
+  }
+
+  /// GET /api/admin/audit. A successful read is not audited itself (a dashboard polling the trail
+  /// would otherwise fill it with its own reads); the request log line records it, and a refused one
+  /// is a security event like every other administration route's.
+  http_response read_audit(const http_request& req) {
+    audit_query q;
+    if (const errc e = parse_audit_query(req.target, q); e != errc::ok) return error_response(e);
+    auto events = svc.db.audit().query(q);
+    if (!events) return failure(events.error(), "audit.read");
+    std::string out = R"({"success":true,"events":[)";
+    for (std::size_t i = 0; i < events->size(); ++i) {
+      if (i) out += ',';
+      append_audit_json(out, (*events)[i]);
+    }
+    out += "]}";
+    return json_response(200, std::move(out));
   }
 
   http_response register_principal(const http_request& req, const user_record& user, std::string_view action,

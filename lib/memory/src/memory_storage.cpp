@@ -263,8 +263,9 @@ struct memory_storage::impl {
     result<std::vector<audit_event>> query(const audit_query& q) override {
       // Newest first: by time, and among events of the same second the later-appended first.
       std::vector<const audit_event*> matches;
+      const auto since = whole_seconds(q.since);  // stored times are whole seconds too
       for (auto it = s_.events.rbegin(); it != s_.events.rend(); ++it)
-        if (!q.kind || it->kind == *q.kind) matches.push_back(&*it);
+        if ((!q.kind || it->kind == *q.kind) && (!since || it->at >= *since)) matches.push_back(&*it);
       std::stable_sort(matches.begin(), matches.end(),
                        [](const audit_event* a, const audit_event* b) { return a->at > b->at; });
       std::vector<audit_event> out;

@@ -736,14 +736,22 @@ struct sqlite_storage::impl {
       return s_.guarded("audit_query", [&]() -> result<std::vector<audit_event>> {
         constexpr auto max_limit = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
         const auto limit = static_cast<std::int64_t>(q.limit < max_limit ? q.limit : max_limit);
-        // Newest first; among events of the same second, the later-appended first.
-        statement_use st(s_.prepare(
-            q.kind ? "SELECT at, kind, actor, action, target, outcome, detail FROM audit_events WHERE kind = ? "
-                     "ORDER BY at DESC, id DESC LIMIT ?"
-                   : "SELECT at, kind, actor, action, target, outcome, detail FROM audit_events "
-                     "ORDER BY at DESC, id DESC LIMIT ?"));
+        // Newest first; among events of the same second, the later-appended first. One statement per
+        // filter combination, each served by an index: audit_events_by_kind_time or audit_events_by_time.
+        static constexpr const char* sql[2][2] = {
+            {"SELECT at, kind, actor, action, target, outcome, detail FROM audit_events "
+             "ORDER BY at DESC, id DESC LIMIT ?",
+             "SELECT at, kind, actor, action, target, outcome, detail FROM audit_events WHERE at >= ? "
+             "ORDER BY at DESC, id DESC LIMIT ?"},
+            {"SELECT at, kind, actor, action, target, outcome, detail FROM audit_events WHERE kind = ? "
+             "ORDER BY at DESC, id DESC LIMIT ?",
+             "SELECT at, kind, actor, action, target, outcome, detail FROM audit_events WHERE kind = ? AND at >= ? "
+             "ORDER BY at DESC, id DESC LIMIT ?"},
+        };
+        statement_use st(s_.prepare(sql[q.kind ? 1 : 0][q.since ? 1 : 0]));
         int index = 1;
         if (q.kind) st->bind(index++, text(to_string(*q.kind)));
+        if (q.since) st->bind(index++, static_cast<std::int64_t>(seconds(*q.since)));
         st->bind(index, limit);
         std::vector<audit_event> out;
         while (st->executeStep()) {

@@ -1,6 +1,8 @@
 #pragma once
 /// The audit trail: site operations and security events, who/what/when/outcome.
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "citrus/core/clock.hpp"
 
@@ -8,6 +10,8 @@ namespace citrus {
 
 enum class audit_kind { site_operation, security_event, authentication, administration };
 std::string_view to_string(audit_kind kind) noexcept;
+/// The kind named exactly as to_string() spells it; nullopt for anything else.
+std::optional<audit_kind> parse_audit_kind(std::string_view text) noexcept;
 
 struct audit_event {
   wall_time at{};
@@ -21,6 +25,14 @@ struct audit_event {
 
 /// Where audit events go. record() must not block the caller for long: storage-backed
 /// implementations queue and write in batches. Single-threaded use unless the implementation says so.
+/// Bounds of an operator's review of the trail (`citrus-backend audit`, GET /api/admin/audit).
+constexpr long long max_audit_review_limit = 10000;  ///< events per review (at least 1; default 100)
+constexpr long long max_audit_since = 4102444800;    ///< the latest `since`: 2100-01-01 in Unix seconds
+
+/// One event as the operators' review shows it (`citrus-backend audit`, GET /api/admin/audit):
+/// {"at":<unix seconds>,"kind":"...","actor":"...","action":"...","target":"...","outcome":"...","detail":"..."}
+void append_audit_json(std::string& out, const audit_event& event);
+
 class audit_sink {
  public:
   virtual ~audit_sink() = default;

@@ -20,10 +20,12 @@
 ///   POST   /api/admin/agents/:agentId/rotate admin; {"overlapSeconds"?} (or no body)
 ///   POST   /api/admin/commanders             admin; {"commanderId","agents":[..]} -> 201
 ///   POST   /api/admin/hubs                   admin; {"hubId"} -> 201
+///   GET    /api/admin/audit                  admin; ?kind=&limit=&since= -> {"success":true,"events":[..]},
+///                                            newest first (append_audit_json); successful reads not audited
 ///
 /// Checks, in this order: per-address token bucket (429), route (404), method (405), body size (413),
 /// Content-Type of a non-empty body (415), a body where none is taken (400), credentials (401), role
-/// (403), path id and body (400), then the operation. Another user's site and a missing site give the same 403 "Unauthorized access".
+/// (403), path id, query and body (400), then the operation. Another user's site and a missing site give the same 403 "Unauthorized access".
 /// Every error body is {"success":false,"message":"..."} with a public message: internal detail
 /// goes to the logger, never to the client. Keys, tokens and passwords are never logged or audited.
 ///
@@ -54,7 +56,7 @@ namespace citrus {
 /// One request. The views only need to live for the handle() call.
 struct http_request {
   std::string_view method;          ///< "GET", "POST", ... (case-sensitive, as RFC 9110 says)
-  std::string_view target;          ///< origin-form: path, optionally "?query" (the query is ignored)
+  std::string_view target;          ///< origin-form: path, optionally "?query" (read by /api/admin/audit only)
   std::string_view body;
   std::string_view remote_address;  ///< "ip:port", "[v6]:port", or a bare address
   std::string_view authorization;   ///< the Authorization header's value, "" when absent

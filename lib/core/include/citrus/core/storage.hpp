@@ -132,6 +132,7 @@ class credential_store {
 struct audit_query {
   std::optional<audit_kind> kind;
   std::size_t limit = 100;  ///< newest first
+  std::optional<wall_time> since{};  ///< only events at or after this second (sub-seconds ignored)
 };
 
 class audit_store : public audit_sink {

@@ -80,6 +80,7 @@ std::vector<app::option_spec> serve_specs() {
       {"token-leeway-s", "CITRUS_TOKEN_LEEWAY_S", "30", "clock skew tolerated on token times, seconds (0..600)", false},
       {"rest-rate", "CITRUS_REST_RATE", "10", "REST requests per second per client address (burst: 3x)", false},
       {"max-connections", "CITRUS_MAX_CONNECTIONS", "0", "TCP connections held at once, HTTP and WebSocket together; beyond it a connection is closed at accept (0: the descriptor budget, ulimit -n minus 64, at most 10000; never more than that budget)", false},
+      {"max-connections-per-address", "CITRUS_MAX_CONNECTIONS_PER_ADDRESS", "0", "TCP connections held at once from one IP address (0: no limit; keep 0 behind a reverse proxy, where every client has its address)", false},
       {"default-agent", "CITRUS_DEFAULT_AGENT", "agent-1", "the agent new sites are placed on", false},
       {"web-root", "CITRUS_WEB_ROOT", "", "directory of the dashboard's static files served at / (empty: none)", false},
       {"allowed-origin", "CITRUS_ALLOWED_ORIGINS", "", "Origin accepted on the users' WebSocket handshake; repeatable or comma-separated (empty: any)", false},
@@ -150,6 +151,7 @@ struct serve_settings {
   std::string default_agent;
   long long rest_rate = 10;
   long long max_connections = 0;  ///< 0: connection_cap()
+  long long max_connections_per_address = 0;  ///< 0: no limit
   std::string web_root;
   std::vector<std::string> allowed_origins;
   std::string tls_cert, tls_key;
@@ -204,6 +206,9 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   if (s.rest_rate < 1 || s.rest_rate > 100000) return usage_error("--rest-rate must be 1..100000");
   s.max_connections = opts.get_int("max-connections").value_or(-1);
   if (s.max_connections < 0 || s.max_connections > 1000000) return usage_error("--max-connections must be 0..1000000");
+  s.max_connections_per_address = opts.get_int("max-connections-per-address").value_or(-1);
+  if (s.max_connections_per_address < 0 || s.max_connections_per_address > 1000000)
+    return usage_error("--max-connections-per-address must be 0..1000000");
   s.default_agent = opts.get("default-agent");
   if (!is_valid_wire_id(s.default_agent))
     return usage_error("invalid --default-agent '" + s.default_agent + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
@@ -390,6 +395,8 @@ std::string prometheus_text(const metric_sources& m) {
     metric(out, "citrus_backend_ws_connections", "gauge", "Open WebSocket connections.", m.server->connection_count());
     metric(out, "citrus_backend_tcp_accepted_total", "counter", "TCP connections accepted.", c.accepted);
     metric(out, "citrus_backend_tcp_refused_total", "counter", "TCP connections refused at the connection cap.", c.refused_connections);
+    metric(out, "citrus_backend_tcp_refused_per_address_total", "counter",
+           "TCP connections refused at the per-address cap.", c.refused_per_address);
     metric(out, "citrus_backend_ws_opened_total", "counter", "WebSocket handshakes completed.", c.opened);
     metric(out, "citrus_backend_ws_closed_total", "counter", "WebSocket connections closed.", c.closed);
     metric(out, "citrus_backend_ws_handshake_failures_total", "counter", "Failed or refused WebSocket handshakes.", c.handshake_failures);
@@ -533,6 +540,7 @@ int serve(const serve_settings& s) {
   server_options.max_connections = s.max_connections > 0
                                        ? std::min(static_cast<std::size_t>(s.max_connections), connection_cap())
                                        : connection_cap();
+  server_options.max_connections_per_address = static_cast<std::size_t>(s.max_connections_per_address);
   server_options.max_http_body_bytes = 64 * 1024;  // the REST API answers 413 above 16 KiB itself
   server_options.tls_certificate_file = s.tls_cert;
   server_options.tls_private_key_file = s.tls_key;

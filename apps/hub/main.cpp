@@ -36,6 +36,8 @@ std::vector<option_spec> hub_options() {
       {"auth-timeout-ms", "", "5000", "Connections must authenticate within this time."},
       {"ping-interval-ms", "", "20000", "Keepalive ping period (a peer that does not answer is closed)."},
       {"max-connections", "", "10000", "TCP connections held at once; keep it below the descriptor limit (ulimit -n)."},
+      {"max-connections-per-address", "", "0",
+       "TCP connections held at once from one IP address; 0: no limit (e.g. many agents behind one NAT)."},
       {"connection-rate", "", "20000",
        "Messages per second one connection may send, in bursts of twice as many; 0: no limit."},
       {"identity-rate", "", "50000",
@@ -71,6 +73,8 @@ std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& ser
   gauge("citrus_hub_requests_in_flight", "Requests routed and not finished.", hub.requests_in_flight());
   gauge("citrus_hub_connections", "Open WebSocket connections.", server.connection_count());
   counter("citrus_hub_connections_refused_total", "Connections refused at accept (limit).", sc.refused_connections);
+  counter("citrus_hub_connections_refused_per_address_total", "Connections refused at accept (per-address limit).",
+          sc.refused_per_address);
   counter("citrus_hub_handshake_failures_total", "Failed or timed-out handshakes.", sc.handshake_failures);
   counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
   counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full).", audit.dropped());
@@ -106,6 +110,11 @@ int main(int argc, char** argv) {
   const auto identity_rate = opts.get_int("identity-rate");
   if (!max_connections || *max_connections < 1) {
     std::cerr << "citrus-hub: --max-connections must be a positive number\n";
+    return 2;
+  }
+  const auto per_address = opts.get_int("max-connections-per-address");
+  if (!per_address || *per_address < 0) {
+    std::cerr << "citrus-hub: --max-connections-per-address must be a number >= 0\n";
     return 2;
   }
   if (!connection_rate || *connection_rate < 0 || !identity_rate || *identity_rate < 0) {
@@ -166,6 +175,7 @@ int main(int argc, char** argv) {
   server_options.connection.ping_interval = std::chrono::milliseconds(opts.get_int("ping-interval-ms").value_or(20000));
   server_options.connection.handshake_timeout = config.auth_timeout;
   server_options.max_connections = static_cast<std::size_t>(*max_connections);
+  server_options.max_connections_per_address = static_cast<std::size_t>(*per_address);
   server_options.tls_certificate_file = opts.get("tls-cert");
   server_options.tls_private_key_file = opts.get("tls-key");
   citrus::wspp::server server(loop, hub, server_options, log);

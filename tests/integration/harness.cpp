@@ -1,5 +1,6 @@
 #include "harness.hpp"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -372,10 +373,16 @@ std::size_t audit_count(platform& p, audit_kind kind, const std::string& action,
 }
 
 // ------------------------------------------------------------------ raw TCP WebSocket
-raw_socket::raw_socket(std::uint16_t port, int receive_buffer) {
+raw_socket::raw_socket(std::uint16_t port, int receive_buffer, const char* source) {
   fd_ = socket(AF_INET, SOCK_STREAM, 0);
   REQUIRE(fd_ >= 0);
   if (receive_buffer > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  if (source != nullptr) {
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    REQUIRE(::inet_pton(AF_INET, source, &local.sin_addr) == 1);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) == 0);
+  }
   timeval send_timeout{10, 0};  // a server that stops reading cannot block the test forever
   ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
   sockaddr_in addr{};

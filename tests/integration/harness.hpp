@@ -147,7 +147,8 @@ std::size_t audit_count(platform& p, audit_kind kind, const std::string& action,
 class raw_socket {
  public:
   /// `receive_buffer` > 0: SO_RCVBUF set before connecting (a tiny window for a reader that stalls).
-  explicit raw_socket(std::uint16_t port, int receive_buffer = 0);
+  /// `source`: the IPv4 address to connect from (any 127.x.y.z on Linux's loopback): another client.
+  explicit raw_socket(std::uint16_t port, int receive_buffer = 0, const char* source = nullptr);
   ~raw_socket();
   raw_socket(const raw_socket&) = delete;
   raw_socket& operator=(const raw_socket&) = delete;

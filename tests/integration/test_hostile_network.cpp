@@ -71,9 +71,9 @@ bool serves(const std::string& url, long long* refused = nullptr, std::chrono::m
 /// Opens `n` TCP connections at once, then tries the WebSocket handshake on each: returns how many
 /// were upgraded (101). Every other one must have been closed at accept: nothing answered, EOF.
 std::size_t flood(std::uint16_t port, const std::string& path, std::size_t n,
-                  std::vector<std::unique_ptr<raw_socket>>& held) {
+                  std::vector<std::unique_ptr<raw_socket>>& held, const char* source = nullptr) {
   std::vector<std::unique_ptr<raw_socket>> sockets;
-  for (std::size_t i = 0; i < n; ++i) sockets.push_back(std::make_unique<raw_socket>(port));
+  for (std::size_t i = 0; i < n; ++i) sockets.push_back(std::make_unique<raw_socket>(port, 0, source));
   std::size_t upgraded = 0;
   for (auto& s : sockets) {
     const std::string head = s->handshake(path);
@@ -138,6 +138,44 @@ TEST_SUITE("hostile_network") {
     CHECK(p.hub->running());
     CHECK(p.backend->running());
     check_deploy_end_to_end(p, alice, *alice_ws, "after-floods");
+    check_still_serving(p);
+  }
+
+  TEST_CASE("with a per-address cap, a flood from one address leaves the other addresses their slots") {
+    platform::options o;
+    o.hub_args = {"--max-connections", "64", "--max-connections-per-address", "4"};
+    o.backend_args = {"--max-connections-per-address", "4"};
+    platform p(o);
+    p.start_backend();
+    p.start_hub();
+    p.start_agent();
+    REQUIRE(p.wait_agent_online());
+    const std::string alice = p.login("alice", "alice-pw");
+    auto alice_ws = user_socket(p, alice);
+
+    std::vector<std::unique_ptr<raw_socket>> held;
+    CHECK(flood(p.hub_port, "/", 20, held, "127.0.0.2") == 4);
+    CHECK(flood(p.backend_port, "/ws", 20, held, "127.0.0.2") == 4);
+    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, "citrus_hub_connections_refused_per_address_total") == 16);
+    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, "citrus_backend_tcp_refused_per_address_total") == 16);
+    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, "citrus_hub_connections_refused_total") == 0);
+
+    // Another address still gets in at both, while the flood holds its four.
+    raw_socket other_hub(p.hub_port, 0, "127.0.0.3");
+    CHECK(other_hub.handshake("/").rfind("HTTP/1.1 101", 0) == 0);
+    raw_socket other_backend(p.backend_port, 0, "127.0.0.3");
+    CHECK(other_backend.handshake("/ws").rfind("HTTP/1.1 101", 0) == 0);
+    check_deploy_end_to_end(p, alice, *alice_ws, "during-address-flood");
+
+    // The flood's connections ending give its address its share back.
+    held.clear();
+    bool again = false;
+    for (int attempt = 0; attempt < 50 && !again; ++attempt) {
+      raw_socket retry(p.hub_port, 0, "127.0.0.2");
+      again = retry.handshake("/").rfind("HTTP/1.1 101", 0) == 0;
+      if (!again) std::this_thread::sleep_for(50ms);
+    }
+    CHECK(again);
     check_still_serving(p);
   }
 

@@ -88,7 +88,9 @@ std::string client_close_frame(std::uint16_t code);
 class raw_socket {
  public:
   /// `receive_buffer` > 0 sets SO_RCVBUF before connecting (a small window for slow-reader tests).
-  explicit raw_socket(std::uint16_t port, int receive_buffer = 0);
+  /// `source`: the local IPv4 address to connect from (any 127.x.y.z works on Linux's loopback), so
+  /// that one test can be several client addresses.
+  explicit raw_socket(std::uint16_t port, int receive_buffer = 0, const char* source = nullptr);
   ~raw_socket();
   raw_socket(const raw_socket&) = delete;
   raw_socket& operator=(const raw_socket&) = delete;

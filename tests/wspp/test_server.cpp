@@ -340,6 +340,36 @@ TEST_CASE("server: connections beyond max_connections are refused at accept - fr
   CHECK(f.srv.counters().refused_connections == 1);
 }
 
+TEST_CASE("server: max_connections_per_address refuses one address beyond its share - others still get in") {
+  server_options o = quick_server();
+  o.max_connections = 10;
+  o.max_connections_per_address = 2;
+  server_fixture f(o);
+  raw_socket a(f.port, 0, "127.0.0.2");
+  raw_socket b(f.port, 0, "127.0.0.2");
+  REQUIRE(run_until(f.loop, [&] { return f.srv.counters().accepted == 2; }));
+  raw_socket flood(f.port, 0, "127.0.0.2");  // a third from the same address
+  REQUIRE(run_until(f.loop, [&] {
+    flood.pump();
+    return flood.eof;
+  }));
+  CHECK(f.srv.counters().refused_per_address == 1);
+  CHECK(f.srv.counters().refused_connections == 0);
+  CHECK(f.log.count("connection_refused") == 1);
+
+  // Another address is not affected, and completes its handshake.
+  raw_socket other(f.port, 0, "127.0.0.3");
+  CHECK(raw_upgrade(f, other));
+
+  // A connection of the first address ending frees its share.
+  a.close();
+  REQUIRE(run_until(f.loop, [&] { return f.srv.counters().handshake_failures == 1; }));
+  run_for(f.loop, 20ms);
+  raw_socket again(f.port, 0, "127.0.0.2");
+  CHECK(raw_upgrade(f, again));
+  CHECK(f.srv.counters().refused_per_address == 1);
+}
+
 TEST_CASE("server: allowed_origins refuses a foreign Origin with 403, accepts listed and absent ones") {
   server_options o = quick_server();
   o.allowed_origins = {"https://good.example"};

@@ -146,7 +146,14 @@ class server_engine_impl final : public server_engine,
     return c;
   }
 
-  void connection_destroyed(std::uint64_t serial) noexcept override { live_.erase(serial); }
+  void connection_destroyed(std::uint64_t serial) noexcept override {
+    live_.erase(serial);
+    auto it = address_of_.find(serial);
+    if (it == address_of_.end()) return;
+    auto held = per_address_.find(it->second);
+    if (held != per_address_.end() && --held->second == 0) per_address_.erase(held);
+    address_of_.erase(it);
+  }
 
  private:
   static con_ptr lock(const websocketpp::connection_hdl& hdl) noexcept {
@@ -224,10 +231,17 @@ class server_engine_impl final : public server_engine,
     std::error_code remote_ec;
     const auto remote = con->get_raw_socket().remote_endpoint(remote_ec);
     slot(con).remote = remote_ec ? std::string("unknown") : format_endpoint(remote);
+    std::string address = remote_ec ? std::string() : remote.address().to_string();
+    const char* refusal = nullptr;
     if (live_.size() >= options_.max_connections) {
       ++counters_.refused_connections;
-      log_->log(log_level::warn, "connection_refused",
-                {field("remote", slot(con).remote), field("reason", "max_connections")});
+      refusal = "max_connections";
+    } else if (options_.max_connections_per_address > 0 && held_by(address) >= options_.max_connections_per_address) {
+      ++counters_.refused_per_address;
+      refusal = "max_connections_per_address";
+    }
+    if (refusal != nullptr) {
+      log_->log(log_level::warn, "connection_refused", {field("remote", slot(con).remote), field("reason", refusal)});
       std::error_code ignored;
       con->get_raw_socket().close(ignored);
       discard(con);
@@ -235,6 +249,8 @@ class server_engine_impl final : public server_engine,
       const std::uint64_t serial = next_serial_++;
       slot(con).serial = serial;
       live_.emplace(serial, con);
+      ++per_address_[address];
+      address_of_.emplace(serial, std::move(address));
       if (options_.connection.tcp_no_delay) {
         std::error_code refused;  // a socket that refuses the option only costs latency
         con->get_raw_socket().set_option(asio::ip::tcp::no_delay(true), refused);
@@ -242,6 +258,12 @@ class server_engine_impl final : public server_engine,
       con->start();
     }
     start_accept();
+  }
+
+  /// Connections held now from `address` (an IP without port).
+  std::size_t held_by(const std::string& address) const {
+    auto it = per_address_.find(address);
+    return it == per_address_.end() ? 0 : it->second;
   }
 
   /// An accepted-or-not connection that will never be started must be terminated (websocketpp).
@@ -396,6 +418,8 @@ class server_engine_impl final : public server_engine,
   std::shared_ptr<asio::ssl::context> tls_context_;
   /// Every accepted connection still alive (handshaking, open, HTTP), by serial.
   std::unordered_map<std::uint64_t, std::weak_ptr<con_type>> live_;
+  std::unordered_map<std::uint64_t, std::string> address_of_;     ///< serial -> the peer's IP
+  std::unordered_map<std::string, std::size_t> per_address_;      ///< IP -> connections held
   std::uint64_t next_serial_ = 1;
   timer accept_retry_;
   server_counters counters_;

@@ -50,6 +50,10 @@ struct server_options {
   /// Keep it below the process's file descriptor limit (ulimit -n); if accept() runs out of
   /// descriptors anyway, accepting pauses for 100 ms instead of spinning.
   std::size_t max_connections = 10000;
+  /// TCP connections held at once from one IP address (0: no limit beyond max_connections). Without
+  /// it one address can hold every slot until the handshake timeout frees them. Leave it 0 behind a
+  /// reverse proxy, where every client has the proxy's address.
+  std::size_t max_connections_per_address = 0;
   /// Largest plain HTTP request body; a longer Content-Length is answered with 413 before the body
   /// is read. (Request headers are limited to 16000 bytes by websocketpp.)
   std::size_t max_http_body_bytes = 1024 * 1024;
@@ -64,6 +68,7 @@ struct server_options {
 struct server_counters {
   std::uint64_t accepted = 0;              ///< TCP connections accepted
   std::uint64_t refused_connections = 0;   ///< closed at accept: max_connections reached
+  std::uint64_t refused_per_address = 0;   ///< closed at accept: max_connections_per_address reached
   std::uint64_t opened = 0;                ///< WebSocket handshakes completed (on_open delivered)
   std::uint64_t handshake_failures = 0;    ///< timed out, malformed or refused handshakes
   std::uint64_t origin_rejected = 0;       ///< refused with 403 by allowed_origins

@@ -76,6 +76,7 @@ std::vector<app::option_spec> serve_specs() {
       {"commander-id", "CITRUS_COMMANDER_ID", "backend-1", "this backend's commander id at the hub", false},
       {"commander-key-file", "CITRUS_COMMANDER_KEY_FILE", "", "file holding the commander key (else $CITRUS_COMMANDER_KEY; without a key the hub is not contacted)", false},
       {"jwt-secret-file", "CITRUS_JWT_SECRET_FILE", "", "file holding the HS256 secret, at least 32 bytes (else $CITRUS_JWT_SECRET; else a random one: tokens do not survive a restart)", false},
+      {"metrics-token-file", "CITRUS_METRICS_TOKEN_FILE", "", "file holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (16..256 bytes; default: /metrics is open)", false},
       {"token-lifetime-s", "CITRUS_TOKEN_LIFETIME_S", "900", "lifetime of user tokens in seconds (1..3600)", false},
       {"token-leeway-s", "CITRUS_TOKEN_LEEWAY_S", "30", "clock skew tolerated on token times, seconds (0..600)", false},
       {"rest-rate", "CITRUS_REST_RATE", "10", "REST requests per second per client address (burst: 3x)", false},
@@ -146,6 +147,7 @@ struct serve_settings {
   std::string commander_id;
   std::string commander_key;  ///< empty: the hub is not contacted
   std::string jwt_secret;     ///< empty: generate one
+  std::string metrics_token;  ///< empty: /metrics is open
   std::chrono::seconds token_lifetime{900};
   std::chrono::seconds token_leeway{30};
   std::string default_agent;
@@ -240,6 +242,12 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
     s.jwt_secret = secret;
     if (s.jwt_secret.size() < jwt::hs256_token_service::min_secret_bytes)
       return usage_error("$CITRUS_JWT_SECRET is shorter than 32 bytes");
+  }
+  if (!opts.get("metrics-token-file").empty()) {
+    std::string error;
+    auto token = app::read_token_file(opts.get("metrics-token-file"), error);
+    if (!token) return usage_error("--metrics-token-file: " + error);
+    s.metrics_token = std::move(*token);
   }
   if (s.jwt_secret.size() > jwt::hs256_token_service::max_secret_bytes)
     return usage_error("the JWT secret is longer than 4096 bytes");
@@ -521,6 +529,7 @@ int serve(const serve_settings& s) {
   metric_sources sources{gateway, link, nullptr, nullptr, gateway_audit.get(), log, s.default_agent};
   rest_config rest;
   rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
+  rest.metrics_token = s.metrics_token;
   rest_api api(rest, rest_services{*db, sites, login, credentials, tokens, clk, log,
                                             [&sources] { return prometheus_text(sources); }});
 

@@ -13,6 +13,7 @@
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
+#include "citrus/core/rest_api.hpp"  // bearer_matches
 #include "citrus/sqlite/sqlite_storage.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
@@ -29,6 +30,7 @@ std::vector<option_spec> hub_options() {
       {"verify-url", "CITRUS_VERIFY_URL", "", "Backend endpoint that verifies agent keys (POST /api/verify-agent)."},
       {"hub-id", "CITRUS_HUB_ID", "hub-1", "This hub's id at the backend (for --verify-url)."},
       {"hub-key-file", "CITRUS_HUB_KEY_FILE", "", "File holding this hub's key (or set CITRUS_HUB_KEY)."},
+      {"metrics-token-file", "CITRUS_METRICS_TOKEN_FILE", "", "File holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (default: /metrics is open)."},
       {"tls-cert", "CITRUS_TLS_CERT", "", "PEM certificate chain: serve wss:// (with --tls-key)."},
       {"tls-key", "CITRUS_TLS_KEY", "", "PEM private key for --tls-cert."},
       {"max-message-bytes", "", "65536", "Largest message accepted."},
@@ -112,6 +114,16 @@ int main(int argc, char** argv) {
     std::cerr << "citrus-hub: --max-connections must be a positive number\n";
     return 2;
   }
+  std::string metrics_token;  // empty: /metrics is open
+  if (!opts.get("metrics-token-file").empty()) {
+    std::string error;
+    auto token = citrus::app::read_token_file(opts.get("metrics-token-file"), error);
+    if (!token) {
+      std::cerr << "citrus-hub: --metrics-token-file: " << error << "\n";
+      return 2;
+    }
+    metrics_token = std::move(*token);
+  }
   const auto per_address = opts.get_int("max-connections-per-address");
   if (!per_address || *per_address < 0) {
     std::cerr << "citrus-hub: --max-connections-per-address must be a number >= 0\n";
@@ -185,6 +197,12 @@ int main(int argc, char** argv) {
     if (request.method == "GET" && request.target == "/healthz") {
       response.headers.push_back({"Content-Type", "application/json"});
       response.body = R"({"status":"ok"})";
+    } else if (request.method == "GET" && request.target == "/metrics" && !metrics_token.empty() &&
+               !citrus::bearer_matches(request.header("Authorization"), metrics_token)) {
+      response.status = 401;
+      response.headers.push_back({"WWW-Authenticate", "Bearer"});
+      response.headers.push_back({"Content-Type", "application/json"});
+      response.body = R"({"success":false,"message":"Authentication required"})";
     } else if (request.method == "GET" && request.target == "/metrics") {
       response.headers.push_back({"Content-Type", "text/plain; version=0.0.4"});
       response.body = metrics_text(hub, server, log, audit);

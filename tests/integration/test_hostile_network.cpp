@@ -5,7 +5,10 @@
 // and the audit trail where the product audits.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -177,6 +180,36 @@ TEST_SUITE("hostile_network") {
     }
     CHECK(again);
     check_still_serving(p);
+  }
+
+  TEST_CASE("with a metrics token, the hub and the backend show /metrics only to the scraper that presents it") {
+    const std::string token = "scrape-" + std::to_string(::getpid()) + "-0123456789abcdef";
+    const std::string token_file =
+        (std::filesystem::temp_directory_path() / ("citrus-metrics-" + std::to_string(::getpid()) + ".token")).string();
+    std::ofstream(token_file) << token << "\n";
+    platform::options o;
+    o.hub_args = {"--metrics-token-file", token_file};
+    o.backend_args = {"--metrics-token-file", token_file};
+    platform p(o);
+    p.start_backend();
+    p.start_hub();
+    std::filesystem::remove(token_file);  // read at start
+    for (const std::string& url : {hub_http(p) + "/metrics", p.backend_url() + "/metrics"}) {
+      CAPTURE(url);
+      for (const std::string& authorization : {std::string(), "Authorization: Bearer wrong-" + token,
+                                               "Authorization: Basic " + token}) {
+        CAPTURE(authorization);
+        auto refused = http("GET", url, {}, authorization.empty() ? std::vector<std::string>{} : std::vector<std::string>{authorization});
+        CHECK(refused.status == 401);
+        CHECK(refused.headers.find("WWW-Authenticate: Bearer") != std::string::npos);
+        CHECK(refused.body == R"({"success":false,"message":"Authentication required"})");
+      }
+      auto scraped = http("GET", url, {}, {"Authorization: Bearer " + token});
+      CHECK(scraped.status == 200);
+      CHECK(scraped.body.find("citrus_") != std::string::npos);
+    }
+    CHECK(http("GET", hub_http(p) + "/healthz").status == 200);  // health stays open for probes
+    CHECK(http("GET", p.backend_url() + "/healthz").status == 200);
   }
 
   TEST_CASE("a commander that never reads is closed as a slow consumer at the hub, other traffic flows") {

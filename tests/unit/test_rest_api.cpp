@@ -182,6 +182,23 @@ TEST_SUITE("rest_api") {
     CHECK(custom.status == 200);
     CHECK(custom.body == "citrus_hub_routed_total 42\n");
 
+    // With a metrics token, only the scraper that presents it reads them.
+    rest_config guarded = no_address_limit();
+    guarded.metrics_token = "scrape-secret-0123456789";
+    rest_api with_token(guarded, f.services());
+    for (const char* authorization : {"", "Bearer", "Bearer scrape-secret-012345678", "Bearer scrape-secret-0123456789x",
+                                      "Basic scrape-secret-0123456789", "Bearer scrape-secret-0123456789, x"}) {
+      CAPTURE(authorization);
+      auto refused = rest_fixture::call_on(with_token, "GET", "/metrics", {}, authorization);
+      CHECK(refused.status == 401);
+      CHECK(refused.header("WWW-Authenticate") == "Bearer");
+      CHECK(refused.body.find("citrus_hub_routed_total") == std::string::npos);
+    }
+    auto scraped = rest_fixture::call_on(with_token, "GET", "/metrics", {}, "bearer  scrape-secret-0123456789 ");
+    CHECK(scraped.status == 200);
+    CHECK(scraped.body == "citrus_hub_routed_total 42\n");
+    CHECK_FALSE(f.log.mentions("scrape-secret"));
+
     for (const char* path : {"/nope", "/api", "/api/", "/api/sites/1/deploy/now", "/api/admin", "/api/token",
                              "api/sites", "/API/sites", "//api/sites", "/healthz/", "http://x/api/sites", "",
                              "/api/admin/agents/a/b/rotate"}) {

@@ -1,5 +1,6 @@
 #include "citrus/app/options.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -108,6 +109,23 @@ std::optional<std::string> read_secret_file(const std::string& path) {
   std::string text = s.str();
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   return text;
+}
+
+std::optional<std::string> read_token_file(const std::string& path, std::string& error) {
+  auto token = read_secret_file(path);
+  if (!token) {
+    error = "cannot read " + path;
+    return std::nullopt;
+  }
+  const bool printable = std::all_of(token->begin(), token->end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u != 0x7f;
+  });
+  if (token->size() < 16 || token->size() > 256 || !printable) {
+    error = "the token in " + path + " must be 16..256 bytes without spaces or control characters";
+    return std::nullopt;
+  }
+  return token;
 }
 
 }  // namespace citrus::app

@@ -5,6 +5,7 @@
 #include "citrus/core/rest_api.hpp"
 
 #include <simdjson.h>
+#include <sodium.h>
 
 #include <algorithm>
 #include <array>
@@ -489,16 +490,6 @@ bool is_json_media_type(std::string_view value) noexcept {
   return true;
 }
 
-/// The credentials of "Bearer <credentials>" (scheme in any case), or "" when absent or malformed.
-std::string_view bearer_credentials(std::string_view header) noexcept {
-  header = trim(header);
-  if (header.size() < 8 || !iequals(header.substr(0, 6), "bearer") || !is_space(header[6])) return {};
-  const std::string_view credentials = trim(header.substr(7));
-  for (char c : credentials)
-    if (is_space(c) || c == ',') return {};
-  return credentials;
-}
-
 // -------------------------------------------------------------------------------------- responses
 
 constexpr std::string_view msg_not_found = "Not found";
@@ -595,6 +586,22 @@ constexpr std::size_t max_key_bytes = 512;       // agent keys
 constexpr std::size_t max_grants = 1024;
 
 }  // namespace
+
+std::string_view bearer_credentials(std::string_view authorization) noexcept {
+  authorization = trim(authorization);
+  if (authorization.size() < 8 || !iequals(authorization.substr(0, 6), "bearer") || !is_space(authorization[6]))
+    return {};
+  const std::string_view credentials = trim(authorization.substr(7));
+  for (char c : credentials)
+    if (is_space(c) || c == ',') return {};
+  return credentials;
+}
+
+bool bearer_matches(std::string_view authorization, std::string_view expected) noexcept {
+  const std::string_view given = bearer_credentials(authorization);
+  if (expected.empty() || given.size() != expected.size()) return false;  // the length is no secret
+  return sodium_memcmp(given.data(), expected.data(), expected.size()) == 0;
+}
 
 // --------------------------------------------------------------------------------------------- impl
 
@@ -728,7 +735,7 @@ struct rest_api::impl {
     if (auto bad = check_body(req, policy_for(r.kind, req.method))) return std::move(*bad);
 
     switch (r.kind) {
-      case route_kind::metrics: return metrics();
+      case route_kind::metrics: return metrics(req, address);
       case route_kind::login: return login(req, address);
       case route_kind::refresh: return refresh(req, address);
       default: break;
@@ -760,7 +767,11 @@ struct rest_api::impl {
     return resp;
   }
 
-  http_response metrics() {
+  http_response metrics(const http_request& req, const std::string& address) {
+    if (!cfg.metrics_token.empty() && !bearer_matches(req.authorization, cfg.metrics_token)) {
+      svc.log.log(log_level::warn, "metrics_refused", {field("address", address)});
+      return unauthenticated(public_message(errc::auth_required));
+    }
     http_response r;
     r.content_type = "text/plain; version=0.0.4";
     r.body = svc.metrics ? svc.metrics() : std::string("citrus_up 1\n");

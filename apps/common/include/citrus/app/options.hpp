@@ -46,4 +46,8 @@ bool split_host_port(const std::string& text, std::string& host, std::uint16_t& 
 /// Reads a whole file (for key and secret files); nullopt if unreadable. Trailing newlines trimmed.
 std::optional<std::string> read_secret_file(const std::string& path);
 
+/// A bearer token from a file (e.g. --metrics-token-file): 16..256 bytes without spaces or control
+/// characters, as an "Authorization: Bearer" header carries it. nullopt with `error` set otherwise.
+std::optional<std::string> read_token_file(const std::string& path, std::string& error);
+
 }  // namespace citrus::app

@@ -6,7 +6,7 @@
 /// Routes (every body is JSON; ids in paths are canonical positive decimals <= 2^53):
 ///
 ///   GET    /healthz                          liveness, never rate limited
-///   GET    /metrics                          Prometheus text (rest_services::metrics)
+///   GET    /metrics                          Prometheus text (rest_services::metrics; Bearer rest_config::metrics_token when set)
 ///   POST   /api/login                        {"username","password"} -> token
 ///   POST   /api/token/refresh                Bearer <user token> -> fresh token
 ///   GET    /api/sites                        the caller's sites
@@ -88,6 +88,9 @@ struct rest_config {
   std::size_t max_hubs = 1000;             ///< hub ids tracked at once
   /// POST /api/admin/agents/:id/rotate without "overlapSeconds": how long the old key keeps working.
   std::chrono::seconds default_rotation_overlap{3600};
+  /// Not empty: GET /metrics answers only "Authorization: Bearer <metrics_token>" (else 401), for a
+  /// Prometheus scraper's bearer_token_file. Empty: /metrics is open (keep it off public interfaces).
+  std::string metrics_token;
 };
 
 struct rest_services {
@@ -101,6 +104,13 @@ struct rest_services {
   /// Prometheus text exposition for GET /metrics; when empty, "citrus_up 1\n" is served.
   std::function<std::string()> metrics;
 };
+
+/// The credentials of an Authorization header value "Bearer <credentials>" (scheme in any case), or
+/// "" when it is absent or malformed.
+std::string_view bearer_credentials(std::string_view authorization) noexcept;
+/// True when `authorization` is "Bearer <expected>" (and `expected` is not empty); the comparison takes
+/// the same time wherever the two differ.
+bool bearer_matches(std::string_view authorization, std::string_view expected) noexcept;
 
 class rest_api {
  public:

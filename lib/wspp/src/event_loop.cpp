@@ -11,6 +11,7 @@
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 
+#include "citrus/wspp/asio_interop.hpp"
 #include "loop_access.hpp"
 
 namespace citrus::wspp {
@@ -69,13 +70,19 @@ class task_runner {
 }  // namespace detail
 
 struct event_loop::impl {
-  explicit impl(logger* sink) : log(sink != nullptr ? sink : &own_log), runner(*log) {}
+  /// `external`: the embedder's io_context (it outlives the loop); nullptr: the loop owns one.
+  impl(logger* sink, asio::io_context* external)
+      : log(sink != nullptr ? sink : &own_log),
+        runner(*log),
+        owned(external != nullptr ? nullptr : std::make_unique<asio::io_context>()),
+        io(external != nullptr ? *external : *owned) {}
   null_logger own_log;
   logger* log;
-  // Declared before io: alive while io's destructor destroys pending handlers (and the engines
-  // they keep alive).
+  // Declared before the io_context: alive while its destructor destroys pending handlers (and the
+  // engines they keep alive).
   detail::task_runner runner;
-  asio::io_context io;
+  std::unique_ptr<asio::io_context> owned;
+  asio::io_context& io;
   // Declared after io: destroyed first.
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   std::uint64_t next_connection_id = 1;
@@ -112,6 +119,9 @@ struct timer_state {
 };
 
 asio::io_context& loop_access::io(event_loop& loop) noexcept { return loop.impl_->io; }
+std::unique_ptr<event_loop> loop_access::adopt(asio::io_context& io, logger& log) {
+  return std::unique_ptr<event_loop>(new event_loop(std::make_unique<event_loop::impl>(&log, &io)));
+}
 logger& loop_access::log(event_loop& loop) noexcept { return *loop.impl_->log; }
 std::uint64_t loop_access::next_connection_id(event_loop& loop) noexcept { return loop.impl_->next_connection_id++; }
 bool loop_access::in_task(event_loop& loop) noexcept { return loop.impl_->runner.in_task(); }
@@ -148,8 +158,13 @@ bool timer::active() const noexcept { return state_ && !state_->done; }
 
 // --- event_loop ---
 
-event_loop::event_loop(logger& log) : impl_(std::make_unique<impl>(&log)) {}
-event_loop::event_loop() : impl_(std::make_unique<impl>(nullptr)) {}
+event_loop::event_loop(logger& log) : impl_(std::make_unique<impl>(&log, nullptr)) {}
+event_loop::event_loop() : impl_(std::make_unique<impl>(nullptr, nullptr)) {}
+event_loop::event_loop(std::unique_ptr<impl> adopted) noexcept : impl_(std::move(adopted)) {}
+
+std::unique_ptr<event_loop> adopt_io_context(asio::io_context& io, logger& log) {
+  return detail::loop_access::adopt(io, log);
+}
 event_loop::~event_loop() = default;
 
 void event_loop::run() {

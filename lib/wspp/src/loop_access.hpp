@@ -1,6 +1,7 @@
 #pragma once
 // Private to citrus::wspp: what the server and client engines need from an event_loop.
 #include <cstdint>
+#include <memory>
 
 #include <asio/io_context.hpp>
 
@@ -25,6 +26,8 @@ class after_task {
 
 struct loop_access {
   static asio::io_context& io(event_loop& loop) noexcept;
+  /// An event_loop on the embedder's io_context (asio_interop.hpp).
+  static std::unique_ptr<event_loop> adopt(asio::io_context& io, logger& log);
   static logger& log(event_loop& loop) noexcept;
   /// Connection ids are unique per loop: one handler may serve several servers and clients.
   static std::uint64_t next_connection_id(event_loop& loop) noexcept;

@@ -12,6 +12,9 @@
 ///
 /// Destruction order: destroy servers, clients and timer handles before their event_loop. The
 /// destructor discards pending tasks and timers without running them.
+///
+/// An embedder that has its own standalone-Asio io_context can run everything on it instead:
+/// citrus/wspp/asio_interop.hpp (the only header of this target that includes Asio).
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -91,6 +94,7 @@ class event_loop {
  private:
   friend struct detail::loop_access;
   struct impl;
+  explicit event_loop(std::unique_ptr<impl> adopted) noexcept;
   std::unique_ptr<impl> impl_;
 };
 

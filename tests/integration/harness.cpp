@@ -330,6 +330,13 @@ std::string platform::login(const std::string& user, const std::string& password
   return json_string(r.body, "token");
 }
 
+void platform::start_all() {
+  start_backend();
+  start_hub();
+  start_agent();
+  REQUIRE(wait_agent_online());
+}
+
 bool platform::wait_agent_online(std::chrono::milliseconds timeout) {
   // The backend learns from the hub's presence messages which agents are connected and authenticated.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -343,6 +350,17 @@ bool platform::wait_agent_online(std::chrono::milliseconds timeout) {
 
 // ------------------------------------------------------------------ shared checks
 std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
+
+std::string auth_frame(const std::string& role, const std::string& id, const std::string& key) {
+  return R"({"v":1,"type":"auth","role":")" + role + R"(","id":")" + id + R"(","key":")" + key + R"("})";
+}
+
+bool hub_login(ws_client& client, const platform& p, const std::string& role, const std::string& id,
+               const std::string& key) {
+  if (!client.connect(p.hub_url())) return false;
+  client.send(auth_frame(role, id, key));
+  return client.wait_for([&] { return client.count("auth_ok") == 1; });
+}
 
 std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token) {
   auto ws = std::make_unique<ws_client>();

@@ -111,6 +111,8 @@ class platform {
   void start_backend();
   void start_hub();
   void start_agent(const std::string& key = {});
+  /// Backend, hub and agent, then waits until the backend sees the agent online.
+  void start_all();
   void stop_hub();
   void kill_agent();
 
@@ -135,6 +137,12 @@ std::string bearer(const std::string& token);
 
 /// An authenticated user's WebSocket (the token in the first message, never the URL).
 std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token);
+
+/// The first message of a commander or agent at the hub.
+std::string auth_frame(const std::string& role, const std::string& id, const std::string& key);
+/// Connects `client` to the hub as (role, id, key); true once its auth_ok arrived.
+bool hub_login(ws_client& client, const platform& p, const std::string& role, const std::string& id,
+               const std::string& key);
 
 /// Audit events of `kind` whose action is `action` (and outcome, when given), polled until at least
 /// `at_least` are there (the gateway's audit is asynchronous) or 5 s passed.

@@ -313,10 +313,7 @@ TEST_SUITE("hostile") {
     while (!agent2_key.empty() && agent2_key.back() == '\n') agent2_key.pop_back();
     agent2_key = agent2_key.substr(agent2_key.rfind('\n') == std::string::npos ? 0 : agent2_key.rfind('\n') + 1);
     REQUIRE(agent2_key.rfind("ak_", 0) == 0);
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string hub_http = "http://127.0.0.1:" + std::to_string(p.hub_port);
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
@@ -325,7 +322,7 @@ TEST_SUITE("hostile") {
 
     ws_client hostile;
     REQUIRE(hostile.connect(p.hub_url()));
-    hostile.send(R"({"v":1,"type":"auth","role":"agent","id":"agent-2","key":")" + agent2_key + R"("})");
+    hostile.send(auth_frame("agent", "agent-2", agent2_key));
     REQUIRE(hostile.wait_for([&] { return hostile.count("auth_ok") == 1; }));
 
     // An answer to a request it never received.
@@ -353,7 +350,7 @@ TEST_SUITE("hostile") {
     // agent-2's key presented under agent-1's id.
     ws_client impostor;
     REQUIRE(impostor.connect(p.hub_url()));
-    impostor.send(R"({"v":1,"type":"auth","role":"agent","id":"agent-1","key":")" + agent2_key + R"("})");
+    impostor.send(auth_frame("agent", "agent-1", agent2_key));
     REQUIRE(impostor.wait_for([&] { return impostor.closed; }));
     CHECK(impostor.close_code() == 4002);
     CHECK(impostor.count(R"("code":"auth_failed")") == 1);
@@ -363,7 +360,7 @@ TEST_SUITE("hostile") {
     // agent-2's key presented as the commander backend-1.
     ws_client fake_commander;
     REQUIRE(fake_commander.connect(p.hub_url()));
-    fake_commander.send(R"({"v":1,"type":"auth","role":"commander","id":"backend-1","key":")" + agent2_key + R"("})");
+    fake_commander.send(auth_frame("commander", "backend-1", agent2_key));
     REQUIRE(fake_commander.wait_for([&] { return fake_commander.closed; }));
     CHECK(fake_commander.close_code() == 4002);
     CHECK(fake_commander.count(R"("code":"auth_failed")") == 1);

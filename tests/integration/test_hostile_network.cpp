@@ -40,10 +40,6 @@ std::string register_principal(platform& p, std::vector<std::string> args) {
   return out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
 }
 
-std::string auth_frame(const std::string& role, const std::string& id, const std::string& key) {
-  return R"({"v":1,"type":"auth","role":")" + role + R"(","id":")" + id + R"(","key":")" + key + R"("})";
-}
-
 /// A site created over REST then deployed by the real agent, its results pushed to `ws` (the owner's):
 /// the whole chain backend → hub → agent → hub → backend works.
 void check_deploy_end_to_end(platform& p, const std::string& token, ws_client& ws, const std::string& name) {
@@ -109,10 +105,7 @@ TEST_SUITE("hostile_network") {
     o.hub_args = {"--max-connections", "8"};
     o.backend_args = {"--max-connections", "8"};
     platform p(o);
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
 
@@ -149,10 +142,7 @@ TEST_SUITE("hostile_network") {
     o.hub_args = {"--max-connections", "64", "--max-connections-per-address", "4"};
     o.backend_args = {"--max-connections-per-address", "4"};
     platform p(o);
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
 
@@ -216,17 +206,12 @@ TEST_SUITE("hostile_network") {
     platform p;
     const std::string slow_key = register_principal(p, {"commander", "register", "slow-1", "--agents", "agent-9"});
     const std::string agent9_key = register_principal(p, {"agent", "register", "agent-9", "--trust", "slow-1"});
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
     // agent-9 answers every command with a ~56 KB result: the hub forwards it to the commander.
     ws_client agent9;
-    REQUIRE(agent9.connect(p.hub_url()));
-    agent9.send(auth_frame("agent", "agent-9", agent9_key));
-    REQUIRE(agent9.wait_for([&] { return agent9.count("auth_ok") == 1; }));
+    REQUIRE(hub_login(agent9, p, "agent", "agent-9", agent9_key));
     std::string payload = "{";
     for (int f = 0; f < 7; ++f) payload += (f ? ",\"f" : "\"f") + std::to_string(f) + "\":\"" + std::string(8000, 'p') + "\"";
     payload += "}";
@@ -369,22 +354,15 @@ TEST_SUITE("hostile_network") {
     platform p;
     const std::string rogue_key = register_principal(p, {"commander", "register", "rogue-1", "--agents", "agent-1"});
     const std::string agent2_key = register_principal(p, {"agent", "register", "agent-2", "--trust", "backend-1,rogue-1"});
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
     ws_client agent2;
-    REQUIRE(agent2.connect(p.hub_url()));
-    agent2.send(auth_frame("agent", "agent-2", agent2_key));
-    REQUIRE(agent2.wait_for([&] { return agent2.count("auth_ok") == 1; }));
+    REQUIRE(hub_login(agent2, p, "agent", "agent-2", agent2_key));
     const long long events_before = metric(http("GET", hub_http(p) + "/metrics").body, "citrus_hub_security_events_total");
 
     ws_client rogue;
-    REQUIRE(rogue.connect(p.hub_url()));
-    rogue.send(auth_frame("commander", "rogue-1", rogue_key));
-    REQUIRE(rogue.wait_for([&] { return rogue.count("auth_ok") == 1; }));
+    REQUIRE(hub_login(rogue, p, "commander", "rogue-1", rogue_key));
     CHECK(rogue.count(R"("agent":"agent-2")") == 0);  // not even agent-2's presence is revealed
     rogue.send(R"({"v":1,"type":"command","id":"g1","agent":"agent-2","op":"site.delete","payload":{"site_id":1}})");
     REQUIRE(rogue.wait_for([&] { return rogue.count(R"("id":"g1")") == 1; }));
@@ -409,10 +387,7 @@ TEST_SUITE("hostile_network") {
 
   TEST_CASE("brute force on an agent key at the hub: 4002 each, then locked out even for the right key, audited, and verify-agent is no oracle") {
     platform p;
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
 

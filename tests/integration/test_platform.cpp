@@ -40,10 +40,7 @@ const char* const unauthorized = R"({"success":false,"message":"Unauthorized acc
 TEST_SUITE("integration") {
   TEST_CASE("a user's site is created and deployed by the real agent, then only its owner sees it") {
     platform p;
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     const std::string bob = p.login("bob", "bob-pw");
     auto alice_ws = user_socket(p, alice);
@@ -133,10 +130,7 @@ TEST_SUITE("integration") {
     platform::options o;
     o.step_delay_ms = 1500;
     platform p(o);
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     auto ws = user_socket(p, alice);
     const long long site = create_site(p, alice, "beta");
@@ -152,10 +146,7 @@ TEST_SUITE("integration") {
 
   TEST_CASE("after the hub restarts, the backend reconnects and new commands work") {
     platform p;
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
     const long long site = create_site(p, alice, "gamma");
     p.stop_hub();
@@ -172,10 +163,7 @@ TEST_SUITE("integration") {
 
   TEST_CASE("citrus-backend audit shows a refused cross-user access while the backend runs") {
     platform p;
-    p.start_backend();
-    p.start_hub();
-    p.start_agent();
-    REQUIRE(p.wait_agent_online());
+    p.start_all();
     const long long site = create_site(p, p.login("alice", "alice-pw"), "delta");
     const std::string bob = p.login("bob", "bob-pw");
     REQUIRE(http("GET", p.backend_url() + "/api/sites/" + std::to_string(site), {}, {bearer(bob)}).status == 403);

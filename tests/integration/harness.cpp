@@ -372,10 +372,17 @@ std::unique_ptr<ws_client> user_socket(platform& p, const std::string& token) {
 
 std::size_t audit_count(platform& p, audit_kind kind, const std::string& action, std::size_t at_least,
                         const std::string& outcome) {
+  return audit_count(p.dir + "/citrus.db", kind,
+                     [&](const audit_event& e) { return e.action == action && (outcome.empty() || e.outcome == outcome); },
+                     at_least);
+}
+
+std::size_t audit_count(const std::string& db_path, audit_kind kind, const std::function<bool(const audit_event&)>& match,
+                        std::size_t at_least) {
   std::size_t n = 0;
   const auto deadline = std::chrono::steady_clock::now() + 5s;
   do {
-    auto db = sqlite::sqlite_storage::open(p.dir + "/citrus.db");
+    auto db = sqlite::sqlite_storage::open(db_path);
     REQUIRE(db.has_value());
     audit_query q;
     q.kind = kind;
@@ -383,7 +390,7 @@ std::size_t audit_count(platform& p, audit_kind kind, const std::string& action,
     auto events = (*db)->audit().query(q);
     REQUIRE(events.has_value());
     n = 0;
-    for (const auto& e : *events) n += e.action == action && (outcome.empty() || e.outcome == outcome);
+    for (const auto& e : *events) n += match(e);
     if (n >= at_least) break;
     std::this_thread::sleep_for(100ms);
   } while (std::chrono::steady_clock::now() < deadline);

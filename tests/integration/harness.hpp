@@ -148,6 +148,10 @@ bool hub_login(ws_client& client, const platform& p, const std::string& role, co
 /// `at_least` are there (the gateway's audit is asynchronous) or 5 s passed.
 std::size_t audit_count(platform& p, audit_kind kind, const std::string& action, std::size_t at_least,
                         const std::string& outcome = {});
+/// Audit events of `kind` in the database at `db_path` that satisfy `match`, polled until at least
+/// `at_least` are there (the backend writes its events asynchronously) or 5 s passed.
+std::size_t audit_count(const std::string& db_path, audit_kind kind, const std::function<bool(const audit_event&)>& match,
+                        std::size_t at_least);
 
 /// A bare TCP connection speaking just enough WebSocket to send what a well-behaved client never
 /// would (binary frames, endless fragments, hostile handshake headers) and to stop reading.

@@ -64,28 +64,6 @@ std::string last_line(std::string text) {
   return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
 }
 
-/// Audit events matching `match`, polled until at least `at_least` are there (the gateway writes its
-/// events asynchronously) or 5 s passed.
-std::size_t audit_count(const std::string& db_path, audit_kind kind, const std::function<bool(const audit_event&)>& match,
-                        std::size_t at_least) {
-  std::size_t n = 0;
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  do {
-    auto db = sqlite::sqlite_storage::open(db_path);
-    REQUIRE(db.has_value());
-    audit_query q;
-    q.kind = kind;
-    q.limit = 10000;
-    auto events = (*db)->audit().query(q);
-    REQUIRE(events.has_value());
-    n = 0;
-    for (const auto& e : *events) n += match(e);
-    if (n >= at_least) break;
-    std::this_thread::sleep_for(100ms);
-  } while (std::chrono::steady_clock::now() < deadline);
-  return n;
-}
-
 /// The names of the sites in the database, read by a fresh connection (what a restart would see).
 std::vector<std::string> site_names(const std::string& db_path) {
   SQLite::Database db(db_path, SQLite::OPEN_READONLY);

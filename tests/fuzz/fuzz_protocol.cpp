@@ -149,6 +149,7 @@ void check_operations(const operation_registry& ops, const envelope& e, std::str
     }
     const operation* op = *v;
     CITRUS_FUZZ_CHECK(r != role::agent, "agents may send no operation", text);
+    CITRUS_FUZZ_CHECK(e.type == message_type::command, "only commands pass validate()", text);
     CITRUS_FUZZ_CHECK(op != nullptr && op == ops.find(e.op) && op->allows(r), "the accepted operation is the named one",
                       text);
     const payload_fields none{};

@@ -110,6 +110,12 @@ TEST_SUITE("operations") {
     protocol::envelope empty_op;
     empty_op.type = protocol::message_type::command;
     CHECK(code_of(c.registry.validate(empty_op, role::user).error()) == code(errc::unknown_operation));
+
+    // Only commands run operations: any other message naming one (as updates echo their op) is refused.
+    auto parsed = c.parser.parse(R"({"v":1,"type":"result","id":"r1","status":"ok","op":"site.status"})");
+    REQUIRE(parsed);
+    for (role r : {role::user, role::commander, role::agent})
+      CHECK(code_of(c.registry.validate(**parsed, r).error()) == code(errc::forbidden_operation));
   }
 
   TEST_CASE("validate: a missing payload is invalid when the operation has required fields") {

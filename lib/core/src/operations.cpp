@@ -87,6 +87,8 @@ const operation* operation_registry::find(std::string_view name) const noexcept 
 }
 
 result<const operation*> operation_registry::validate(const protocol::envelope& command, role sender) const {
+  // Only a command runs an operation: a progress, result or error naming one is never run as one.
+  if (command.type != protocol::message_type::command) return errc::forbidden_operation;
   const operation* op = find(command.op);
   if (op == nullptr) return errc::unknown_operation;
   if (!op->allows(sender)) return errc::forbidden_operation;

@@ -52,8 +52,9 @@ class operation_registry {
   const operation* find(std::string_view name) const noexcept;
   const std::vector<operation>& all() const noexcept { return ops_; }
 
-  /// The full check of a command: known operation (errc::unknown_operation), allowed for `sender`
-  /// (errc::forbidden_operation), payload matches the schema (errc::invalid_payload).
+  /// The full check of a command: a command at all (else errc::forbidden_operation), known operation
+  /// (errc::unknown_operation), allowed for `sender` (errc::forbidden_operation), payload matches the
+  /// schema (errc::invalid_payload).
   result<const operation*> validate(const protocol::envelope& command, role sender) const;
 
  private:

@@ -30,6 +30,7 @@
 #include "backend.hpp"
 #include "citrus/app/async_audit.hpp"
 #include "citrus/app/json_logger.hpp"
+#include "citrus/app/listen_error.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/clock.hpp"
@@ -562,11 +563,7 @@ int serve(const serve_settings& s) {
 
   auto port = server.listen();
   if (!port) {
-    std::string why = lower_message(port.error());
-    if (port.error() == std::errc::address_in_use) why = "address already in use";
-    else if (port.error() == std::errc::invalid_argument) why = "the host must be a numeric IP address (0.0.0.0 or :: for every interface)";
-    else if (tls) why = "cannot use --tls-cert / --tls-key (" + why + ")";
-    print_error("cannot listen on " + s.listen_text + ": " + why);
+    print_error("cannot listen on " + s.listen_text + ": " + app::describe_listen_error(port.error(), tls));
     return exit_failure;
   }
 

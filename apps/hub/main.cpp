@@ -9,6 +9,7 @@
 
 #include "citrus/app/async_audit.hpp"
 #include "citrus/app/json_logger.hpp"
+#include "citrus/app/listen_error.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
@@ -234,7 +235,9 @@ int main(int argc, char** argv) {
 
   auto bound = server.listen();
   if (!bound) {
-    std::cerr << "citrus-hub: cannot listen on " << opts.get("listen") << ": " << bound.error().message() << '\n';
+    const bool tls = !opts.get("tls-cert").empty() || !opts.get("tls-key").empty();
+    std::cerr << "citrus-hub: cannot listen on " << opts.get("listen") << ": "
+              << citrus::app::describe_listen_error(bound.error(), tls) << '\n';
     return 1;
   }
   if (!opts.get("ready-file").empty()) {

@@ -1,7 +1,10 @@
 // The platform end to end, as its users run it: citrus-backend, citrus-hub and citrus-agent as separate
 // processes on loopback ports, a SQLite file, and real sockets.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -18,6 +21,31 @@ using namespace citrus::it;
 namespace fs = std::filesystem;
 
 namespace {
+
+/// A TCP port on 127.0.0.1 held by this test, listening: taken for anybody else.
+class raw_listener {
+ public:
+  raw_listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof addr;
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd_, 4) == 0);
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &size) == 0);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~raw_listener() { ::close(fd_); }
+  raw_listener(const raw_listener&) = delete;
+  raw_listener& operator=(const raw_listener&) = delete;
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
@@ -182,5 +210,50 @@ TEST_SUITE("integration") {
     CHECK(found.find(R"(,"kind":"security_event","actor":"user:)") != std::string::npos);
     CHECK(review.second.find(R"("kind":"site_operation")") == std::string::npos);  // filtered out
     CHECK(run_command({CITRUS_BACKEND_EXE, "audit", "--limit", "0", "--db", db}).first == 2);
+  }
+
+  TEST_CASE("the executables refuse to start with one clear line: port taken, not a database, unusable certificate") {
+    platform p;  // only for its data folder and a valid database
+    const std::string db = p.dir + "/citrus.db";
+    const std::string not_db = p.dir + "/not-a-database";
+    const std::string bad_pem = p.dir + "/bad.pem";
+    std::ofstream(not_db) << "hello, I am a text file\n";
+    std::ofstream(bad_pem) << "-----BEGIN CERTIFICATE-----\nnot base64\n";
+    // A port that is taken: a listening socket of this test.
+    raw_listener taken;
+    const std::string busy = "127.0.0.1:" + std::to_string(taken.port());
+
+    struct attempt {
+      std::vector<std::string> argv;
+      std::string says;
+    };
+    const std::vector<attempt> attempts = {
+        {{CITRUS_BACKEND_EXE, "serve", "--listen", busy, "--db", db}, "citrus-backend: cannot listen on " + busy + ": address already in use"},
+        {{CITRUS_HUB_EXE, "--listen", busy, "--db", db}, "citrus-hub: cannot listen on " + busy + ": address already in use"},
+        {{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:0", "--db", not_db},
+         "citrus-backend: cannot open database " + not_db + ": the file is not an SQLite database (or it is corrupt or encrypted)"},
+        {{CITRUS_HUB_EXE, "--listen", "127.0.0.1:0", "--db", not_db},
+         "citrus-hub: cannot use database " + not_db + ": the file is not an SQLite database (or it is corrupt or encrypted)"},
+        {{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:0", "--db", db, "--tls-cert", bad_pem, "--tls-key", bad_pem},
+         "citrus-backend: cannot listen on 127.0.0.1:0: cannot use --tls-cert / --tls-key ("},
+        {{CITRUS_HUB_EXE, "--listen", "127.0.0.1:0", "--db", db, "--tls-cert", bad_pem, "--tls-key", bad_pem},
+         "citrus-hub: cannot listen on 127.0.0.1:0: cannot use --tls-cert / --tls-key ("},
+    };
+    int n = 0;
+    for (const auto& a : attempts) {
+      CAPTURE(a.says);
+      const std::string log = p.dir + "/startup-" + std::to_string(n++) + ".log";
+      process exe(a.argv, log, {"CITRUS_JWT_SECRET=" + std::string(48, 'j')});
+      CHECK(exe.wait(20s) == 1);
+      const std::string out = read_file(log);
+      std::vector<std::string> plain;  // the lines meant for a person (the others are JSON log records)
+      std::istringstream lines(out);
+      for (std::string line; std::getline(lines, line);)
+        if (!line.empty() && line.front() != '{') plain.push_back(line);
+      REQUIRE(plain.size() == 1);
+      CHECK(plain[0].rfind(a.says, 0) == 0);
+      CHECK(out.find("ERROR: AddressSanitizer") == std::string::npos);
+      CHECK(out.find("runtime error") == std::string::npos);
+    }
   }
 }

@@ -14,7 +14,7 @@
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
-#include "citrus/core/rest_api.hpp"  // bearer_matches
+#include "citrus/core/http_auth.hpp"
 #include "citrus/sqlite/sqlite_storage.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "citrus/core/priority_queue.hpp"
-#include "citrus/core/rest_api.hpp"  // client_address_key
+#include "citrus/core/client_address.hpp"
 
 namespace citrus {
 namespace {

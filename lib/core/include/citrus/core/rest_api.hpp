@@ -42,8 +42,10 @@
 #include <string_view>
 #include <vector>
 
+#include "citrus/core/client_address.hpp"  // client_address_key, used by the REST limits
 #include "citrus/core/clock.hpp"
 #include "citrus/core/credentials.hpp"
+#include "citrus/core/http_auth.hpp"  // bearer_credentials
 #include "citrus/core/logger.hpp"
 #include "citrus/core/login_service.hpp"
 #include "citrus/core/rate_limit.hpp"
@@ -105,13 +107,6 @@ struct rest_services {
   std::function<std::string()> metrics;
 };
 
-/// The credentials of an Authorization header value "Bearer <credentials>" (scheme in any case), or
-/// "" when it is absent or malformed.
-std::string_view bearer_credentials(std::string_view authorization) noexcept;
-/// True when `authorization` is "Bearer <expected>" (and `expected` is not empty); the comparison takes
-/// the same time wherever the two differ.
-bool bearer_matches(std::string_view authorization, std::string_view expected) noexcept;
-
 class rest_api {
  public:
   rest_api(rest_config config, rest_services services);
@@ -131,9 +126,5 @@ class rest_api {
   std::unique_ptr<impl> impl_;
 };
 
-/// The key the per-address limits use for `remote_address`: the address without its port,
-/// "a.b.c.d" for IPv4 and IPv4-mapped IPv6, "xxxx:xxxx:xxxx:xxxx::/64" for other IPv6 addresses,
-/// "unknown" when empty. Text that is not an address is kept (at most 64 bytes of it).
-std::string client_address_key(std::string_view remote_address);
 
 }  // namespace citrus

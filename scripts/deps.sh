@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Citrus needs to build and test. Idempotent: does nothing when all
-# are present. Usage: scripts/deps.sh [extra-package ...]
+# are present.
+#   scripts/deps.sh [extra-package ...]     the build and test packages, plus any extra ones
+#   scripts/deps.sh --only package ...       just those (scripts/e2e.sh: the browser and Node)
 set -euo pipefail
-packages=(
-  build-essential cmake ninja-build pkg-config git
-  libasio-dev libwebsocketpp-dev libcpp-jwt-dev nlohmann-json3-dev libsqlitecpp-dev libsqlite3-dev
-  libsimdjson-dev doctest-dev libsodium-dev libssl-dev libcurl4-openssl-dev
-  clang libclang-rt-dev
-  "$@"
-)
+if [ "${1:-}" = "--only" ]; then
+  shift
+  packages=("$@")
+else
+  packages=(
+    build-essential cmake ninja-build pkg-config git
+    libasio-dev libwebsocketpp-dev libcpp-jwt-dev nlohmann-json3-dev libsqlitecpp-dev libsqlite3-dev
+    libsimdjson-dev doctest-dev libsodium-dev libssl-dev libcurl4-openssl-dev
+    clang libclang-rt-dev
+    "$@"
+  )
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

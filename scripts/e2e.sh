@@ -18,20 +18,11 @@ case "$build" in
 esac
 
 # --- Debian packages --------------------------------------------------------------------------
-missing=()
-for p in chromium fonts-dejavu-core; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+wanted=(chromium fonts-dejavu-core)
 # Node may come from another Debian-format source that bundles npm: only ask for what is absent.
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "Installing: ${missing[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+command -v node >/dev/null 2>&1 || wanted+=(nodejs)
+command -v npm >/dev/null 2>&1 || wanted+=(npm)
+"$root/scripts/deps.sh" --only "${wanted[@]}"
 [ -x /usr/bin/chromium ] || { echo "e2e: /usr/bin/chromium is missing after installing chromium" >&2; exit 1; }
 
 # --- the executables --------------------------------------------------------------------------

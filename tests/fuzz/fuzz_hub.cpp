@@ -53,6 +53,7 @@
 #include "citrus/memory/memory_storage.hpp"
 #include "citrus/memory/seeded_random.hpp"
 #include "fuzz_check.hpp"
+#include "fuzz_program.hpp"
 
 namespace {
 
@@ -121,20 +122,7 @@ std::string id_literal(std::string_view id, bool escape) {
   return out + "\"";
 }
 
-/// Reads operands; past the end every byte is 0.
-struct program {
-  const std::uint8_t* data;
-  std::size_t size;
-  std::size_t pos = 0;
-  bool done() const { return pos >= size; }
-  std::uint8_t byte() { return pos < size ? data[pos++] : 0; }
-  std::string_view bytes(std::size_t n) {
-    n = std::min(n, size - std::min(pos, size));
-    const std::string_view out(reinterpret_cast<const char*>(data) + pos, n);
-    pos += n;
-    return out;
-  }
-};
+using citrus::fuzz::program;
 
 // ---------------------------------------------------------------------------------------------- model
 

@@ -47,6 +47,7 @@
 #include "citrus/memory/memory_storage.hpp"
 #include "citrus/memory/seeded_random.hpp"
 #include "fuzz_check.hpp"
+#include "fuzz_program.hpp"
 
 namespace {
 
@@ -92,20 +93,7 @@ bool contains(std::string_view haystack, std::string_view needle) {
   return !needle.empty() && haystack.find(needle) != std::string_view::npos;
 }
 
-/// Reads operands; past the end every byte is 0.
-struct program {
-  const std::uint8_t* data;
-  std::size_t size;
-  std::size_t pos = 0;
-  bool done() const { return pos >= size; }
-  std::uint8_t byte() { return pos < size ? data[pos++] : 0; }
-  std::string_view bytes(std::size_t n) {
-    n = std::min(n, size - std::min(pos, size));
-    const std::string_view out(reinterpret_cast<const char*>(data) + pos, n);
-    pos += n;
-    return out;
-  }
-};
+using citrus::fuzz::program;
 
 template <class T, std::size_t N>
 const T& pick(const T (&items)[N], std::uint8_t b) {

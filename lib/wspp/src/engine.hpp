@@ -124,13 +124,15 @@ struct wspp_config : Base {
   using message_type = typename Base::message_type;
   using con_msg_manager_type = typename Base::con_msg_manager_type;
   using endpoint_msg_manager_type = typename Base::endpoint_msg_manager_type;
+  // No access log (websocketpp's per-frame channel, a cost on every message): the engines log the
+  // events that matter through our logger. Its error log goes to elog_sink, i.e. that same logger.
   using alog_type = websocketpp::log::stub;
   using elog_type = elog_sink;
   using rng_type = typename Base::rng_type;
 
   struct transport_config : Base::transport_config {
     using concurrency_type = typename wspp_config::concurrency_type;
-    using alog_type = websocketpp::log::stub;
+    using alog_type = websocketpp::log::stub;  // as above: no access log
     using elog_type = elog_sink;
     using request_type = typename wspp_config::request_type;
     using response_type = typename wspp_config::response_type;

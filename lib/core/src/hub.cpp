@@ -212,7 +212,12 @@ struct hub::impl {
   /// never reads cannot make the hub queue its answers without bound.
   void send_bounded(session& s, std::string_view frame) {
     if (s.closing) return;
-    const std::size_t buffered = s.conn->buffered_amount();
+    send_within_hard_limit(s, frame, s.conn->buffered_amount());
+  }
+
+  /// Sends `frame` unless it would take the connection's queue past the hard limit: then the peer is
+  /// a slow consumer and is closed instead (`buffered`: the queue now).
+  void send_within_hard_limit(session& s, std::string_view frame, std::size_t buffered) {
     if (buffered + frame.size() > cfg.outbound_hard_limit) {
       slow_consumer(s, buffered);
       return;
@@ -256,17 +261,11 @@ struct hub::impl {
     // An update supersedes the progress held back for its request: a final one, and a newer progress too
     // (else that older progress, flushed on drain, would arrive after it; found by tests/fuzz/fuzz_hub).
     if (kind != outbound_kind::command && !s.coalesced.empty()) drop_coalesced(s, request);
-    if (buffered + frame.size() > cfg.outbound_soft_limit) {
-      if (kind == outbound_kind::progress) {
-        coalesce(s, request, frame);
-        return;
-      }
-      if (buffered + frame.size() > cfg.outbound_hard_limit) {
-        slow_consumer(s, buffered);
-        return;
-      }
+    if (kind == outbound_kind::progress && buffered + frame.size() > cfg.outbound_soft_limit) {
+      coalesce(s, request, frame);
+      return;
     }
-    s.conn->send(frame);
+    send_within_hard_limit(s, frame, buffered);
   }
 
   void coalesce(session& s, std::string_view request, std::string_view frame) {

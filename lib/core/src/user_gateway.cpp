@@ -57,9 +57,10 @@ struct user_gateway::impl {
   /// client that sends commands and never reads cannot make the backend queue without bound.
   void send(user_session& s, std::string_view frame) {
     if (s.closing) return;
-    if (s.conn->buffered_amount() + frame.size() > cfg.outbound_hard_limit) {
-      log.log(log_level::warn, "slow_consumer_closed", {field("user", s.user.value()),
-                                                        field("buffered", static_cast<std::int64_t>(s.conn->buffered_amount()))});
+    const std::size_t buffered = s.conn->buffered_amount();
+    if (buffered + frame.size() > cfg.outbound_hard_limit) {
+      log.log(log_level::warn, "slow_consumer_closed",
+              {field("user", s.user.value()), field("buffered", static_cast<std::int64_t>(buffered))});
       close(s, close_code::slow_consumer, "slow consumer");
       return;
     }

@@ -16,6 +16,10 @@ std::string_view decoy_password_hash() {
   }();
   return hash;
 }
+
+/// The lockout keys of a user name and of a client address.
+std::string user_key(std::string_view name) { return "user:" + std::string(name); }
+std::string address_key(std::string_view address) { return "addr:" + std::string(address); }
 }  // namespace
 
 login_service::login_service(login_config config, user_store& users, token_service& tokens, const clock& clk,
@@ -24,19 +28,18 @@ login_service::login_service(login_config config, user_store& users, token_servi
 
 std::chrono::seconds login_service::locked_for(std::string_view name, std::string_view address) const {
   const steady_time now = clock_.steady_now();
-  return std::max(by_user_.locked_for("user:" + std::string(name), now),
-                  by_address_.locked_for("addr:" + std::string(address), now));
+  return std::max(by_user_.locked_for(user_key(name), now), by_address_.locked_for(address_key(address), now));
 }
 
 result<login_result> login_service::login(std::string_view name, std::string_view password, std::string_view address) {
   const steady_time now = clock_.steady_now();
-  const std::string user_key = "user:" + std::string(name);
-  const std::string address_key = "addr:" + std::string(address);
+  const std::string by_name = user_key(name);
+  const std::string by_addr = address_key(address);
   auto record = [&](std::string outcome, std::string detail) {
     audit_.record(audit_event{clock_.wall_now(), audit_kind::authentication, "addr:" + std::string(address), "login",
                               "user:" + std::string(name.substr(0, 64)), std::move(outcome), std::move(detail)});
   };
-  if (by_user_.locked(user_key, now) || by_address_.locked(address_key, now)) {
+  if (by_user_.locked(by_name, now) || by_address_.locked(by_addr, now)) {
     record("denied", "locked out");
     return errc::account_locked;
   }
@@ -44,15 +47,15 @@ result<login_result> login_service::login(std::string_view name, std::string_vie
   if (!user && user.error() != make_error_code(errc::not_found)) return user.error();  // store down: not a failure of the user's
   const bool ok = user ? verify_password(password, user->password_hash) : (verify_password(password, decoy_password_hash()), false);
   if (!ok) {
-    const bool locked_user = by_user_.record_failure(user_key, now);
-    const bool locked_address = by_address_.record_failure(address_key, now);
+    const bool locked_user = by_user_.record_failure(by_name, now);
+    const bool locked_address = by_address_.record_failure(by_addr, now);
     record("denied", locked_user || locked_address ? "wrong credentials; now locked out" : "wrong credentials");
     if (locked_user || locked_address)
       audit_.record(audit_event{clock_.wall_now(), audit_kind::security_event, "addr:" + std::string(address),
                                 "login_lockout", "user:" + std::string(name.substr(0, 64)), "locked", ""});
     return errc::auth_failed;
   }
-  by_user_.record_success(user_key);
+  by_user_.record_success(by_name);
   auto token = tokens_.issue(*user, clock_.wall_now());
   if (!token) return token.error();
   auto claims = tokens_.verify(*token, clock_.wall_now());

@@ -47,24 +47,30 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-rm -f "$data/backend.port"
+# Waits until NAME wrote its port to FILE (--ready-file); if it does not, shows why and stops.
+wait_ready() {
+  local name="$1" file="$2" port_variable="$3"
+  for _ in $(seq 100); do [ -s "$file" ] && return 0; sleep 0.1; done
+  echo "The $name did not start:" >&2
+  grep -v '^{' "$data/logs/$name.log" | tail -n 3 >&2
+  echo "(If its port is taken, choose another: $port_variable=PORT scripts/demo.sh)" >&2
+  exit 1
+}
+
+rm -f "$data/backend.port" "$data/hub.port"
 "$backend" serve --listen "127.0.0.1:$backend_port" --db "$db" --hub-url "ws://127.0.0.1:$hub_port/" \
   --commander-id backend-1 --commander-key-file "$data/keys/commander.key" \
   --jwt-secret-file "$data/keys/jwt.secret" "${web_args[@]}" \
   --allowed-origin "http://127.0.0.1:$backend_port,http://localhost:$backend_port" \
   --ready-file "$data/backend.port" 2>>"$data/logs/backend.log" &
 pids+=($!)
-for _ in $(seq 100); do [ -s "$data/backend.port" ] && break; sleep 0.1; done
-if [ ! -s "$data/backend.port" ]; then
-  echo "The backend did not start:" >&2
-  tail -n 5 "$data/logs/backend.log" >&2
-  exit 1
-fi
+wait_ready backend "$data/backend.port" CITRUS_DEMO_PORT
 
 "$bin/hub/citrus-hub" --listen "127.0.0.1:$hub_port" --db "$db" \
   --verify-url "http://127.0.0.1:$backend_port/api/verify-agent" --hub-id hub-1 \
-  --hub-key-file "$data/keys/hub.key" 2>>"$data/logs/hub.log" &
+  --hub-key-file "$data/keys/hub.key" --ready-file "$data/hub.port" 2>>"$data/logs/hub.log" &
 pids+=($!)
+wait_ready hub "$data/hub.port" CITRUS_DEMO_HUB_PORT
 
 CITRUS_AGENT_KEY="$(cat "$data/keys/agent.key")" "$bin/agent/citrus-agent" --hub-url "ws://127.0.0.1:$hub_port/" \
   --agent-id agent-1 --trust backend-1 --root "$data/sites" 2>>"$data/logs/agent.log" &

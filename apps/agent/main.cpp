@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/app/shutdown.hpp"
@@ -78,8 +79,7 @@ class hub_session final : public citrus::connection_handler {
       online_since_ = std::chrono::steady_clock::now();
       if (!announced_) {
         announced_ = true;
-        std::fputs("citrus-agent connected\n", stdout);
-        std::fflush(stdout);
+        citrus::app::print_line(citrus::app::stream::out, "citrus-agent connected");
       }
     }
   }
@@ -233,7 +233,7 @@ std::string prepare_root(const std::filesystem::path& root) {
 }
 
 int fail_config(const std::string& message) {
-  std::fprintf(stderr, "citrus-agent: %s\n", message.c_str());
+  citrus::app::print_error("citrus-agent", message);
   return 2;
 }
 
@@ -253,7 +253,7 @@ int run(int argc, char** argv) {
       });
   if (!opts.parse(argc, argv)) {
     if (opts.help_requested()) {
-      std::fputs(opts.usage().c_str(), stdout);
+      citrus::app::write_whole(citrus::app::stream::out, opts.usage());
       return 0;
     }
     return fail_config(opts.error());
@@ -305,7 +305,7 @@ int run(int argc, char** argv) {
   const citrus::operation_registry operations = citrus::operation_registry::defaults();
   citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, log);
   if (auto bound = worker.bind(runtime); !bound) {
-    std::fprintf(stderr, "citrus-agent: cannot register the site operations: %s\n", bound.error().message().c_str());
+    citrus::app::print_error("citrus-agent", "cannot register the site operations: " + bound.error().message());
     return 1;
   }
   citrus::system_random random;
@@ -336,7 +336,7 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "citrus-agent: fatal: %s\n", e.what());
+    citrus::app::print_error("citrus-agent", std::string("fatal: ") + e.what());
     return 1;
   }
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/core/clock.hpp"
@@ -40,7 +41,7 @@ option_spec log_level_option() {
 std::optional<int> parse(app::options& opts, int argc, char** argv, int first, std::size_t positional) {
   if (!opts.parse(argc, argv, first)) {
     if (opts.help_requested()) {
-      std::fputs(opts.usage().c_str(), stdout);
+      app::write_whole(app::stream::out, opts.usage());
       return exit_ok;
     }
     print_error(opts.error());
@@ -115,7 +116,7 @@ std::string describe(std::error_code e) {
 
 /// Prints a key on its own line on stdout (scripts capture it); false if it could not be written.
 bool print_key(const std::string& key) {
-  if (std::printf("%s\n", key.c_str()) < 0 || std::fflush(stdout) != 0) {
+  if (!app::print_line(app::stream::out, key)) {
     print_error("could not write the key to stdout; it was stored and cannot be shown again: rotate it");
     return false;
   }
@@ -141,8 +142,7 @@ std::optional<std::string> read_password() {
   termios saved{};
   bool echo_off = false;
   if (tty) {
-    std::fputs("Password: ", stderr);
-    std::fflush(stderr);
+    app::write_whole(app::stream::err, "Password: ");
     if (::tcgetattr(STDIN_FILENO, &saved) == 0) {
       termios quiet = saved;
       quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
@@ -152,7 +152,7 @@ std::optional<std::string> read_password() {
   std::string line;
   const bool got = static_cast<bool>(std::getline(std::cin, line));
   if (echo_off) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
-  if (tty) std::fputs("\n", stderr);
+  if (tty) app::write_whole(app::stream::err, "\n");
   if (!got && line.empty()) return std::nullopt;
   if (!line.empty() && line.back() == '\r') line.pop_back();
   return line;
@@ -208,8 +208,7 @@ int user_add(int argc, char** argv, int first) {
   }
   ctx.db->audit().record(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli", "user.create",
                                      "user:" + std::to_string(user->id.value()), "ok", std::string(to_string(role))});
-  std::printf("%lld\n", static_cast<long long>(user->id.value()));
-  return std::fflush(stdout) == 0 ? exit_ok : exit_failure;
+  return app::print_line(app::stream::out, std::to_string(user->id.value())) ? exit_ok : exit_failure;
 }
 
 int user_delete(int argc, char** argv, int first) {
@@ -240,10 +239,9 @@ int user_delete(int argc, char** argv, int first) {
   if (auto audited = ctx.db->audit().append(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli",
                                                         "user.delete", target, "ok", name});
       !audited)
-    std::fprintf(stderr, "citrus-backend: warning: user '%s' was deleted but the audit event could not be stored: %s\n",
-                 name.c_str(), describe(audited.error()).c_str());
-  std::fprintf(stderr, "citrus-backend: user '%s' (id %lld) deleted with their sites\n", name.c_str(),
-               static_cast<long long>(user->id.value()));
+    print_error("warning: user '" + name + "' was deleted but the audit event could not be stored: " +
+                describe(audited.error()));
+  print_error("user '" + name + "' (id " + std::to_string(user->id.value()) + ") deleted with their sites");
   return exit_ok;
 }
 
@@ -267,12 +265,13 @@ int register_principal(principal_kind kind, const std::string& id, const std::ve
   }
   ctx.db->audit().record(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli", what + ".register",
                                      what + ":" + id, "ok", {}});
-  std::fprintf(stderr, "citrus-backend: %s '%s' registered; its key is shown once, below\n", what.c_str(), id.c_str());
+  print_error(what + " '" + id + "' registered; its key is shown once, below");
   return print_key(*key) ? exit_ok : exit_failure;
 }
 
 int principal_usage(const char* noun, const char* verbs, bool help) {
-  std::fprintf(help ? stdout : stderr, "usage: citrus-backend %s %s (--help after a verb for its options)\n", noun, verbs);
+  app::print_line(help ? app::stream::out : app::stream::err, std::string("usage: citrus-backend ") + noun + " " + verbs +
+                                                                   " (--help after a verb for its options)");
   return help ? exit_ok : exit_usage;
 }
 
@@ -331,8 +330,8 @@ int run_agent_command(int argc, char** argv, int first) {
     }
     ctx.db->audit().record(audit_event{ctx.clk.wall_now(), audit_kind::administration, "cli", "agent.rotate",
                                        "agent:" + id, "ok", "overlap " + std::to_string(*overlap) + "s"});
-    std::fprintf(stderr, "citrus-backend: agent '%s' has a new key (below, shown once); the old keys expire in %llds\n",
-                 id.c_str(), *overlap);
+    print_error("agent '" + id + "' has a new key (below, shown once); the old keys expire in " +
+                std::to_string(*overlap) + "s");
     return print_key(*key) ? exit_ok : exit_failure;
   }
   print_error("unknown command 'agent " + std::string(verb) + "'");
@@ -422,14 +421,17 @@ int run_audit_command(int argc, char** argv, int first) {
     print_error("cannot read the audit trail: " + describe(events.error()));
     return exit_failure;
   }
-  std::string line;
-  for (const auto& event : *events) {
-    line.clear();
-    append_audit_json(line, event);
-    line += '\n';
-    if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size()) break;
+  std::string chunk;  // whole lines, written 64 KiB at a time
+  bool written = true;
+  for (std::size_t i = 0; i < events->size() && written; ++i) {
+    append_audit_json(chunk, (*events)[i]);
+    chunk += '\n';
+    if (chunk.size() >= 64 * 1024 || i + 1 == events->size()) {
+      written = app::write_whole(app::stream::out, chunk);
+      chunk.clear();
+    }
   }
-  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+  if (!written) {
     print_error("could not write the audit events to stdout");
     return exit_failure;
   }

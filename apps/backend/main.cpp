@@ -29,6 +29,7 @@
 
 #include "backend.hpp"
 #include "citrus/app/async_audit.hpp"
+#include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/options.hpp"
@@ -168,9 +169,7 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   app::options opts("citrus-backend serve", "the Citrus backend: REST API, users' WebSocket, commander of the hub", specs);
   if (!opts.parse(argc, argv, first)) {
     if (opts.help_requested()) {
-      std::fputs(commands_usage, stdout);
-      std::fputs("\n", stdout);
-      std::fputs(opts.usage().c_str(), stdout);
+      app::write_whole(app::stream::out, std::string(commands_usage) + "\n" + opts.usage());
       return exit_ok;
     }
     print_error(opts.error());
@@ -178,7 +177,7 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   }
   if (!opts.positional().empty()) {
     print_error("unknown command '" + opts.positional().front() + "'");
-    std::fputs(commands_usage, stderr);
+    app::write_whole(app::stream::err, commands_usage);
     return exit_usage;
   }
   auto usage_error = [](const std::string& text) -> std::optional<int> {
@@ -613,9 +612,8 @@ int serve(const serve_settings& s) {
           {field("port", static_cast<std::int64_t>(*port)), field("commander", s.commander_id),
            field("hub", hub ? std::string_view(s.hub_url) : std::string_view("(none)")),
            field("web_root", files ? std::string_view(s.web_root) : std::string_view("(none)"))});
-  std::printf("citrus-backend listening on %s://%s:%u\n", tls ? "https" : "http", url_host(s.host).c_str(),
-              static_cast<unsigned>(*port));
-  std::fflush(stdout);
+  app::print_line(app::stream::out, std::string("citrus-backend listening on ") + (tls ? "https" : "http") + "://" +
+                                        url_host(s.host) + ":" + std::to_string(*port));
 
   loop.run();
 
@@ -638,7 +636,7 @@ int main(int argc, char** argv) {
     if (command == "hub") return run_hub_command(argc, argv, 2);
     if (command == "audit") return run_audit_command(argc, argv, 2);
     if (command == "help") {
-      std::fputs(commands_usage, stdout);
+      citrus::app::write_whole(citrus::app::stream::out, commands_usage);
       return exit_ok;
     }
     serve_settings settings;

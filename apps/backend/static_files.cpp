@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "backend.hpp"
+#include "citrus/app/console.hpp"
 
 namespace citrus::backend {
 namespace {
@@ -110,7 +111,7 @@ bool starts_with(std::string_view s, std::string_view prefix) noexcept { return 
 
 }  // namespace
 
-void print_error(const std::string& text) { std::fprintf(stderr, "citrus-backend: %s\n", text.c_str()); }
+void print_error(const std::string& text) { app::print_error("citrus-backend", text); }
 
 std::string lower_message(const std::error_code& error) {
   std::string text = error.message();

@@ -2,12 +2,12 @@
 // and keys; commands are forwarded tagged with the sender's commanderId and updates routed back to it.
 // Thin wiring: every rule lives in citrus::core (hub.hpp).
 #include <cstdio>
-#include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
 
 #include "citrus/app/async_audit.hpp"
+#include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/options.hpp"
@@ -91,28 +91,28 @@ int main(int argc, char** argv) {
   citrus::app::options opts("citrus-hub", "the Citrus EngineHub", hub_options());
   if (!opts.parse(argc, argv)) {
     if (opts.help_requested()) {
-      std::cout << opts.usage();
+      citrus::app::write_whole(citrus::app::stream::out, opts.usage());
       return 0;
     }
-    std::cerr << "citrus-hub: " << opts.error() << '\n';
+    citrus::app::print_error("citrus-hub", opts.error());
     return 2;
   }
   auto level = citrus::app::json_logger::parse_level(opts.get("log-level"));
   if (!level) {
-    std::cerr << "citrus-hub: --log-level must be debug, info, warn or error\n";
+    citrus::app::print_error("citrus-hub", "--log-level must be debug, info, warn or error");
     return 2;
   }
   std::string host;
   std::uint16_t port = 0;
   if (!citrus::app::split_host_port(opts.get("listen"), host, port)) {
-    std::cerr << "citrus-hub: --listen must be HOST:PORT\n";
+    citrus::app::print_error("citrus-hub", "--listen must be HOST:PORT");
     return 2;
   }
   const auto max_connections = opts.get_int("max-connections");
   const auto connection_rate = opts.get_int("connection-rate");
   const auto identity_rate = opts.get_int("identity-rate");
   if (!max_connections || *max_connections < 1) {
-    std::cerr << "citrus-hub: --max-connections must be a positive number\n";
+    citrus::app::print_error("citrus-hub", "--max-connections must be a positive number");
     return 2;
   }
   std::string metrics_token;  // empty: /metrics is open
@@ -120,18 +120,18 @@ int main(int argc, char** argv) {
     std::string error;
     auto token = citrus::app::read_token_file(opts.get("metrics-token-file"), error);
     if (!token) {
-      std::cerr << "citrus-hub: --metrics-token-file: " << error << "\n";
+      citrus::app::print_error("citrus-hub", "--metrics-token-file: " + error);
       return 2;
     }
     metrics_token = std::move(*token);
   }
   const auto per_address = opts.get_int("max-connections-per-address");
   if (!per_address || *per_address < 0) {
-    std::cerr << "citrus-hub: --max-connections-per-address must be a number >= 0\n";
+    citrus::app::print_error("citrus-hub", "--max-connections-per-address must be a number >= 0");
     return 2;
   }
   if (!connection_rate || *connection_rate < 0 || !identity_rate || *identity_rate < 0) {
-    std::cerr << "citrus-hub: --connection-rate and --identity-rate must be numbers >= 0\n";
+    citrus::app::print_error("citrus-hub", "--connection-rate and --identity-rate must be numbers >= 0");
     return 2;
   }
 
@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
   const std::string db_path = opts.get("db");
   auto db = citrus::sqlite::sqlite_storage::open(db_path, citrus::sqlite::sqlite_options{std::chrono::milliseconds(5000), 0, &log});
   if (!db) {
-    std::cerr << "citrus-hub: cannot use database " << db_path << ": " << db.error().message() << '\n';
+    citrus::app::print_error("citrus-hub", "cannot use database " + db_path + ": " + db.error().message());
     return 1;
   }
   citrus::system_clock clock;
@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
     if (key.empty())
       if (const char* k = std::getenv("CITRUS_HUB_KEY")) key = k;
     if (key.empty()) {
-      std::cerr << "citrus-hub: --verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)\n";
+      citrus::app::print_error("citrus-hub", "--verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)");
       return 2;
     }
     remote_verifier = std::make_unique<citrus::hubapp::http_verifier>(
@@ -236,8 +236,8 @@ int main(int argc, char** argv) {
   auto bound = server.listen();
   if (!bound) {
     const bool tls = !opts.get("tls-cert").empty() || !opts.get("tls-key").empty();
-    std::cerr << "citrus-hub: cannot listen on " << opts.get("listen") << ": "
-              << citrus::app::describe_listen_error(bound.error(), tls) << '\n';
+    citrus::app::print_error("citrus-hub", "cannot listen on " + opts.get("listen") + ": " +
+                                               citrus::app::describe_listen_error(bound.error(), tls));
     return 1;
   }
   if (!opts.get("ready-file").empty()) {
@@ -246,9 +246,9 @@ int main(int argc, char** argv) {
       std::fclose(f);
     }
   }
-  std::printf("citrus-hub listening on %s://%s:%u\n", server_options.tls_certificate_file.empty() ? "ws" : "wss",
-              host.c_str(), static_cast<unsigned>(*bound));
-  std::fflush(stdout);
+  citrus::app::print_line(citrus::app::stream::out, std::string("citrus-hub listening on ") +
+                                                       (server_options.tls_certificate_file.empty() ? "ws" : "wss") + "://" +
+                                                       host + ":" + std::to_string(*bound));
   log.log(citrus::log_level::info, "hub_started", {citrus::field("port", static_cast<std::int64_t>(*bound))});
 
   citrus::wspp::timer stop_timer;

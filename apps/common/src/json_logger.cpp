@@ -2,12 +2,14 @@
 
 #include <chrono>
 
+#include "citrus/app/console.hpp"
+
 #include "citrus/core/protocol.hpp"
 
 namespace citrus::app {
 
-json_logger::json_logger(std::string component, log_level min_level, std::FILE* out, std::size_t capacity)
-    : component_(std::move(component)), min_(min_level), out_(out), capacity_(capacity), writer_([this] { run(); }) {}
+json_logger::json_logger(std::string component, log_level min_level, int fd, std::size_t capacity)
+    : component_(std::move(component)), min_(min_level), fd_(fd), capacity_(capacity), writer_([this] { run(); }) {}
 
 json_logger::~json_logger() {
   {
@@ -65,8 +67,7 @@ void json_logger::run() {
       batch.swap(queue_);
       if (batch.empty() && stopping_) return;
     }
-    for (const auto& line : batch) std::fwrite(line.data(), 1, line.size(), out_);
-    std::fflush(out_);
+    for (const auto& line : batch) write_whole(fd_, line);
     batch.clear();
   }
 }

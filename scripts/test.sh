@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs dependencies, builds with warnings as errors under
 # AddressSanitizer + UndefinedBehaviorSanitizer, checks that the installed package works for an
-# outside consumer (tests/install and examples/), runs the browser tests of the dashboard, then every
-# other test with ctest.
+# outside consumer (scripts/check_package.sh: CMake components, pkg-config, shared libraries), runs
+# the browser tests of the dashboard and a short fuzzing pass, then every other test with ctest.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${CITRUS_BUILD_DIR:-$root/build/ci}"
@@ -14,20 +14,9 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCITRUS_WERROR=O
   -DCMAKE_INSTALL_PREFIX="$build/install"
 cmake --build "$build" -j "$jobs"
 
-# The installed, exported package: find_package(Citrus) from a separate project.
-rm -rf "$build/install"
-cmake --install "$build" >/dev/null
-for consumer in tests/install examples; do
-  out="$build/consumer-$(basename "$consumer")"
-  cmake -S "$root/$consumer" -B "$out" -G Ninja -DCMAKE_PREFIX_PATH="$build/install" -DCITRUS_CONSUMER_SANITIZE=ON >/dev/null
-  cmake --build "$out" -j "$jobs" >/dev/null
-done
-"$build/consumer-install/citrus_install_consumer"
-"$build/consumer-examples/embed_hub"
-
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-# The three test stages run even when one fails, so that a red run shows everything at once. Each
+# The test stages run even when one fails, so that a red run shows everything at once. Each
 # stage's output is kept in $build/stage-<name>.log; the last line sums them up.
 failed_stages=0
 total_passed=0
@@ -57,6 +46,9 @@ stage() {
   total_failed=$((total_failed + failed))
   counts+=("$name $passed/$((passed + failed))")
 }
+
+# The installed package from outside: find_package with components, pkg-config, shared libraries.
+stage package "$root/scripts/check_package.sh" "$build"
 
 # The dashboard in a real browser (Chromium headless) against the three executables.
 stage e2e "$root/scripts/e2e.sh" "$build"

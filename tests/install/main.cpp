@@ -1,11 +1,17 @@
 // Uses each installed library once: the protocol parser (simdjson inside), JWT (cpp-jwt inside),
-// key hashing (libsodium inside) and the in-memory storage.
+// key hashing (libsodium inside), the in-memory storage and the version header.
 #include <cstdio>
+#include <cstring>
 
 #include "citrus/core/keys.hpp"
 #include "citrus/core/protocol.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
 #include "citrus/memory/memory_storage.hpp"
+#include "citrus/version.hpp"
+
+#ifndef CITRUS_VERSION_NUMBER
+#error "citrus/version.hpp does not define CITRUS_VERSION_NUMBER"
+#endif
 
 int main() {
   citrus::protocol::parser parser;
@@ -20,7 +26,9 @@ int main() {
   const bool token_ok = token && tokens.verify(*token, now);
   citrus::memory::memory_storage db;
   const bool store_ok = static_cast<bool>(db.users().create_user("u", "h", citrus::user_role::user, now));
-  const bool ok = parsed && key_ok && token_ok && store_ok;
-  std::printf("install consumer: %s\n", ok ? "ok" : "FAILED");
+  // The headers and the library linked in are the same version.
+  const bool version_ok = std::strcmp(citrus::version(), CITRUS_VERSION_STRING) == 0;
+  const bool ok = parsed && key_ok && token_ok && store_ok && version_ok;
+  std::printf("install consumer (Citrus %s): %s\n", citrus::version(), ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

@@ -1,0 +1,7 @@
+#include "citrus/version.hpp"
+
+namespace citrus {
+
+const char* version() noexcept { return CITRUS_VERSION_STRING; }
+
+}  // namespace citrus

@@ -57,6 +57,8 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
   CITRUS_FUZZ_CHECK(e.id.empty() || is_valid_wire_id(e.id), "id is a wire id", text);
   CITRUS_FUZZ_CHECK(e.agent.empty() || is_valid_wire_id(e.agent), "agent is a wire id", text);
   CITRUS_FUZZ_CHECK(e.commander.empty() || is_valid_wire_id(e.commander), "commanderId is a wire id", text);
+  CITRUS_FUZZ_CHECK(e.request.empty() || is_valid_wire_id(e.request), "request is a wire id", text);
+  CITRUS_FUZZ_CHECK(e.request.empty() || e.type == message_type::accepted, "only accepted has a request", text);
   CITRUS_FUZZ_CHECK(e.op.empty() || is_op_name(e.op), "op is 1..64 of [a-z0-9._]", text);
   CITRUS_FUZZ_CHECK(e.role.empty() || one_of(e.role, "commander", "agent"), "role", text);
   CITRUS_FUZZ_CHECK(e.key.size() <= 256, "key <= 256 bytes", text);
@@ -98,12 +100,17 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
     case message_type::result: CITRUS_FUZZ_CHECK(!e.id.empty() && !e.status.empty(), "result has id and status", text); break;
     case message_type::error: CITRUS_FUZZ_CHECK(!e.code.empty(), "error has a code", text); break;
     case message_type::presence: CITRUS_FUZZ_CHECK(!e.agent.empty() && !e.state.empty(), "presence has agent and state", text); break;
+    case message_type::accepted:
+      CITRUS_FUZZ_CHECK(!e.id.empty() && !e.request.empty(), "accepted has id and request", text);
+      CITRUS_FUZZ_CHECK(e.agent.empty() && e.commander.empty() && e.status.empty() && e.code.empty(),
+                        "accepted has no routing or outcome fields", text);
+      break;
     case message_type::auth_ok: break;
   }
 }
 
 bool same_fields(const envelope& a, const envelope& b) {
-  if (a.type != b.type || a.id != b.id || a.agent != b.agent || a.commander != b.commander || a.op != b.op ||
+  if (a.type != b.type || a.id != b.id || a.request != b.request || a.agent != b.agent || a.commander != b.commander || a.op != b.op ||
       a.prio != b.prio || a.payload != b.payload || a.role != b.role || a.key != b.key || a.token != b.token ||
       a.percent != b.percent || a.step != b.step || a.status != b.status || a.code != b.code ||
       a.message != b.message || a.state != b.state || a.expires_in != b.expires_in || a.site != b.site ||

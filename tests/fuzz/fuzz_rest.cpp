@@ -164,7 +164,12 @@ class fake_hub final : public command_sink {
 /// Where site updates are pushed: each must go to the owner of its site.
 class fake_sessions final : public user_notifier {
  public:
+  explicit fake_sessions(const fake_hub& hub) : hub_(hub) {}
   void notify(user_id user, std::string_view frame) override;
+  void operation_ended(user_id user, const request_id& request) override;
+
+ private:
+  const fake_hub& hub_;
 };
 
 struct site_snapshot {
@@ -188,7 +193,7 @@ struct world {
   jwt::hs256_token_service tokens{make_jwt_config(), random};
   login_service login{login_config{}, store.users(), tokens, clk, store.audit()};
   fake_hub hub{*this};
-  fake_sessions sessions;
+  fake_sessions sessions{hub};
   site_service sites{site_service_config{agent_id{"agent-1"}}, store, hub, sessions, clk, log};
   std::unique_ptr<rest_api> api;
 
@@ -677,6 +682,12 @@ void fake_sessions::notify(user_id user, std::string_view frame) {
   std::int64_t owner = 0;
   if (!e["payload"]["user_id"].get_int64().get(owner))
     CITRUS_FUZZ_CHECK(owner == user.value(), "an update about a site goes to its owner only", frame);
+}
+
+void fake_sessions::operation_ended(user_id user, const request_id& request) {
+  bool sent_for_user = false;
+  for (const auto& [id, command] : hub_.sent) sent_for_user = sent_for_user || (id == request && command.owner == user);
+  CITRUS_FUZZ_CHECK(sent_for_user, "an operation ends for the user who started it", request.value());
 }
 
 }  // namespace

@@ -207,6 +207,10 @@ def hub_programs():
     p['raw_escaped_ids'] = Program().cast().raw(0, '{"v":1,"type":"command","id":"\\u0072\\u0031","agent":"agent\\u002d1","op":"site.status","payload":{"site_id":3}}') \
         .raw(2, '{"v":1,"type":"progress","id":"r1","commanderId":"b\\u0061ckend-1","step":"x"}') \
         .raw(2, '{"v":1,"type":"result","id":"\\u0072\\u0031","commanderId":"backend-1","status":"ok"}')
+    # The backend's acknowledgement to users is no message for the hub: refused from either side.
+    p['raw_accepted'] = Program().cast().raw(0, '{"v":1,"type":"accepted","id":"u1","request":"r1"}') \
+        .cmd(0, 'r1', 'agent-1').raw(2, '{"v":1,"type":"accepted","id":"r1","request":"r1","op":"site.deploy"}') \
+        .upd(2, 'r1', 'backend-1', 'result')
     p['everything_closes'] = Program(2 | 4 | 8).cast().cmd(0, 'r1', 'agent-1').cmd(1, 'r1', 'agent-1').close(1).close(0) \
         .close(2).close(3).tick().adv('65s').tick().open(0).auth(0, 'backend-1').cmd(0, 'r1', 'agent-1')
     return p

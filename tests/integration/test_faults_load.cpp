@@ -132,8 +132,8 @@ struct tally {
 };
 
 /// Reads one user's messages. A command gets one immediate answer carrying its own id: an error, a
-/// site.status result, or for a deploy an acknowledgement naming the backend's request id; that
-/// request's updates then carry the request id, and exactly one of them is final.
+/// site.status result, or for a deploy an `accepted` naming the backend's request id; that request's
+/// updates then carry the request id, and exactly one of them is final.
 tally account(const load_user& u) {
   tally t;
   t.sent = u.sent.size();
@@ -152,7 +152,7 @@ tally account(const load_user& u) {
     if (type == "error") {
       ++t.rejected;
       ++t.codes[json_string(m, "code")];
-    } else if (type == "result" && op->second == "site.deploy") {
+    } else if (type == "accepted" && op->second == "site.deploy") {
       requests[json_string(m, "request")] = id;
     } else if (type == "result" && json_string(m, "status") == "ok") {
       ++t.delivered;  // site.status: answered by the backend itself

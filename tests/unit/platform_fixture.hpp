@@ -94,10 +94,10 @@ struct platform_fixture : hub_fixture {
   }
 
   site_record make_site(const user_record& owner, std::string name) {
-    auto site = sites->create(owner.id, site_input{std::move(name), "https://example.test/"});
-    REQUIRE(site);
+    auto created = sites->create(owner.id, site_input{std::move(name), "https://example.test/"});
+    REQUIRE(created);
     run();
-    return *site;
+    return created->site;
   }
 };
 

@@ -140,6 +140,19 @@ TEST_SUITE("hub") {
     CHECK(contains(f.backend->messages[0], R"("code":"forbidden_operation")"));
   }
 
+  TEST_CASE("accepted is the backend's answer to users: from a commander or an agent the hub refuses it") {
+    routed f;
+    const auto routed_before = f.hub().counters().routed;
+    f.backend->send(R"({"v":1,"type":"accepted","id":"u1","request":"r1"})");
+    f.agent1->send(R"({"v":1,"type":"accepted","id":"u1","request":"r1"})");
+    f.net->run();
+    REQUIRE(f.backend->messages.size() == 1);
+    CHECK(contains(f.backend->messages[0], R"({"v":1,"type":"error","id":"u1","code":"forbidden_operation")"));
+    REQUIRE(f.agent1->messages.size() == 1);
+    CHECK(contains(f.agent1->messages[0], R"("code":"forbidden_operation")"));
+    CHECK(f.hub().counters().routed == routed_before);
+  }
+
   TEST_CASE("a commander may command only the agents it is granted") {
     routed f;
     f.other->send(command_frame("r1", "agent-2"));  // backend-2 is granted agent-1 only

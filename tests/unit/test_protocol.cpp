@@ -148,6 +148,25 @@ TEST_SUITE("protocol") {
       CHECK((*r)->state == "offline");
       CHECK((*r)->agent == "a-1");
     }
+    SUBCASE("accepted with every allowed field") {
+      auto r = p.parse(
+          R"({"v":1,"type":"accepted","id":"u-1","request":"r5f3a-7","op":"site.deploy","site":12,"payload":{"id":12}})");
+      REQUIRE(r);
+      const envelope& e = **r;
+      CHECK(e.type == message_type::accepted);
+      CHECK(e.id == "u-1");
+      CHECK(e.request == "r5f3a-7");
+      CHECK(e.op == "site.deploy");
+      CHECK(e.site == 12);
+      CHECK(e.payload == R"({"id":12})");
+      r = p.parse(R"({"v":1,"type":"accepted","id":"u-1","request":"r1-1"})");
+      REQUIRE(r);
+      CHECK((*r)->request == "r1-1");
+      // The next message of another type has no request left over.
+      r = p.parse(R"({"v":1,"type":"result","id":"r1-1","status":"ok"})");
+      REQUIRE(r);
+      CHECK((*r)->request.empty());
+    }
     SUBCASE("whitespace and escaped keys are fine") {
       auto r = p.parse(" \n\t{ \"v\" : 1 , \"\\u0074ype\" : \"presence\", \"agent\":\"a\",\"state\":\"online\" } \r\n");
       REQUIRE(r);
@@ -365,6 +384,19 @@ TEST_SUITE("protocol") {
          errc::unknown_field},
         {"presence with site", R"({"v":1,"type":"presence","agent":"a","state":"online","site":1})",
          errc::unknown_field},
+        {"accepted with status", R"({"v":1,"type":"accepted","id":"u","request":"r","status":"ok"})", errc::unknown_field},
+        {"accepted with code", R"({"v":1,"type":"accepted","id":"u","request":"r","code":"x"})", errc::unknown_field},
+        {"accepted with agent", R"({"v":1,"type":"accepted","id":"u","request":"r","agent":"a"})", errc::unknown_field},
+        {"accepted with commanderId", R"({"v":1,"type":"accepted","id":"u","request":"r","commanderId":"c"})",
+         errc::unknown_field},
+        {"accepted with percent", R"({"v":1,"type":"accepted","id":"u","request":"r","percent":1})", errc::unknown_field},
+        {"accepted with an unknown key", R"({"v":1,"type":"accepted","id":"u","request":"r","eta":5})", errc::unknown_field},
+        {"request outside accepted: result", R"({"v":1,"type":"result","id":"r","status":"ok","request":"r"})",
+         errc::unknown_field},
+        {"request outside accepted: command", R"({"v":1,"type":"command","id":"r","op":"a","request":"r"})",
+         errc::unknown_field},
+        {"request outside accepted: error", R"({"v":1,"type":"error","code":"x","request":"r"})", errc::unknown_field},
+        {"request outside accepted: progress", R"({"v":1,"type":"progress","id":"r","request":"r"})", errc::unknown_field},
     });
   }
 
@@ -386,12 +418,15 @@ TEST_SUITE("protocol") {
         {"error without code", R"({"v":1,"type":"error","id":"r"})", errc::missing_field},
         {"presence without state", R"({"v":1,"type":"presence","agent":"a"})", errc::missing_field},
         {"presence without agent", R"({"v":1,"type":"presence","state":"online"})", errc::missing_field},
+        {"accepted without request", R"({"v":1,"type":"accepted","id":"u"})", errc::missing_field},
+        {"accepted without id", R"({"v":1,"type":"accepted","request":"r"})", errc::missing_field},
         // Minimal valid forms, for contrast.
         {"auth_ok minimal", R"({"v":1,"type":"auth_ok"})", errc::ok},
         {"command minimal", R"({"v":1,"type":"command","id":"r","op":"x"})", errc::ok},
         {"progress minimal", R"({"v":1,"type":"progress","id":"r"})", errc::ok},
         {"result minimal", R"({"v":1,"type":"result","id":"r","status":"ok"})", errc::ok},
         {"error minimal", R"({"v":1,"type":"error","code":"x"})", errc::ok},
+        {"accepted minimal", R"({"v":1,"type":"accepted","id":"u","request":"r"})", errc::ok},
     });
   }
 
@@ -417,6 +452,7 @@ TEST_SUITE("protocol") {
         {"expires_in as float", R"({"v":1,"type":"auth_ok","expires_in":1.5})", errc::wrong_type},
         {"status as bool", R"({"v":1,"type":"result","id":"r","status":true})", errc::wrong_type},
         {"message as number", R"({"v":1,"type":"error","code":"x","message":1})", errc::wrong_type},
+        {"request as number", R"({"v":1,"type":"accepted","id":"u","request":7})", errc::wrong_type},
     });
   }
 
@@ -428,6 +464,10 @@ TEST_SUITE("protocol") {
         {"id of 129 bytes", R"({"v":1,"type":"progress","id":")" + std::string(129, 'i') + "\"}", errc::invalid_value},
         {"id of 128 bytes", R"({"v":1,"type":"progress","id":")" + std::string(128, 'i') + "\"}", errc::ok},
         {"agent with slash", R"({"v":1,"type":"presence","agent":"a/b","state":"online"})", errc::invalid_value},
+        {"request empty", R"({"v":1,"type":"accepted","id":"u","request":""})", errc::invalid_value},
+        {"request with a space", R"({"v":1,"type":"accepted","id":"u","request":"r 1"})", errc::invalid_value},
+        {"request of 129 bytes", R"({"v":1,"type":"accepted","id":"u","request":")" + std::string(129, 'r') + "\"}",
+         errc::invalid_value},
         {"commanderId non-ASCII", "{\"v\":1,\"type\":\"progress\",\"id\":\"r\",\"commanderId\":\"c\xc3\xa9\"}",
          errc::invalid_value},
         {"op empty", R"({"v":1,"type":"command","id":"r","op":""})", errc::invalid_value},
@@ -471,6 +511,7 @@ TEST_SUITE("protocol") {
         {"unknown type", R"({"v":1,"type":"hello"})", errc::unknown_type},
         {"type is case-sensitive", R"({"v":1,"type":"Auth","token":"t"})", errc::unknown_type},
         {"empty type", R"({"v":1,"type":""})", errc::unknown_type},
+        {"accepted is case-sensitive", R"({"v":1,"type":"Accepted","id":"u","request":"r"})", errc::unknown_type},
     });
   }
 
@@ -664,6 +705,7 @@ TEST_SUITE("protocol") {
     envelope e;
     e.type = message_type::command;
     e.id = "r1";
+    e.request = "q1";
     e.commander = "c1";
     e.agent = "a1";
     e.op = "site.deploy";
@@ -683,7 +725,7 @@ TEST_SUITE("protocol") {
     std::string out;
     write(out, e);
     CHECK(out ==
-          R"({"v":1,"type":"command","id":"r1","commanderId":"c1","agent":"a1","op":"site.deploy","priority":"high",)"
+          R"({"v":1,"type":"command","id":"r1","request":"q1","commanderId":"c1","agent":"a1","op":"site.deploy","priority":"high",)"
           R"("site":12,"role":"agent","status":"ok","percent":50,"step":"step \"one\"","code":"x","message":"m",)"
           R"("state":"online","expires_in":60,"payload":{ "site_id" : 12 }})");
     CHECK(out.find("secret") == std::string::npos);
@@ -794,6 +836,16 @@ TEST_SUITE("protocol") {
       e.expires_in = 3600;
       cases.push_back(e);
     }
+    {
+      envelope e;
+      e.type = message_type::accepted;
+      e.id = "u-1";
+      e.request = "r9-12";
+      e.op = "site.create";
+      e.site = 5;
+      e.payload = R"({"id":5,"name":"x"})";
+      cases.push_back(e);
+    }
     for (const envelope& e : cases) {
       write(out, e);
       INFO(out);
@@ -802,6 +854,7 @@ TEST_SUITE("protocol") {
       const envelope& back = **r;
       CHECK(back.type == e.type);
       CHECK(back.id == e.id);
+      CHECK(back.request == e.request);
       CHECK(back.agent == e.agent);
       CHECK(back.commander == e.commander);
       CHECK(back.op == e.op);

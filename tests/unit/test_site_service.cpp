@@ -105,6 +105,40 @@ TEST_SUITE("site_service") {
     CHECK(f.sites->get(f.alice.id, a.id)->deploy_status == "deployed");
   }
 
+  TEST_CASE("each change names the agent's request, or why the agent was not told; what was stored stays stored") {
+    platform_fixture f;
+    auto created = f.sites->create(f.alice.id, site_input{"a", "https://a.test"});
+    REQUIRE(created);
+    REQUIRE(created->request);
+    CHECK(created->not_sent == errc::ok);
+    CHECK(created->site.deploy_status == "creating");
+    auto updated = f.sites->update(f.alice.id, created->site.id, site_changes{std::string("b"), std::nullopt});
+    REQUIRE(updated);
+    REQUIRE(updated->request);
+    CHECK(*updated->request != *created->request);
+    auto deployed = f.sites->deploy(f.alice.id, created->site.id, "v1");
+    REQUIRE(deployed);
+    REQUIRE(deployed->request);
+    CHECK(deployed->site.deploy_status == "deploying");
+    f.run();
+
+    f.link_end->close(close_code::going_away, "hub restarting");
+    f.run();
+    const site_record kept = f.make_site(f.alice, "kept");
+    CHECK(kept.deploy_status == "failed");  // the agent never made it
+    auto offline_update = f.sites->update(f.alice.id, kept.id, site_changes{std::string("renamed"), std::nullopt});
+    REQUIRE(offline_update);
+    CHECK_FALSE(offline_update->request);
+    CHECK(offline_update->not_sent == errc::hub_unavailable);
+    CHECK(f.sites->get(f.alice.id, kept.id)->name == "renamed");
+    auto offline_delete = f.sites->remove(f.alice.id, kept.id);
+    REQUIRE(offline_delete);
+    CHECK_FALSE(offline_delete->request);
+    CHECK(offline_delete->not_sent == errc::hub_unavailable);
+    CHECK(offline_delete->site.id == kept.id);
+    CHECK_FALSE(f.sites->get(f.alice.id, kept.id));
+  }
+
   TEST_CASE("a storage failure is reported and nothing is sent") {
     platform_fixture f;
     f.db.fail_next_writes(1);

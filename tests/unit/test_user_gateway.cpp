@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "platform_fixture.hpp"
 
@@ -8,22 +11,306 @@ using namespace citrus;
 using namespace citrus::testing;
 using namespace std::chrono_literals;
 
+namespace {
+
+/// A message a user received, read with the protocol's own parser (as a client written from
+/// docs/protocol.md would read it).
+struct seen {
+  protocol::message_type type = protocol::message_type::error;
+  std::string id, request, op, status, code, payload;
+  std::int64_t site = 0;
+  std::optional<std::int64_t> percent;
+};
+
+seen read(const std::string& text) {
+  protocol::parser parser;
+  auto parsed = parser.parse(text);
+  REQUIRE_MESSAGE(parsed, text);
+  const protocol::envelope& e = **parsed;
+  return seen{e.type, std::string(e.id), std::string(e.request), std::string(e.op), std::string(e.status),
+              std::string(e.code), std::string(e.payload), e.site.value_or(0), e.percent};
+}
+
+std::vector<seen> read_all(const memory::recording_client& ws) {
+  std::vector<seen> out;
+  for (const auto& m : ws.messages) out.push_back(read(m));
+  return out;
+}
+
+std::string site_payload(const site_record& site, std::string_view extra = {}) {
+  return R"({"site_id":)" + std::to_string(site.id.value()) + std::string(extra) + "}";
+}
+
+using protocol::message_type;
+
+}  // namespace
+
 TEST_SUITE("user_gateway") {
   TEST_CASE("the owner sees progress and the final status live, then another user sees nothing") {
     platform_fixture f;
     const site_record a = f.make_site(f.alice, "alice-site");
     auto [alice, alice_end] = f.user_socket(f.alice);
     auto [bob, bob_end] = f.user_socket(f.bob);
-    alice->send(user_command("u1", "site.deploy", R"({"site_id":)" + std::to_string(a.id.value()) + "}"));
+    alice->send(user_command("u1", "site.deploy", site_payload(a)));
     f.run();
     REQUIRE(alice->messages.size() == 4);
-    CHECK(contains(alice->messages[0], R"("type":"result","id":"u1")"));
-    CHECK(contains(alice->messages[0], R"("payload":{"request":")"));
-    CHECK(contains(alice->messages[1], R"("percent":30)"));
-    CHECK(contains(alice->messages[2], R"("percent":60)"));
-    CHECK(contains(alice->messages[3], R"("status":"ok")"));
-    CHECK(contains(alice->messages[3], R"("deploy_status":"deployed")"));
+    const auto got = read_all(*alice);
+    // First the acknowledgement, under the user's id, naming the request; then only that request.
+    CHECK(got[0].type == message_type::accepted);
+    CHECK(got[0].id == "u1");
+    CHECK(got[0].op == "site.deploy");
+    CHECK(got[0].site == a.id.value());
+    CHECK(contains(got[0].payload, R"("deploy_status":"deploying")"));
+    const std::string request = got[0].request;
+    CHECK(request.rfind('r', 0) == 0);
+    CHECK(contains(alice->messages[0], R"({"v":1,"type":"accepted","id":"u1","request":")" + request + R"(","op":"site.deploy","site":)"));
+    for (std::size_t i = 1; i < got.size(); ++i) CHECK(got[i].id == request);
+    CHECK(got[1].type == message_type::progress);
+    CHECK(got[1].percent == 30);
+    CHECK(got[2].percent == 60);
+    CHECK(got[3].type == message_type::result);
+    CHECK(got[3].status == "ok");
+    CHECK(contains(got[3].payload, R"("deploy_status":"deployed")"));
     CHECK(bob->messages.empty());
+  }
+
+  TEST_CASE("each operation's sequence: accepted then the request's updates, or one result under the user's id") {
+    platform_fixture f;
+    auto [ws, end] = f.user_socket(f.alice);
+    // site.create: accepted (the new site, "creating"), then the agent's result under the request id.
+    ws->send(user_command("c1", "site.create", R"({"name":"blog","url":"https://blog.test"})"));
+    f.run();
+    auto got = read_all(*ws);
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].type == message_type::accepted);
+    CHECK(got[0].id == "c1");
+    CHECK(contains(got[0].payload, R"("deploy_status":"creating")"));
+    const std::int64_t site = got[0].site;
+    CHECK(site >= 1);
+    CHECK(got[1].type == message_type::result);
+    CHECK(got[1].id == got[0].request);
+    CHECK(got[1].status == "ok");
+    CHECK(got[1].site == site);
+    CHECK(contains(got[1].payload, R"("deploy_status":"created")"));
+
+    // site.update: accepted (the site as stored), then the result.
+    ws->messages.clear();
+    ws->send(user_command("u1", "site.update", R"({"site_id":)" + std::to_string(site) + R"(,"name":"journal"})"));
+    f.run();
+    got = read_all(*ws);
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].type == message_type::accepted);
+    CHECK(contains(got[0].payload, R"("name":"journal")"));
+    CHECK(got[1].type == message_type::result);
+    CHECK(got[1].id == got[0].request);
+    CHECK(got[1].op == "site.update");
+
+    // site.status completes at once: one final result under the user's own id.
+    ws->messages.clear();
+    ws->send(user_command("s1", "site.status", R"({"site_id":)" + std::to_string(site) + "}"));
+    f.run();
+    got = read_all(*ws);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].type == message_type::result);
+    CHECK(got[0].id == "s1");
+    CHECK(got[0].request.empty());
+    CHECK(got[0].status == "ok");
+
+    // site.delete: accepted without a site (the row is gone), then the result.
+    ws->messages.clear();
+    ws->send(user_command("x1", "site.delete", R"({"site_id":)" + std::to_string(site) + "}"));
+    f.run();
+    got = read_all(*ws);
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].type == message_type::accepted);
+    CHECK(got[0].site == site);
+    CHECK(got[0].payload.empty());
+    CHECK(got[1].type == message_type::result);
+    CHECK(got[1].id == got[0].request);
+    CHECK(got[1].status == "ok");
+
+    // The agent's failure comes as the request's failed result.
+    const site_record b = f.make_site(f.alice, "beta");
+    ws->messages.clear();
+    f.hold_deploys = true;
+    ws->send(user_command("d1", "site.deploy", site_payload(b)));
+    f.run();
+    REQUIRE(f.held.size() == 1);
+    f.held[0]->fail("disk full");
+    f.run();
+    got = read_all(*ws);
+    REQUIRE(got.size() == 4);
+    CHECK(got[0].type == message_type::accepted);
+    CHECK(got[3].type == message_type::result);
+    CHECK(got[3].id == got[0].request);
+    CHECK(got[3].status == "failed");
+    CHECK(got[3].code == "operation_failed");
+    CHECK(contains(ws->messages[3], R"("message":"disk full")"));
+    CHECK(contains(got[3].payload, R"("deploy_status":"failed")"));
+  }
+
+  TEST_CASE("with the hub unreachable: create and update and delete answer one result saying so, deploy an error") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alpha");
+    const site_record b = f.make_site(f.alice, "beta");
+    auto [ws, end] = f.user_socket(f.alice);
+    f.link_end->close(close_code::going_away, "hub restarting");
+    f.run();
+    REQUIRE_FALSE(f.link->online());
+    ws->send(user_command("c1", "site.create", R"({"name":"gamma","url":"https://gamma.test"})"));
+    ws->send(user_command("u1", "site.update", site_payload(a, R"(,"name":"renamed")")));
+    ws->send(user_command("x1", "site.delete", site_payload(b)));
+    ws->send(user_command("d1", "site.deploy", site_payload(a)));
+    f.run();
+    const auto got = read_all(*ws);
+    REQUIRE(got.size() == 4);
+    // The site is kept, "failed": the agent never made it.
+    CHECK(got[0].type == message_type::result);
+    CHECK(got[0].id == "c1");
+    CHECK(got[0].status == "failed");
+    CHECK(got[0].code == "hub_unavailable");
+    CHECK(contains(got[0].payload, R"("deploy_status":"failed")"));
+    CHECK(contains(ws->messages[0], R"("message":"Hosting service temporarily unreachable")"));
+    // Stored; only the agent was not told.
+    CHECK(got[1].type == message_type::result);
+    CHECK(got[1].status == "ok");
+    CHECK(got[1].code == "hub_unavailable");
+    CHECK(contains(got[1].payload, R"("name":"renamed")"));
+    CHECK(f.sites->get(f.alice.id, a.id)->name == "renamed");
+    CHECK(got[2].type == message_type::result);
+    CHECK(got[2].status == "ok");
+    CHECK(got[2].code == "hub_unavailable");
+    CHECK(got[2].payload.empty());
+    CHECK_FALSE(f.sites->get(f.alice.id, b.id));
+    // Nothing started, nothing changed.
+    CHECK(got[3].type == message_type::error);
+    CHECK(got[3].id == "d1");
+    CHECK(got[3].code == "hub_unavailable");
+    CHECK(f.sites->get(f.alice.id, a.id)->deploy_status == "created");
+
+    // Those that changed something hold their ids; the refused deploy does not.
+    f.link_end = &f.net->connect(*f.link);
+    f.run();
+    REQUIRE(f.link->online());
+    ws->messages.clear();
+    ws->send(user_command("c1", "site.create", R"({"name":"gamma","url":"https://gamma.test"})"));
+    ws->send(user_command("d1", "site.deploy", site_payload(a)));
+    f.run();
+    REQUIRE(ws->messages.size() >= 2);
+    CHECK(contains(ws->messages[0], R"({"v":1,"type":"error","id":"c1","code":"duplicate_request","message":"Request id already in use"})"));
+    CHECK(read(ws->messages[1]).type == message_type::accepted);
+    CHECK(read(ws->messages[1]).id == "d1");
+  }
+
+  TEST_CASE("a repeated command id runs nothing: refused while its operation is open, for 10 minutes after, then free") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    auto [ws, end] = f.user_socket(f.alice);
+    auto [other_tab, other_end] = f.user_socket(f.alice);
+    auto [bob, bob_end] = f.user_socket(f.bob);
+    f.hold_deploys = true;
+    const auto routed = f.hub().counters().routed;
+    ws->send(user_command("d1", "site.deploy", site_payload(a)));
+    f.run();
+    REQUIRE(f.held.size() == 1);
+    const std::string request = read(ws->messages[0]).request;
+    ws->messages.clear();
+    other_tab->messages.clear();
+
+    // While the deploy runs: the same id again, from any session of the user and for any operation.
+    ws->send(user_command("d1", "site.deploy", site_payload(a)));
+    other_tab->send(user_command("d1", "site.deploy", site_payload(a)));
+    ws->send(user_command("d1", "site.status", site_payload(a)));
+    f.run();
+    const std::string refused = R"({"v":1,"type":"error","id":"d1","code":"duplicate_request","message":"Request id already in use"})";
+    REQUIRE(ws->messages.size() == 2);
+    CHECK(ws->messages[0] == refused);
+    CHECK(ws->messages[1] == refused);
+    REQUIRE(other_tab->messages.size() == 1);
+    CHECK(other_tab->messages[0] == refused);
+    CHECK(f.held.size() == 1);  // the agent got one deploy
+    CHECK(f.hub().counters().routed == routed + 3);  // the command and its two progress updates
+    // Another user's ids are their own.
+    bob->send(user_command("d1", "site.status", R"({"site_id":999})"));
+    f.run();
+    CHECK(contains(bob->messages.back(), R"("id":"d1","code":"unauthorized_access")"));
+
+    // The deploy ends; its id stays taken for the linger, across a reconnection too.
+    f.held[0]->succeed();
+    f.held.clear();
+    f.run();
+    CHECK(count_with(*ws, R"({"v":1,"type":"result","id":")" + request + R"(","op":"site.deploy")") == 1);
+    end->close(close_code::normal, "bye");
+    f.run();
+    f.clk.advance(std::chrono::minutes(10) - 1s);
+    f.gateway.tick();
+    auto [again, again_end] = f.user_socket(f.alice);  // a new session (the others' tokens expired)
+    again->send(user_command("d1", "site.deploy", site_payload(a)));
+    f.run();
+    REQUIRE(again->messages.size() == 1);
+    CHECK(again->messages[0] == refused);
+    CHECK(f.held.empty());
+    CHECK(f.gateway.held_command_ids() == 1);
+    f.clk.advance(1s);
+    f.gateway.tick();
+    CHECK(f.gateway.held_command_ids() == 0);  // memory back
+    again->send(user_command("d1", "site.deploy", site_payload(a)));
+    f.run();
+    const seen fresh = read(again->messages.at(1));
+    CHECK(fresh.type == message_type::accepted);
+    CHECK(fresh.request != request);
+    CHECK(f.held.size() == 1);
+  }
+
+  TEST_CASE("a refused command does not take its id, and reads are not held") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    const site_record theirs = f.make_site(f.bob, "bob-site");
+    auto [ws, end] = f.user_socket(f.alice);
+    ws->send(user_command("k1", "site.deploy", site_payload(theirs)));
+    ws->send(user_command("k1", "site.deploy", site_payload(a)));
+    ws->send(user_command("s1", "site.status", site_payload(a)));
+    ws->send(user_command("s1", "site.status", site_payload(a)));
+    f.run();
+    REQUIRE(ws->messages.size() >= 4);
+    CHECK(contains(ws->messages[0], R"("id":"k1","code":"unauthorized_access")"));
+    CHECK(read(ws->messages[1]).type == message_type::accepted);
+    CHECK(count_with(*ws, R"({"v":1,"type":"result","id":"s1")") == 2);
+    CHECK(f.gateway.held_command_ids() == 1);
+  }
+
+  TEST_CASE("held ids are bounded per user: past the cap, state-changing commands get rate_limited, reads still work") {
+    user_gateway_config cfg;
+    cfg.max_held_command_ids = 3;
+    platform_fixture f(cfg);
+    const site_record a = f.make_site(f.alice, "alice-site");
+    auto [ws, end] = f.user_socket(f.alice);
+    auto [bob, bob_end] = f.user_socket(f.bob);
+    f.hold_deploys = true;
+    for (const char* id : {"d1", "d2", "d3", "d4"}) ws->send(user_command(id, "site.deploy", site_payload(a)));
+    ws->send(user_command("s1", "site.status", site_payload(a)));
+    f.run();
+    CHECK(f.held.size() == 3);
+    CHECK(count_with(*ws, R"("type":"accepted")") == 3);
+    CHECK(count_with(*ws, R"({"v":1,"type":"error","id":"d4","code":"rate_limited")") == 1);
+    CHECK(count_with(*ws, R"({"v":1,"type":"result","id":"s1","op":"site.status")") == 1);
+    CHECK(f.gateway.held_command_ids() == 3);
+    CHECK(end->is_open());
+    // The cap is per user.
+    bob->send(user_command("b1", "site.create", R"({"name":"b","url":"https://b.test"})"));
+    f.run();
+    CHECK(count_with(*bob, R"("type":"accepted","id":"b1")") == 1);
+    // An ended operation frees its place once its linger is over.
+    f.held[0]->succeed();
+    f.run();
+    ws->send(user_command("d4", "site.deploy", site_payload(a)));
+    f.run();
+    CHECK(count_with(*ws, R"({"v":1,"type":"error","id":"d4","code":"rate_limited")") == 2);
+    f.clk.advance(std::chrono::minutes(10));
+    auto [later, later_end] = f.user_socket(f.alice);  // the first session's token has expired meanwhile
+    later->send(user_command("d4", "site.deploy", site_payload(a)));
+    f.run();
+    CHECK(count_with(*later, R"("type":"accepted","id":"d4")") == 1);
   }
 
   TEST_CASE("another user's site over the WebSocket: Unauthorized access, for every operation") {
@@ -52,13 +339,15 @@ TEST_SUITE("user_gateway") {
     ws->send(user_command("c1", "site.create", R"({"site_id":5,"name":"x","url":"https://x.test"})"));
     ws->send(user_command("c2", "site.reboot", R"({"site_id":5})"));
     ws->send(R"({"v":1,"type":"result","id":"c3","status":"ok"})");
+    ws->send(R"({"v":1,"type":"accepted","id":"c5","request":"r1-1"})");  // the server's message, not a client's
     ws->send(user_command("c4", "site.create", R"({"name":"mine","url":"https://mine.test"})"));
     f.run();
-    REQUIRE(ws->messages.size() >= 4);
+    REQUIRE(ws->messages.size() >= 5);
     CHECK(contains(ws->messages[0], R"("code":"invalid_payload")"));
     CHECK(contains(ws->messages[1], R"("code":"unknown_operation")"));
     CHECK(contains(ws->messages[2], R"("code":"forbidden_operation")"));
-    CHECK(contains(ws->messages[3], R"("type":"result","id":"c4")"));
+    CHECK(contains(ws->messages[3], R"({"v":1,"type":"error","id":"c5","code":"forbidden_operation")"));
+    CHECK(contains(ws->messages[4], R"("type":"accepted","id":"c4")"));
   }
 
   TEST_CASE("the token goes in the first message, then without it, commands are refused and the socket times out") {

@@ -49,6 +49,7 @@ enum field_bit : std::uint32_t {
   f_state = 1u << 16,
   f_expires_in = 1u << 17,
   f_site = 1u << 18,
+  f_request = 1u << 19,
 };
 
 /// `key` (whose size is N - 1) equals the literal: a fixed-size comparison the compiler inlines.
@@ -95,6 +96,7 @@ std::uint32_t envelope_bit(std::string_view key) noexcept {
       if (same(key, "payload")) return f_payload;
       if (same(key, "percent")) return f_percent;
       if (same(key, "message")) return f_message;
+      if (same(key, "request")) return f_request;  // last: the hub never receives it
       break;
     case 8:
       if (same(key, "priority")) return f_priority;
@@ -133,6 +135,9 @@ constexpr type_rule type_rules[] = {
      f_id | f_status | f_commander | f_agent | f_payload | f_code | f_message | f_site | f_op, f_id | f_status},
     {message_type::error, "error", f_code | f_id | f_commander | f_agent | f_message | f_site | f_op, f_code},
     {message_type::presence, "presence", f_agent | f_state, f_agent | f_state},
+    // Last: the backend's acknowledgement to users, which a hub sees only from a misbehaving client; the
+    // lookups of the types above stay as they were.
+    {message_type::accepted, "accepted", f_id | f_request | f_op | f_site | f_payload, f_id | f_request},
 };
 
 /// The message type named `text` (a name in type_rules). Sizes and first letters go first, so the only
@@ -639,6 +644,7 @@ void parser::impl::envelope_scalar(std::uint32_t bit, const scalar& s) {
     case f_id: return wire_id(env.id);
     case f_agent: return wire_id(env.agent);
     case f_commander: return wire_id(env.commander);
+    case f_request: return wire_id(env.request);
     case f_op:
       if (text.size() > max_op_bytes) return defer(errc::field_too_long);
       if (text.empty() || !is_op_name(text)) return defer(errc::invalid_value);

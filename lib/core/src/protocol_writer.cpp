@@ -164,10 +164,10 @@ void write(std::string& out, const envelope& e) {
   // Everything but the payload is written in place into a buffer sized for the worst case: the
   // field names and punctuation (under 256 bytes), four integers, and every string fully escaped.
   const std::size_t bound = 256 + 4 * head_writer::max_integer_bytes + escaped_bound(type) + escaped_bound(e.id) +
-                            escaped_bound(e.commander) + escaped_bound(e.agent) + escaped_bound(e.op) +
-                            escaped_bound(prio) + escaped_bound(e.role) + escaped_bound(e.status) +
-                            escaped_bound(e.step) + escaped_bound(e.code) + escaped_bound(e.message) +
-                            escaped_bound(e.state);
+                            escaped_bound(e.request) + escaped_bound(e.commander) + escaped_bound(e.agent) +
+                            escaped_bound(e.op) + escaped_bound(prio) + escaped_bound(e.role) +
+                            escaped_bound(e.status) + escaped_bound(e.step) + escaped_bound(e.code) +
+                            escaped_bound(e.message) + escaped_bound(e.state);
   out.clear();
   out.resize(bound);
   head_writer w(out.data());
@@ -176,6 +176,7 @@ void write(std::string& out, const envelope& e) {
   w.literal(",\"type\":");
   w.plain_string(type);
   w.string_field(",\"id\":", e.id);
+  w.string_field(",\"request\":", e.request);
   w.string_field(",\"commanderId\":", e.commander);
   w.string_field(",\"agent\":", e.agent);
   w.string_field(",\"op\":", e.op);

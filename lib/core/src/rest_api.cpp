@@ -700,9 +700,9 @@ struct rest_api::impl {
     }};
     std::array<field_value, 2> v{};
     if (const errc e = parse(req.body, rules, v, false); e != errc::ok) return error_response(e);
-    auto site = svc.sites.create(user.id, site_input{std::move(v[0].text), std::move(v[1].text)});
-    if (!site) return failure(site.error(), "site.create");
-    return site_response(201, *site);
+    auto created = svc.sites.create(user.id, site_input{std::move(v[0].text), std::move(v[1].text)});
+    if (!created) return failure(created.error(), "site.create");
+    return site_response(201, created->site);
   }
 
   http_response get_site(const route& r, const user_record& user) {
@@ -726,9 +726,9 @@ struct rest_api::impl {
     site_changes changes;
     if (v[0].present) changes.name = std::move(v[0].text);
     if (v[1].present) changes.url = std::move(v[1].text);
-    auto site = svc.sites.update(user.id, site_id{*id}, changes);
-    if (!site) return failure(site.error(), "site.update");
-    return site_response(200, *site);
+    auto updated = svc.sites.update(user.id, site_id{*id}, changes);
+    if (!updated) return failure(updated.error(), "site.update");
+    return site_response(200, updated->site);
   }
 
   http_response delete_site(const route& r, const user_record& user) {
@@ -745,10 +745,10 @@ struct rest_api::impl {
     static constexpr std::array<field_rule, 1> rules{{{"version", value_kind::string, false, max_text_bytes, 0}}};
     std::array<field_value, 1> v{};
     if (const errc e = parse(req.body, rules, v, true); e != errc::ok) return error_response(e);
-    auto request = svc.sites.deploy(user.id, site_id{*id}, v[0].text);
-    if (!request) return failure(request.error(), "site.deploy");
+    auto started = svc.sites.deploy(user.id, site_id{*id}, v[0].text);
+    if (!started) return failure(started.error(), "site.deploy");
     std::string out = R"({"success":true,"request":)";
-    protocol::append_json_string(out, request->value());
+    protocol::append_json_string(out, started->request->value());
     out += '}';
     return json_response(202, std::move(out));
   }

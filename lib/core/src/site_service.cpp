@@ -89,7 +89,14 @@ result<site_record> site_service::get(user_id caller, site_id id) {
   return site;
 }
 
-result<site_record> site_service::create(user_id caller, const site_input& input) {
+site_change site_service::dispatched(site_record site, const result<request_id>& sent) {
+  site_change change{std::move(site), std::nullopt, errc::ok};
+  if (sent) change.request = *sent;
+  else change.not_sent = static_cast<errc>(sent.error().value());
+  return change;
+}
+
+result<site_change> site_service::create(user_id caller, const site_input& input) {
   if (auto ok = validate_site_input(input.name, input.url); !ok) return ok.error();
   auto site = db_.sites().create_site(new_site{input.name, input.url, caller, cfg_.default_agent}, clock_.wall_now());
   if (!site) return site.error();
@@ -97,10 +104,10 @@ result<site_record> site_service::create(user_id caller, const site_input& input
   const char* status = sent ? "creating" : "failed";
   audit(caller, "site.create", site->id, sent ? "ok" : "failed", sent ? "" : std::string(wire_code(static_cast<errc>(sent.error().value()))));
   auto updated = db_.sites().record_deploy(site->id, deploy_update{status, site->deployer_id, site->last_deploy_date}, clock_.wall_now());
-  return updated ? updated : site;
+  return dispatched(updated ? std::move(*updated) : std::move(*site), sent);
 }
 
-result<site_record> site_service::update(user_id caller, site_id id, const site_changes& changes) {
+result<site_change> site_service::update(user_id caller, site_id id, const site_changes& changes) {
   auto current = owned(caller, id);
   if (!current) {
     if (current.error() == make_error_code(errc::unauthorized_access)) audit(caller, "site.update", id, "denied");
@@ -110,13 +117,18 @@ result<site_record> site_service::update(user_id caller, site_id id, const site_
   const std::string& url = changes.url ? *changes.url : current->url;
   if (auto ok = validate_site_input(name, url); !ok) return ok.error();
   auto site = db_.sites().update_site(caller, id, changes, clock_.wall_now());
-  if (!site) return site.error() == make_error_code(errc::not_found) ? result<site_record>(errc::unauthorized_access) : site;
-  (void)commands_.send(command_request{"site.update", site->agent, site_payload(*site), caller, id, protocol::priority::normal});
+  if (!site) {
+    if (site.error() == make_error_code(errc::not_found)) return errc::unauthorized_access;
+    return site.error();
+  }
+  auto sent = commands_.send(command_request{"site.update", site->agent, site_payload(*site), caller, id, protocol::priority::normal});
+  if (!sent)
+    log_.log(log_level::warn, "site_update_not_sent", {field("site", id.value()), field("agent", site->agent.value())});
   audit(caller, "site.update", id, "ok");
-  return site;
+  return dispatched(std::move(*site), sent);
 }
 
-result<void> site_service::remove(user_id caller, site_id id) {
+result<site_change> site_service::remove(user_id caller, site_id id) {
   auto current = owned(caller, id);
   if (!current) {
     if (current.error() == make_error_code(errc::unauthorized_access)) audit(caller, "site.delete", id, "denied");
@@ -129,10 +141,10 @@ result<void> site_service::remove(user_id caller, site_id id) {
   if (!sent)
     log_.log(log_level::warn, "site_delete_not_sent", {field("site", id.value()), field("agent", current->agent.value())});
   audit(caller, "site.delete", id, "ok");
-  return {};
+  return dispatched(std::move(*current), sent);
 }
 
-result<request_id> site_service::deploy(user_id caller, site_id id, std::string_view version) {
+result<site_change> site_service::deploy(user_id caller, site_id id, std::string_view version) {
   auto current = owned(caller, id);
   if (!current) {
     if (current.error() == make_error_code(errc::unauthorized_access)) audit(caller, "site.deploy", id, "denied");
@@ -150,10 +162,10 @@ result<request_id> site_service::deploy(user_id caller, site_id id, std::string_
     audit(caller, "site.deploy", id, "failed", std::string(wire_code(static_cast<errc>(sent.error().value()))));
     return sent.error();
   }
-  (void)db_.sites().record_deploy(id, deploy_update{"deploying", current->agent.value(), current->last_deploy_date},
-                                  clock_.wall_now());
+  auto updated = db_.sites().record_deploy(id, deploy_update{"deploying", current->agent.value(), current->last_deploy_date},
+                                           clock_.wall_now());
   audit(caller, "site.deploy", id, "started", sent->value());
-  return sent;
+  return dispatched(updated ? std::move(*updated) : std::move(*current), sent);
 }
 
 void site_service::on_update(const command_update& u) {
@@ -203,6 +215,7 @@ void site_service::on_update(const command_update& u) {
   }
   protocol::write(frame_, e);
   users_.notify(u.owner, frame_);
+  if (u.what != kind::progress) users_.operation_ended(u.owner, u.request);
 }
 
 }  // namespace citrus

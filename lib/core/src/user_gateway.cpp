@@ -5,6 +5,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "recent_commands.hpp"
+
 namespace citrus {
 namespace {
 
@@ -37,6 +39,7 @@ struct user_gateway::impl {
   audit_sink& audit;
   site_service* sites = nullptr;
   protocol::parser parser;
+  recent_commands recent{cfg.max_held_command_ids, cfg.command_id_linger};
   std::unordered_map<std::uint64_t, user_session> sessions;
   std::unordered_map<std::int64_t, std::vector<std::uint64_t>> by_user;
   std::string out;
@@ -193,6 +196,34 @@ struct user_gateway::impl {
     send(s, out);
   }
 
+  /// The answer to a command that changed something, whose id is held from now on. An operation that
+  /// went to the agent is `accepted`, naming the request id its progress and result will carry. When
+  /// the agent could not be told, the final `result` comes at once under the user's id, with the reason
+  /// in `code`: failed for a create (the site is kept as "failed"), ok for an update or a delete (stored;
+  /// only the agent does not know). `with_site`: the payload is the site as stored.
+  void answer_change(user_session& s, const protocol::envelope& command, const site_change& change, bool with_site) {
+    payload.clear();
+    if (with_site) append_site_json(payload, change.site);
+    protocol::envelope r;
+    r.id = command.id;
+    r.op = command.op;
+    r.site = change.site.id.value();
+    r.payload = payload;
+    if (change.request) {
+      r.type = protocol::message_type::accepted;
+      r.request = change.request->value();
+      recent.hold_open(s.user, command.id, *change.request);
+    } else {
+      r.type = protocol::message_type::result;
+      r.status = command.op == "site.create" ? "failed" : "ok";
+      r.code = wire_code(change.not_sent);
+      r.message = public_message(change.not_sent);
+      recent.hold_finished(s.user, command.id, clk.steady_now());
+    }
+    protocol::write(out, r);
+    send(s, out);
+  }
+
   void handle_command(user_session& s, const protocol::envelope& e) {
     auto op = ops.validate(e, role::user);
     if (!op) {
@@ -204,66 +235,51 @@ struct user_gateway::impl {
       return;
     }
     const user_id caller = s.user;
+    const std::string_view name = e.op;
+    // Every command is checked against the held ids (a status under the id of a running deploy would
+    // read as its answer); only the state-changing ones are held, so reads never fill the table.
+    const bool changes_state = name != "site.status";
+    const auto verdict = recent.check(caller, e.id, clk.steady_now());
+    if (verdict == recent_commands::verdict::duplicate) {
+      log.log(log_level::info, "user_command_repeated", {field("user", caller.value()), field("id", e.id), field("op", name)});
+      reject(s, e.id, errc::duplicate_request);
+      return;
+    }
+    if (verdict == recent_commands::verdict::full && changes_state) {
+      log.log(log_level::warn, "user_command_ids_full", {field("user", caller.value())});
+      send_error(s, e.id, errc::rate_limited);
+      return;
+    }
     const auto* site_field = e.fields.find("site_id");
     const site_id target{site_field ? site_field->integer : 0};
     auto text = [&](std::string_view key) -> std::optional<std::string> {
       const auto* f = e.fields.find(key);
       return f ? std::optional<std::string>(std::string(f->text)) : std::nullopt;
     };
-    const std::string_view name = e.op;
-    errc failure = errc::ok;
+    if (!changes_state) {
+      auto site = sites->get(caller, target);
+      if (site) reply_site(s, e, *site);
+      else send_error(s, e.id, static_cast<errc>(site.error().value()));
+      return;
+    }
+    result<site_change> change = errc::unknown_operation;  // in the table but not served to users
+    bool with_site = true;
     if (name == "site.create") {
       if (site_field) {  // users never choose site ids
         reject(s, e.id, errc::invalid_payload);
         return;
       }
-      auto site = sites->create(caller, site_input{text("name").value_or(""), text("url").value_or("")});
-      if (site) return reply_site(s, e, *site);
-      failure = static_cast<errc>(site.error().value());
+      change = sites->create(caller, site_input{text("name").value_or(""), text("url").value_or("")});
     } else if (name == "site.update") {
-      auto site = sites->update(caller, target, site_changes{text("name"), text("url")});
-      if (site) return reply_site(s, e, *site);
-      failure = static_cast<errc>(site.error().value());
-    } else if (name == "site.status") {
-      auto site = sites->get(caller, target);
-      if (site) return reply_site(s, e, *site);
-      failure = static_cast<errc>(site.error().value());
+      change = sites->update(caller, target, site_changes{text("name"), text("url")});
     } else if (name == "site.delete") {
-      auto done = sites->remove(caller, target);
-      if (done) {
-        protocol::envelope r;
-        r.type = protocol::message_type::result;
-        r.id = e.id;
-        r.op = e.op;
-        r.site = target.value();
-        r.status = "ok";
-        protocol::write(out, r);
-        send(s, out);
-        return;
-      }
-      failure = static_cast<errc>(done.error().value());
+      change = sites->remove(caller, target);
+      with_site = false;  // the row is gone
     } else if (name == "site.deploy") {
-      auto request = sites->deploy(caller, target, text("version").value_or(""));
-      if (request) {
-        payload.assign(R"({"request":)");
-        protocol::append_json_string(payload, request->value());
-        payload.push_back('}');
-        protocol::envelope r;
-        r.type = protocol::message_type::result;
-        r.id = e.id;
-        r.op = e.op;
-        r.site = target.value();
-        r.status = "ok";
-        r.payload = payload;
-        protocol::write(out, r);
-        send(s, out);
-        return;
-      }
-      failure = static_cast<errc>(request.error().value());
-    } else {
-      failure = errc::unknown_operation;  // in the table but not served to users
+      change = sites->deploy(caller, target, text("version").value_or(""));
     }
-    send_error(s, e.id, failure);
+    if (!change) return send_error(s, e.id, static_cast<errc>(change.error().value()));
+    answer_change(s, e, *change, with_site);
   }
 
   void on_message(connection_id id, std::string_view text) {
@@ -313,6 +329,7 @@ struct user_gateway::impl {
   void tick() {
     const steady_time now = clk.steady_now();
     const wall_time wall = clk.wall_now();
+    recent.expire(now);
     for (auto& [id, s] : sessions) {
       if (s.closing) continue;
       if (!s.authenticated && now >= s.auth_deadline) {
@@ -354,6 +371,10 @@ void user_gateway::on_message(connection_id id, std::string_view text) { impl_->
 void user_gateway::on_close(connection_id id) { impl_->on_close(id); }
 void user_gateway::tick() { impl_->tick(); }
 void user_gateway::notify(user_id user, std::string_view frame) { impl_->notify(user, frame); }
+void user_gateway::operation_ended(user_id, const request_id& request) {
+  impl_->recent.ended(request, impl_->clk.steady_now());
+}
 std::size_t user_gateway::sessions() const noexcept { return impl_->sessions.size(); }
+std::size_t user_gateway::held_command_ids() const noexcept { return impl_->recent.held(); }
 
 }  // namespace citrus

@@ -37,7 +37,7 @@ enum class errc {
   agent_offline,           ///< the agent is not connected
   agent_disconnected,      ///< the agent went away while the request was in flight
   unknown_request,         ///< update for a request that is not in flight for this sender
-  duplicate_request,       ///< request id already in flight for this commander
+  duplicate_request,       ///< request id in flight for this commander, or a user's recent command id
   request_timeout,         ///< no final status before the deadline
   too_many_in_flight,      ///< the commander's cap on requests in flight is reached
   rate_limited,            ///< token bucket empty

@@ -18,7 +18,8 @@ namespace citrus::protocol {
 
 inline constexpr std::int64_t version = 1;
 
-enum class message_type : std::uint8_t { auth, reauth, auth_ok, command, progress, result, error, presence };
+/// `accepted` is backend → user only: the acknowledgement of an operation that went to an agent.
+enum class message_type : std::uint8_t { auth, reauth, auth_ok, command, progress, result, error, presence, accepted };
 std::string_view to_string(message_type type) noexcept;
 
 /// Inbound queue priority of a command. FIFO within a priority; lower priorities are never starved.
@@ -63,6 +64,7 @@ struct payload_fields {
 struct envelope {
   message_type type = message_type::error;
   std::string_view id;         ///< request id (wire id)
+  std::string_view request;    ///< accepted: the request id the operation's progress and result carry
   std::string_view agent;      ///< target agent (commander→hub), source agent (hub→commander), presence
   std::string_view commander;  ///< "commanderId": set by the hub only
   std::string_view op;         ///< operation name
@@ -87,6 +89,7 @@ struct envelope {
 inline void copy_header(envelope& dst, const envelope& src) noexcept {
   dst.type = src.type;
   dst.id = src.id;
+  dst.request = src.request;
   dst.agent = src.agent;
   dst.commander = src.commander;
   dst.op = src.op;
@@ -125,7 +128,7 @@ class parser {
 };
 
 /// Writes `e` as one message into `out` (cleared first; its capacity is reused). Fields in a fixed
-/// order: v, type, id, commanderId, agent, op, priority, site, role, status, percent, step, code,
+/// order: v, type, id, request, commanderId, agent, op, priority, site, role, status, percent, step, code,
 /// message, state, expires_in, payload. Absent fields are omitted. Strings are escaped; the payload is
 /// copied verbatim. Never writes key or token (those travel only client→server).
 void write(std::string& out, const envelope& e);

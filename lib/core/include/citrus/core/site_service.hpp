@@ -4,6 +4,7 @@
 /// errc::unauthorized_access ("Unauthorized access"), so site ids cannot be probed.
 /// Agent updates for site commands are persisted (deploy_status, deployer_id, last_deploy_date),
 /// audited, and pushed only to the site owner's sessions. Single-threaded.
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,8 @@ class user_notifier {
   virtual ~user_notifier() = default;
   /// Sends `frame` to every live session of `user`, and to no one else.
   virtual void notify(user_id user, std::string_view frame) = 0;
+  /// The operation `request` of `user` has ended: its final update was the last notify().
+  virtual void operation_ended(user_id user, const request_id& request) = 0;
 };
 
 struct site_service_config {
@@ -31,6 +34,13 @@ struct site_input {
   std::string url;
 };
 
+/// What a site command did: the site as stored, and the command sent to its agent, if one was.
+struct site_change {
+  site_record site;                   ///< after the change (remove: as it was before)
+  std::optional<request_id> request;  ///< the agent's command: its progress and result carry this id
+  errc not_sent = errc::ok;           ///< no command went to the agent: why (hub_unavailable, too_many_in_flight)
+};
+
 class site_service final : public command_observer {
  public:
   site_service(site_service_config config, storage& db, command_sink& commands, user_notifier& users,
@@ -39,19 +49,24 @@ class site_service final : public command_observer {
   result<std::vector<site_record>> list(user_id caller);
   result<site_record> get(user_id caller, site_id id);
   /// Stores the site and asks its agent to create it; deploy_status "creating", or "failed" when the
-  /// agent cannot be reached (the site is kept; a deploy retries).
-  result<site_record> create(user_id caller, const site_input& input);
-  result<site_record> update(user_id caller, site_id id, const site_changes& changes);
-  result<void> remove(user_id caller, site_id id);
-  /// Starts a deploy: deploy_status "deploying"; progress and the outcome arrive as updates.
-  /// Returns the request id the updates will carry.
-  result<request_id> deploy(user_id caller, site_id id, std::string_view version);
+  /// agent cannot be reached (the site is kept, `not_sent` says why; a deploy retries).
+  result<site_change> create(user_id caller, const site_input& input);
+  /// Stores the change, then tells the agent. When it cannot be told (`not_sent`), the change stays
+  /// stored and the agent keeps the old name and url: nothing resends it.
+  result<site_change> update(user_id caller, site_id id, const site_changes& changes);
+  /// Deletes the row, then asks the agent to remove the files. When it cannot be asked (`not_sent`),
+  /// the row is gone all the same and the files stay on the agent: nothing resends it.
+  result<site_change> remove(user_id caller, site_id id);
+  /// Starts a deploy: deploy_status "deploying"; progress and the outcome arrive as updates under
+  /// `request` (always set). An agent that cannot be reached fails it and changes nothing.
+  result<site_change> deploy(user_id caller, site_id id, std::string_view version);
 
   void on_update(const command_update& update) override;
 
  private:
   void audit(user_id caller, std::string_view action, site_id site, std::string_view outcome, std::string detail = {});
   result<site_record> owned(user_id caller, site_id id);
+  static site_change dispatched(site_record site, const result<request_id>& sent);
 
   site_service_config cfg_;
   storage& db_;

@@ -7,6 +7,12 @@
 /// user must still exist on auth, on re-auth and for every command: a session of a deleted user is
 /// refused with auth_failed and closed with close_code::auth_failed (audited). Users may send site commands (validated against the operations table
 /// for role::user, ownership enforced by site_service); updates are pushed only to the site owner.
+///
+/// A command that sends an operation to an agent is answered `accepted`, naming the request id its
+/// progress and final result will carry; one that completes at once is answered `result` (or
+/// `error`) under the user's own id. The ids of a user's state-changing commands (all but
+/// site.status) are held while their operation is open and `command_id_linger` after it ended: any
+/// command reusing one gets duplicate_request and runs nothing (docs/protocol.md, "A user's commands").
 #include <chrono>
 #include <memory>
 #include <string_view>
@@ -28,6 +34,10 @@ struct user_gateway_config {
   std::size_t max_sessions_per_user = 16;
   std::size_t max_strikes = 16;
   std::size_t outbound_hard_limit = 4 << 20;  ///< bytes buffered for one user before close(slow_consumer)
+  /// How long a state-changing command's id stays taken after its operation ended.
+  std::chrono::milliseconds command_id_linger{std::chrono::minutes(10)};
+  /// Command ids held per user (open or lingering); past it, state-changing commands get rate_limited.
+  std::size_t max_held_command_ids = 256;
 };
 
 class user_gateway final : public connection_handler, public user_notifier {
@@ -45,7 +55,10 @@ class user_gateway final : public connection_handler, public user_notifier {
   void tick();
 
   void notify(user_id user, std::string_view frame) override;
+  void operation_ended(user_id user, const request_id& request) override;
   std::size_t sessions() const noexcept;
+  /// Command ids held for duplicate detection, over all users.
+  std::size_t held_command_ids() const noexcept;
 
  private:
   struct impl;

@@ -65,8 +65,12 @@ class server_engine_impl final : public server_engine,
             if (const con_ptr con = lock(hdl)) table_.message(con, msg);
           });
         });
-    endpoint_.set_pong_handler([this](websocketpp::connection_hdl hdl, std::string) {
-      if (const con_ptr con = lock(hdl)) table_.pong(con);
+    endpoint_.set_ping_handler([this](websocketpp::connection_hdl hdl, std::string payload) {
+      const con_ptr con = lock(hdl);
+      return con ? table_.ping(con, payload) : false;  // false: websocketpp never answers by itself
+    });
+    endpoint_.set_pong_handler([this](websocketpp::connection_hdl hdl, std::string payload) {
+      if (const con_ptr con = lock(hdl)) table_.pong(con, payload);
     });
     endpoint_.set_http_handler([this](websocketpp::connection_hdl hdl) { on_http(hdl); });
     if constexpr (tls) {
@@ -142,6 +146,7 @@ class server_engine_impl final : public server_engine,
     c.unsupported_data = l.unsupported_data;
     c.pong_timeouts = l.pong_timeouts;
     c.slow_consumers = l.slow_consumers;
+    c.control_rate_limited = l.control_rate_limited;
     c.handler_exceptions = l.handler_exceptions + counters_.handler_exceptions;
     return c;
   }

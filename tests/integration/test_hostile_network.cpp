@@ -1,5 +1,5 @@
 // Hostile network behaviour against the running executables, over real sockets: connection floods,
-// a consumer that never reads, ping floods that never read, fragmented floods, a commander addressing an agent it was not granted,
+// a consumer that never reads, ping floods that never read, handshake answers, fragmented floods, a commander addressing an agent it was not granted,
 // brute force on an agent key, and a user walking site ids. Every case checks the exact answer, that
 // nobody else received anything, that no internal detail leaked, that the process still serves others,
 // and the audit trail where the product audits.
@@ -150,6 +150,14 @@ void user_login(raw_socket& s, const std::string& token) {
   REQUIRE(s.handshake("/ws").rfind("HTTP/1.1 101", 0) == 0);
   s.send_frame(0x1, R"({"v":1,"type":"auth","token":")" + token + R"("})");
   REQUIRE(s.read_until([](const std::string& b) { return b.find("auth_ok") != std::string::npos; }));
+}
+
+/// Sends a WebSocket upgrade for `path` with exactly these key and version lines (`headers`) and
+/// returns the response head.
+std::string request_head(raw_socket& s, const std::string& path, const std::string& headers) {
+  REQUIRE(s.write_all("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + headers + "\r\n"));
+  s.read_until([](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; });
+  return s.buffer.substr(0, s.buffer.find("\r\n\r\n") + 4);
 }
 
 void report(const char* where, const flood_outcome& f, long long bound_kib) {
@@ -402,6 +410,38 @@ TEST_SUITE("hostile_network") {
     CHECK(flood.rss_growth_kib < (4 << 10) + (8 << 10));
     CHECK(flooder.drain_to_close(2s) == 4008);
     CHECK(metric(http("GET", p.backend_url() + "/metrics").body, "citrus_backend_ws_control_frames_rate_limited_total") == 1);
+    CHECK(p.backend->running());
+    check_still_serving(p);
+  }
+
+  TEST_CASE("handshake answers at the hub and the backend: another WebSocket version or none 426, a bad key 400, never 500; a non-minimal length 1011") {
+    platform p;
+    p.start_backend();
+    p.start_hub();
+    const std::string version_13 = "Sec-WebSocket-Version: 13\r\n";
+    const std::string good_key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for (const auto& [port, path] : {std::pair<std::uint16_t, std::string>{p.hub_port, "/"}, {p.backend_port, "/ws"}}) {
+      CAPTURE(path);
+      for (const std::string& version : {std::string(), std::string("Sec-WebSocket-Version: 8\r\n")}) {
+        raw_socket s(port);
+        const std::string head = request_head(s, path, good_key + version);
+        CHECK(head.rfind("HTTP/1.1 426 ", 0) == 0);
+        CHECK(head.find("\r\nSec-WebSocket-Version: 13\r\n") != std::string::npos);
+      }
+      for (const std::string key : {"short", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZR=="}) {
+        raw_socket s(port);
+        CHECK(request_head(s, path, "Sec-WebSocket-Key: " + key + "\r\n" + version_13).rfind("HTTP/1.1 400 ", 0) == 0);
+      }
+      raw_socket framed(port);
+      REQUIRE(framed.handshake(path).rfind("HTTP/1.1 101", 0) == 0);
+      // "hello" with its length in the 16-bit form: websocketpp closes with 1011 (docs/protocol.md).
+      std::string frame = raw_socket::frame(0x1, "hello");
+      frame.insert(2, std::string("\x00\x05", 2));
+      frame[1] = static_cast<char>(0x80 | 126);
+      REQUIRE(framed.write_all(frame));
+      CHECK(framed.wait_close() == 1011);
+    }
+    CHECK(p.hub->running());
     CHECK(p.backend->running());
     check_still_serving(p);
   }

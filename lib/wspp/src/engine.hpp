@@ -34,8 +34,10 @@
 #include <websocketpp/config/asio.hpp>
 #include <websocketpp/config/asio_client.hpp>
 #include <websocketpp/frame.hpp>
+#include <websocketpp/http/request.hpp>
 #include <websocketpp/logger/levels.hpp>
 #include <websocketpp/logger/stub.hpp>
+#include <websocketpp/processors/processor.hpp>
 #include <websocketpp/utf8_validator.hpp>
 
 #include <openssl/rand.h>
@@ -111,16 +113,44 @@ connection_slot& slot(const std::shared_ptr<C>& con) noexcept {
   return *con;
 }
 
+/// websocketpp's HTTP request parser with one correction once the head is complete. websocketpp
+/// picks its protocol processor from Sec-WebSocket-Version before any handler of ours runs: a missing
+/// header picked the hixie-76 draft, whose read of 8 more bytes answered 500 when they were not there;
+/// an unknown number got 400 listing drafts we refuse anyway. An upgrade that does not ask for exactly
+/// "13" is therefore marked and relabelled 13: it reaches on_validate, which answers 426 with
+/// Sec-WebSocket-Version: 13 (RFC 6455 §4.4), unless it lacks what every upgrade needs (400).
+class upgrade_request : public websocketpp::http::parser::request {
+ public:
+  /// Hides request::consume: websocketpp calls it through the config's request_type.
+  std::size_t consume(const char* buf, std::size_t len) {
+    const std::size_t used = request::consume(buf, len);
+    if (ready() && !checked_) {
+      checked_ = true;
+      if (websocketpp::processor::is_websocket_handshake(*this) && get_header("Sec-WebSocket-Version") != "13") {
+        offered_version_13_ = false;
+        replace_header("Sec-WebSocket-Version", "13");
+      }
+    }
+    return used;
+  }
+  /// False for an upgrade that asked for another WebSocket version than 13, or for none.
+  bool offered_version_13() const noexcept { return offered_version_13_; }
+
+ private:
+  bool checked_ = false;
+  bool offered_version_13_ = true;
+};
+
 /// One of websocketpp's asio configs with our logger, our connection base, no extensions (never
 /// permessage-deflate), no strands and no locks: one thread runs the loop and nothing else touches
 /// websocketpp (event_loop::post is the only door in), so concurrency::none spares the mutex
 /// lock/unlock pairs websocketpp takes several times per message.
-template <class Base>
+template <class Base, class Request = typename Base::request_type>
 struct wspp_config : Base {
   using type = wspp_config;
   using base = Base;
   using concurrency_type = websocketpp::concurrency::none;
-  using request_type = typename Base::request_type;
+  using request_type = Request;
   using response_type = typename Base::response_type;
   using message_type = typename Base::message_type;
   using con_msg_manager_type = typename Base::con_msg_manager_type;
@@ -155,8 +185,8 @@ struct wspp_config : Base {
   static const std::size_t max_http_body_size = 64 * 1024;
 };
 
-using plain_server_config = wspp_config<websocketpp::config::asio>;
-using tls_server_config = wspp_config<websocketpp::config::asio_tls>;
+using plain_server_config = wspp_config<websocketpp::config::asio, upgrade_request>;
+using tls_server_config = wspp_config<websocketpp::config::asio_tls, upgrade_request>;
 using plain_client_config = wspp_config<websocketpp::config::asio_client>;
 using tls_client_config = wspp_config<websocketpp::config::asio_tls_client>;
 

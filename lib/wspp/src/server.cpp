@@ -29,6 +29,15 @@ class server_engine : public slot_owner {
 
 namespace {
 
+/// The canonical base64 of 16 bytes: 21 characters, a 22nd whose low 4 bits are zero, then "==".
+bool is_handshake_key(std::string_view key) noexcept {
+  constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  if (key.size() != 24 || key.substr(22) != "==") return false;
+  for (std::size_t i = 0; i < 21; ++i)
+    if (alphabet.find(key[i]) == std::string_view::npos) return false;
+  return std::string_view("AQgw").find(key[21]) != std::string_view::npos;
+}
+
 template <class Config>
 class server_engine_impl final : public server_engine,
                                  public std::enable_shared_from_this<server_engine_impl<Config>> {
@@ -312,9 +321,14 @@ class server_engine_impl final : public server_engine,
     if (!con || detached_) return false;
     try {
       // Only RFC 6455: the draft protocols websocketpp also speaks (hixie-76) have no message limit.
-      if (con->get_request_header("Sec-WebSocket-Version") != "13") {
+      if (!con->get_request().offered_version_13()) {
         con->set_status(websocketpp::http::status_code::upgrade_required);
         con->replace_header("Sec-WebSocket-Version", "13");
+        return false;
+      }
+      // websocketpp only checks that the key is there (RFC 6455 §4.2.1: base64 of 16 bytes).
+      if (!is_handshake_key(con->get_request_header("Sec-WebSocket-Key"))) {
+        con->set_status(websocketpp::http::status_code::bad_request);
         return false;
       }
       if (!options_.allowed_origins.empty()) {

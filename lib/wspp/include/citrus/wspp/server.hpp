@@ -8,7 +8,9 @@
 ///   close_code::internal_error. No exception ever reaches the loop.
 /// - Only text messages are delivered. A binary message closes the connection with
 ///   close_code::unsupported_data (1003) without being delivered. Invalid UTF-8 closes with 1007.
-/// - permessage-deflate is never negotiated; only WebSocket version 13 (RFC 6455) is accepted.
+/// - permessage-deflate is never negotiated; only WebSocket version 13 (RFC 6455) is accepted: an
+///   upgrade asking for another version (or none) gets 426 with Sec-WebSocket-Version: 13, one whose
+///   Sec-WebSocket-Key is not the base64 of 16 bytes gets 400.
 /// - Pings and pongs are rate limited per connection and counted in buffered_amount() (see
 ///   connection_options).
 /// - The citrus::connection objects belong to the server: each is valid from on_open until on_close

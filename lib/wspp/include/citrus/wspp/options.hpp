@@ -52,7 +52,8 @@ struct connection_options {
   ///
   /// connection_handler::on_drain is delivered once each time a connection's buffered_amount()
   /// falls to or below this mark after a send() left it above. Polled every drain_poll_interval while
-  /// some connection is above the mark (websocketpp reports no write completions).
+  /// some connection is above the mark or has a pong waiting for the previous one to leave
+  /// (websocketpp reports no write completions).
   std::size_t drain_low_water_bytes = 64 * 1024;
   std::chrono::milliseconds drain_poll_interval{10};
 

@@ -413,6 +413,8 @@ std::string prometheus_text(const metric_sources& m) {
     metric(out, "citrus_backend_ws_unsupported_data_total", "counter", "Connections closed for a binary message.", c.unsupported_data);
     metric(out, "citrus_backend_ws_pong_timeouts_total", "counter", "Connections closed for not answering a ping.", c.pong_timeouts);
     metric(out, "citrus_backend_ws_slow_consumers_total", "counter", "Connections closed as slow consumers.", c.slow_consumers);
+    metric(out, "citrus_backend_ws_control_frames_rate_limited_total", "counter",
+           "Connections closed for sending pings or pongs too fast.", c.control_rate_limited);
     metric(out, "citrus_backend_handler_exceptions_total", "counter", "Exceptions caught from handlers.", c.handler_exceptions);
   }
   if (m.audit) {

@@ -79,6 +79,8 @@ std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& ser
   counter("citrus_hub_connections_refused_per_address_total", "Connections refused at accept (per-address limit).",
           sc.refused_per_address);
   counter("citrus_hub_handshake_failures_total", "Failed or timed-out handshakes.", sc.handshake_failures);
+  counter("citrus_hub_control_frames_rate_limited_total", "Connections closed for sending pings or pongs too fast.",
+          sc.control_rate_limited);
   counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
   counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full).", audit.dropped());
   return out.str();

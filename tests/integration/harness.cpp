@@ -269,6 +269,11 @@ platform::~platform() {
   if (!std::getenv("CITRUS_KEEP_TEST_DATA")) fs::remove_all(dir);
 }
 
+std::vector<std::string> platform::server_env(std::vector<std::string> env) const {
+  env.insert(env.end(), opts_.server_env.begin(), opts_.server_env.end());
+  return env;
+}
+
 void platform::start_backend() {
   const std::string ready = dir + "/backend.port";
   fs::remove(ready);
@@ -284,7 +289,7 @@ void platform::start_backend() {
   for (const auto& arg : opts_.backend_args) argv.push_back(arg);
   backend = std::make_unique<process>(
       std::move(argv),
-      dir + "/backend.log", std::vector<std::string>{"CITRUS_COMMANDER_KEY=" + commander_key, "CITRUS_JWT_SECRET=" + std::string(48, 'j')});
+      dir + "/backend.log", server_env({"CITRUS_COMMANDER_KEY=" + commander_key, "CITRUS_JWT_SECRET=" + std::string(48, 'j')}));
   backend_port = wait_for_port(ready);
   REQUIRE(backend_port != 0);
 }
@@ -296,7 +301,7 @@ void platform::start_hub() {
                                 dir + "/citrus.db", "--verify-url", backend_url() + "/api/verify-agent", "--hub-id",
                                 "hub-1", "--ready-file", ready};
   for (const auto& arg : opts_.hub_args) argv.push_back(arg);
-  hub = std::make_unique<process>(std::move(argv), dir + "/hub.log", std::vector<std::string>{"CITRUS_HUB_KEY=" + hub_key});
+  hub = std::make_unique<process>(std::move(argv), dir + "/hub.log", server_env({"CITRUS_HUB_KEY=" + hub_key}));
   REQUIRE(wait_for_port(ready) == hub_port);
 }
 
@@ -508,6 +513,16 @@ int raw_socket::wait_close(std::vector<std::string>* texts, std::chrono::millise
 bool raw_socket::readable() {
   pollfd pfd{fd_, POLLIN, 0};
   return ::poll(&pfd, 1, 0) > 0;
+}
+
+std::size_t raw_socket::write_some(std::string_view data) {
+  const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+bool raw_socket::peer_gone() {
+  pollfd pfd{fd_, POLLRDHUP, 0};  // a FIN or a reset; data waiting to be read (POLLIN) is not looked at
+  return ::poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 int raw_socket::drain_to_close(std::chrono::milliseconds timeout, std::size_t* bytes) {

@@ -103,6 +103,7 @@ class platform {
     std::vector<std::string> allowed_origins;  ///< --allowed-origin values for the backend (empty: none)
     std::vector<std::string> backend_args;     ///< more backend flags, after the others (the last --db wins)
     std::vector<std::string> hub_args;         ///< more hub flags, after the others
+    std::vector<std::string> server_env;       ///< more NAME=value environment for the backend and the hub
   };
   explicit platform(options opts);
   platform() : platform(options{}) {}
@@ -129,6 +130,8 @@ class platform {
   std::uint16_t backend_port = 0, hub_port = 0;
 
  private:
+  /// `env` plus options::server_env.
+  std::vector<std::string> server_env(std::vector<std::string> env) const;
   options opts_;
   int agent_starts_ = 0;
 };
@@ -182,6 +185,10 @@ class raw_socket {
   int drain_to_close(std::chrono::milliseconds timeout, std::size_t* bytes = nullptr);
   /// Whether the server has sent something not yet read.
   bool readable();
+  /// Writes what the socket takes now, without waiting; returns how many bytes (0 when full or gone).
+  std::size_t write_some(std::string_view data);
+  /// Whether the server has closed or reset the connection, seen without reading what it sent.
+  bool peer_gone();
   std::string buffer;
   bool eof = false;
 

@@ -1,5 +1,5 @@
 // Hostile network behaviour against the running executables, over real sockets: connection floods,
-// a consumer that never reads, fragmented floods, a commander addressing an agent it was not granted,
+// a consumer that never reads, ping floods that never read, handshake answers, fragmented floods, a commander addressing an agent it was not granted,
 // brute force on an agent key, and a user walking site ids. Every case checks the exact answer, that
 // nobody else received anything, that no internal detail leaked, that the process still serves others,
 // and the audit trail where the product audits.
@@ -7,9 +7,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -95,6 +98,72 @@ long long rss_kib(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10);
   return 0;
+}
+
+/// What a ping flood did to the server it was aimed at.
+struct flood_outcome {
+  bool dropped = false;                ///< the server closed or reset the TCP connection
+  std::chrono::milliseconds lasted{};  ///< from the first ping until then (or until the limit)
+  std::size_t pings = 0;               ///< written (the server read them, or its kernel holds them)
+  long long rss_growth_kib = 0;        ///< the server's peak VmRSS during the flood, minus before it
+};
+
+/// Sends empty pings as fast as the socket takes them and never reads, until the server closes the
+/// connection or `limit` passed, sampling the server's VmRSS as it goes. Makes no doctest assertion:
+/// it runs on its own thread while the test checks that others are served.
+flood_outcome ping_flood(raw_socket& s, pid_t server, std::chrono::milliseconds limit) {
+  const std::string ping = raw_socket::frame(0x9, {});
+  std::string burst;
+  for (int i = 0; i < 1000; ++i) burst += ping;
+  flood_outcome out;
+  const long long before = rss_kib(server);
+  long long peak = before;
+  std::size_t written = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < limit) {
+    if (s.peer_gone()) {
+      out.dropped = true;
+      break;
+    }
+    const std::size_t n = s.write_some(std::string_view(burst).substr(written % burst.size()));
+    written += n;
+    if (n == 0 || written % burst.size() == 0) peak = std::max(peak, rss_kib(server));
+    if (n == 0) std::this_thread::sleep_for(1ms);  // its socket is full: the server is not reading now
+  }
+  out.lasted = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  out.pings = written / ping.size();
+  out.rss_growth_kib = std::max(peak, rss_kib(server)) - before;
+  return out;
+}
+
+/// ASan keeps freed memory in a quarantine (256 MiB by default) to catch use after free, so a server
+/// that frees everything a ping cost would still grow by it: a small quarantine keeps the check, and
+/// leaves in VmRSS what the server holds. (Ignored without ASan.)
+std::vector<std::string> small_asan_quarantine() {
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  const std::string options = asan != nullptr ? asan : "";
+  return {"ASAN_OPTIONS=" + options + (options.empty() ? "" : ":") + "quarantine_size_mb=1"};
+}
+
+/// Completes the WebSocket handshake of `s` at the backend and authenticates it with `token`.
+void user_login(raw_socket& s, const std::string& token) {
+  REQUIRE(s.handshake("/ws").rfind("HTTP/1.1 101", 0) == 0);
+  s.send_frame(0x1, R"({"v":1,"type":"auth","token":")" + token + R"("})");
+  REQUIRE(s.read_until([](const std::string& b) { return b.find("auth_ok") != std::string::npos; }));
+}
+
+/// Sends a WebSocket upgrade for `path` with exactly these key and version lines (`headers`) and
+/// returns the response head.
+std::string request_head(raw_socket& s, const std::string& path, const std::string& headers) {
+  REQUIRE(s.write_all("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + headers + "\r\n"));
+  s.read_until([](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; });
+  return s.buffer.substr(0, s.buffer.find("\r\n\r\n") + 4);
+}
+
+void report(const char* where, const flood_outcome& f, long long bound_kib) {
+  std::cout << "ping flood at " << where << ": " << (f.dropped ? "dropped" : "NOT dropped") << " after "
+            << f.lasted.count() << " ms, " << f.pings << " pings written, server RSS +" << f.rss_growth_kib
+            << " KiB (outbound bound " << bound_kib << " KiB)" << std::endl;
 }
 
 }  // namespace
@@ -269,9 +338,7 @@ TEST_SUITE("hostile_network") {
     auto bob_ws = user_socket(p, bob);
 
     raw_socket slow(p.backend_port, 4096);
-    REQUIRE(slow.handshake("/ws").rfind("HTTP/1.1 101", 0) == 0);
-    slow.send_frame(0x1, R"({"v":1,"type":"auth","token":")" + alice + R"("})");
-    REQUIRE(slow.read_until([](const std::string& b) { return b.find("auth_ok") != std::string::npos; }));
+    user_login(slow, alice);
     // Within its rate (burst 40): 39 answers pile up unread, one more message rate-limits nothing yet.
     std::string burst;
     for (int i = 0; i < 39; ++i) burst += raw_socket::frame(0x1, status_command("s" + std::to_string(i), 999));
@@ -291,19 +358,104 @@ TEST_SUITE("hostile_network") {
     check_still_serving(p);
   }
 
+  TEST_CASE("a ping flood that never reads is closed at the hub before authenticating: memory bounded, 4008, routing goes on") {
+    platform::options o;
+    o.hub_args = {"--auth-timeout-ms", "60000"};  // only the flood protection may end it in time
+    o.server_env = small_asan_quarantine();
+    platform p(o);
+    p.start_all();
+    const std::string alice = p.login("alice", "alice-pw");
+    auto alice_ws = user_socket(p, alice);
+
+    raw_socket flooder(p.hub_port, 4096);  // a tiny receive window, never read during the flood
+    REQUIRE(flooder.handshake("/").rfind("HTTP/1.1 101", 0) == 0);
+    flood_outcome flood;
+    std::thread flooding([&] { flood = ping_flood(flooder, p.hub->pid(), 10s); });
+    check_deploy_end_to_end(p, alice, *alice_ws, "during-ping-flood");  // served meanwhile
+    flooding.join();
+    report("the hub (unauthenticated)", flood, 16 << 10);
+    CHECK(flood.dropped);
+    CHECK(flood.rss_growth_kib < (16 << 10) + (8 << 10));
+    // What the kernel had buffered for it: a few pongs, then the close frame.
+    CHECK(flooder.drain_to_close(2s) == 4008);
+    const std::string m = http("GET", hub_http(p) + "/metrics").body;
+    CHECK(metric(m, "citrus_hub_control_frames_rate_limited_total") == 1);
+    CHECK(p.hub->running());
+    check_deploy_end_to_end(p, alice, *alice_ws, "after-ping-flood");
+  }
+
+  TEST_CASE("a ping flood that never reads is closed on an authenticated user's WebSocket: memory bounded, 4008, others answered") {
+    platform::options o;
+    o.server_env = small_asan_quarantine();
+    platform p(o);
+    p.start_backend();
+    const std::string alice = p.login("alice", "alice-pw");
+    const std::string bob = p.login("bob", "bob-pw");
+    auto bob_ws = user_socket(p, bob);
+
+    raw_socket flooder(p.backend_port, 4096);
+    user_login(flooder, alice);
+    flooder.buffer.clear();
+    flood_outcome flood;
+    std::thread flooding([&] { flood = ping_flood(flooder, p.backend->pid(), 10s); });
+    int answered = 0;
+    for (int i = 0; i < 5; ++i) {  // bob is answered all along
+      bob_ws->send(status_command("during-" + std::to_string(i), 999));
+      answered += bob_ws->wait_for([&] { return bob_ws->count("\"id\":\"during-" + std::to_string(i) + "\"") == 1; }, 2s);
+    }
+    flooding.join();
+    report("the backend (authenticated user)", flood, 4 << 10);
+    CHECK(answered == 5);
+    CHECK(flood.dropped);
+    CHECK(flood.rss_growth_kib < (4 << 10) + (8 << 10));
+    CHECK(flooder.drain_to_close(2s) == 4008);
+    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, "citrus_backend_ws_control_frames_rate_limited_total") == 1);
+    CHECK(p.backend->running());
+    check_still_serving(p);
+  }
+
+  TEST_CASE("handshake answers at the hub and the backend: another WebSocket version or none 426, a bad key 400, never 500; a non-minimal length 1011") {
+    platform p;
+    p.start_backend();
+    p.start_hub();
+    const std::string version_13 = "Sec-WebSocket-Version: 13\r\n";
+    const std::string good_key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for (const auto& [port, path] : {std::pair<std::uint16_t, std::string>{p.hub_port, "/"}, {p.backend_port, "/ws"}}) {
+      CAPTURE(path);
+      for (const std::string& version : {std::string(), std::string("Sec-WebSocket-Version: 8\r\n")}) {
+        raw_socket s(port);
+        const std::string head = request_head(s, path, good_key + version);
+        CHECK(head.rfind("HTTP/1.1 426 ", 0) == 0);
+        CHECK(head.find("\r\nSec-WebSocket-Version: 13\r\n") != std::string::npos);
+      }
+      for (const std::string key : {"short", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZR=="}) {
+        raw_socket s(port);
+        CHECK(request_head(s, path, "Sec-WebSocket-Key: " + key + "\r\n" + version_13).rfind("HTTP/1.1 400 ", 0) == 0);
+      }
+      raw_socket framed(port);
+      REQUIRE(framed.handshake(path).rfind("HTTP/1.1 101", 0) == 0);
+      // "hello" with its length in the 16-bit form: websocketpp closes with 1011 (docs/protocol.md).
+      std::string frame = raw_socket::frame(0x1, "hello");
+      frame.insert(2, std::string("\x00\x05", 2));
+      frame[1] = static_cast<char>(0x80 | 126);
+      REQUIRE(framed.write_all(frame));
+      CHECK(framed.wait_close() == 1011);
+    }
+    CHECK(p.hub->running());
+    CHECK(p.backend->running());
+    check_still_serving(p);
+  }
+
   TEST_CASE("fragmented floods on the users' WebSocket: over the size limit closed 1009, tiny fragments bounded") {
     platform p;
     p.start_backend();
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
-    const std::string auth = R"({"v":1,"type":"auth","token":")" + alice + R"("})";
     const long long rss_before = rss_kib(p.backend->pid());
 
     {  // a text message continued past 64 KiB without FIN: 1009, never delivered
       raw_socket raw(p.backend_port);
-      REQUIRE(raw.handshake("/ws").rfind("HTTP/1.1 101", 0) == 0);
-      raw.send_frame(0x1, auth);
-      REQUIRE(raw.read_until([](const std::string& b) { return b.find("auth_ok") != std::string::npos; }));
+      user_login(raw, alice);
       raw.send_frame(0x1, std::string(8 * 1024, 'a'), false);
       for (int i = 0; i < 9 && !raw.readable(); ++i) raw.send_frame(0x0, std::string(8 * 1024, 'a'), false);
       std::vector<std::string> texts;
@@ -313,9 +465,7 @@ TEST_SUITE("hostile_network") {
     }
     {  // 100 000 one-byte fragments: closed 1009 at 64 KiB, memory flat
       raw_socket raw(p.backend_port);
-      REQUIRE(raw.handshake("/ws").rfind("HTTP/1.1 101", 0) == 0);
-      raw.send_frame(0x1, auth);
-      REQUIRE(raw.read_until([](const std::string& b) { return b.find("auth_ok") != std::string::npos; }));
+      user_login(raw, alice);
       const std::string one = raw_socket::frame(0x0, "x", false);
       std::string chunk;
       for (int i = 0; i < 10000; ++i) chunk += one;
@@ -331,9 +481,7 @@ TEST_SUITE("hostile_network") {
     }
     {  // a valid command in one-byte fragments is reassembled and answered
       raw_socket raw(p.backend_port);
-      REQUIRE(raw.handshake("/ws").rfind("HTTP/1.1 101", 0) == 0);
-      raw.send_frame(0x1, auth);
-      REQUIRE(raw.read_until([](const std::string& b) { return b.find("auth_ok") != std::string::npos; }));
+      user_login(raw, alice);
       const std::string text = status_command("frag", 999);
       std::string frames = raw_socket::frame(0x1, text.substr(0, 1), false);
       for (std::size_t i = 1; i < text.size(); ++i) frames += raw_socket::frame(0x0, text.substr(i, 1), i + 1 == text.size());

@@ -26,6 +26,21 @@ std::uint16_t frame::close_code() const {
   return static_cast<std::uint16_t>((static_cast<unsigned char>(payload[0]) << 8) | static_cast<unsigned char>(payload[1]));
 }
 
+std::optional<frame> take_client_frame(std::string& in) {
+  if (in.size() < 2) return std::nullopt;
+  const auto b0 = static_cast<unsigned char>(in[0]);
+  const auto b1 = static_cast<unsigned char>(in[1]);
+  const std::size_t length = b1 & 0x7FU;  // control frames (what the tests read) are short
+  if ((b1 & 0x80U) == 0 || length > 125) return std::nullopt;
+  if (in.size() < 6 + length) return std::nullopt;
+  frame f;
+  f.opcode = static_cast<std::uint8_t>(b0 & 0x0FU);
+  for (std::size_t i = 0; i < length; ++i)
+    f.payload.push_back(static_cast<char>(static_cast<unsigned char>(in[6 + i]) ^ static_cast<unsigned char>(in[2 + i % 4])));
+  in.erase(0, 6 + length);
+  return f;
+}
+
 std::string client_frame(std::uint8_t opcode, std::string_view payload, bool fin) {
   std::string out;
   out.push_back(static_cast<char>((fin ? 0x80U : 0U) | opcode));
@@ -253,6 +268,21 @@ bool raw_server::peer_closed() {
     if (n == 0) return true;
     return errno != EAGAIN && errno != EWOULDBLOCK;
   }
+}
+
+void raw_server::receive() {
+  if (fd_ < 0) return;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+    if (n <= 0) return;
+    in.append(buffer, static_cast<std::size_t>(n));
+  }
+}
+
+void raw_server::disconnect() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
 }
 
 namespace {

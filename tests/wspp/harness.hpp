@@ -79,6 +79,10 @@ struct frame {
   std::uint16_t close_code() const;
 };
 
+/// Pops one complete client frame from `in`, unmasked; nullopt while incomplete, and for an
+/// unmasked frame (a client must mask: the test then fails waiting).
+std::optional<frame> take_client_frame(std::string& in);
+
 /// A client frame, masked as RFC 6455 requires. `fin` false: more fragments follow.
 std::string client_frame(std::uint8_t opcode, std::string_view payload, bool fin = true);
 /// A close frame payload with `code` (client side, masked).
@@ -146,6 +150,12 @@ class raw_server {
   bool send(std::string_view bytes);
   /// Non-blocking read on the accepted connection; true once the peer closed it.
   bool peer_closed();
+  /// Non-blocking read on the accepted connection into `in`.
+  void receive();
+  /// Closes the accepted connection (what a server does after the close handshake).
+  void disconnect();
+
+  std::string in;  ///< what the client sent after its upgrade request
 
  private:
   int listen_fd_ = -1;

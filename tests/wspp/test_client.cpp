@@ -85,20 +85,66 @@ TEST_CASE("client: close() while connecting abandons the attempt - connect_faile
   CHECK(a.rec.opened.empty());
 }
 
-TEST_CASE("client: a server that claims permessage-deflate gets no inflation - a compressed frame is a protocol error") {
+namespace {
+
+/// A client connected to a hand-written server that answered its upgrade with `extra_headers`.
+struct hostile_server_fixture {
+  explicit hostile_server_fixture(std::string_view extra_headers = {}) {
+    REQUIRE(a.c.connect("ws://127.0.0.1:" + std::to_string(hostile.port()) + "/"));
+    REQUIRE(run_until(loop, [&] { return hostile.answer_upgrade(extra_headers); }));
+    REQUIRE(run_until(loop, [&] { return a.is_open(); }));
+  }
   memory::recording_logger log;
   event_loop loop;
   raw_server hostile;
-  test_client a(loop, log);
-  REQUIRE(a.c.connect("ws://127.0.0.1:" + std::to_string(hostile.port()) + "/"));
-  REQUIRE(run_until(loop, [&] { return hostile.answer_upgrade("Sec-WebSocket-Extensions: permessage-deflate\r\n"); }));
-  REQUIRE(run_until(loop, [&] { return a.is_open(); }));
+  test_client a{loop, log};
+};
+
+}  // namespace
+
+TEST_CASE("client: a server that claims permessage-deflate gets no inflation - a compressed frame is a protocol error") {
+  hostile_server_fixture f("Sec-WebSocket-Extensions: permessage-deflate\r\n");
   // FIN + RSV1 (the "compressed" bit) + text, unmasked, with a deflate-looking payload.
-  REQUIRE(hostile.send(std::string("\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00", 9)));
-  REQUIRE(run_until(loop, [&] { return !a.rec.closed.empty(); }));
-  CHECK(a.rec.messages.empty());
-  REQUIRE(a.c.last_close());
-  CHECK(a.c.last_close()->local_code == 1002);
+  REQUIRE(f.hostile.send(std::string("\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00", 9)));
+  REQUIRE(run_until(f.loop, [&] { return !f.a.rec.closed.empty(); }));
+  CHECK(f.a.rec.messages.empty());
+  REQUIRE(f.a.c.last_close());
+  CHECK(f.a.c.last_close()->local_code == 1002);
+}
+
+TEST_CASE("client: pings are answered with their payload, masked - a server that floods pings is closed with 4008") {
+  hostile_server_fixture f;
+  REQUIRE(f.hostile.send(std::string("\x89\x03" "abc", 5)));  // a ping, unmasked as a server's are
+  std::optional<frame> pong;
+  REQUIRE(run_until(f.loop, [&] {
+    f.hostile.receive();
+    pong = take_client_frame(f.hostile.in);  // only a masked frame is taken
+    return pong.has_value();
+  }));
+  CHECK(pong->opcode == 0xA);
+  CHECK(pong->payload == "abc");
+
+  std::string flood;
+  for (int i = 0; i < 40; ++i) flood += std::string("\x89\x00", 2);  // empty pings, 15 tokens left
+  REQUIRE(f.hostile.send(flood));
+  std::optional<frame> close;
+  std::size_t pongs = 0;
+  REQUIRE(run_until(f.loop, [&] {
+    f.hostile.receive();
+    while (auto fr = take_client_frame(f.hostile.in)) {
+      if (fr->opcode == 0x8) close = fr;
+      pongs += fr->opcode == 0xA;
+    }
+    return close.has_value();
+  }));
+  CHECK(close->close_code() == 4008);
+  CHECK(pongs <= 15);
+  REQUIRE(f.hostile.send(std::string("\x88\x02\x0f\xa8", 4)));  // the server agrees: close 4008
+  f.hostile.disconnect();
+  REQUIRE(run_until(f.loop, [&] { return !f.a.rec.closed.empty(); }));
+  REQUIRE(f.a.c.last_close());
+  CHECK(f.a.c.last_close()->local_code == 4008);
+  CHECK(f.log.count("control_frames_rate_limited") == 1);
 }
 
 TEST_CASE("client: on_close may reconnect at once (backoff is the caller's policy)") {

@@ -68,8 +68,12 @@ class client_engine_impl final : public client_engine,
         if (con && !slot(con).abandoned) table_.message(con, msg);
       });
     });
-    endpoint_.set_pong_handler([this](websocketpp::connection_hdl hdl, std::string) {
-      if (const con_ptr con = lock(hdl)) table_.pong(con);
+    endpoint_.set_ping_handler([this](websocketpp::connection_hdl hdl, std::string payload) {
+      const con_ptr con = lock(hdl);
+      return con ? table_.ping(con, payload) : false;  // false: websocketpp never answers by itself
+    });
+    endpoint_.set_pong_handler([this](websocketpp::connection_hdl hdl, std::string payload) {
+      if (const con_ptr con = lock(hdl)) table_.pong(con, payload);
     });
     if constexpr (tls) {
       endpoint_.set_tls_init_handler([this](websocketpp::connection_hdl) { return tls_context_; });

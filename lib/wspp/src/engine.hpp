@@ -34,10 +34,13 @@
 #include <websocketpp/config/asio.hpp>
 #include <websocketpp/config/asio_client.hpp>
 #include <websocketpp/frame.hpp>
+#include <websocketpp/http/request.hpp>
 #include <websocketpp/logger/levels.hpp>
 #include <websocketpp/logger/stub.hpp>
+#include <websocketpp/processors/processor.hpp>
 #include <websocketpp/utf8_validator.hpp>
 
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "citrus/core/logger.hpp"
@@ -110,16 +113,44 @@ connection_slot& slot(const std::shared_ptr<C>& con) noexcept {
   return *con;
 }
 
+/// websocketpp's HTTP request parser with one correction once the head is complete. websocketpp
+/// picks its protocol processor from Sec-WebSocket-Version before any handler of ours runs: a missing
+/// header picked the hixie-76 draft, whose read of 8 more bytes answered 500 when they were not there;
+/// an unknown number got 400 listing drafts we refuse anyway. An upgrade that does not ask for exactly
+/// "13" is therefore marked and relabelled 13: it reaches on_validate, which answers 426 with
+/// Sec-WebSocket-Version: 13 (RFC 6455 §4.4), unless it lacks what every upgrade needs (400).
+class upgrade_request : public websocketpp::http::parser::request {
+ public:
+  /// Hides request::consume: websocketpp calls it through the config's request_type.
+  std::size_t consume(const char* buf, std::size_t len) {
+    const std::size_t used = request::consume(buf, len);
+    if (ready() && !checked_) {
+      checked_ = true;
+      if (websocketpp::processor::is_websocket_handshake(*this) && get_header("Sec-WebSocket-Version") != "13") {
+        offered_version_13_ = false;
+        replace_header("Sec-WebSocket-Version", "13");
+      }
+    }
+    return used;
+  }
+  /// False for an upgrade that asked for another WebSocket version than 13, or for none.
+  bool offered_version_13() const noexcept { return offered_version_13_; }
+
+ private:
+  bool checked_ = false;
+  bool offered_version_13_ = true;
+};
+
 /// One of websocketpp's asio configs with our logger, our connection base, no extensions (never
 /// permessage-deflate), no strands and no locks: one thread runs the loop and nothing else touches
 /// websocketpp (event_loop::post is the only door in), so concurrency::none spares the mutex
 /// lock/unlock pairs websocketpp takes several times per message.
-template <class Base>
+template <class Base, class Request = typename Base::request_type>
 struct wspp_config : Base {
   using type = wspp_config;
   using base = Base;
   using concurrency_type = websocketpp::concurrency::none;
-  using request_type = typename Base::request_type;
+  using request_type = Request;
   using response_type = typename Base::response_type;
   using message_type = typename Base::message_type;
   using con_msg_manager_type = typename Base::con_msg_manager_type;
@@ -154,8 +185,8 @@ struct wspp_config : Base {
   static const std::size_t max_http_body_size = 64 * 1024;
 };
 
-using plain_server_config = wspp_config<websocketpp::config::asio>;
-using tls_server_config = wspp_config<websocketpp::config::asio_tls>;
+using plain_server_config = wspp_config<websocketpp::config::asio, upgrade_request>;
+using tls_server_config = wspp_config<websocketpp::config::asio_tls, upgrade_request>;
 using plain_client_config = wspp_config<websocketpp::config::asio_client>;
 using tls_client_config = wspp_config<websocketpp::config::asio_tls_client>;
 
@@ -253,11 +284,40 @@ struct link_counters {
   std::uint64_t unsupported_data = 0;
   std::uint64_t pong_timeouts = 0;
   std::uint64_t slow_consumers = 0;
+  std::uint64_t control_rate_limited = 0;
   std::uint64_t handler_exceptions = 0;
 };
 
+/// `n` bytes from OpenSSL's CSPRNG (ping nonces, client masking keys). RAND_bytes does not fail once
+/// seeded, which it is on Linux; should it fail, the clock stands in (a guessable nonce only lets a
+/// peer answer a ping it did not read, a guessable masking key is what RFC 6455 §10.3 guards against
+/// for browsers, not for Citrus's own clients).
+inline void random_bytes(unsigned char* out, std::size_t n) noexcept {
+  if (RAND_bytes(out, static_cast<int>(n)) == 1) return;
+  auto seed = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  for (std::size_t i = 0; i < n; ++i, seed = seed * 6364136223846793005ULL + 1442695040888963407ULL)
+    out[i] = static_cast<unsigned char>(seed >> 56);
+}
+
+/// Bytes on the wire of a control frame with `payload_size` (at most 125) bytes of payload: 2 header
+/// bytes, plus the 4-byte masking key when a client sends it.
+constexpr std::size_t control_frame_size(bool from_server, std::size_t payload_size) noexcept {
+  return 2 + (from_server ? 0 : 4) + payload_size;
+}
+
 /// The open connections of one engine, as citrus::connection objects, and the delivery of their
 /// events to the connection_handler: guarded callbacks, pings, drains, close bookkeeping.
+///
+/// Control frames. websocketpp would answer every ping with a pong through its unbounded send queue,
+/// and counts only payload bytes there (an empty pong counts 0): a peer that pings and never reads
+/// grew a server by ~100 MiB in 3 s. So websocketpp answers nothing (the ping handler returns false)
+/// and the link writes every ping and pong itself, each as one prepared message whose payload is the
+/// whole frame, so that websocketpp's count (buffered_amount(), hence outbound_hard_limit_bytes and
+/// the callers' bounds) includes every byte of it. Inbound pings and pongs are rate limited
+/// (connection_options::control_frames_per_second). At most one of our pongs waits in the queue: pings
+/// that arrive meanwhile are answered once it has left, with the payload of the most recent one
+/// (RFC 6455 §5.5.3). Our own pings carry a random nonce and only a pong echoing it counts, so a peer
+/// that never reads cannot hold off the pong timeout with unsolicited pongs.
 ///
 /// Writes. websocketpp's send() queues the message and posts a handler that starts the socket write,
 /// so every message queued by one handler leaves in one write. A message sent from a posted task or
@@ -279,6 +339,8 @@ class link_table final : public after_task {
     connection_id id() const noexcept override { return id_; }
     std::string_view remote_address() const noexcept override { return remote_; }
 
+    /// websocketpp's queue: data payloads, our whole ping and pong frames, and (once closing) the
+    /// payload of the close frame.
     std::size_t buffered_amount() const noexcept override {
       const con_ptr con = con_.lock();
       return con ? con->get_buffered_amount() : 0;
@@ -292,11 +354,7 @@ class link_table final : public after_task {
       try {
         if (options.outbound_hard_limit_bytes != 0 &&
             con->get_buffered_amount() + text.size() > options.outbound_hard_limit_bytes) {
-          ++table_.counters_.slow_consumers;
-          table_.log_->log(log_level::warn, "slow_consumer_closed",
-                           {field("connection", as_number(id_.value())),
-                            field("buffered", static_cast<std::int64_t>(con->get_buffered_amount()))});
-          close(close_code::slow_consumer, "outbound buffer full");
+          close_slow_consumer(*con);
           return send_status::closed;
         }
         const std::error_code ec = con->is_server() ? send_prepared(*con, text)
@@ -309,6 +367,7 @@ class link_table final : public after_task {
           close(close_code::internal_error, "send failed");
           return send_status::closed;
         }
+        queued_total_ += text.size();  // websocketpp counts the payload: see pong_in_queue()
         if (!drain_armed_ && con->get_buffered_amount() > options.drain_low_water_bytes) table_.arm_drain(*this);
         if (!write_armed_ && loop_access::in_task(table_.loop_)) table_.arm_write(*this);
         return send_status::ok;
@@ -324,6 +383,7 @@ class link_table final : public after_task {
       if (closing_) return;
       closing_ = true;
       awaiting_pong_ = false;
+      pong_pending_ = false;
       const con_ptr con = con_.lock();
       if (!con) return;
       std::error_code ec;
@@ -354,6 +414,83 @@ class link_table final : public after_task {
       return con.send(msg);
     }
 
+    void close_slow_consumer(con_type& con) {
+      ++table_.counters_.slow_consumers;
+      table_.log_->log(log_level::warn, "slow_consumer_closed",
+                       {field("connection", as_number(id_.value())),
+                        field("buffered", static_cast<std::int64_t>(con.get_buffered_amount()))});
+      close(close_code::slow_consumer, "outbound buffer full");
+    }
+
+    /// Queues one control frame (at most 125 bytes of payload) as a prepared message with an empty
+    /// header and the whole frame as its payload: websocketpp counts payloads only, so it counts all
+    /// of it. A client masks it (RFC 6455 §5.3). Over outbound_hard_limit_bytes the connection is
+    /// closed as a slow consumer instead. Returns whether the frame was queued.
+    bool queue_control(con_type& con, websocketpp::frame::opcode::value op, std::string_view payload) {
+      const bool from_server = con.is_server();
+      const std::size_t size = control_frame_size(from_server, payload.size());
+      const std::size_t limit = table_.options_.outbound_hard_limit_bytes;
+      if (limit != 0 && con.get_buffered_amount() + size > limit) {
+        close_slow_consumer(con);
+        return false;
+      }
+      const message_ptr msg = con.get_message(op, size);
+      if (!msg) return false;
+      std::string& frame = msg->get_raw_payload();
+      frame.push_back(static_cast<char>(0x80U | static_cast<unsigned>(op)));  // FIN, no RSV bits
+      frame.push_back(static_cast<char>((from_server ? 0x00U : 0x80U) | payload.size()));
+      if (from_server) {
+        frame.append(payload.data(), payload.size());
+      } else {
+        unsigned char key[4];
+        random_bytes(key, sizeof key);
+        frame.append(reinterpret_cast<const char*>(key), sizeof key);
+        for (std::size_t i = 0; i < payload.size(); ++i)
+          frame.push_back(static_cast<char>(static_cast<unsigned char>(payload[i]) ^ key[i % 4]));
+      }
+      msg->set_prepared(true);
+      if (con.send(msg)) return false;  // closing: nothing more goes out anyway
+      queued_total_ += size;
+      return true;
+    }
+
+    /// Whether our last pong is still in websocketpp's queue (FIFO): the bytes taken off the queue
+    /// since it was queued (everything queued minus what is still there) have not reached its end.
+    /// Exact because every message we queue is counted in full by websocketpp, pongs included.
+    bool pong_in_queue(const con_type& con) const noexcept {
+      const std::size_t buffered = con.get_buffered_amount();
+      return buffered <= queued_total_ && queued_total_ - buffered < pong_end_;
+    }
+
+    /// Answers a ping now, or once our previous pong has left the queue (with the latest payload).
+    void answer_ping(con_type& con, std::string_view payload) {
+      if (pong_in_queue(con)) {
+        pending_pong_.assign(payload.data(), payload.size());
+        pong_pending_ = true;
+        table_.watch(*this);
+        return;
+      }
+      if (queue_control(con, websocketpp::frame::opcode::pong, payload)) pong_end_ = queued_total_;
+    }
+
+    /// From the poll: the pending answer goes out once the previous pong has left the queue.
+    void flush_pending_pong(con_type& con) {
+      if (!pong_pending_ || pong_in_queue(con)) return;
+      pong_pending_ = false;
+      const std::string payload = std::move(pending_pong_);
+      pending_pong_.clear();
+      if (queue_control(con, websocketpp::frame::opcode::pong, payload)) pong_end_ = queued_total_;
+    }
+
+    /// Generic cell rate algorithm: one timestamp per link, no timer. False: over the rate.
+    bool admit_control(std::chrono::steady_clock::time_point now, std::chrono::nanoseconds interval,
+                       std::chrono::nanoseconds tolerance) noexcept {
+      if (control_tat_ < now) control_tat_ = now;
+      if (control_tat_ - now > tolerance) return false;
+      control_tat_ += interval;
+      return true;
+    }
+
     std::weak_ptr<con_type> con_;
     link_table& table_;
     connection_id id_;
@@ -361,7 +498,15 @@ class link_table final : public after_task {
     bool closing_ = false;  ///< close() was called: nothing more is sent or delivered
     bool awaiting_pong_ = false;
     bool drain_armed_ = false;
-    bool write_armed_ = false;  ///< in write_ids_: its write starts when the running task returns
+    bool pong_pending_ = false;  ///< a ping waits for our previous pong to leave the queue
+    bool watched_ = false;       ///< in watched_: polled for its drain or its pending pong
+    bool write_armed_ = false;   ///< in write_ids_: its write starts when the running task returns
+    /// Bytes we handed to websocketpp's queue since the connection opened, as it counts them.
+    std::uint64_t queued_total_ = 0;
+    std::uint64_t pong_end_ = 0;  ///< queued_total_ just after our last pong was queued (0: none)
+    std::string pending_pong_;    ///< the payload to answer with once pong_in_queue() is false
+    std::string ping_nonce_;      ///< the payload of our outstanding ping
+    std::chrono::steady_clock::time_point control_tat_{};  ///< when the control-frame bucket is full again
     std::chrono::steady_clock::time_point ping_sent_{};
     std::chrono::steady_clock::time_point next_ping_{};
   };
@@ -438,8 +583,29 @@ class link_table final : public after_task {
     }
   }
 
-  void pong(const con_ptr& con) noexcept {
-    if (link* l = static_cast<link*>(slot(con).open_link)) l->awaiting_pong_ = false;
+  /// websocketpp's ping handler. Always false: websocketpp answers nothing by itself, the link does
+  /// (see the class comment).
+  bool ping(const con_ptr& con, std::string_view payload) noexcept {
+    link* l = static_cast<link*>(slot(con).open_link);
+    if (l == nullptr || l->closing_ || detached_) return false;
+    try {
+      if (admit_control(*l)) l->answer_ping(*con, payload);
+    } catch (const std::exception&) {
+      l->close(close_code::internal_error, "internal error");  // out of memory: nothing to answer with
+    }
+    return false;
+  }
+
+  /// websocketpp's pong handler: the answer to our outstanding ping ends the wait for it; any other
+  /// pong (unsolicited, or a stale payload) only counts against the control-frame rate.
+  void pong(const con_ptr& con, std::string_view payload) noexcept {
+    link* l = static_cast<link*>(slot(con).open_link);
+    if (l == nullptr || l->closing_ || detached_) return;
+    if (l->awaiting_pong_ && payload == l->ping_nonce_) {
+      l->awaiting_pong_ = false;
+      return;
+    }
+    admit_control(*l);
   }
 
   /// websocketpp's close handler: deliver on_close, then forget the link.
@@ -459,8 +625,8 @@ class link_table final : public after_task {
     links_.erase(id);
     if (links_.empty()) {
       ping_timer_.cancel();
-      drain_timer_.cancel();
-      armed_.clear();
+      poll_timer_.cancel();
+      watched_.clear();
     }
   }
 
@@ -474,7 +640,7 @@ class link_table final : public after_task {
     if (detached_) return;
     detached_ = true;
     ping_timer_.cancel();
-    drain_timer_.cancel();
+    poll_timer_.cancel();
     write_ids_.clear();
     auto links = std::move(links_);
     links_.clear();
@@ -500,7 +666,7 @@ class link_table final : public after_task {
   void retire() noexcept {
     detached_ = true;
     ping_timer_.cancel();
-    drain_timer_.cancel();
+    poll_timer_.cancel();
     log_ = &null_log_;
   }
 
@@ -551,15 +717,16 @@ class link_table final : public after_task {
         continue;
       }
       if (now >= l.next_ping_) {
-        std::error_code ec;
+        unsigned char nonce[8];
+        random_bytes(nonce, sizeof nonce);
         try {
-          con->ping(std::string(), ec);
+          l.ping_nonce_.assign(reinterpret_cast<const char*>(nonce), sizeof nonce);
+          if (l.queue_control(*con, websocketpp::frame::opcode::ping, l.ping_nonce_)) {
+            l.awaiting_pong_ = true;
+            l.ping_sent_ = now;
+          }
         } catch (const std::exception&) {
-          ec = std::make_error_code(std::errc::not_enough_memory);
-        }
-        if (!ec) {
-          l.awaiting_pong_ = true;
-          l.ping_sent_ = now;
+          // Out of memory: try again at the next interval.
         }
         l.next_ping_ = now + options_.ping_interval;
       }
@@ -577,30 +744,59 @@ class link_table final : public after_task {
 
   void arm_drain(link& l) {
     l.drain_armed_ = true;
-    armed_.push_back(l.id_.value());
-    if (!drain_timer_.active())
-      drain_timer_ = loop_.schedule_every(options_.drain_poll_interval, [this] { drain_tick(); });
+    watch(l);
   }
 
-  void drain_tick() {
+  /// Polls `l` every drain_poll_interval until its drain is delivered and its pending pong is sent
+  /// (websocketpp reports no write completions).
+  void watch(link& l) {
+    if (l.watched_) return;
+    l.watched_ = true;
+    watched_.push_back(l.id_.value());
+    if (!poll_timer_.active())
+      poll_timer_ = loop_.schedule_every(options_.drain_poll_interval, [this] { poll_tick(); });
+  }
+
+  void poll_tick() {
     std::vector<std::uint64_t> ids;
-    ids.swap(armed_);
+    ids.swap(watched_);
     for (const std::uint64_t id : ids) {
       link* l = find(id);
-      if (l == nullptr || !l->drain_armed_) continue;
-      if (l->closing_) {
+      if (l == nullptr) continue;
+      l->watched_ = false;
+      const con_ptr con = l->con_.lock();
+      if (l->closing_ || !con) {
         l->drain_armed_ = false;
+        l->pong_pending_ = false;
         continue;
       }
-      if (l->buffered_amount() > options_.drain_low_water_bytes) {
-        armed_.push_back(id);
+      try {
+        l->flush_pending_pong(*con);
+      } catch (const std::exception&) {
+        l->close(close_code::internal_error, "internal error");
         continue;
       }
-      l->drain_armed_ = false;
-      guarded("on_drain", id, [&] { handler_.on_drain(l->id_); });  // may send, and re-arm
-      if (detached_) return;
+      if (l->drain_armed_ && con->get_buffered_amount() <= options_.drain_low_water_bytes) {
+        l->drain_armed_ = false;
+        guarded("on_drain", id, [&] { handler_.on_drain(l->id_); });  // may send, and watch it again
+        if (detached_) return;
+      }
+      if (!l->closing_ && (l->drain_armed_ || l->pong_pending_)) watch(*l);
     }
-    if (armed_.empty()) drain_timer_.cancel();
+    if (watched_.empty()) poll_timer_.cancel();
+  }
+
+  /// Takes one token from `l`'s control-frame bucket; over the rate, closes it (4008) and says no.
+  bool admit_control(link& l) {
+    if (options_.control_frames_per_second == 0 || options_.control_frame_burst == 0) return true;
+    const std::chrono::nanoseconds interval = std::chrono::nanoseconds(std::chrono::seconds(1)) / options_.control_frames_per_second;
+    if (l.admit_control(std::chrono::steady_clock::now(), interval, interval * (options_.control_frame_burst - 1)))
+      return true;
+    ++counters_.control_rate_limited;
+    log_->log(log_level::warn, "control_frames_rate_limited",
+              {field("connection", as_number(l.id_.value())), field("remote", l.remote_)});
+    l.close(close_code::rate_limited, "control frame rate exceeded");
+    return false;
   }
 
   event_loop& loop_;
@@ -610,12 +806,12 @@ class link_table final : public after_task {
   logger* log_;
   bool detached_ = false;
   std::map<std::uint64_t, std::unique_ptr<link>> links_;
-  std::vector<std::uint64_t> armed_;  ///< links above the low-water mark, polled by drain_tick
+  std::vector<std::uint64_t> watched_;  ///< links polled by poll_tick (drain or pending pong)
   std::vector<std::uint64_t> write_ids_;    ///< links whose write starts when the running task returns
   std::vector<std::uint64_t> writing_ids_;  ///< the same, being started (kept: no allocation per task)
   bool after_task_armed_ = false;
   timer ping_timer_;
-  timer drain_timer_;
+  timer poll_timer_;
   link_counters counters_;
 };
 

@@ -29,6 +29,15 @@ class server_engine : public slot_owner {
 
 namespace {
 
+/// The canonical base64 of 16 bytes: 21 characters, a 22nd whose low 4 bits are zero, then "==".
+bool is_handshake_key(std::string_view key) noexcept {
+  constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  if (key.size() != 24 || key.substr(22) != "==") return false;
+  for (std::size_t i = 0; i < 21; ++i)
+    if (alphabet.find(key[i]) == std::string_view::npos) return false;
+  return std::string_view("AQgw").find(key[21]) != std::string_view::npos;
+}
+
 template <class Config>
 class server_engine_impl final : public server_engine,
                                  public std::enable_shared_from_this<server_engine_impl<Config>> {
@@ -65,8 +74,12 @@ class server_engine_impl final : public server_engine,
             if (const con_ptr con = lock(hdl)) table_.message(con, msg);
           });
         });
-    endpoint_.set_pong_handler([this](websocketpp::connection_hdl hdl, std::string) {
-      if (const con_ptr con = lock(hdl)) table_.pong(con);
+    endpoint_.set_ping_handler([this](websocketpp::connection_hdl hdl, std::string payload) {
+      const con_ptr con = lock(hdl);
+      return con ? table_.ping(con, payload) : false;  // false: websocketpp never answers by itself
+    });
+    endpoint_.set_pong_handler([this](websocketpp::connection_hdl hdl, std::string payload) {
+      if (const con_ptr con = lock(hdl)) table_.pong(con, payload);
     });
     endpoint_.set_http_handler([this](websocketpp::connection_hdl hdl) { on_http(hdl); });
     if constexpr (tls) {
@@ -142,6 +155,7 @@ class server_engine_impl final : public server_engine,
     c.unsupported_data = l.unsupported_data;
     c.pong_timeouts = l.pong_timeouts;
     c.slow_consumers = l.slow_consumers;
+    c.control_rate_limited = l.control_rate_limited;
     c.handler_exceptions = l.handler_exceptions + counters_.handler_exceptions;
     return c;
   }
@@ -307,9 +321,14 @@ class server_engine_impl final : public server_engine,
     if (!con || detached_) return false;
     try {
       // Only RFC 6455: the draft protocols websocketpp also speaks (hixie-76) have no message limit.
-      if (con->get_request_header("Sec-WebSocket-Version") != "13") {
+      if (!con->get_request().offered_version_13()) {
         con->set_status(websocketpp::http::status_code::upgrade_required);
         con->replace_header("Sec-WebSocket-Version", "13");
+        return false;
+      }
+      // websocketpp only checks that the key is there (RFC 6455 §4.2.1: base64 of 16 bytes).
+      if (!is_handshake_key(con->get_request_header("Sec-WebSocket-Key"))) {
+        con->set_status(websocketpp::http::status_code::bad_request);
         return false;
       }
       if (!options_.allowed_origins.empty()) {

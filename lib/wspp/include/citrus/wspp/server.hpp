@@ -8,7 +8,11 @@
 ///   close_code::internal_error. No exception ever reaches the loop.
 /// - Only text messages are delivered. A binary message closes the connection with
 ///   close_code::unsupported_data (1003) without being delivered. Invalid UTF-8 closes with 1007.
-/// - permessage-deflate is never negotiated; only WebSocket version 13 (RFC 6455) is accepted.
+/// - permessage-deflate is never negotiated; only WebSocket version 13 (RFC 6455) is accepted: an
+///   upgrade asking for another version (or none) gets 426 with Sec-WebSocket-Version: 13, one whose
+///   Sec-WebSocket-Key is not the base64 of 16 bytes gets 400.
+/// - Pings and pongs are rate limited per connection and counted in buffered_amount() (see
+///   connection_options).
 /// - The citrus::connection objects belong to the server: each is valid from on_open until on_close
 ///   for its id has returned (destroying the server delivers the remaining on_close events first).
 /// - Connection ids come from a counter shared by every server and client of the same event_loop.
@@ -77,6 +81,7 @@ struct server_counters {
   std::uint64_t unsupported_data = 0;      ///< closed with 1003 for a binary message
   std::uint64_t pong_timeouts = 0;         ///< closed for not answering a ping
   std::uint64_t slow_consumers = 0;        ///< closed by outbound_hard_limit_bytes
+  std::uint64_t control_rate_limited = 0;  ///< closed with 4008: pings or pongs over control_frames_per_second
   std::uint64_t handler_exceptions = 0;    ///< exceptions caught from the handlers
 };
 

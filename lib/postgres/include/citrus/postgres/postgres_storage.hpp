@@ -11,7 +11,9 @@
 ///
 /// Errors of the stores: errc::not_found, errc::conflict (unique violation), errc::storage_unavailable
 /// (the server is unreachable, stopped, restarting, overloaded, or a statement ran past its timeout),
-/// errc::storage_full (the server's disk is full), errc::internal_error (anything else). A failed write
+/// errc::storage_full (the server's disk is full), errc::invalid_value (text PostgreSQL cannot hold: a NUL
+/// byte, bytes invalid in the database's encoding; nothing is sent), errc::internal_error (anything
+/// else). A failed write
 /// has changed nothing — except when the connection is lost during COMMIT: then the outcome cannot be
 /// known, the call answers errc::storage_unavailable and logs "commit outcome unknown".
 ///
@@ -61,10 +63,13 @@ struct postgres_options {
   /// reconnect_backoff_max. Both positive, min <= max.
   std::chrono::milliseconds reconnect_backoff_min{100};
   std::chrono::milliseconds reconnect_backoff_max{5000};
-  /// Where failures at the PostgreSQL boundary are reported (events "postgres_error",
-  /// "postgres_open_failed", "postgres_commit_outcome_unknown", "postgres_reconnected": operation,
-  /// SQLSTATE and message; never bound values nor the password). Optional; must outlive the storage and
-  /// is called only from the thread using the storage.
+  /// Where the PostgreSQL boundary reports (fields: op, sqlstate, the first line of the message, target
+  /// host/port/dbname/user; never bound values nor the password). Events: "postgres_error" (a failed
+  /// call), "postgres_timeout" (cut by operation_timeout), "postgres_disconnected" (connection dropped,
+  /// breaker open), "postgres_connect_failed", "postgres_reconnected", "postgres_commit_outcome_unknown"
+  /// (error level: the connection broke during COMMIT), "postgres_open_failed", "postgres_migrated",
+  /// "postgres_notice" (debug). Optional; must outlive the storage; called only from the thread using
+  /// the storage.
   citrus::logger* log = nullptr;
 };
 

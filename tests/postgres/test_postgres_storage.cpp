@@ -4,12 +4,21 @@
 #include <doctest/doctest.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <algorithm>
+#include <filesystem>
+#include <random>
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -122,6 +131,89 @@ class silent_listener {
  private:
   int fd_ = -1;
   std::uint16_t port_ = 0;
+};
+
+/// A TCP relay to the server that, once armed, forwards the client's next COMMIT and then cuts both sides
+/// before the server's answer can come back: the one moment a client cannot know whether its
+/// transaction committed.
+class commit_cutter {
+ public:
+  explicit commit_cutter(std::uint16_t server_port) : server_port_(server_port) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(listener_ >= 0);
+    sockaddr_in addr = loopback(0);
+    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(listener_, 8) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { accept_loop(); });
+  }
+  ~commit_cutter() {
+    stopping_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    acceptor_.join();
+    for (auto& t : relays_) t.join();
+    ::close(listener_);
+  }
+  std::uint16_t port() const { return port_; }
+  void arm() { armed_ = true; }
+  bool cut() const { return cut_; }
+
+ private:
+  static sockaddr_in loopback(std::uint16_t port) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    return addr;
+  }
+  void accept_loop() {
+    while (!stopping_) {
+      const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) return;
+      const int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in addr = loopback(server_port_);
+      if (server < 0 || ::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        ::close(client);
+        if (server >= 0) ::close(server);
+        continue;
+      }
+      relays_.emplace_back([this, client, server] { relay(client, server); });
+    }
+  }
+  void relay(int client, int server) {
+    char buf[65536];
+    pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+    while (!stopping_) {
+      if (::poll(fds, 2, 100) < 0) break;
+      bool done = false;
+      for (int i = 0; i < 2 && !done; ++i) {
+        if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+        const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+        if (n <= 0 || ::write(fds[1 - i].fd, buf, static_cast<std::size_t>(n)) != n) {
+          done = true;
+          break;
+        }
+        // A simple-query message ('Q') carrying COMMIT went to the server: cut before its answer.
+        if (i == 0 && armed_ && std::string_view(buf, static_cast<std::size_t>(n)).find("COMMIT") != std::string_view::npos) {
+          armed_ = false;
+          cut_ = true;
+          done = true;
+        }
+      }
+      if (done) break;
+    }
+    ::close(client);
+    ::close(server);
+  }
+
+  std::uint16_t server_port_;
+  std::uint16_t port_ = 0;
+  int listener_ = -1;
+  std::atomic<bool> stopping_{false}, armed_{false}, cut_{false};
+  std::vector<std::thread> relays_;  // touched by the acceptor only, joined after it
+  std::thread acceptor_;
 };
 
 }  // namespace
@@ -407,6 +499,88 @@ TEST_SUITE("storage_postgres") {
     CHECK(log.count("postgres_disconnected") == 0);
     CHECK(conformance::make_user(*s, "bob", clock.wall_now()).id == citrus::user_id{2});
     CHECK(s->users().find_user(alice.id));
+  }
+
+  TEST_CASE("postgres: a connection lost during COMMIT is storage_unavailable, logged as outcome unknown") {
+    auto& pg = server::shared();
+    const std::string db = pg.create_database();
+    commit_cutter cutter(pg.port());
+    citrus::memory::recording_logger log;
+    auto options = logged(log);
+    options.reconnect_backoff_min = 100ms;
+    options.reconnect_backoff_max = 100ms;
+    auto s = open_ok("postgresql://citrus@127.0.0.1:" + std::to_string(cutter.port()) + "/" + db + "?sslmode=disable",
+                     options);
+    citrus::memory::manual_clock clock;
+    conformance::make_user(*s, "alice", clock.wall_now());
+    cutter.arm();
+    auto bob = s->users().create_user("bob", "h", citrus::user_role::user, clock.wall_now());
+    REQUIRE(cutter.cut());
+    CHECK(bob.error() == errc::storage_unavailable);
+    REQUIRE(log.count("postgres_commit_outcome_unknown") == 1);
+    CHECK(log.count("postgres_disconnected") == 1);
+    // Unknown to the client, not undone: the server had the COMMIT before the cut and committed it. A
+    // later read (on a new connection) is the only way to know.
+    auto found = until_ok([&] { return s->users().find_user_by_name("bob"); });
+    REQUIRE(found);
+    CHECK(found->id == citrus::user_id{2});
+  }
+
+  TEST_CASE("postgres: a full disk fails writes with storage_full and keeps every earlier commit") {
+    // The users table (and its TOAST and indexes) on a 4 MiB tmpfs tablespace: an insert that needs a
+    // new page finds no space (SQLSTATE 53100). Needs a mount, so root (CI runs as root).
+    server pg;  // its own server: the tablespace goes away with it
+    const std::filesystem::path space = pg.dir() + "-space";
+    std::filesystem::create_directories(space);
+    if (::mount("tmpfs", space.c_str(), "tmpfs", 0, "size=4m") != 0) {
+      MESSAGE("skipped: cannot mount a small tmpfs here (needs root): " << std::strerror(errno));
+      std::filesystem::remove(space);
+      return;
+    }
+    struct unmount {
+      std::filesystem::path path;
+      server& pg;
+      ~unmount() {
+        pg.stop();
+        ::umount2(path.c_str(), MNT_DETACH);
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+      }
+    } cleanup{space, pg};
+    struct stat owner {};
+    REQUIRE(::stat(pg.dir().c_str(), &owner) == 0);  // the server's user: it writes there
+    REQUIRE(::chown(space.c_str(), owner.st_uid, owner.st_gid) == 0);
+    const std::string db = pg.create_database();
+    auto s = open_ok(pg.url(db));
+    pg.exec(db, "CREATE TABLESPACE small LOCATION '" + space.string() + "'");
+    pg.exec(db, "ALTER TABLE users SET TABLESPACE small; ALTER INDEX users_pkey SET TABLESPACE small; "
+                "ALTER INDEX users_name_key SET TABLESPACE small");
+    citrus::memory::manual_clock clock;
+    std::mt19937_64 random(7);
+    auto incompressible = [&random] {
+      std::string out(256 * 1024, '\0');
+      for (auto& c : out) c = static_cast<char>('!' + random() % 90);
+      return out;
+    };
+    std::string before_failure;
+    citrus::result<citrus::user_record> last = errc::internal_error;
+    std::size_t created = 0;
+    for (int i = 0; i < 200; ++i) {
+      before_failure = conformance::snapshot(*s);
+      last = s->users().create_user("user-" + std::to_string(i), incompressible(), citrus::user_role::user,
+                                    clock.wall_now());
+      if (!last) break;
+      ++created;
+    }
+    REQUIRE_FALSE(last);
+    CHECK(last.error() == errc::storage_full);
+    CHECK(created > 0);
+    CHECK(conformance::snapshot(*s) == before_failure);  // nothing of the failed write, all before it
+    auto users = s->users().list_users();
+    REQUIRE(users);
+    CHECK(users->size() == created);
+    // Other tables have room: the connection stays usable.
+    REQUIRE(s->audit().append(conformance::make_event(clock.wall_now(), citrus::audit_kind::security_event, "x")));
   }
 
   TEST_CASE("postgres: constraint failures consume no id") {

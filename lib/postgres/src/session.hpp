@@ -3,6 +3,8 @@
 // crashing: the one place libpqxx exceptions are caught and mapped to citrus errc (guarded()), the
 // client-side deadline (watchdog), and the circuit breaker in front of reconnects. Moving to libpqxx 7
 // or raw libpq touches this file, session.cpp and the stores' SQL calls. Private to citrus::postgres.
+// Known: libpqxx 6.4 leaks one PGresult (about 2 KiB) per connection lost in the middle of a statement
+// (jtv/libpqxx#500, fixed in 7.x); the breaker's backoff bounds how often that can happen.
 #include <pqxx/pqxx>
 
 #include <chrono>

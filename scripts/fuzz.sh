@@ -19,7 +19,8 @@ fi
 # -O1 -gline-tables-only as OSS-Fuzz builds: quick to compile, symbolised stacks, and assert() stays on.
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$clangxx" -DCMAKE_BUILD_TYPE= \
   -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" -DCITRUS_FUZZ=ON -DCITRUS_FUZZ_SECONDS="$seconds" \
-  -DCITRUS_BUILD_TESTS=OFF -DCITRUS_BUILD_APPS=OFF -DCITRUS_BUILD_EXAMPLES=OFF -DCITRUS_BUILD_BENCH=OFF >/dev/null
+  -DCITRUS_BUILD_TESTS=OFF -DCITRUS_BUILD_APPS=OFF -DCITRUS_BUILD_EXAMPLES=OFF -DCITRUS_BUILD_BENCH=OFF \
+  -DCITRUS_WITH_POSTGRES=OFF >/dev/null
 cmake --build "$build" -j "$jobs"
 
 cd "$build"

@@ -10,11 +10,14 @@ jobs="$(nproc)"
 
 "$root/scripts/deps.sh"
 
+# CITRUS_WITH_POSTGRES=ON: citrus::postgres must build here; CITRUS_REQUIRE_POSTGRES: its tests must run
+# (they start their own server) instead of skipping.
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCITRUS_WERROR=ON -DCITRUS_SANITIZE=ON \
-  -DCMAKE_INSTALL_PREFIX="$build/install"
+  -DCITRUS_WITH_POSTGRES=ON -DCMAKE_INSTALL_PREFIX="$build/install"
 cmake --build "$build" -j "$jobs"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export CITRUS_REQUIRE_POSTGRES=1
 
 # The test stages run even when one fails, so that a red run shows everything at once. Each
 # stage's output is kept in $build/stage-<name>.log; the last line sums them up.
@@ -56,7 +59,7 @@ stage e2e "$root/scripts/e2e.sh" "$build"
 # A short run of every libFuzzer target over its seed corpus (clang build in build/fuzz).
 stage fuzz "$root/scripts/fuzz.sh"
 
-# Everything else: unit, storage, transport, agent and integration tests.
+# Everything else: unit, storage (memory, SQLite, PostgreSQL), transport, agent and integration tests.
 stage ctest bash -c 'cd "$1" && ctest --output-on-failure -j "$2" --timeout 300' _ "$build" "$jobs"
 
 echo

@@ -17,13 +17,13 @@
 #include "backend.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
+#include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/core/clock.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/password.hpp"
 #include "citrus/core/random.hpp"
-#include "citrus/sqlite/sqlite_storage.hpp"
 
 namespace citrus::backend {
 namespace {
@@ -31,7 +31,7 @@ namespace {
 using app::option_spec;
 
 option_spec db_option() {
-  return {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing)", false};
+  return {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing), or a postgresql:// URL", false};
 }
 option_spec log_level_option() {
   return {"log-level", "CITRUS_LOG_LEVEL", "warn", "debug, info, warn or error (JSON lines on stderr)", false};
@@ -66,14 +66,12 @@ struct admin_context {
   app::json_logger log;
   system_clock clk;
   system_random random;
-  std::unique_ptr<sqlite::sqlite_storage> db;
+  std::unique_ptr<storage> db;
 
   bool open(const std::string& path) {
-    sqlite::sqlite_options options;
-    options.log = &log;
-    auto opened = sqlite::sqlite_storage::open(path, options);
+    auto opened = app::open_storage(path, app::storage_options{std::chrono::milliseconds(5000), &log});
     if (!opened) {
-      print_error("cannot open database " + path + ": " + opened.error().message());
+      print_error("cannot open database " + app::describe_db(path) + ": " + opened.error().message());
       return false;
     }
     db = std::move(*opened);
@@ -381,7 +379,7 @@ int run_audit_command(int argc, char** argv, int first) {
                     {{"kind", "", "", "only this kind: site_operation, security_event, authentication or administration", false},
                      {"limit", "", "100", "at most this many events (1..10000)", false},
                      {"since", "", "", "only events at or after this time (Unix seconds)", false},
-                     {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (must exist)", false},
+                     {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (must exist), or a postgresql:// URL", false},
                      log_level_option()});
   if (auto stop = parse(opts, argc, argv, first, 0)) return *stop;
   audit_query query;
@@ -410,7 +408,7 @@ int run_audit_command(int argc, char** argv, int first) {
 
   const std::string path = opts.get("db");
   std::error_code missing;
-  if (!std::filesystem::exists(path, missing)) {  // a review must not create an empty database
+  if (!app::is_postgres_url(path) && !std::filesystem::exists(path, missing)) {  // a review must not create an empty database
     print_error("cannot open database " + path + ": it does not exist");
     return exit_failure;
   }

@@ -1,7 +1,7 @@
 // citrus-backend: the users' REST API and WebSocket, and the commander link to the hub, on one
 // event loop. Wiring only: the logic lives in citrus::core (site_service, user_gateway,
-// commander_link, login_service, credential_service, rest_api), citrus::jwt, citrus::sqlite and
-// citrus::wspp.
+// commander_link, login_service, credential_service, rest_api), citrus::jwt, citrus::sqlite or
+// citrus::postgres (--db), and citrus::wspp.
 //
 //   citrus-backend [serve] [options]          run the server (the default)
 //   citrus-backend user add NAME [--admin]    password from stdin; prints the user id
@@ -32,6 +32,7 @@
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/listen_error.hpp"
+#include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/clock.hpp"
@@ -45,7 +46,6 @@
 #include "citrus/core/site_service.hpp"
 #include "citrus/core/user_gateway.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
-#include "citrus/sqlite/sqlite_storage.hpp"
 #include "citrus/wspp/client.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
@@ -71,8 +71,8 @@ constexpr const char* commands_usage =
 std::vector<app::option_spec> serve_specs() {
   return {
       {"listen", "CITRUS_BACKEND_LISTEN", "127.0.0.1:8080", "HOST:PORT for HTTP and the users' WebSocket (port 0: any free port)", false},
-      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing)", false},
-      {"db-busy-timeout-ms", "CITRUS_DB_BUSY_TIMEOUT_MS", "5000", "how long a database write waits for another process's lock before the request fails with 503 storage_unavailable (100..60000)", false},
+      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing), or a postgresql:// URL", false},
+      {"db-busy-timeout-ms", "CITRUS_DB_BUSY_TIMEOUT_MS", "5000", "how long a database write waits for another process's lock (PostgreSQL: how long a statement may run) before the request fails with 503 storage_unavailable (100..60000)", false},
       {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "the hub's WebSocket URL (ws:// or wss://)", false},
       {"hub-ca-file", "CITRUS_HUB_CA_FILE", "", "PEM CA bundle to verify a wss:// hub (default: the system's)", false},
       {"commander-id", "CITRUS_COMMANDER_ID", "backend-1", "this backend's commander id at the hub", false},
@@ -468,15 +468,13 @@ int serve(const serve_settings& s) {
     }
   }
 
-  sqlite::sqlite_options db_options;
-  db_options.log = &log;
-  db_options.busy_timeout = s.db_busy_timeout;
-  auto opened = sqlite::sqlite_storage::open(s.db_path, db_options);
+  const app::storage_options db_options{s.db_busy_timeout, &log};
+  auto opened = app::open_storage(s.db_path, db_options);
   if (!opened) {
-    print_error("cannot open database " + s.db_path + ": " + opened.error().message());
+    print_error("cannot open database " + app::describe_db(s.db_path) + ": " + opened.error().message());
     return exit_failure;
   }
-  std::unique_ptr<sqlite::sqlite_storage> db = std::move(*opened);
+  std::unique_ptr<storage> db = std::move(*opened);
 
   // Before the hub link exists: creates and deploys a previous run left in flight can never be
   // answered now, so they end as "failed" (audited) instead of showing "deploying" forever.
@@ -504,11 +502,8 @@ int serve(const serve_settings& s) {
   std::unique_ptr<app::async_audit> gateway_audit;
   if (s.db_path != ":memory:") {
     gateway_audit = std::make_unique<app::async_audit>(
-        [path = s.db_path, busy = s.db_busy_timeout, &log]() -> std::unique_ptr<storage> {
-          sqlite::sqlite_options options;
-          options.log = &log;
-          options.busy_timeout = busy;
-          auto store = sqlite::sqlite_storage::open(path, options);
+        [path = s.db_path, db_options]() -> std::unique_ptr<storage> {
+          auto store = app::open_storage(path, db_options);
           if (!store) return nullptr;
           return std::move(*store);
         },

@@ -10,12 +10,12 @@
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/listen_error.hpp"
+#include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
 #include "citrus/core/http_auth.hpp"
-#include "citrus/sqlite/sqlite_storage.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
 #include "http_verifier.hpp"
@@ -27,7 +27,7 @@ using citrus::app::option_spec;
 std::vector<option_spec> hub_options() {
   return {
       {"listen", "CITRUS_HUB_LISTEN", "127.0.0.1:7000", "Address and port to accept commanders and agents on."},
-      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database holding commander (and, without --verify-url, agent) keys."},
+      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file, or a postgresql:// URL, holding commander (and, without --verify-url, agent) keys."},
       {"verify-url", "CITRUS_VERIFY_URL", "", "Backend endpoint that verifies agent keys (POST /api/verify-agent)."},
       {"hub-id", "CITRUS_HUB_ID", "hub-1", "This hub's id at the backend (for --verify-url)."},
       {"hub-key-file", "CITRUS_HUB_KEY_FILE", "", "File holding this hub's key (or set CITRUS_HUB_KEY)."},
@@ -140,9 +140,9 @@ int main(int argc, char** argv) {
   citrus::app::json_logger log("hub", *level);
 
   const std::string db_path = opts.get("db");
-  auto db = citrus::sqlite::sqlite_storage::open(db_path, citrus::sqlite::sqlite_options{std::chrono::milliseconds(5000), 0, &log});
+  auto db = citrus::app::open_storage(db_path, citrus::app::storage_options{std::chrono::milliseconds(5000), &log});
   if (!db) {
-    citrus::app::print_error("citrus-hub", "cannot use database " + db_path + ": " + db.error().message());
+    citrus::app::print_error("citrus-hub", "cannot use database " + citrus::app::describe_db(db_path) + ": " + db.error().message());
     return 1;
   }
   citrus::system_clock clock;
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
   citrus::store_verifier local_verifier(credentials);
   citrus::app::async_audit audit(
       [db_path, &log]() -> std::unique_ptr<citrus::storage> {
-        auto store = citrus::sqlite::sqlite_storage::open(db_path, citrus::sqlite::sqlite_options{std::chrono::milliseconds(5000), 0, &log});
+        auto store = citrus::app::open_storage(db_path, citrus::app::storage_options{std::chrono::milliseconds(5000), &log});
         if (!store) return nullptr;
         return std::move(*store);
       },

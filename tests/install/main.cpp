@@ -1,5 +1,6 @@
 // Uses each installed library once: the protocol parser (simdjson inside), JWT (cpp-jwt inside),
-// key hashing (libsodium inside), the in-memory storage and the version header.
+// key hashing (libsodium inside), the in-memory storage, the version header, and PostgreSQL's (libpqxx
+// inside) when installed.
 #include <cstdio>
 #include <cstring>
 
@@ -11,6 +12,9 @@
 
 #ifndef CITRUS_VERSION_NUMBER
 #error "citrus/version.hpp does not define CITRUS_VERSION_NUMBER"
+#endif
+#ifdef CONSUMER_HAS_POSTGRES
+#include "citrus/postgres/postgres_storage.hpp"
 #endif
 
 int main() {
@@ -26,9 +30,16 @@ int main() {
   const bool token_ok = token && tokens.verify(*token, now);
   citrus::memory::memory_storage db;
   const bool store_ok = static_cast<bool>(db.users().create_user("u", "h", citrus::user_role::user, now));
+  bool postgres_ok = true;
+#ifdef CONSUMER_HAS_POSTGRES
+  // libpq parses the URL (and nothing listens on port 1): a clear open error, no crash.
+  postgres_ok = citrus::postgres::redact_connection("postgresql://u:pw@h/db") == "postgresql://u:***@h/db" &&
+                citrus::postgres::postgres_storage::open("postgresql://u@127.0.0.1:1/db").error() ==
+                    citrus::postgres::open_errc::cannot_connect;
+#endif
   // The headers and the library linked in are the same version.
   const bool version_ok = std::strcmp(citrus::version(), CITRUS_VERSION_STRING) == 0;
-  const bool ok = parsed && key_ok && token_ok && store_ok && version_ok;
+  const bool ok = parsed && key_ok && token_ok && store_ok && version_ok && postgres_ok;
   std::printf("install consumer (Citrus %s): %s\n", citrus::version(), ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

@@ -18,7 +18,7 @@
 /// - create_site for a user that does not exist answers errc::not_found;
 /// - a site's revision is 1 when created and one more after every update_site or record_deploy, even
 ///   several within one second (only it orders two copies of a site; updated_at is in whole seconds);
-/// - a write that fails (conflict, not_found) changes nothing.
+/// - a write that fails (conflict, not_found) changes nothing and consumes no id.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -286,6 +286,10 @@ inline void sites_create_for_unknown_owner(const storage_factory& make) {
   REQUIRE_FALSE(r);
   CHECK(r.error() == errc::not_found);
   CHECK(snapshot(*s).empty());
+  // The failed create consumed no id (PostgreSQL's identity columns would, unless the INSERT checks the
+  // owner in the same statement).
+  auto owner = make_user(*s, "owner", clock.wall_now());
+  CHECK(make_site(*s, owner.id, "first", clock.wall_now()).id == site_id{1});
 }
 
 inline void sites_owner_scoped_reads(const storage_factory& make) {

@@ -1,6 +1,6 @@
 #pragma once
 /// Storage interfaces: users, sites, commander/agent credentials and the audit trail.
-/// Implementations: citrus::memory (in-memory, for tests and embedders) and citrus::sqlite.
+/// Implementations: citrus::memory (in-memory, for tests and embedders), citrus::sqlite and citrus::postgres.
 /// Every implementation passes the same conformance suite (tests/unit/storage_conformance.hpp).
 ///
 /// Threading: an implementation is used from one thread at a time unless it says otherwise.

@@ -108,9 +108,14 @@ class hub_session final : public citrus::connection_handler {
       return;
     }
     if (remote == static_cast<std::uint16_t>(citrus::close_code::replaced)) {
-      // Another process connected with this agent id: do not fight over the session.
-      log_.log(log_level::error, "hub_session_replaced", {field("retry_ms", static_cast<std::int64_t>(backoff_max.count()))});
-      schedule_reconnect(backoff_max);
+      // Another connection holds this agent id: do not fight over the session (the hub refuses a
+      // second take-over within its window, and this wait is shorter than that window).
+      const std::chrono::milliseconds retry = citrus::hub_identity_in_use_retry;
+      log_.log(log_level::error, "hub_session_replaced",
+               {field("hint", "another process is connected with this --agent-id; this one waits"),
+                field("reason", info ? info->remote_reason : std::string()),
+                field("retry_ms", static_cast<std::int64_t>(retry.count()))});
+      schedule_reconnect(retry);
       return;
     }
     log_.log(log_level::warn, "hub_connection_closed",

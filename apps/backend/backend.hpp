@@ -1,10 +1,13 @@
 #pragma once
 // citrus-backend: the pieces main.cpp wires together (internal to the executable).
+#include <chrono>
 #include <filesystem>
+#include <list>
 #include <optional>
 #include <string>
 
 #include "citrus/core/rest_api.hpp"
+#include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/http.hpp"
 
 namespace citrus::backend {
@@ -46,8 +49,36 @@ class static_files {
 /// True for targets the REST API answers: /api, /api/..., /healthz, /metrics.
 bool is_api_target(std::string_view target) noexcept;
 
+/// An answer of the HTTP side, and how long to hold it back before sending it (http_response::hold_back).
+struct http_answer {
+  wspp::http_response response;
+  std::chrono::milliseconds hold_back{0};
+};
+
 /// The HTTP side of the server's port: the REST API, the static files (when `files` is set), and
 /// the security headers on every answer (HSTS as well when `tls`).
-wspp::http_response handle_http(const wspp::http_request& request, rest_api& api, const static_files* files, bool tls);
+http_answer handle_http(const wspp::http_request& request, rest_api& api, const static_files* files, bool tls);
+
+/// Answers held back on the event loop's timers, never blocking it: a held login answer waits
+/// here while every other request is served. Loop thread only; destroy it before the loop.
+class held_answers {
+ public:
+  explicit held_answers(wspp::event_loop& loop) : loop_(loop) {}
+  held_answers(const held_answers&) = delete;
+  held_answers& operator=(const held_answers&) = delete;
+  /// Sends `response` through `responder` once `delay` has passed (at once when it is zero).
+  void send_after(std::chrono::milliseconds delay, wspp::http_responder responder, wspp::http_response response);
+  /// Answers waiting now (each holds its connection, within the server's max_connections).
+  std::size_t waiting() const noexcept { return held_.size(); }
+
+ private:
+  struct held {
+    wspp::http_responder responder;
+    wspp::http_response response;
+    wspp::timer timer;
+  };
+  wspp::event_loop& loop_;
+  std::list<held> held_;
+};
 
 }  // namespace citrus::backend

@@ -326,7 +326,18 @@ class hub_connector final : public connection_handler {
   void on_drain(connection_id id) override { link_.on_drain(id); }
   void on_close(connection_id id) override {
     link_.on_close(id);
-    if (const auto info = client_.last_close(); info && !stopping_) {
+    const auto info = client_.last_close();
+    if (info && !stopping_ && info->remote_code == static_cast<std::uint16_t>(close_code::replaced)) {
+      // Another connection holds this commander id: do not fight over the session (the hub refuses a
+      // second take-over within its window, and this wait is shorter than that window).
+      const std::chrono::milliseconds retry = hub_identity_in_use_retry;
+      log_.log(log_level::error, "hub_session_replaced",
+               {field("hint", "another process is connected with this --commander-id; this one waits"),
+                field("reason", info->remote_reason), field("retry_ms", static_cast<std::int64_t>(retry.count()))});
+      schedule_reconnect(retry);
+      return;
+    }
+    if (info && !stopping_) {
       const bool rejected = info->remote_code == static_cast<std::uint16_t>(close_code::auth_failed);
       log_.log(rejected ? log_level::error : log_level::warn, rejected ? "hub_rejected_credentials" : "hub_disconnected",
                {field("code", static_cast<std::int64_t>(info->remote_code)), field("reason", info->remote_reason)});
@@ -335,9 +346,9 @@ class hub_connector final : public connection_handler {
   }
 
  private:
-  void schedule_reconnect() {
+  void schedule_reconnect() { schedule_reconnect(backoff_.next()); }
+  void schedule_reconnect(std::chrono::milliseconds delay) {
     if (stopping_) return;
-    const auto delay = backoff_.next();
     retry_ = loop_.schedule(delay, [this] {
       if (stopping_) return;
       ++attempts_;
@@ -531,6 +542,7 @@ int serve(const serve_settings& s) {
                                             [&sources] { return prometheus_text(sources); }});
 
   wspp::event_loop loop(log);
+  held_answers held(loop);  // before the server: destroyed after it, when there is nobody left to answer
   std::unique_ptr<hub_connector> hub;
   if (!s.commander_key.empty()) {
     wspp::client_options client_options;
@@ -554,8 +566,11 @@ int serve(const serve_settings& s) {
   wspp::server server(loop, gateway, std::move(server_options), log);
   sources.server = &server;
   const static_files* pages = files ? &*files : nullptr;
-  server.set_http_handler(
-      [&api, pages, tls](const wspp::http_request& request) { return handle_http(request, api, pages, tls); });
+  // Answers the REST API holds back (a login under brute force) wait on the loop's timers.
+  server.set_async_http_handler([&api, &held, pages, tls](const wspp::http_request& request, wspp::http_responder responder) {
+    http_answer answer = handle_http(request, api, pages, tls);
+    held.send_after(answer.hold_back, std::move(responder), std::move(answer.response));
+  });
 
   auto port = server.listen();
   if (!port) {

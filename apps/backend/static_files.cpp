@@ -174,8 +174,9 @@ bool is_api_target(std::string_view target) noexcept {
   return path == "/api" || starts_with(path, "/api/") || path == "/healthz" || path == "/metrics";
 }
 
-wspp::http_response handle_http(const wspp::http_request& request, rest_api& api, const static_files* files, bool tls) {
-  wspp::http_response out;
+http_answer handle_http(const wspp::http_request& request, rest_api& api, const static_files* files, bool tls) {
+  http_answer answer;
+  wspp::http_response& out = answer.response;
   const bool page = files != nullptr && !is_api_target(request.target);
   if (page) {
     out = files->serve(request);
@@ -187,19 +188,20 @@ wspp::http_response handle_http(const wspp::http_request& request, rest_api& api
     in.remote_address = request.remote_address;
     in.authorization = request.header("Authorization");
     in.content_type = request.header("Content-Type");
-    citrus::http_response answer = api.handle(in);
-    out.status = answer.status;
-    out.body = std::move(answer.body);
-    out.headers.reserve(answer.headers.size() + 6);
-    if (!answer.content_type.empty()) out.headers.push_back({"Content-Type", std::move(answer.content_type)});
-    for (auto& h : answer.headers) out.headers.push_back({std::move(h.name), std::move(h.value)});
+    citrus::http_response rest = api.handle(in);
+    out.status = rest.status;
+    out.body = std::move(rest.body);
+    out.headers.reserve(rest.headers.size() + 6);
+    if (!rest.content_type.empty()) out.headers.push_back({"Content-Type", std::move(rest.content_type)});
+    for (auto& h : rest.headers) out.headers.push_back({std::move(h.name), std::move(h.value)});
+    answer.hold_back = rest.hold_back;
   }
   out.headers.push_back({"X-Content-Type-Options", "nosniff"});
   out.headers.push_back({"X-Frame-Options", "DENY"});
   out.headers.push_back({"Referrer-Policy", "no-referrer"});
   out.headers.push_back({"Content-Security-Policy", std::string(page ? page_csp : api_csp)});
   if (tls) out.headers.push_back({"Strict-Transport-Security", "max-age=31536000"});
-  return out;
+  return answer;
 }
 
 }  // namespace citrus::backend

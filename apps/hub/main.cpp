@@ -70,6 +70,9 @@ std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& ser
   counter("citrus_hub_auth_ok_total", "Successful authentications.", c.auth_ok);
   counter("citrus_hub_auth_failed_total", "Failed authentications.", c.auth_failed);
   counter("citrus_hub_security_events_total", "Security events recorded.", c.security_events);
+  counter("citrus_hub_takeovers_total", "Sessions closed because a newer connection took their identity over.", c.takeovers);
+  counter("citrus_hub_takeovers_refused_total", "Connections refused: their identity was taken over too recently.",
+          c.takeovers_refused);
   counter("citrus_hub_request_timeouts_total", "Requests failed by timeout.", c.timeouts);
   counter("citrus_hub_progress_coalesced_total", "Progress updates coalesced under backpressure.", c.coalesced);
   counter("citrus_hub_slow_consumers_total", "Connections closed as slow consumers.", c.slow_consumers);

@@ -88,8 +88,8 @@ export function describeError(err, context) {
     case 429:
       if (m.startsWith('Too many failed attempts'))
         return err.retryAfter > 0
-          ? `Too many failed login attempts. Wait ${seconds(err.retryAfter)}, then try again.`
-          : 'Too many failed login attempts. Wait a few minutes, then try again.';
+          ? `Too many failed login attempts from here. Wait ${seconds(err.retryAfter)}, then try again.`
+          : 'Too many failed login attempts from here. Wait a few minutes, then try again.';
       return err.retryAfter > 0
         ? `Too many requests in a short time. Wait ${seconds(err.retryAfter)} and try again.`
         : 'Too many requests in a short time. Wait a moment and try again.';

@@ -316,6 +316,10 @@ function hideBanner() {
 
 // ----------------------------------------------------------------------------------------- login
 
+const SLOW_LOGIN_AFTER_MS = 1500;
+const SLOW_LOGIN_MESSAGE =
+  'Still checking… After failed attempts on an account, its logins are slowed down for a few minutes.';
+
 function showLogin(message) {
   $('sites-view').hidden = true;
   $('site-view').hidden = true;
@@ -346,16 +350,22 @@ async function onLogin(event) {
   const submit = $('login-submit');
   submit.disabled = true;
   submit.textContent = 'Logging in…';
+  // After failed attempts on an account, the server holds every answer for it back a few seconds
+  // (at most 8): say so rather than look stuck.
+  const notice = $('login-notice');
+  const slowTimer = setTimeout(() => show(notice, SLOW_LOGIN_MESSAGE), SLOW_LOGIN_AFTER_MS);
   try {
     const data = await request('POST', '/api/login', { body: { username, password } });
     if (!data.token || !data.user || typeof data.user.id !== 'number') throw new ApiError(500, '');
     $('password').value = '';
-    hide($('login-notice'));
+    hide(notice);
     startSession(data);
   } catch (err) {
     show(error, describeError(err, 'login'));
     $('password').focus();
   } finally {
+    clearTimeout(slowTimer);
+    if (notice.textContent === SLOW_LOGIN_MESSAGE) hide(notice);
     submit.disabled = false;
     submit.textContent = 'Log in';
   }

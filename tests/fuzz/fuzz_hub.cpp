@@ -11,7 +11,8 @@
 // so each one is checked the moment it is sent, against a model built from what the connections sent:
 //  - every frame the hub sends parses; errors carry only public messages;
 //  - auth_ok only after a first authentication with a live key for exactly that principal; auth_failed
-//    never after one; one live session per identity;
+//    never after one; one live session per identity; a take-over refused (identity_in_use, 4010) only
+//    while the identity has a session;
 //  - an agent receives only auth_ok, errors and commands; every command is byte for byte one that an
 //    authenticated commander sent to that agent, tagged with that commander's id, for a granted agent,
 //    never while the same (commander, id) is in flight, and never beyond the in-flight cap;
@@ -457,6 +458,9 @@ struct world {
                         "an unauthenticated connection receives only errors and auth_ok", text);
       if (e.code == "auth_failed")
         CITRUS_FUZZ_CHECK(!c.first_auth_valid, "a valid first authentication is never refused", text);
+      if (e.code == "identity_in_use")
+        CITRUS_FUZZ_CHECK(c.first_auth_valid && has_session(c.first_kind, c.first_id),
+                          "identity_in_use only for a valid key whose identity has a session", c.first_id);
       return;
     }
     if (c.kind == principal_kind::agent) return to_agent(c, e, text);
@@ -619,7 +623,10 @@ struct world {
       CITRUS_FUZZ_CHECK(ticking && !c.authed, "auth_timeout closes only unauthenticated connections, from tick()");
       CITRUS_FUZZ_CHECK(clk.steady_now() - c.opened_at >= cfg.auth_timeout, "auth_timeout only after the timeout");
     }
-    if (code == close_code::replaced) {
+    if (code == close_code::replaced && !c.authed) {  // a take-over refused: the session in place stays
+      CITRUS_FUZZ_CHECK(receiving == &c && c.first_auth_valid && has_session(c.first_kind, c.first_id),
+                        "a newcomer is refused a take-over only while its identity has a session", c.first_id);
+    } else if (code == close_code::replaced) {
       CITRUS_FUZZ_CHECK(c.authed && receiving != nullptr && receiving != &c && receiving->first_auth_valid &&
                             receiving->first_kind == c.kind && receiving->first_id == c.identity,
                         "a session is replaced only by a new session of the same identity", c.identity);

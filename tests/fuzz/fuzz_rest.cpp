@@ -371,7 +371,12 @@ struct world {
     CITRUS_FUZZ_CHECK(statuses.count(r.status) == 1, "a known status (never 500 without a fault)", r.body);
     if (r.status == 405) CITRUS_FUZZ_CHECK(!r.header("Allow").empty(), "405 has Allow", target);
     if (r.status == 401) CITRUS_FUZZ_CHECK(r.header("WWW-Authenticate") == "Bearer", "401 has WWW-Authenticate", target);
-    // A lockout (account_locked) is a 429 too, without Retry-After: login_service does not say for how long.
+    // Only a login is ever held back, and never longer than login_config::max_delay.
+    CITRUS_FUZZ_CHECK(r.hold_back >= std::chrono::milliseconds::zero() && r.hold_back <= login_config{}.max_delay,
+                      "a hold-back is within the cap", target);
+    if (r.hold_back > std::chrono::milliseconds::zero())
+      CITRUS_FUZZ_CHECK(target.rfind("/api/login", 0) == 0, "only a login is held back", target);
+    // A lockout (account_locked) is a 429 too, with Retry-After (checked in the unit tests, not here).
     if (r.status == 429 && r.body.find(public_message(errc::rate_limited)) != std::string::npos) {
       const std::string retry(r.header("Retry-After"));
       const long long seconds = retry.empty() || retry.size() > 4 ? 0 : std::stoll(retry);

@@ -133,8 +133,15 @@ static std::size_t append_to(char* data, std::size_t size, std::size_t n, void* 
 
 http_result http(const std::string& method, const std::string& url, const std::string& body,
                  const std::vector<std::string>& headers) {
+  return http_from({}, method, url, body, headers);
+}
+
+http_result http_from(const std::string& source, const std::string& method, const std::string& url,
+                      const std::string& body, const std::vector<std::string>& headers) {
   http_result r;
   CURL* curl = curl_easy_init();
+  const std::string bind_to = "host!" + source;  // an address, never an interface name
+  if (!source.empty()) curl_easy_setopt(curl, CURLOPT_INTERFACE, bind_to.c_str());
   curl_slist* list = nullptr;
   for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
   if (!body.empty()) list = curl_slist_append(list, "Content-Type: application/json");
@@ -149,7 +156,7 @@ http_result http(const std::string& method, const std::string& url, const std::s
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, append_to);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &r.headers);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 20000L);  // above the longest login hold-back (8 s), with room
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   if (curl_easy_perform(curl) == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
   curl_slist_free_all(list);

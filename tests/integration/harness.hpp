@@ -55,6 +55,10 @@ struct http_result {
 };
 http_result http(const std::string& method, const std::string& url, const std::string& body = {},
                  const std::vector<std::string>& headers = {});
+/// http() from another local source address (any 127.x.y.z on Linux's loopback): another client, as
+/// the per-address limits see it.
+http_result http_from(const std::string& source, const std::string& method, const std::string& url,
+                      const std::string& body = {}, const std::vector<std::string>& headers = {});
 /// The value of "key":"..." in a flat JSON text (test convenience), or "".
 std::string json_string(const std::string& json, const std::string& key);
 long long json_int(const std::string& json, const std::string& key);

@@ -379,7 +379,7 @@ TEST_SUITE("hostile") {
     check_still_serving(p);
   }
 
-  TEST_CASE("brute force on a password over REST: 401s, then 429 lockout that refuses the real password, audited") {
+  TEST_CASE("brute force on a password over REST: 401s, then 429 for that name from that address, even the real password, audited") {
     platform p;
     p.start_backend();
     const std::string url = p.backend_url() + "/api/login";
@@ -398,6 +398,6 @@ TEST_SUITE("hostile") {
     CHECK(json_string(real.body, "message") == "Too many failed attempts, try again later");
     CHECK(real.headers.find("Retry-After: ") != std::string::npos);  // when to try again, in seconds
     CHECK(audit_count(p, audit_kind::security_event, "login_lockout", 1) >= 1);
-    check_still_serving(p);  // bob, from the same address, still logs in
+    check_still_serving(p);  // bob, from the same address, still logs in (the owner from elsewhere: test_auth_throttle)
   }
 }

@@ -1,6 +1,6 @@
 // Hostile network behaviour against the running executables, over real sockets: connection floods,
 // a consumer that never reads, ping floods that never read, handshake answers, fragmented floods, a commander addressing an agent it was not granted,
-// brute force on an agent key, and a user walking site ids. Every case checks the exact answer, that
+// brute force on an agent key (more in test_auth_throttle.cpp), and a user walking site ids. Every case checks the exact answer, that
 // nobody else received anything, that no internal detail leaked, that the process still serves others,
 // and the audit trail where the product audits.
 #include <doctest/doctest.h>
@@ -533,7 +533,7 @@ TEST_SUITE("hostile_network") {
     CHECK(agent2.count(R"("type":"command")") == 0);
   }
 
-  TEST_CASE("brute force on an agent key at the hub: 4002 each, then locked out even for the right key, audited, and verify-agent is no oracle") {
+  TEST_CASE("brute force on an agent key at the hub: 4002 each, audited, the agent never locked out nor replaced, and verify-agent is no oracle") {
     platform p;
     p.start_all();
     const std::string alice = p.login("alice", "alice-pw");
@@ -549,21 +549,15 @@ TEST_SUITE("hostile_network") {
       REQUIRE(guess.messages.size() == 1);
       CHECK(guess.messages[0] == R"({"v":1,"type":"error","code":"auth_failed","message":"Authentication failed"})");
     }
-    // Locked: the right key is refused unverified, and the agent already connected is not replaced.
-    ws_client right;
-    REQUIRE(right.connect(p.hub_url()));
-    right.send(auth_frame("agent", "agent-1", p.agent_key));
-    REQUIRE(right.wait_for([&] { return right.closed; }));
-    CHECK(right.close_code() == 4002);
-    REQUIRE(right.messages.size() == 1);
-    CHECK(right.messages[0] == R"({"v":1,"type":"error","code":"account_locked","message":"Too many failed attempts, try again later"})");
+    // Keys are 256-bit random: the identity is flagged for review, never locked (test_auth_throttle:
+    // the right key still gets in at once), and the agent already connected keeps its session.
     CHECK(p.wait_agent_online(1s));
-
-    CHECK(audit_count(p, audit_kind::security_event, "hub_auth_lockout", 1) == 1);
-    CHECK(audit_count(p, audit_kind::authentication, "hub_auth", 6, "denied") == 6);
+    CHECK(audit_count(p, audit_kind::security_event, "hub_auth_failures", 1, "flagged") == 1);
+    CHECK(audit_count(p, audit_kind::authentication, "hub_auth", 5, "denied") == 5);
     CHECK(audit_count(p, audit_kind::security_event, "verify_agent", 5, "denied") == 5);  // the backend saw each guess
     const std::string metrics = http("GET", hub_http(p) + "/metrics").body;
-    CHECK(metric(metrics, "citrus_hub_auth_failed_total") == 6);
+    CHECK(metric(metrics, "citrus_hub_auth_failed_total") == 5);
+    CHECK(metric(metrics, "citrus_hub_takeovers_total") == 0);
 
     // POST /api/verify-agent: an unknown agent and a wrong key get the very same answer.
     const std::vector<std::string> hub_auth = {"Authorization: Bearer hub-1:" + p.hub_key};

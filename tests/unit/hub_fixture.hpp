@@ -94,6 +94,15 @@ struct hub_fixture {
     auto events = db.audit().query({audit_kind::security_event, 1000});
     return events ? events->size() : 0;
   }
+
+  /// Audit events of `kind` with this action and outcome.
+  std::size_t audit_count(audit_kind kind, std::string_view action, std::string_view outcome) {
+    auto events = db.audit().query({kind, 10000});
+    REQUIRE(events);
+    std::size_t n = 0;
+    for (const auto& e : *events) n += e.action == action && e.outcome == outcome;
+    return n;
+  }
 };
 
 }  // namespace citrus::testing

@@ -364,37 +364,99 @@ TEST_SUITE("hub_auth") {
     auto fresh = f.connect("agent", "agent-1", f.agent1_key);
     CHECK(f.agent1_end->closed_with() == close_code::replaced);
     CHECK(f.hub().agent_online("agent-1"));
+    CHECK(f.hub().counters().takeovers == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "hub_takeover", "replaced") == 1);
     fresh.first->send(result_frame("r1", "backend-1"));
     f.net->run();
     CHECK(count_with(*f.backend, R"("type":"result")") == 1);
     CHECK(count_with(*f.backend, R"("code":"agent_disconnected")") == 0);
   }
 
-  TEST_CASE("brute force on an agent key: after 5 wrong keys even the right one is refused, audited, until the lockout ends") {
+  TEST_CASE("two live connections with one identity cannot flap: one take-over, then every take-over within the window is refused") {
+    hub_config cfg;
+    cfg.takeover_window = 120s;
+    hub_fixture f(cfg);
+    auto [first, first_end] = f.connect("agent", "agent-1", f.agent1_key);
+    auto [second, second_end] = f.connect("agent", "agent-1", f.agent1_key);  // takes over once
+    CHECK(first_end->closed_with() == close_code::replaced);
+    REQUIRE(contains(second->messages.at(0), R"("type":"auth_ok")"));
+    // The first process comes back at once, then 60 s later (citrus-agent's wait): refused each time,
+    // since each attempt restarts the window; the session in place stays.
+    for (auto wait : {0s, 60s, 60s}) {
+      f.clk.advance(wait);
+      auto [back, back_end] = f.connect("agent", "agent-1", f.agent1_key);
+      REQUIRE(back->messages.size() == 1);
+      CHECK(back->messages[0] == R"({"v":1,"type":"error","code":"identity_in_use","message":"This identity is in use by another connection"})");
+      CHECK(back_end->closed_with() == close_code::replaced);
+      CHECK(second_end->is_open());
+      CHECK(f.hub().agent_online("agent-1"));
+    }
+    CHECK(f.hub().counters().takeovers == 1);
+    CHECK(f.hub().counters().takeovers_refused == 3);
+    CHECK(f.audit_count(audit_kind::security_event, "hub_takeover_refused", "refused") == 3);
+    // The session in place routes as before.
+    auto backend = f.connect("commander", "backend-1", f.backend_key).first;
+    backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    CHECK(count_with(*second, R"("type":"command")") == 1);
+    // A quiet window later, a take-over is allowed again (a restarted process whose old connection is half-open).
+    f.clk.advance(121s);
+    auto [later, later_end] = f.connect("agent", "agent-1", f.agent1_key);
+    CHECK(contains(later->messages.at(0), R"("type":"auth_ok")"));
+    CHECK(second_end->closed_with() == close_code::replaced);
+    // An identity that is offline is simply taken: no take-over at all.
+    auto [backend2, backend2_end] = f.connect("commander", "backend-2", f.other_commander_key);
+    CHECK(contains(backend2->messages.at(0), R"("type":"auth_ok")"));
+    CHECK(f.hub().counters().takeovers == 2);
+  }
+
+  TEST_CASE("commanders follow the same take-over policy") {
     hub_fixture f;
-    for (int i = 0; i < 5; ++i) {
-      auto [c, end] = f.connect("agent", "agent-1", "ak_guess" + std::to_string(i));
+    auto [a, a_end] = f.connect("commander", "backend-1", f.backend_key);
+    auto [b, b_end] = f.connect("commander", "backend-1", f.backend_key);
+    auto [c, c_end] = f.connect("commander", "backend-1", f.backend_key);
+    CHECK(a_end->closed_with() == close_code::replaced);
+    CHECK(b_end->is_open());
+    CHECK(c_end->closed_with() == close_code::replaced);
+    CHECK(contains(c->messages.at(0), R"("code":"identity_in_use")"));
+    CHECK(f.hub().commander_online("backend-1"));
+    // A refused newcomer's close does not take the identity offline.
+    f.net->run();
+    CHECK(f.hub().commander_online("backend-1"));
+  }
+
+  TEST_CASE("wrong keys for an agent never lock the agent out: its right key gets in at once, the identity is flagged, every failure audited") {
+    hub_fixture f;
+    auto from = [&](const std::string& remote, std::string_view key) {
+      f.clients.push_back(std::make_unique<memory::recording_client>());
+      auto* client = f.clients.back().get();
+      auto& end = f.net->connect(*client, remote);
+      f.net->run();
+      client->send(auth_frame("agent", "agent-1", key));
+      f.net->run();
+      return std::make_pair(client, &end);
+    };
+    for (int i = 0; i < 12; ++i) {
+      auto [c, end] = from("10.0.0.66:" + std::to_string(4000 + i), "ak_guess" + std::to_string(i));
       REQUIRE(c->messages.size() == 1);
       CHECK(contains(c->messages[0], R"("code":"auth_failed")"));
       CHECK(end->closed_with() == close_code::auth_failed);
     }
-    auto [right, right_end] = f.connect("agent", "agent-1", f.agent1_key);
-    REQUIRE(right->messages.size() == 1);
-    CHECK(contains(right->messages[0], R"("code":"account_locked")"));
-    CHECK(right_end->closed_with() == close_code::auth_failed);
-    CHECK_FALSE(f.hub().agent_online("agent-1"));
+    auto real = from("10.0.0.1:5000", f.agent1_key);
+    REQUIRE(real.first->messages.size() == 1);
+    CHECK(contains(real.first->messages[0], R"("type":"auth_ok")"));
+    CHECK(f.hub().agent_online("agent-1"));
+    CHECK(f.hub().counters().auth_failed == 12);
+    CHECK(f.audit_count(audit_kind::authentication, "hub_auth", "denied") == 12);
     auto events = f.db.audit().query({audit_kind::security_event, 100});
     REQUIRE(events);
-    REQUIRE(events->size() == 1);
-    CHECK((*events)[0].action == "hub_auth_lockout");
+    REQUIRE(events->size() == 1);  // flagged once in the window, never locked
+    CHECK((*events)[0].action == "hub_auth_failures");
     CHECK((*events)[0].target == "agent:agent-1");
-    // Other identities are not affected (5 failures are below the address's limit).
-    CHECK(contains(f.connect("agent", "agent-2", f.agent2_key).first->messages.at(0), R"("type":"auth_ok")"));
-    f.clk.advance(301s);
-    CHECK(contains(f.connect("agent", "agent-1", f.agent1_key).first->messages.at(0), R"("type":"auth_ok")"));
+    CHECK((*events)[0].outcome == "flagged");
   }
 
-  TEST_CASE("guessing many identities from one address locks that address, not the others") {
+  TEST_CASE("guessing from one address locks that address, for every identity and even the right key, and no other address") {
     hub_fixture f;
     auto from = [&](const std::string& remote, std::string_view id, std::string_view key) {
       f.clients.push_back(std::make_unique<memory::recording_client>());
@@ -405,11 +467,16 @@ TEST_SUITE("hub_auth") {
       f.net->run();
       return std::make_pair(client, &end);
     };
-    for (int i = 0; i < 20; ++i) from("10.0.0.7:" + std::to_string(4000 + i), "agent-" + std::to_string(100 + i), "ak_x");
+    for (int i = 0; i < 50; ++i) from("10.0.0.7:" + std::to_string(4000 + i), "agent-" + std::to_string(100 + i % 7), "ak_x");
     auto locked = from("10.0.0.7:5000", "agent-1", f.agent1_key);
     CHECK(contains(locked.first->messages.at(0), R"("code":"account_locked")"));
+    CHECK(locked.second->closed_with() == close_code::auth_failed);
+    CHECK(f.audit_count(audit_kind::security_event, "hub_auth_lockout", "locked") == 1);
     auto elsewhere = from("10.0.0.8:5000", "agent-1", f.agent1_key);
     CHECK(contains(elsewhere.first->messages.at(0), R"("type":"auth_ok")"));
+    f.clk.advance(301s);
+    auto after = from("10.0.0.7:5001", "agent-2", f.agent2_key);
+    CHECK(contains(after.first->messages.at(0), R"("type":"auth_ok")"));
   }
 
   TEST_CASE("a verifier that cannot answer does not count towards a lockout") {
@@ -417,7 +484,9 @@ TEST_SUITE("hub_auth") {
       void verify(principal_kind, std::string_view, std::string_view, callback done) override { done(errc::storage_unavailable); }
     } down;
     hub_fixture f;
-    citrus::hub h(hub_config{}, hub_services{f.clk, f.log, f.db.audit(), down, f.ops, nullptr});
+    hub_config cfg;
+    cfg.auth_failures_per_address.max_failures = 3;  // 8 counted failures would lock the address
+    citrus::hub h(cfg, hub_services{f.clk, f.log, f.db.audit(), down, f.ops, nullptr});
     memory::loopback_transport net(h);
     std::vector<std::unique_ptr<memory::recording_client>> clients;
     for (int i = 0; i < 8; ++i) {
@@ -431,6 +500,49 @@ TEST_SUITE("hub_auth") {
       CHECK(end.closed_with() == close_code::auth_failed);
     }
     CHECK(f.security_events() == 0);
+  }
+
+  TEST_CASE("verifications in flight are bounded per address: one more is refused unverified, a closed one frees its slot") {
+    struct held_verifier final : principal_verifier {
+      std::vector<callback> waiting;
+      std::size_t asked = 0;
+      void verify(principal_kind, std::string_view, std::string_view, callback done) override {
+        ++asked;
+        waiting.push_back(std::move(done));
+      }
+    } slow;
+    hub_fixture f;
+    hub_config cfg;
+    cfg.max_verifications_per_address = 2;
+    citrus::hub h(cfg, hub_services{f.clk, f.log, f.db.audit(), slow, f.ops, nullptr});
+    memory::loopback_transport net(h);
+    std::vector<std::unique_ptr<memory::recording_client>> clients;
+    auto attempt = [&](const std::string& remote) {
+      clients.push_back(std::make_unique<memory::recording_client>());
+      auto& end = net.connect(*clients.back(), remote);
+      net.run();
+      clients.back()->send(auth_frame("agent", "agent-1", "ak_guess"));
+      net.run();
+      return std::make_pair(clients.back().get(), &end);
+    };
+    auto first = attempt("10.0.0.9:1");
+    attempt("10.0.0.9:2");
+    auto third = attempt("10.0.0.9:3");
+    CHECK(slow.asked == 2);
+    REQUIRE(third.first->messages.size() == 1);
+    CHECK(contains(third.first->messages[0], R"("code":"rate_limited")"));
+    CHECK(third.second->closed_with() == close_code::rate_limited);
+    attempt("10.0.0.10:1");  // another address has its own slots
+    CHECK(slow.asked == 3);
+    first.second->close(close_code::normal, "bye");  // the client leaves while verifying
+    net.run();
+    attempt("10.0.0.9:4");
+    CHECK(slow.asked == 4);
+    for (auto& done : slow.waiting) done(errc::auth_failed);  // answers for gone connections are ignored
+    net.run();
+    attempt("10.0.0.9:5");
+    attempt("10.0.0.9:6");
+    CHECK(slow.asked == 6);
   }
 
   TEST_CASE("commanders learn which granted agents are online") {

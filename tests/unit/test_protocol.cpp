@@ -891,7 +891,7 @@ TEST_SUITE("protocol") {
         errc::unknown_field, errc::missing_field, errc::wrong_type, errc::field_too_long, errc::invalid_value,
         errc::unsupported_version, errc::unknown_type,
         errc::unknown_operation, errc::invalid_payload, errc::forbidden_operation,
-        errc::auth_required, errc::auth_failed, errc::token_expired, errc::account_locked,
+        errc::auth_required, errc::auth_failed, errc::token_expired, errc::account_locked, errc::identity_in_use,
         errc::unauthorized_access, errc::agent_not_granted, errc::agent_offline, errc::agent_disconnected,
         errc::unknown_request, errc::duplicate_request, errc::request_timeout, errc::too_many_in_flight,
         errc::rate_limited, errc::untrusted_commander, errc::hub_unavailable,

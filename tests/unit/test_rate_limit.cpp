@@ -57,12 +57,74 @@ TEST_SUITE("rate_limit") {
     CHECK(th.tracked() == 0);
   }
 
-  TEST_CASE("failure throttle is bounded and never evicts a locked key") {
-    failure_throttle th({1, 60s, 600s, 4});
+  TEST_CASE("failure throttle is bounded: a full table forgets the least recently failed unlocked key, never a locked one") {
+    failure_throttle th({3, 60s, 600s, 4});
     steady_time t{};
+    th.record_failure("locked", t);
+    th.record_failure("locked", t);
     CHECK(th.record_failure("locked", t));
-    for (int i = 0; i < 100; ++i) th.record_failure("k" + std::to_string(i), t + std::chrono::seconds(i + 1) / 1000);
-    CHECK(th.tracked() <= 4);
+    th.record_failure("old", t + 1ms);
+    th.record_failure("older", t);
+    th.record_failure("old", t + 2ms);  // failed again: now the most recent
+    th.record_failure("new", t + 3ms);  // the table is full (4)
+    CHECK(th.tracked() == 4);
+    th.record_failure("newest", t + 4ms);
+    CHECK(th.tracked() == 4);
+    CHECK(th.failures("older", t + 4ms) == 0);  // the least recently failed went
+    CHECK(th.failures("old", t + 4ms) == 2);
+    for (int i = 0; i < 100; ++i) th.record_failure("k" + std::to_string(i), t + 5ms);
+    CHECK(th.tracked() == 4);
     CHECK(th.locked("locked", t + 1s));
+    CHECK(th.locked_for("locked", t + 1s) == 599s);
+  }
+
+  TEST_CASE("failure throttle full of locked keys: an ended lockout goes first, else the one that ends soonest") {
+    failure_throttle th({1, 60s, 100s, 2});
+    steady_time t{};
+    CHECK(th.record_failure("a", t));
+    CHECK(th.record_failure("b", t + 10s));
+    CHECK(th.record_failure("c", t + 20s));  // full of locked keys: "a" ends first and goes
+    CHECK_FALSE(th.locked("a", t + 20s));
+    CHECK(th.locked("b", t + 20s));
+    CHECK(th.locked("c", t + 20s));
+    CHECK(th.record_failure("d", t + 111s));  // "b" ended at 110 s: it goes, "c" stays locked
+    CHECK_FALSE(th.locked("b", t + 111s));
+    CHECK(th.locked("c", t + 111s));
+    CHECK(th.tracked() == 2);
+  }
+
+  TEST_CASE("failure throttle without a lockout only counts: the threshold is reported once per window, the count goes on") {
+    failure_throttle th({3, 60s, 0s, 100});
+    steady_time t{};
+    CHECK_FALSE(th.record_failure("alice", t));
+    CHECK_FALSE(th.record_failure("alice", t + 1s));
+    CHECK(th.record_failure("alice", t + 2s));
+    CHECK_FALSE(th.record_failure("alice", t + 3s));
+    CHECK_FALSE(th.record_failure("alice", t + 4s));
+    CHECK(th.failures("alice", t + 4s) == 5);
+    CHECK_FALSE(th.locked("alice", t + 4s));
+    CHECK(th.locked_for("alice", t + 4s) == 0s);
+    CHECK(th.failures("alice", t + 61s) == 0);  // the window began at the first failure
+    CHECK_FALSE(th.record_failure("alice", t + 61s));
+    CHECK(th.failures("alice", t + 61s) == 1);
+    th.record_success("alice");
+    CHECK(th.failures("alice", t + 61s) == 0);
+    CHECK(th.tracked() == 0);
+  }
+
+  TEST_CASE("a locked key counts nothing, and after its lockout starts a fresh window") {
+    failure_throttle th({2, 60s, 30s, 100});
+    steady_time t{};
+    th.record_failure("k", t);
+    CHECK(th.record_failure("k", t));
+    CHECK_FALSE(th.record_failure("k", t + 1s));  // locked: not counted, not locked again
+    CHECK(th.locked_for("k", t + 1s) == 29s);
+    CHECK_FALSE(th.record_failure("k", t + 31s));  // over: one failure in a new window
+    CHECK_FALSE(th.locked("k", t + 31s));
+    CHECK(th.failures("k", t + 31s) == 1);
+    CHECK(th.record_failure("k", t + 32s));
+    th.record_success("k");  // a success forgets a locked key too
+    CHECK_FALSE(th.locked("k", t + 32s));
+    CHECK(th.tracked() == 0);
   }
 }

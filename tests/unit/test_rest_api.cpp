@@ -84,7 +84,7 @@ rest_config no_address_limit() {
 struct rest_fixture : platform_fixture {
   login_config login_cfg = [] {
     login_config c;
-    c.per_user.max_failures = 3;
+    c.per_user_address.max_failures = 3;
     return c;
   }();
   login_service login{login_cfg, db.users(), tokens, clk, db.audit()};
@@ -143,14 +143,6 @@ struct rest_fixture : platform_fixture {
   }
 
   std::string id_of(const user_record& u) const { return std::to_string(u.id.value()); }
-
-  std::size_t audit_count(audit_kind kind, std::string_view action, std::string_view outcome) {
-    auto events = db.audit().query({kind, 10000});
-    REQUIRE(events);
-    std::size_t n = 0;
-    for (const auto& e : *events) n += e.action == action && e.outcome == outcome;
-    return n;
-  }
 
   bool audit_mentions(std::string_view needle) {
     auto events = db.audit().query({std::nullopt, 10000});
@@ -262,7 +254,7 @@ TEST_SUITE("rest_api") {
     CHECK(f.log.count("http_request") == 3);
   }
 
-  TEST_CASE("wrong credentials: one answer for a wrong password and an unknown user, then a lockout") {
+  TEST_CASE("wrong credentials: one answer for a wrong password and an unknown user, then a lockout of that address only") {
     rest_fixture f;
     const std::string bad = error_body("Invalid username or password");
     auto unknown = f.call("POST", "/api/login", R"({"username":"nobody","password":"alice-pw"})");
@@ -273,17 +265,44 @@ TEST_SUITE("rest_api") {
       CHECK(wrong.status == 401);
       CHECK(wrong.body == bad);
     }
-    // Locked: even the right password is refused until the lockout ends.
+    // Locked from this address: even the right password is refused until the lockout ends.
     auto locked = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})");
     CHECK(locked.status == 429);
     CHECK(locked.body == error_body("Too many failed attempts, try again later"));
     CHECK(locked.header("Retry-After") == "300");  // the whole lockout is still ahead
+    CHECK(locked.hold_back == 0ms);                // a refusal costs nothing: answered at once
     CHECK(f.audit_count(audit_kind::security_event, "login_lockout", "locked") == 1);
+    // Alice from elsewhere is let in at once, her answer held back by her name's 3 recent failures.
+    auto elsewhere = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})", {}, "application/json",
+                            "10.0.0.2:6000");
+    CHECK(elsewhere.status == 200);
+    CHECK(elsewhere.hold_back == 1s);
     f.clk.advance(200s);
     CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})").header("Retry-After") == "100");
     f.clk.advance(101s);
     CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})").status == 200);
     CHECK_FALSE(f.log.mentions("guess"));
+  }
+
+  TEST_CASE("a login for a name under brute force is held back alike for a right and a wrong password; other routes never") {
+    rest_fixture f;
+    for (int i = 0; i < 5; ++i)
+      (void)f.call("POST", "/api/login", R"({"username":"alice","password":"guess"})", {}, "application/json",
+                   "10.9.0." + std::to_string(i) + ":1000");
+    auto wrong = f.call("POST", "/api/login", R"({"username":"alice","password":"guess"})", {}, "application/json", "10.9.1.1:1000");
+    auto right = f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})", {}, "application/json", "10.9.1.2:1000");
+    CHECK(wrong.status == 401);
+    CHECK(right.status == 200);
+    CHECK(wrong.hold_back == 4s);  // 5 failures before it
+    CHECK(right.hold_back == 8s);  // 6 before it: capped from here on
+    CHECK(f.call("GET", "/api/sites", {}, f.bearer(f.alice)).hold_back == 0ms);
+    CHECK(f.call("POST", "/api/login", R"({"username":"bob","password":"bob-pw"})").hold_back == 0ms);
+    std::vector<std::string> held;  // what the request log says was held back, in order
+    for (const auto& r : f.log.records)
+      if (r.event == "http_request")
+        for (const auto& [key, value] : r.fields)
+          if (key == "hold_ms" && value != "0") held.push_back(value);
+    CHECK(held == std::vector<std::string>{"1000", "2000", "4000", "8000"});
   }
 
   // Found by tests/fuzz/fuzz_rest: the login's 401 was the only one without WWW-Authenticate (RFC 9110 requires

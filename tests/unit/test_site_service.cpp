@@ -176,32 +176,84 @@ TEST_SUITE("site_service") {
 }
 
 TEST_SUITE("login") {
-  TEST_CASE("login issues a token, then wrong passwords and unknown names get the same answer, then lockout") {
+  TEST_CASE("login issues a token, then wrong passwords and unknown names get the same answer") {
     platform_fixture f;
-    login_config cfg;
-    cfg.per_user.max_failures = 3;
-    login_service login(cfg, f.db.users(), f.tokens, f.clk, f.db.audit());
-    auto ok = login.login("alice", "alice-pw", "10.0.0.1:5000");
-    REQUIRE(ok);
-    CHECK(ok->claims.user == f.alice.id);
-    CHECK(login.login("alice", "nope", "a").error() == make_error_code(errc::auth_failed));
-    CHECK(login.login("nobody", "nope", "a").error() == make_error_code(errc::auth_failed));
-    CHECK(login.login("alice", "nope", "a").error() == make_error_code(errc::auth_failed));
-    CHECK(login.login("alice", "nope", "a").error() == make_error_code(errc::auth_failed));
-    // Locked: even the right password is refused until the lockout ends.
-    CHECK(login.login("alice", "alice-pw", "b").error() == make_error_code(errc::account_locked));
+    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    auto ok = login.login("alice", "alice-pw", "10.0.0.1");
+    REQUIRE(ok.outcome);
+    CHECK(ok.outcome->claims.user == f.alice.id);
+    CHECK(ok.hold_back == 0ms);
+    CHECK(login.login("alice", "nope", "10.0.0.2").outcome.error() == make_error_code(errc::auth_failed));
+    CHECK(login.login("nobody", "nope", "10.0.0.2").outcome.error() == make_error_code(errc::auth_failed));
+    CHECK(f.audit_count(audit_kind::authentication, "login", "denied") == 2);
+  }
+
+  TEST_CASE("wrong passwords from one address lock that name from that address only: the owner logs in from another at once") {
+    platform_fixture f;
+    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    for (int i = 0; i < 5; ++i)
+      CHECK(login.login("alice", "guess-" + std::to_string(i), "10.0.0.66").outcome.error() == make_error_code(errc::auth_failed));
+    // The stranger locked himself out: even the right password from his address is refused, unverified.
+    const login_attempt stranger = login.login("alice", "alice-pw", "10.0.0.66");
+    CHECK(stranger.outcome.error() == make_error_code(errc::account_locked));
+    CHECK(stranger.hold_back == 0ms);
+    CHECK(login.locked_for("alice", "10.0.0.66") == 300s);
+    // Alice, from her own address, right away: in, with her answer held back by the name's recent failures.
+    const login_attempt owner = login.login("alice", "alice-pw", "10.0.0.1");
+    REQUIRE(owner.outcome);
+    CHECK(owner.outcome->claims.user == f.alice.id);
+    CHECK(owner.hold_back == 4s);  // 5 failures: 1 s at the 3rd, doubled twice
+    CHECK(login.locked_for("alice", "10.0.0.1") == 0s);
+    // Bob, from the stranger's address: that address has failed 5 times, below its own limit of 20.
+    CHECK(login.login("bob", "bob-pw", "10.0.0.66").outcome);
+    CHECK(f.audit_count(audit_kind::authentication, "login", "denied") == 6);  // every failure, and the refusal
+    CHECK(f.audit_count(audit_kind::security_event, "login_lockout", "locked") == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "login_throttled", "flagged") == 1);
     f.clk.advance(301s);
-    CHECK(login.login("alice", "alice-pw", "b"));
-    auto events = f.db.audit().query({audit_kind::security_event, 10});
-    REQUIRE(events);
-    CHECK(events->size() == 1);
-    CHECK((*events)[0].action == "login_lockout");
+    CHECK(login.login("alice", "alice-pw", "10.0.0.66").outcome);
+  }
+
+  TEST_CASE("guessing one name from many addresses: every answer is held back, more with each failure, capped, never a lock") {
+    platform_fixture f;
+    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    const std::chrono::milliseconds expected[] = {0ms, 0ms, 0ms, 1s, 2s, 4s, 8s, 8s, 8s, 8s};
+    for (std::size_t i = 0; i < std::size(expected); ++i) {
+      CAPTURE(i);
+      const login_attempt guess = login.login("alice", "guess", "10.1.0." + std::to_string(i));
+      CHECK(guess.outcome.error() == make_error_code(errc::auth_failed));
+      CHECK(guess.hold_back == expected[i]);
+    }
+    // The right password, from a fresh address, is held back exactly as long as a wrong one: no oracle.
+    CHECK(login.hold_back("alice") == 8s);
+    const login_attempt owner = login.login("alice", "alice-pw", "10.2.0.1");
+    REQUIRE(owner.outcome);
+    CHECK(owner.hold_back == 8s);
+    CHECK(login.hold_back("bob") == 0ms);  // other names are not slowed
+    // An unknown name is counted like a real one, so holding back tells nothing about which names exist.
+    for (int i = 0; i < 4; ++i) (void)login.login("nobody", "guess", "10.3.0." + std::to_string(i));
+    CHECK(login.hold_back("nobody") == 2s);
+    CHECK(f.audit_count(audit_kind::security_event, "login_throttled", "flagged") == 2);  // once per name and window
+    CHECK(f.audit_count(audit_kind::security_event, "login_lockout", "locked") == 0);
+    // The count lives 15 minutes from the first failure.
+    f.clk.advance(901s);
+    CHECK(login.hold_back("alice") == 0ms);
+    CHECK(login.login("alice", "alice-pw", "10.2.0.1").hold_back == 0ms);
+  }
+
+  TEST_CASE("an address guessing many names locks itself out for every name, and no other address") {
+    platform_fixture f;
+    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    for (int i = 0; i < 20; ++i) (void)login.login("user-" + std::to_string(i), "guess", "10.0.0.66");
+    CHECK(login.login("bob", "bob-pw", "10.0.0.66").outcome.error() == make_error_code(errc::account_locked));
+    CHECK(login.locked_for("bob", "10.0.0.66") == 300s);
+    CHECK(login.login("bob", "bob-pw", "10.0.0.2").outcome);
+    CHECK(f.audit_count(audit_kind::security_event, "login_lockout", "locked") == 1);
   }
 
   TEST_CASE("refresh gives a new token to a live session and refuses a deleted user") {
     platform_fixture f;
     login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
-    auto ok = login.login("bob", "bob-pw", "x");
+    auto ok = login.login("bob", "bob-pw", "x").outcome;
     REQUIRE(ok);
     f.clk.advance(60s);
     auto fresh = login.refresh(ok->token);

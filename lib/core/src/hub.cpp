@@ -1,6 +1,7 @@
 #include "citrus/core/hub.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -42,6 +43,9 @@ struct session {
   token_bucket unauth_bucket;  ///< auth attempts
   std::size_t strikes = 0;
   std::uint64_t verify_ticket = 0;
+  /// client_address_key(remote address): what the per-address limits count.
+  std::string address;
+  bool verification_counted = false;  ///< counted in verifying_by_address until it is answered
   bool closing = false;
   /// Latest progress frame per request, held back while the connection is over its soft limit.
   std::vector<std::pair<std::string, std::string>> coalesced;
@@ -55,6 +59,7 @@ struct commander_state {
   std::vector<std::string> grants;  ///< sorted
   std::size_t in_flight = 0;
   token_bucket bucket;
+  std::optional<steady_time> last_takeover;  ///< the last take-over attempted (hub_config::takeover_window)
   bool granted(std::string_view agent) const {
     return all_agents || std::binary_search(grants.begin(), grants.end(), agent);
   }
@@ -65,6 +70,7 @@ struct agent_state {
   session* sess = nullptr;  ///< the session of `conn` while online
   bool online = false;
   token_bucket bucket;
+  std::optional<steady_time> last_takeover;  ///< the last take-over attempted (hub_config::takeover_window)
 };
 
 struct route {
@@ -113,8 +119,9 @@ struct hub::impl {
   std::string name_key;   ///< scratch for commander/agent lookups by view (no temporary strings)
   protocol::envelope fwd;  ///< scratch for outgoing frames
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);  ///< guards asynchronous verifier callbacks
-  failure_throttle auth_by_identity;  ///< key: "agent:ID" / "commander:ID"
-  failure_throttle auth_by_address;   ///< key: client_address_key(remote address)
+  failure_throttle auth_by_identity;  ///< key: "agent:ID" / "commander:ID"; counts, never locks
+  failure_throttle auth_by_address;   ///< key: session::address
+  std::unordered_map<std::string, std::size_t> verifying_by_address;  ///< verifications in flight
 
   steady_time now() const { return svc.clk.steady_now(); }
 
@@ -192,14 +199,15 @@ struct hub::impl {
     return "conn:" + std::to_string(id.value()) + "@" + std::string(s.conn->remote_address());
   }
 
+  /// `outcome`: what became of the message or attempt ("dropped" for a refused message).
   void security_event(const session& s, connection_id id, std::string_view action, std::string target,
-                      std::string_view detail) {
+                      std::string_view outcome, std::string_view detail) {
     ++stats.security_events;
     svc.log.log(log_level::warn, "security_event",
                 {field("action", action), field("conn", static_cast<std::int64_t>(id.value())),
                  field("identity", s.identity), field("target", target)});
     svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::security_event, actor_of(s, id),
-                                 std::string(action), std::move(target), "dropped", std::string(detail)});
+                                 std::string(action), std::move(target), std::string(outcome), std::string(detail)});
   }
 
   // ------------------------------------------------------------------ sending
@@ -349,23 +357,32 @@ struct hub::impl {
     const principal_kind kind = e.role == "commander" ? principal_kind::commander : principal_kind::agent;
     std::string claimed(e.id);
     std::string target = std::string(to_string(kind)) + ":" + claimed;
-    // Locked out (too many failures for this identity or from this address): refused unverified,
-    // so brute force learns nothing, not even from the right key.
-    if (auth_by_identity.locked(target, now()) || auth_by_address.locked(client_address_key(s.conn->remote_address()), now())) {
+    // A locked address is refused unverified, so brute force from it learns nothing, not even from
+    // the right key. The identity itself is never locked: its owner connects from elsewhere.
+    if (auth_by_address.locked(s.address, now())) {
       ++stats.auth_failed;
-      svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_auth", target,
-                                   "denied", "locked out"});
-      send_error(s, {}, errc::account_locked);
-      close(s, close_code::auth_failed, "too many failed attempts");
+      refuse_auth(s, id, std::move(target), "address locked out", errc::account_locked, close_code::auth_failed,
+                  "too many failed attempts from this address");
       return;
     }
+    std::size_t& verifying = verifying_by_address[s.address];
+    if (verifying >= cfg.max_verifications_per_address) {
+      if (verifying == 0) verifying_by_address.erase(s.address);
+      ++stats.rate_limited;
+      refuse_auth(s, id, std::move(target), "too many verifications in flight from this address", errc::rate_limited,
+                  close_code::rate_limited, "too many authentications in flight from this address");
+      return;
+    }
+    ++verifying;
+    s.verification_counted = true;
     s.role = session_role::verifying;
     const std::uint64_t ticket = ++s.verify_ticket;
     std::weak_ptr<bool> guard = alive;
     svc.verifier.verify(kind, e.id, e.key, [this, guard, id, ticket, kind, claimed, target](result<verified_principal> r) {
       if (guard.expired()) return;
       session* sp = find(id);
-      if (!sp || sp->verify_ticket != ticket || sp->closing) return;
+      if (!sp || sp->verify_ticket != ticket || sp->closing) return;  // on_close ends its verification
+      end_verification(*sp);
       if (!r || r->kind != kind || r->id != claimed) {
         // Only a definite refusal counts towards a lockout: an unreachable verifier is nobody's guess.
         if (!r && r.error() != make_error_code(errc::auth_failed)) {
@@ -376,23 +393,29 @@ struct hub::impl {
         auth_failure(*sp, id, "bad credentials", target);
         return;
       }
-      auth_by_identity.record_success(target);
       auth_success(*sp, id, std::move(*r));
     });
   }
 
-  /// One more failed guess for the identity and the address; the one that locks either is audited.
+  /// The session's verification is no longer in flight (answered, or the connection closed).
+  void end_verification(session& s) {
+    if (!s.verification_counted) return;
+    s.verification_counted = false;
+    auto it = verifying_by_address.find(s.address);
+    if (it != verifying_by_address.end() && --it->second == 0) verifying_by_address.erase(it);
+  }
+
+  /// One more failed guess from the address (which may lock it) and for the identity (counted, and
+  /// flagged for review once per window, never locked).
   void count_auth_failure(session& s, connection_id id, const std::string& target) {
     const steady_time t = now();
-    const bool identity_locked = auth_by_identity.record_failure(target, t);
-    const bool address_locked = auth_by_address.record_failure(client_address_key(s.conn->remote_address()), t);
-    if (!identity_locked && !address_locked) return;
-    ++stats.security_events;
-    svc.log.log(log_level::warn, "security_event",
-                {field("action", "hub_auth_lockout"), field("conn", static_cast<std::int64_t>(id.value())),
-                 field("target", target)});
-    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::security_event, actor_of(s, id), "hub_auth_lockout",
-                                 target, "locked", identity_locked ? "identity" : "address"});
+    if (auth_by_identity.record_failure(target, t))
+      security_event(s, id, "hub_auth_failures", target, "flagged",
+                     std::to_string(cfg.auth_failures_per_identity.max_failures) + " failed authentications within " +
+                         std::to_string(cfg.auth_failures_per_identity.window.count()) + " s; the identity is not locked");
+    if (auth_by_address.record_failure(s.address, t))
+      security_event(s, id, "hub_auth_lockout", "address:" + s.address, "locked",
+                     "address locked for " + std::to_string(cfg.auth_failures_per_address.lockout.count()) + " s");
   }
 
   void auth_failure(session& s, connection_id id, std::string_view detail, std::string target) {
@@ -400,20 +423,48 @@ struct hub::impl {
     svc.log.log(log_level::warn, "auth_failed",
                 {field("conn", static_cast<std::int64_t>(id.value())), field("remote", s.conn->remote_address()),
                  field("target", target)});
+    refuse_auth(s, id, std::move(target), detail, errc::auth_failed, close_code::auth_failed, "authentication failed");
+  }
+
+  /// An authentication refused: audited, answered with `code`, closed.
+  void refuse_auth(session& s, connection_id id, std::string target, std::string_view detail, errc code,
+                   close_code close_with, std::string_view reason) {
     svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_auth",
                                  std::move(target), "denied", std::string(detail)});
-    send_error(s, {}, errc::auth_failed);
-    close(s, close_code::auth_failed, "authentication failed");
+    send_error(s, {}, code);
+    close(s, close_with, reason);
+  }
+
+  /// `s` authenticated as the identity of `state`, which another live connection may hold. The newer
+  /// takes over at most once per takeover_window, counted from the last attempt: false when this one
+  /// is refused (the session in place stays).
+  template <class State>
+  bool may_take_over(session& s, connection_id id, State& state, const std::string& target) {
+    // A session the hub is already closing (slow consumer, timeout) is gone: taking its place is no take-over.
+    if (!state.online || state.conn == id || !state.sess || state.sess->closing) return true;
+    const steady_time t = now();
+    const bool recent = state.last_takeover && t - *state.last_takeover < cfg.takeover_window;
+    state.last_takeover = t;  // a refused attempt restarts the window too: the loser keeps losing
+    if (recent) {
+      ++stats.takeovers_refused;
+      security_event(s, id, "hub_takeover_refused", target, "refused",
+                     "identity taken over within the last " + std::to_string(cfg.takeover_window.count()) + " s");
+      send_error(s, {}, errc::identity_in_use);
+      close(s, close_code::replaced, "identity in use by another connection");
+      return false;
+    }
+    ++stats.takeovers;
+    security_event(s, id, "hub_takeover", target, "replaced", "the older connection is closed");
+    return true;
   }
 
   void auth_success(session& s, connection_id id, verified_principal p) {
-    ++stats.auth_ok;
-    s.identity = p.id;
-    s.strikes = 0;
+    const std::string target = std::string(to_string(p.kind)) + ":" + p.id;
     if (p.kind == principal_kind::commander) {
-      s.role = session_role::commander;
       auto [cit, created] = commanders.try_emplace(p.id);
       commander_state& c = cit->second;
+      if (!may_take_over(s, id, c, target)) return;
+      s.role = session_role::commander;
       s.commander = &c;
       if (created) c.bucket = token_bucket(cfg.identity_rate, now());
       replace_older(c.online ? c.conn : connection_id{}, id);
@@ -424,9 +475,10 @@ struct hub::impl {
       std::sort(p.grants.begin(), p.grants.end());
       c.grants = std::move(p.grants);
     } else {
-      s.role = session_role::agent;
       auto [ait, created] = agents.try_emplace(p.id);
       agent_state& a = ait->second;
+      if (!may_take_over(s, id, a, target)) return;
+      s.role = session_role::agent;
       s.agent = &a;
       if (created) a.bucket = token_bucket(cfg.identity_rate, now());
       replace_older(a.online ? a.conn : connection_id{}, id);
@@ -434,6 +486,9 @@ struct hub::impl {
       a.sess = &s;
       a.online = true;
     }
+    ++stats.auth_ok;
+    s.identity = p.id;
+    s.strikes = 0;
     svc.log.log(log_level::info, "auth_ok",
                 {field("conn", static_cast<std::int64_t>(id.value())), field("role", s.role == session_role::commander ? "commander" : "agent"),
                  field("identity", s.identity)});
@@ -451,7 +506,7 @@ struct hub::impl {
     }
   }
 
-  /// The newest connection of an identity wins; the older one is closed with close_code::replaced.
+  /// The older connection of an identity that a newer one took over is closed with close_code::replaced.
   void replace_older(connection_id older, connection_id newer) {
     if (older.value() == 0 || older == newer) return;
     if (session* old = find(older)) {
@@ -459,7 +514,7 @@ struct hub::impl {
       old->identity.clear();
       old->commander = nullptr;
       old->agent = nullptr;
-      close(*old, close_code::replaced, "replaced by a newer connection");
+      close(*old, close_code::replaced, "replaced by a newer connection of this identity");
     }
   }
 
@@ -528,12 +583,12 @@ struct hub::impl {
 
   void on_command(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
     if (s.role != session_role::commander) {
-      security_event(s, id, "command_from_agent", "request:" + std::string(e.id), "agents may not send commands");
+      security_event(s, id, "command_from_agent", "request:" + std::string(e.id), "dropped", "agents may not send commands");
       reject(s, id, e.id, errc::forbidden_operation);
       return;
     }
     if (!e.commander.empty()) {  // commanderId is the hub's to write, never the client's
-      security_event(s, id, "client_supplied_commander_id", "commander:" + std::string(e.commander), "");
+      security_event(s, id, "client_supplied_commander_id", "commander:" + std::string(e.commander), "dropped", "");
       reject(s, id, e.id, errc::invalid_value);
       return;
     }
@@ -572,7 +627,7 @@ struct hub::impl {
       return;
     }
     if (!e.agent.empty() && e.agent != s.identity) {
-      security_event(s, id, "agent_impersonation", "agent:" + std::string(e.agent), "update names another agent");
+      security_event(s, id, "agent_impersonation", "agent:" + std::string(e.agent), "dropped", "update names another agent");
       ++stats.dropped;
       send_error(s, e.id, errc::unknown_request);
       return;
@@ -634,7 +689,7 @@ struct hub::impl {
     }
     commander_state& c = *s->commander;  // item.sender is this session's identity
     if (!c.granted(item.peer)) {
-      security_event(*s, item.from, "agent_not_granted", "agent:" + item.peer, "");
+      security_event(*s, item.from, "agent_not_granted", "agent:" + item.peer, "dropped", "");
       reject(*s, item.from, item.request, errc::agent_not_granted);
       return;
     }
@@ -675,7 +730,7 @@ struct hub::impl {
       // Never sent to this agent, already finished, or a forged commanderId: the same answer for
       // all, so an agent cannot probe other commanders' requests.
       security_event(*s, item.from, it == routes.end() ? "unknown_request" : "forged_commander_id",
-                     "request:" + item.peer + "/" + item.request, "");
+                     "request:" + item.peer + "/" + item.request, "dropped", "");
       ++stats.dropped;
       send_error(*s, item.request, errc::unknown_request);
       return;
@@ -701,6 +756,7 @@ struct hub::impl {
   void on_open(connection& conn) {
     session s;
     s.conn = &conn;
+    s.address = client_address_key(conn.remote_address());
     s.auth_deadline = now() + cfg.auth_timeout;
     s.bucket = token_bucket(cfg.connection_rate, now());
     s.unauth_bucket = token_bucket(cfg.unauthenticated_rate, now());
@@ -716,6 +772,7 @@ struct hub::impl {
     if (last_found == &it->second) last_found = nullptr;
     session s = std::move(it->second);
     sessions.erase(it);
+    end_verification(s);
     if (s.role == session_role::commander) {
       auto cit = commanders.find(s.identity);
       if (cit != commanders.end() && cit->second.conn == id) {

@@ -1,6 +1,7 @@
 #include "citrus/core/rate_limit.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 namespace citrus {
 
@@ -25,46 +26,83 @@ double token_bucket::available(steady_time now) noexcept {
   return tokens_;
 }
 
+const failure_throttle::entry* failure_throttle::find(std::string_view key) const {
+  const auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &*it->second;
+}
+
 bool failure_throttle::locked(std::string_view key, steady_time now) const {
-  auto it = entries_.find(std::string(key));
-  return it != entries_.end() && it->second.locked_until > now;
+  const entry* e = find(key);
+  return e != nullptr && e->locked && e->locked_until > now;
 }
 
 std::chrono::seconds failure_throttle::locked_for(std::string_view key, steady_time now) const {
-  auto it = entries_.find(std::string(key));
-  if (it == entries_.end() || it->second.locked_until <= now) return std::chrono::seconds::zero();
-  return std::chrono::ceil<std::chrono::seconds>(it->second.locked_until - now);
+  if (!locked(key, now)) return std::chrono::seconds::zero();
+  return std::chrono::ceil<std::chrono::seconds>(find(key)->locked_until - now);
+}
+
+std::size_t failure_throttle::failures(std::string_view key, steady_time now) const {
+  const entry* e = find(key);
+  if (e == nullptr || e->locked || now - e->first > cfg_.window) return 0;
+  return e->failures;
 }
 
 bool failure_throttle::record_failure(std::string_view key, steady_time now) {
-  auto it = entries_.find(std::string(key));
-  if (it == entries_.end()) {
-    if (entries_.size() >= cfg_.max_keys) evict_one(now);
-    it = entries_.emplace(std::string(key), entry{0, now, {}}).first;
+  auto found = index_.find(key);
+  if (found == index_.end()) {
+    if (index_.size() >= std::max<std::size_t>(cfg_.max_keys, 1)) evict_one(now);
+    unlocked_.push_front(entry{std::string(key), 0, now, {}, false});
+    // The view points into the list node, which never moves (splice relinks nodes).
+    found = index_.emplace(std::string_view(unlocked_.front().key), unlocked_.begin()).first;
   }
-  entry& e = it->second;
-  if (now - e.first > cfg_.window && e.locked_until <= now) e = entry{0, now, {}};
-  ++e.failures;
-  if (e.failures >= cfg_.max_failures && e.locked_until <= now) {
+  const list::iterator node = found->second;
+  entry& e = *node;
+  list& source = e.locked ? locked_ : unlocked_;
+  if (e.locked) {
+    if (e.locked_until > now) return false;  // callers refuse a locked key before verifying anything
+    e.locked = false;
+    e.failures = 0;
+    e.first = now;
+  } else if (now - e.first > cfg_.window) {
+    e.failures = 0;
+    e.first = now;
+  }
+  unlocked_.splice(unlocked_.begin(), source, node);  // most recently failed first
+  if (++e.failures != cfg_.max_failures) return false;
+  if (cfg_.lockout > std::chrono::seconds::zero()) {
+    e.locked = true;
     e.locked_until = now + cfg_.lockout;
     e.failures = 0;
     e.first = now;
-    return true;
+    locked_.splice(locked_.end(), unlocked_, node);  // every lockout is as long: the list stays sorted
   }
-  return false;
+  return true;
 }
 
-void failure_throttle::record_success(std::string_view key) { entries_.erase(std::string(key)); }
+void failure_throttle::record_success(std::string_view key) {
+  const auto found = index_.find(key);
+  if (found == index_.end()) return;
+  const list::iterator node = found->second;
+  const bool was_locked = node->locked;
+  index_.erase(found);  // before the node (and the key its view points into) goes
+  (was_locked ? locked_ : unlocked_).erase(node);
+}
 
 void failure_throttle::evict_one(steady_time now) {
-  // Prefer an entry that is not locked (never free an attacker from a lockout), oldest first.
-  auto victim = entries_.end();
-  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-    if (it->second.locked_until > now) continue;
-    if (victim == entries_.end() || it->second.first < victim->second.first) victim = it;
+  // A key whose lockout is over, else the least recently failed unlocked key, else the lockout that
+  // ends soonest: never free an attacker from a lockout while anything else can go.
+  list* from = &unlocked_;
+  list::iterator victim;
+  if (!locked_.empty() && (locked_.front().locked_until <= now || unlocked_.empty())) {
+    from = &locked_;
+    victim = locked_.begin();
+  } else if (!unlocked_.empty()) {
+    victim = std::prev(unlocked_.end());
+  } else {
+    return;
   }
-  if (victim == entries_.end()) victim = entries_.begin();
-  entries_.erase(victim);
+  index_.erase(std::string_view(victim->key));
+  from->erase(victim);
 }
 
 }  // namespace citrus

@@ -658,13 +658,19 @@ struct rest_api::impl {
     }};
     std::array<field_value, 2> v{};
     if (const errc e = parse(req.body, rules, v, false); e != errc::ok) return error_response(e);
-    auto done = svc.login.login(v[0].text, v[1].text, address);
+    login_attempt attempt = svc.login.login(v[0].text, v[1].text, address);
+    http_response r = login_answer(attempt.outcome, v[0].text, address);
+    r.hold_back = attempt.hold_back;
+    return r;
+  }
+
+  http_response login_answer(const result<login_result>& done, std::string_view name, const std::string& address) {
     if (done) return token_response(*done);
     const errc code = to_errc(done.error());
     if (code == errc::auth_failed) return unauthenticated(msg_bad_login);  // a 401 names its scheme (RFC 9110)
     http_response r = failure(done.error(), "login");
     if (code == errc::account_locked)
-      r.headers.push_back({"Retry-After", std::to_string(std::max<long long>(1, svc.login.locked_for(v[0].text, address).count()))});
+      r.headers.push_back({"Retry-After", std::to_string(std::max<long long>(1, svc.login.locked_for(name, address).count()))});
     return r;
   }
 
@@ -934,7 +940,8 @@ http_response rest_api::handle(const http_request& request) {
   response.headers.push_back({"Cache-Control", "no-store"});
   impl_->svc.log.log(response.status >= 500 ? log_level::warn : log_level::info, "http_request",
                      {field("method", logged_method(request.method)), field("route", r.name),
-                      field("status", static_cast<std::int64_t>(response.status)), field("address", address)});
+                      field("status", static_cast<std::int64_t>(response.status)), field("address", address),
+                      field("hold_ms", static_cast<std::int64_t>(response.hold_back.count()))});
   return response;
 }
 

@@ -16,9 +16,52 @@ std::string_view http_request::header(std::string_view name) const noexcept {
 
 namespace detail {
 
+/// What an http_responder holds: the engine's record of one deferred request, type-erased over the
+/// engine's websocketpp config. Loop thread only.
+class http_deferral {
+ public:
+  virtual ~http_deferral() = default;
+  /// Sends `response` if the request still waits for it (once); false otherwise.
+  virtual bool answer(http_response&& response) noexcept = 0;
+  /// The responder was dropped unused: the request gets 500.
+  virtual void abandon() noexcept = 0;
+  virtual bool waiting() const noexcept = 0;
+
+  static http_responder responder(std::shared_ptr<http_deferral> state) noexcept { return http_responder(std::move(state)); }
+};
+
+}  // namespace detail
+
+http_responder::http_responder() noexcept = default;
+http_responder::http_responder(std::shared_ptr<detail::http_deferral> state) noexcept : state_(std::move(state)) {}
+http_responder::http_responder(http_responder&& other) noexcept = default;
+
+http_responder& http_responder::operator=(http_responder&& other) noexcept {
+  if (this != &other) {
+    if (state_) state_->abandon();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+http_responder::~http_responder() {
+  if (state_) state_->abandon();
+}
+
+bool http_responder::send(http_response response) noexcept {
+  if (!state_) return false;
+  const std::shared_ptr<detail::http_deferral> state = std::move(state_);  // one answer, whatever happens
+  return state->answer(std::move(response));
+}
+
+bool http_responder::pending() const noexcept { return state_ && state_->waiting(); }
+
+namespace detail {
+
 class server_engine : public slot_owner {
  public:
   virtual void set_http_handler(http_handler handler) = 0;
+  virtual void set_async_http_handler(async_http_handler handler) = 0;
   virtual result<std::uint16_t> listen() = 0;
   virtual std::uint16_t port() const noexcept = 0;
   virtual void stop() = 0;
@@ -89,7 +132,14 @@ class server_engine_impl final : public server_engine,
 
   ~server_engine_impl() override { shutdown_now(); }
 
-  void set_http_handler(http_handler handler) override { http_ = std::move(handler); }
+  void set_http_handler(http_handler handler) override {
+    http_ = std::move(handler);
+    async_http_ = nullptr;
+  }
+  void set_async_http_handler(async_http_handler handler) override {
+    async_http_ = std::move(handler);
+    http_ = nullptr;
+  }
 
   result<std::uint16_t> listen() override {
     if (detached_) return std::make_error_code(std::errc::operation_not_permitted);
@@ -131,6 +181,7 @@ class server_engine_impl final : public server_engine,
     stop_accepting();
     table_.close_all(close_code::going_away, "server shutting down");
     drop_handshaking();
+    deferred_.clear();  // dropped with their connections: their responders now send nothing
     if (was_listening) log_->log(log_level::info, "server_stopped", {field("open", static_cast<std::int64_t>(table_.size()))});
   }
 
@@ -140,7 +191,9 @@ class server_engine_impl final : public server_engine,
     table_.detach();
     detached_ = true;
     drop_handshaking();
+    deferred_.clear();  // their timers go while the loop is alive; responders then send nothing
     http_ = nullptr;
+    async_http_ = nullptr;
     endpoint_.get_elog().set_sink(nullptr);
     log_ = &null_log_;
   }
@@ -384,7 +437,7 @@ class server_engine_impl final : public server_engine,
       if (!con || detached_) return;
       ++counters_.http_requests;
       http_response response;
-      if (!http_) {
+      if (!http_ && !async_http_) {
         response.status = 426;
         response.headers.push_back({"Upgrade", "websocket"});
       } else {
@@ -395,6 +448,10 @@ class server_engine_impl final : public server_engine,
         for (const auto& header : request.get_headers()) req.headers.push_back({header.first, header.second});
         req.body = request.get_body();
         req.remote_address = slot(con).remote;
+        if (async_http_) {
+          defer(con, req);
+          return;
+        }
         try {
           response = http_(req);
         } catch (const std::exception& e) {
@@ -407,23 +464,117 @@ class server_engine_impl final : public server_engine,
           response = http_response{500, {}, {}};
         }
       }
-      if (response.status < 100 || response.status > 599) response.status = 500;
-      con->set_status(static_cast<websocketpp::http::status_code::value>(response.status));
-      for (const auto& header : response.headers) {
-        if (is_safe_header(header.name, header.value)) {
-          con->append_header(header.name, header.value);
-        } else {
-          log_->log(log_level::warn, "http_header_dropped", {field("name", std::string_view(header.name).substr(0, 64))});
-        }
-      }
-      // websocketpp closes the TCP connection after every plain HTTP answer: say so, or clients
-      // (curl, fetch) see the connection die and retry.
-      con->replace_header("Connection", "close");
-      con->set_body(response.body);
-      log_->log(log_level::debug, "http_request",
-                {field("remote", slot(con).remote), field("method", con->get_request().get_method()),
-                 field("status", static_cast<std::int64_t>(response.status))});
+      write_response(con, response);
     });
+  }
+
+  /// Puts `response` on the connection (websocketpp sends it when the HTTP handler returns, or on
+  /// send_http_response() for a deferred one).
+  void write_response(const con_ptr& con, http_response& response) {
+    if (response.status < 100 || response.status > 599) response.status = 500;
+    con->set_status(static_cast<websocketpp::http::status_code::value>(response.status));
+    for (const auto& header : response.headers) {
+      if (is_safe_header(header.name, header.value)) {
+        con->append_header(header.name, header.value);
+      } else {
+        log_->log(log_level::warn, "http_header_dropped", {field("name", std::string_view(header.name).substr(0, 64))});
+      }
+    }
+    // websocketpp closes the TCP connection after every plain HTTP answer: say so, or clients
+    // (curl, fetch) see the connection die and retry.
+    con->replace_header("Connection", "close");
+    con->set_body(response.body);
+    log_->log(log_level::debug, "http_request",
+              {field("remote", slot(con).remote), field("method", con->get_request().get_method()),
+               field("status", static_cast<std::int64_t>(response.status))});
+  }
+
+  // --------------------------------------------------------------------- deferred HTTP answers
+
+  /// One request waiting for its answer, by the connection's serial, until it is answered (by the
+  /// responder, or with 503 at the deadline) or the server stops. It holds the connection: nothing
+  /// else does while websocketpp waits for a deferred answer (no read or write is pending).
+  struct deferred_request {
+    con_ptr con;
+    timer deadline;
+  };
+
+  class deferral final : public http_deferral {
+   public:
+    deferral(std::weak_ptr<server_engine_impl> engine, std::uint64_t serial) : engine_(std::move(engine)), serial_(serial) {}
+    bool answer(http_response&& response) noexcept override {
+      const auto engine = engine_.lock();
+      return engine && engine->answer_deferred(serial_, response, false);
+    }
+    void abandon() noexcept override {
+      if (const auto engine = engine_.lock()) {
+        http_response failed{500, {}, {}};
+        engine->answer_deferred(serial_, failed, true);
+      }
+    }
+    bool waiting() const noexcept override {
+      const auto engine = engine_.lock();
+      return engine && !engine->detached_ && engine->deferred_.count(serial_) == 1;
+    }
+
+   private:
+    std::weak_ptr<server_engine_impl> engine_;
+    std::uint64_t serial_;
+  };
+
+  /// Hands the request to the async handler with a responder; the connection waits for its answer.
+  void defer(const con_ptr& con, const http_request& req) {
+    const std::uint64_t serial = slot(con).serial;
+    if (const std::error_code ec = con->defer_http_response(); ec || serial == 0) {  // cannot wait: answer now
+      http_response failed{500, {}, {}};
+      write_response(con, failed);
+      return;
+    }
+    ++counters_.http_deferred;
+    // defer_http_response() cancelled websocketpp's handshake timer: this deadline replaces it.
+    deferred_request& waiting = deferred_[serial];
+    waiting.con = con;
+    waiting.deadline = loop_.schedule(options_.http_response_timeout, [this, serial] { deferred_timed_out(serial); });
+    http_responder responder = http_deferral::responder(std::make_shared<deferral>(this->shared_from_this(), serial));
+    try {
+      async_http_(req, std::move(responder));
+    } catch (const std::exception& e) {  // the responder it took was dropped with it: that answered 500
+      ++counters_.handler_exceptions;
+      log_->log(log_level::error, "handler_threw", {field("callback", "async_http"), field("error", e.what())});
+    } catch (...) {
+      ++counters_.handler_exceptions;
+      log_->log(log_level::error, "handler_threw", {field("callback", "async_http"), field("error", "unknown exception")});
+    }
+  }
+
+  /// Sends the answer of a deferred request if it still waits; false otherwise.
+  bool answer_deferred(std::uint64_t serial, http_response& response, bool abandoned) noexcept {
+    if (detached_) return false;
+    const auto it = deferred_.find(serial);
+    if (it == deferred_.end()) return false;
+    const con_ptr con = std::move(it->second.con);
+    deferred_.erase(it);  // cancels the deadline
+    if (abandoned) {
+      ++counters_.http_unanswered;
+      log_->log(log_level::error, "http_responder_dropped", {field("remote", slot(con).remote)});
+    }
+    bool sent = false;
+    guard([&] {
+      write_response(con, response);
+      std::error_code ec;
+      con->send_http_response(ec);  // invalid_state when websocketpp already gave up on it
+      sent = !ec;
+    });
+    return sent;
+  }
+
+  void deferred_timed_out(std::uint64_t serial) noexcept {
+    if (deferred_.count(serial) == 0) return;
+    ++counters_.http_response_timeouts;
+    log_->log(log_level::warn, "http_response_timeout",
+              {field("timeout_ms", static_cast<std::int64_t>(options_.http_response_timeout.count()))});
+    http_response unavailable{503, {}, {}};
+    answer_deferred(serial, unavailable, false);  // destroys this timer's handle: allowed (event_loop.hpp)
   }
 
   event_loop& loop_;
@@ -434,6 +585,8 @@ class server_engine_impl final : public server_engine,
   asio::ip::tcp::acceptor acceptor_;
   link_table<endpoint_type> table_;
   http_handler http_;
+  async_http_handler async_http_;
+  std::unordered_map<std::uint64_t, deferred_request> deferred_;  ///< by connection serial
   std::shared_ptr<asio::ssl::context> tls_context_;
   /// Every accepted connection still alive (handshaking, open, HTTP), by serial.
   std::unordered_map<std::uint64_t, std::weak_ptr<con_type>> live_;
@@ -459,6 +612,7 @@ server::server(event_loop& loop, connection_handler& handler, server_options opt
 server::~server() { engine_->shutdown_now(); }
 
 void server::set_http_handler(http_handler handler) { engine_->set_http_handler(std::move(handler)); }
+void server::set_async_http_handler(async_http_handler handler) { engine_->set_async_http_handler(std::move(handler)); }
 result<std::uint16_t> server::listen() { return engine_->listen(); }
 std::uint16_t server::port() const noexcept { return engine_->port(); }
 void server::stop() { engine_->stop(); }

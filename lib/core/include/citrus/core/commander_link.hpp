@@ -88,6 +88,13 @@ class backoff {
   unsigned attempt_ = 0;
 };
 
+/// How long a hub client (citrus-backend's link, citrus-agent) waits before connecting again after
+/// the hub closed it with close_code::replaced: another connection holds its identity (it took the
+/// session over, or this one's take-over was refused). Shorter than hub_config::takeover_window
+/// (120 s), which every attempt restarts: the second of two processes sharing an identity keeps
+/// being refused while the first holds it, instead of the two displacing each other.
+inline constexpr std::chrono::seconds hub_identity_in_use_retry{60};
+
 class commander_link final : public connection_handler, public command_sink {
  public:
   commander_link(commander_link_config config, const clock& clk, logger& log, command_observer& observer);

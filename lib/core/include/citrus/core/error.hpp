@@ -31,6 +31,7 @@ enum class errc {
   auth_failed,             ///< wrong id, key, password or token (deliberately not more specific)
   token_expired,           ///< the session's token expired without re-authentication
   account_locked,          ///< too many failed attempts; try later
+  identity_in_use,         ///< (hub) the identity is held by another connection and was taken over too recently
   // --- authorisation and routing ---
   unauthorized_access = 300, ///< not the owner of the site (or the site does not exist: same answer)
   agent_not_granted,       ///< the commander may not command this agent

@@ -46,13 +46,30 @@ struct hub_config {
   std::size_t outbound_soft_limit = 1 << 20;
   std::size_t outbound_hard_limit = 16 << 20;
   std::size_t inbound_queue_capacity = 1 << 16;
-  /// Brute force on keys: failed authentications counted per claimed identity ("agent:ID",
-  /// "commander:ID") and per client address. Once either is locked, every attempt — even with the
-  /// right key — is refused with account_locked and closed with close_code::auth_failed, without
-  /// being verified, until the lockout ends (audited: hub_auth_lockout). Sessions already
-  /// authenticated stay. Verifications that could not be made (backend unreachable) do not count.
-  failure_throttle::config auth_failures_per_identity{5, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
-  failure_throttle::config auth_failures_per_address{20, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
+  /// Brute force on keys (docs/security.md). Keys are 256-bit random: guessing one is hopeless, so
+  /// nothing is ever locked per identity — that would only let anyone who knows an agent's id keep
+  /// it off the hub. Failed authentications are throttled by client address (client_address_key):
+  /// 50 within 5 minutes lock the address for 5 minutes; every attempt from it, even with a right
+  /// key, is then refused unverified with account_locked and close_code::auth_failed (audited:
+  /// hub_auth_lockout). Other addresses are not affected; sessions already authenticated stay.
+  /// Verifications that could not be made (backend unreachable) do not count.
+  failure_throttle::config auth_failures_per_address{50, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
+  /// Failures per claimed identity ("agent:ID", "commander:ID") are counted, never locked (lockout 0):
+  /// the one that reaches max_failures within the window is a security event (hub_auth_failures),
+  /// once per window, for review.
+  failure_throttle::config auth_failures_per_identity{5, std::chrono::seconds(300), std::chrono::seconds(0), 100000};
+  /// Authentications being verified at once per client address (an asynchronous verifier, e.g. the
+  /// backend's /api/verify-agent, holds them); one more is refused at once, unverified, with
+  /// rate_limited and close_code::rate_limited. One address cannot take the verifier's capacity.
+  std::size_t max_verifications_per_address = 4;
+  /// Two connections authenticated as one identity: the newer takes over once (the older is closed
+  /// with close_code::replaced, audited: hub_takeover). Another take-over of that identity within
+  /// `takeover_window` of the last one attempted — accepted or refused — is refused: the newcomer
+  /// gets identity_in_use and close_code::replaced, the session in place stays (audited:
+  /// hub_takeover_refused). Two processes sharing an identity thus settle instead of flapping, as
+  /// long as the refused one retries more often than the window (citrus-agent and citrus-backend
+  /// wait hub_identity_in_use_retry, 60 s).
+  std::chrono::seconds takeover_window{120};
 };
 
 /// Plain counters, read on the hub's thread (the apps export them on /metrics).
@@ -68,6 +85,8 @@ struct hub_counters {
   std::uint64_t timeouts = 0;
   std::uint64_t coalesced = 0;       ///< progress updates replaced by a newer one under backpressure
   std::uint64_t slow_consumers = 0;  ///< connections closed with close_code::slow_consumer
+  std::uint64_t takeovers = 0;       ///< older sessions closed with close_code::replaced
+  std::uint64_t takeovers_refused = 0;  ///< newer sessions refused with identity_in_use
 };
 
 /// The scale-out seam: where a command goes when its agent is not connected to this hub, and where

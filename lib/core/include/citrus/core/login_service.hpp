@@ -1,6 +1,13 @@
 #pragma once
 /// Password login for users, independent of HTTP: verifies the argon2id hash, issues a token, and
-/// holds brute force back with lockouts per user name and per client address (both audited).
+/// holds brute force back without handing anyone a way to lock the owner out (docs/security.md):
+/// - lockouts per (user name, client address) pair and per client address: a stranger who guesses
+///   locks out only himself, never the owner logging in from elsewhere;
+/// - per user name, from any address, a delay that grows with the name's recent failures (capped):
+///   every answer for that name, right or wrong password, is held back by the caller for
+///   login_attempt::hold_back, so guessing one account from many addresses is slowed, and the owner
+///   still gets in, a few seconds later. Never a lock.
+/// Every failure is audited; each lockout, and a name crossing the delay threshold, is a security event.
 /// A wrong name and a wrong password give the same answer (errc::auth_failed) and take the same time.
 /// A successful login is audited before its token is handed out: when the event cannot be stored
 /// (database locked or full) the login fails with that storage error instead of going unrecorded.
@@ -17,8 +24,17 @@
 namespace citrus {
 
 struct login_config {
-  failure_throttle::config per_user{5, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
+  /// Wrong passwords for one name from one address: 5 within 5 minutes lock that pair for 5 minutes
+  /// (errc::account_locked, even for the right password, from that address only).
+  failure_throttle::config per_user_address{5, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
+  /// Wrong passwords from one address, whatever the names: 20 within 5 minutes lock the address for 5 minutes.
   failure_throttle::config per_address{20, std::chrono::seconds(300), std::chrono::seconds(300), 100000};
+  /// Wrong passwords for one name from anywhere, counted in windows of 15 minutes and never locked
+  /// (lockout 0). Once `max_failures` (3) are counted, each answer for the name is held back by
+  /// first_delay, doubled with every further failure, at most max_delay: 1, 2, 4, 8, 8... seconds.
+  failure_throttle::config per_user{3, std::chrono::seconds(900), std::chrono::seconds(0), 100000};
+  std::chrono::milliseconds first_delay{1000};
+  std::chrono::milliseconds max_delay{8000};
 };
 
 struct login_result {
@@ -26,14 +42,25 @@ struct login_result {
   token_claims claims;
 };
 
+/// A login's answer and how long the caller must hold it back before giving it. The hold is decided
+/// before the password is checked, so it is the same for a right and a wrong one and tells nothing.
+struct login_attempt {
+  result<login_result> outcome;
+  std::chrono::milliseconds hold_back{0};
+};
+
 class login_service {
  public:
   login_service(login_config config, user_store& users, token_service& tokens, const clock& clk, audit_store& audit);
 
-  /// errc::account_locked while the name or the address is locked out; errc::auth_failed otherwise.
-  result<login_result> login(std::string_view name, std::string_view password, std::string_view address);
-  /// After errc::account_locked: how long until the name and the address may try again (Retry-After).
+  /// `address`: the client's (client_address_key). errc::account_locked while the (name, address)
+  /// pair or the address is locked out (answered at once, unverified); errc::auth_failed for a wrong
+  /// name or password; the storage error when the user or the audit trail cannot be reached.
+  login_attempt login(std::string_view name, std::string_view password, std::string_view address);
+  /// After errc::account_locked: how long until this name may be tried from this address (Retry-After).
   std::chrono::seconds locked_for(std::string_view name, std::string_view address) const;
+  /// How long an answer for `name` is held back now (from its recent failures).
+  std::chrono::milliseconds hold_back(std::string_view name) const;
   /// A fresh token for a still-valid one (same user, still existing); errc::auth_failed for a deleted
   /// user, the storage error when the user cannot be looked up.
   result<login_result> refresh(std::string_view token);
@@ -43,8 +70,10 @@ class login_service {
   token_service& tokens_;
   const clock& clock_;
   audit_store& audit_;
-  failure_throttle by_user_;
+  login_config cfg_;
+  failure_throttle by_user_address_;
   failure_throttle by_address_;
+  failure_throttle by_user_;
 };
 
 }  // namespace citrus

@@ -1,8 +1,9 @@
 #pragma once
-/// Flow control primitives: a token bucket, and a bounded failure throttle with lockout
+/// Flow control primitives: a token bucket, and a bounded failure counter with optional lockout
 /// (for brute-force protection of passwords and keys). Time is passed in: no hidden clock.
 #include <chrono>
 #include <cstddef>
+#include <list>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -33,35 +34,54 @@ class token_bucket {
   steady_time last_{};
 };
 
-/// Counts failures per key (user name, address, agent id) in a sliding window; after `max_failures`
-/// the key is locked for `lockout`. Bounded: at most `max_keys` keys are tracked (the oldest entry is
-/// evicted), so an attacker cannot grow it without limit.
+/// Counts failures per key (a client address, a (name, address) pair, an account, an identity) in a
+/// window that starts at the key's first failure. With a lockout, the failure that reaches
+/// `max_failures` locks the key for `lockout`; with `lockout` zero the key is never locked and its
+/// failures go on counting (for a delay that grows with them, or to flag an identity under attack).
+///
+/// Bounded and O(1) per call: at most `max_keys` keys are tracked; a new key beyond that evicts a key
+/// whose lockout is over, else the least recently failed key that is not locked, else (every key
+/// locked) the one whose lockout ends first. An attacker who fills the table thus frees no locked key
+/// while any other can go, and never makes a failed attempt cost more than a hash lookup.
 class failure_throttle {
  public:
   struct config {
     std::size_t max_failures = 5;
     std::chrono::seconds window{300};
-    std::chrono::seconds lockout{300};
+    std::chrono::seconds lockout{300};  ///< zero: never locks, only counts
     std::size_t max_keys = 100000;
   };
   explicit failure_throttle(config cfg) : cfg_(cfg) {}
+  failure_throttle(const failure_throttle&) = delete;
+  failure_throttle& operator=(const failure_throttle&) = delete;
+
   bool locked(std::string_view key, steady_time now) const;
   /// How long the key stays locked, rounded up to whole seconds (zero when it is not locked).
   std::chrono::seconds locked_for(std::string_view key, steady_time now) const;
-  /// Returns true when this failure locked the key.
+  /// Failures counted for the key in its current window (zero once the window is over, and while
+  /// it is locked: the lockout restarts the count).
+  std::size_t failures(std::string_view key, steady_time now) const;
+  /// Counts one failure. Returns true for the failure that reaches max_failures: it locked the key
+  /// (or, without a lockout, crossed the threshold: once per window). A locked key counts nothing.
   bool record_failure(std::string_view key, steady_time now);
   void record_success(std::string_view key);
-  std::size_t tracked() const noexcept { return entries_.size(); }
+  std::size_t tracked() const noexcept { return index_.size(); }
 
  private:
   struct entry {
+    std::string key;
     std::size_t failures = 0;
     steady_time first{};
     steady_time locked_until{};
+    bool locked = false;  ///< in locked_ (else in unlocked_)
   };
+  using list = std::list<entry>;
+  const entry* find(std::string_view key) const;
   void evict_one(steady_time now);
   config cfg_;
-  std::unordered_map<std::string, entry> entries_;
+  list unlocked_;  ///< most recently failed first
+  list locked_;    ///< lockout ends soonest first (every lockout has the same length)
+  std::unordered_map<std::string_view, list::iterator> index_;  ///< views into the entries' keys
 };
 
 }  // namespace citrus

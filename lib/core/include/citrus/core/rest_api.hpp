@@ -7,7 +7,7 @@
 ///
 ///   GET    /healthz                          liveness, never rate limited
 ///   GET    /metrics                          Prometheus text (rest_services::metrics; Bearer rest_config::metrics_token when set)
-///   POST   /api/login                        {"username","password"} -> token
+///   POST   /api/login                        {"username","password"} -> token (answer possibly held back: http_response::hold_back)
 ///   POST   /api/token/refresh                Bearer <user token> -> fresh token
 ///   GET    /api/sites                        the caller's sites
 ///   POST   /api/sites                        {"name","url"} -> 201
@@ -77,6 +77,11 @@ struct http_response {
   /// Extra headers the adapter must send: Cache-Control on every answer, Allow on 405,
   /// WWW-Authenticate on 401, Retry-After on 429.
   std::vector<http_header> headers;
+
+  /// The adapter must not send this response before `hold_back` has passed since the request
+  /// arrived, and must hold it without blocking anything else (a timer on its event loop): a login
+  /// for a name under brute force is slowed this way (login_attempt::hold_back). Zero: at once.
+  std::chrono::milliseconds hold_back{0};
 
   /// The value of the first header named `name` (exact spelling), or "" when absent.
   std::string_view header(std::string_view name) const noexcept;

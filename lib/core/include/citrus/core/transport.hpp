@@ -30,7 +30,7 @@ enum class close_code : std::uint16_t {
   token_expired = 4003,         ///< the token expired and no re-auth arrived
   rate_limited = 4008,          ///< kept sending after being rate limited
   slow_consumer = 4009,         ///< outbound buffer over the hard limit
-  replaced = 4010,              ///< the same identity connected again; the older session is closed
+  replaced = 4010,              ///< another connection holds the identity (took it over, or this take-over was refused)
   too_many_errors = 4011,       ///< kept sending invalid messages
 };
 

@@ -17,6 +17,7 @@
 ///   for its id has returned (destroying the server delivers the remaining on_close events first).
 /// - Connection ids come from a counter shared by every server and client of the same event_loop.
 /// - connection::remote_address() is "ip:port" ("[v6]:port" for IPv6).
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -61,6 +62,9 @@ struct server_options {
   /// Largest plain HTTP request body; a longer Content-Length is answered with 413 before the body
   /// is read. (Request headers are limited to 16000 bytes by websocketpp.)
   std::size_t max_http_body_bytes = 1024 * 1024;
+  /// How long a request given to an async_http_handler may wait for its answer: then the server
+  /// answers 503 itself (counted in http_response_timeouts) and the responder's send() does nothing.
+  std::chrono::milliseconds http_response_timeout{30000};
 
   /// Both set: serve wss:// (TLS 1.2 or later, OpenSSL). PEM files: the certificate chain (leaf
   /// first) and its private key. Both empty: plain ws://. Read by listen().
@@ -77,6 +81,9 @@ struct server_counters {
   std::uint64_t handshake_failures = 0;    ///< timed out, malformed or refused handshakes
   std::uint64_t origin_rejected = 0;       ///< refused with 403 by allowed_origins
   std::uint64_t http_requests = 0;         ///< delivered to the http_handler (or answered 426)
+  std::uint64_t http_deferred = 0;         ///< of which given to the async_http_handler
+  std::uint64_t http_response_timeouts = 0;  ///< deferred ones answered 503: no answer in time
+  std::uint64_t http_unanswered = 0;       ///< deferred ones answered 500: responder dropped unused
   std::uint64_t closed = 0;                ///< on_close delivered
   std::uint64_t unsupported_data = 0;      ///< closed with 1003 for a binary message
   std::uint64_t pong_timeouts = 0;         ///< closed for not answering a ping
@@ -100,7 +107,12 @@ class server {
 
   /// Serves plain HTTP requests on the same port. Without one, such requests get 426 Upgrade
   /// Required. May be called at any time (on the loop thread); applies to the next request.
+  /// Replaces an async_http_handler set before.
   void set_http_handler(http_handler handler);
+  /// The same for a handler that answers later through its http_responder (see http.hpp). The
+  /// request's connection is held open meanwhile (it counts towards max_connections) until the
+  /// answer, or server_options::http_response_timeout. Replaces an http_handler set before.
+  void set_async_http_handler(async_http_handler handler);
 
   /// Binds and starts accepting. Returns the bound port. Errors (never exceptions):
   /// std::errc::address_in_use (port taken), std::errc::invalid_argument (bind_address is not a
@@ -111,7 +123,7 @@ class server {
   std::uint16_t port() const noexcept;
 
   /// Stops accepting, closes every open connection with close_code::going_away (1001) — their
-  /// on_close events follow from the loop — and drops connections still handshaking. listen() may
+  /// on_close events follow from the loop — and drops connections still handshaking or waiting for a deferred HTTP answer. listen() may
   /// be called again afterwards.
   void stop();
 

@@ -70,8 +70,7 @@ int main() {
   }
 
   std::printf("deploying site 7 on agent-1\n");
-  auto request = commander.send({"site.deploy", citrus::agent_id{"agent-1"}, R"({"site_id":7,"version":"2"})",
-                                 citrus::user_id{1}, citrus::site_id{7}});
+  auto request = commander.send({"site.deploy", citrus::agent_id{"agent-1"}, R"({"site_id":7,"version":"2"})"});
   if (!request) {
     std::fprintf(stderr, "send failed: %s\n", request.error().message().c_str());
     return 1;

@@ -2,11 +2,12 @@
 // citrus-backend: the pieces main.cpp wires together (internal to the executable).
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <list>
 #include <optional>
 #include <string>
 
-#include "citrus/core/rest_api.hpp"
+#include "citrus/backend/backend_service.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/http.hpp"
 
@@ -56,8 +57,9 @@ struct http_answer {
 };
 
 /// The HTTP side of the server's port: the REST API, the static files (when `files` is set), and
-/// the security headers on every answer (HSTS as well when `tls`).
-http_answer handle_http(const wspp::http_request& request, rest_api& api, const static_files* files, bool tls);
+/// the security headers on every answer (HSTS as well when `tls`). `done` runs once, on the loop.
+void handle_http(const wspp::http_request& request, backend_service& backend, const static_files* files, bool tls,
+                 std::function<void(http_answer)> done);
 
 /// Answers held back on the event loop's timers, never blocking it: a held login answer waits
 /// here while every other request is served. Loop thread only; destroy it before the loop.

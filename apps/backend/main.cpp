@@ -38,17 +38,16 @@
 #include "citrus/core/clock.hpp"
 #include "citrus/core/commander_link.hpp"
 #include "citrus/core/credentials.hpp"
-#include "citrus/core/login_service.hpp"
 #include "citrus/core/operations.hpp"
 #include "citrus/core/random.hpp"
-#include "citrus/core/rest_api.hpp"
-#include "citrus/core/site_recovery.hpp"
-#include "citrus/core/site_service.hpp"
-#include "citrus/core/user_gateway.hpp"
+#include "citrus/backend/backend_service.hpp"
+#include "citrus/backend/site_recovery.hpp"
+#include "citrus/core/storage_executor.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
 #include "citrus/wspp/client.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
+#include "citrus/worker/storage_worker.hpp"
 
 namespace citrus::backend {
 namespace {
@@ -190,6 +189,8 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
     return usage_error("invalid --listen '" + s.listen_text + "' (HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)");
   s.db_path = opts.get("db");
   if (s.db_path.empty()) return usage_error("--db must not be empty");
+  // Each storage thread opens its own connection: an in-memory database would be one per thread.
+  if (s.db_path == ":memory:") return usage_error("--db :memory: is not served (each storage thread would see its own database)");
   const auto busy = opts.get_int("db-busy-timeout-ms");
   if (!busy || *busy < 100 || *busy > 60000)
     return usage_error("invalid --db-busy-timeout-ms '" + opts.get("db-busy-timeout-ms") + "' (100..60000)");
@@ -370,14 +371,6 @@ class hub_connector final : public connection_handler {
   wspp::client client_;  ///< last: destroyed first, while everything its on_close touches is alive
 };
 
-/// commander_link reports to the site service, which sends through the link.
-struct forward_observer final : command_observer {
-  site_service* target = nullptr;
-  void on_update(const command_update& update) override {
-    if (target) target->on_update(update);
-  }
-};
-
 // ----------------------------------------------------------------------------------------- metrics
 
 void metric(std::string& out, std::string_view name, std::string_view type, std::string_view help, std::uint64_t value) {
@@ -389,6 +382,7 @@ void metric(std::string& out, std::string_view name, std::string_view type, std:
 struct metric_sources {
   const user_gateway& gateway;
   const commander_link& link;
+  const worker::storage_worker& storage;
   const hub_connector* hub = nullptr;
   const wspp::server* server = nullptr;
   const app::async_audit* audit = nullptr;
@@ -433,6 +427,12 @@ std::string prometheus_text(const metric_sources& m) {
     metric(out, "citrus_backend_audit_failed_total", "counter", "Gateway audit events that failed to be stored.", m.audit->failed());
   }
   metric(out, "citrus_backend_log_dropped_total", "counter", "Log lines dropped (queue full).", m.log.dropped());
+  out += "# HELP citrus_backend_storage_queued Storage calls waiting for their lane's thread.\n"
+         "# TYPE citrus_backend_storage_queued gauge\n"
+         "citrus_backend_storage_queued{lane=\"read\"} " + std::to_string(m.storage.queued(storage_lane::read)) + "\n"
+         "citrus_backend_storage_queued{lane=\"write\"} " + std::to_string(m.storage.queued(storage_lane::write)) + "\n";
+  metric(out, "citrus_backend_storage_refused_total", "counter",
+         "Storage calls refused because their lane's queue was full (answered storage_unavailable).", m.storage.refused());
   return out;
 }
 
@@ -480,19 +480,19 @@ int serve(const serve_settings& s) {
   }
 
   const app::storage_options db_options{s.db_busy_timeout, &log};
-  auto opened = app::open_storage(s.db_path, db_options);
-  if (!opened) {
-    print_error("cannot open database " + app::describe_db(s.db_path) + ": " + opened.error().message());
-    return exit_failure;
+  {
+    auto opened = app::open_storage(s.db_path, db_options);
+    if (!opened) {
+      print_error("cannot open database " + app::describe_db(s.db_path) + ": " + opened.error().message());
+      return exit_failure;
+    }
+    // Before the hub link exists: creates and deploys a previous run left in flight can never be
+    // answered now, so they end as "failed" (audited) instead of showing "deploying" forever.
+    if (auto recovered = fail_interrupted_operations(**opened, clk, log); !recovered)
+      log.log(log_level::error, "interrupted_operations_not_failed", {field("error", recovered.error().message())});
+    else if (*recovered > 0)
+      log.log(log_level::warn, "interrupted_operations_failed", {field("sites", static_cast<std::int64_t>(*recovered))});
   }
-  std::unique_ptr<storage> db = std::move(*opened);
-
-  // Before the hub link exists: creates and deploys a previous run left in flight can never be
-  // answered now, so they end as "failed" (audited) instead of showing "deploying" forever.
-  if (auto recovered = fail_interrupted_operations(*db, clk, log); !recovered)
-    log.log(log_level::error, "interrupted_operations_not_failed", {field("error", recovered.error().message())});
-  else if (*recovered > 0)
-    log.log(log_level::warn, "interrupted_operations_failed", {field("sites", static_cast<std::int64_t>(*recovered))});
 
   jwt::hs256_config token_config;
   token_config.secret = s.jwt_secret;
@@ -508,46 +508,44 @@ int serve(const serve_settings& s) {
   token_config.leeway = s.token_leeway;
   jwt::hs256_token_service tokens(std::move(token_config), random);
 
-  // The gateway's audit events (failed authentications, refused messages: client-paced) go through a
-  // queue to their own connection; the site service and the REST API write theirs synchronously.
-  std::unique_ptr<app::async_audit> gateway_audit;
-  if (s.db_path != ":memory:") {
-    gateway_audit = std::make_unique<app::async_audit>(
-        [path = s.db_path, db_options]() -> std::unique_ptr<storage> {
-          auto store = app::open_storage(path, db_options);
-          if (!store) return nullptr;
-          return std::move(*store);
-        },
-        log);
+  wspp::event_loop loop(log);
+  // Storage off the loop: a read and a write thread, each with its own connection; answers come back
+  // through the loop's post(). A full lane answers storage_unavailable at once.
+  auto open_lane = [path = s.db_path, db_options]() -> result<std::unique_ptr<storage>> {
+    return app::open_storage(path, db_options);
+  };
+  auto lanes = worker::storage_worker::start(open_lane, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, log);
+  if (!lanes) {
+    print_error("cannot open database " + app::describe_db(s.db_path) + ": " + lanes.error().message());
+    return exit_failure;
   }
-  audit_sink& gateway_audit_sink = gateway_audit ? static_cast<audit_sink&>(*gateway_audit) : db->audit();
+  std::unique_ptr<worker::storage_worker> storage = std::move(*lanes);
+
+  // The gateway's audit events (failed authentications, refused messages: client-paced) go through a
+  // queue to their own connection, off the lanes the requests use.
+  app::async_audit gateway_audit(
+      [path = s.db_path, db_options]() -> std::unique_ptr<citrus::storage> {
+        auto store = app::open_storage(path, db_options);
+        if (!store) return nullptr;
+        return std::move(*store);
+      },
+      log);
 
   const operation_registry operations = operation_registry::defaults();
-  user_gateway gateway(user_gateway_config{}, tokens, db->users(), operations, clk, log, gateway_audit_sink);
-  forward_observer observer;
-  commander_link_config link_config{s.commander_id, s.commander_key};
-  link_config.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
-  commander_link link(std::move(link_config), clk, log, observer);
-  site_service sites(site_service_config{agent_id{s.default_agent}}, *db, link, gateway, clk, log);
-  observer.target = &sites;
-  gateway.bind_sites(sites);
-  login_service login(login_config{}, db->users(), tokens, clk, db->audit());
-  credential_service credentials(db->credentials(), clk, random);
+  backend_config config{commander_link_config{s.commander_id, s.commander_key}, site_service_config{agent_id{s.default_agent}}};
+  config.link.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
+  config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
+  config.rest.metrics_token = s.metrics_token;
+  backend_service backend(std::move(config), backend_services{*storage, tokens, clk, random, log, gateway_audit, operations});
+  metric_sources sources{backend.gateway(), backend.link(), *storage, nullptr, nullptr, &gateway_audit, log, s.default_agent};
+  backend.set_metrics([&sources] { return prometheus_text(sources); });
 
-  metric_sources sources{gateway, link, nullptr, nullptr, gateway_audit.get(), log, s.default_agent};
-  rest_config rest;
-  rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
-  rest.metrics_token = s.metrics_token;
-  rest_api api(rest, rest_services{*db, sites, login, credentials, tokens, clk, log,
-                                            [&sources] { return prometheus_text(sources); }});
-
-  wspp::event_loop loop(log);
   held_answers held(loop);  // before the server: destroyed after it, when there is nobody left to answer
   std::unique_ptr<hub_connector> hub;
   if (!s.commander_key.empty()) {
     wspp::client_options client_options;
     client_options.tls_ca_file = s.hub_ca_file;
-    hub = std::make_unique<hub_connector>(loop, link, s.hub_url, std::move(client_options), log, random);
+    hub = std::make_unique<hub_connector>(loop, backend.link(), s.hub_url, std::move(client_options), log, random);
     sources.hub = hub.get();
   }
 
@@ -563,13 +561,16 @@ int serve(const serve_settings& s) {
   server_options.tls_certificate_file = s.tls_cert;
   server_options.tls_private_key_file = s.tls_key;
   const bool tls = !s.tls_cert.empty();
-  wspp::server server(loop, gateway, std::move(server_options), log);
+  wspp::server server(loop, backend.users(), std::move(server_options), log);
   sources.server = &server;
   const static_files* pages = files ? &*files : nullptr;
   // Answers the REST API holds back (a login under brute force) wait on the loop's timers.
-  server.set_async_http_handler([&api, &held, pages, tls](const wspp::http_request& request, wspp::http_responder responder) {
-    http_answer answer = handle_http(request, api, pages, tls);
-    held.send_after(answer.hold_back, std::move(responder), std::move(answer.response));
+  server.set_async_http_handler([&backend, &held, pages, tls](const wspp::http_request& request, wspp::http_responder responder) {
+    // std::function needs a copyable target; the responder is move-only.
+    auto waiting = std::make_shared<wspp::http_responder>(std::move(responder));
+    handle_http(request, backend, pages, tls, [&held, waiting](http_answer answer) {
+      held.send_after(answer.hold_back, std::move(*waiting), std::move(answer.response));
+    });
   });
 
   auto port = server.listen();
@@ -591,10 +592,7 @@ int serve(const serve_settings& s) {
                              "commands fail with hub_unavailable")});
   }
 
-  wspp::timer ticker = loop.schedule_every(250ms, [&] {
-    gateway.tick();
-    link.tick();
-  });
+  wspp::timer ticker = loop.schedule_every(250ms, [&] { backend.tick(); });
 
   // Shutdown: stop accepting and close the users' sockets (1001), close the hub link, give the close
   // handshakes up to 200 ms, then leave the loop. Every committed write is already on disk.
@@ -631,6 +629,9 @@ int serve(const serve_settings& s) {
 
   ticker.cancel();
   shutdown_poll.cancel();
+  // The storage threads finish the call they run and stop; answers still queued for the loop are
+  // dropped with it (every write already committed stays committed).
+  storage.reset();
   log.log(log_level::info, "backend_stopped", {});
   return exit_ok;
 }

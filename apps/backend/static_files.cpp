@@ -174,34 +174,43 @@ bool is_api_target(std::string_view target) noexcept {
   return path == "/api" || starts_with(path, "/api/") || path == "/healthz" || path == "/metrics";
 }
 
-http_answer handle_http(const wspp::http_request& request, rest_api& api, const static_files* files, bool tls) {
-  http_answer answer;
-  wspp::http_response& out = answer.response;
-  const bool page = files != nullptr && !is_api_target(request.target);
-  if (page) {
-    out = files->serve(request);
-  } else {
-    citrus::http_request in;
-    in.method = request.method;
-    in.target = request.target;
-    in.body = request.body;
-    in.remote_address = request.remote_address;
-    in.authorization = request.header("Authorization");
-    in.content_type = request.header("Content-Type");
-    citrus::http_response rest = api.handle(in);
+namespace {
+void add_security_headers(wspp::http_response& out, bool page, bool tls) {
+  out.headers.push_back({"X-Content-Type-Options", "nosniff"});
+  out.headers.push_back({"X-Frame-Options", "DENY"});
+  out.headers.push_back({"Referrer-Policy", "no-referrer"});
+  out.headers.push_back({"Content-Security-Policy", std::string(page ? page_csp : api_csp)});
+  if (tls) out.headers.push_back({"Strict-Transport-Security", "max-age=31536000"});
+}
+}  // namespace
+
+void handle_http(const wspp::http_request& request, backend_service& backend, const static_files* files, bool tls,
+                 std::function<void(http_answer)> done) {
+  if (files != nullptr && !is_api_target(request.target)) {
+    http_answer answer;
+    answer.response = files->serve(request);
+    add_security_headers(answer.response, true, tls);
+    return done(std::move(answer));
+  }
+  citrus::http_request in;
+  in.method = request.method;
+  in.target = request.target;
+  in.body = request.body;
+  in.remote_address = request.remote_address;
+  in.authorization = request.header("Authorization");
+  in.content_type = request.header("Content-Type");
+  backend.handle_http(in, [tls, done = std::move(done)](citrus::http_response rest) {
+    http_answer answer;
+    wspp::http_response& out = answer.response;
     out.status = rest.status;
     out.body = std::move(rest.body);
     out.headers.reserve(rest.headers.size() + 6);
     if (!rest.content_type.empty()) out.headers.push_back({"Content-Type", std::move(rest.content_type)});
     for (auto& h : rest.headers) out.headers.push_back({std::move(h.name), std::move(h.value)});
     answer.hold_back = rest.hold_back;
-  }
-  out.headers.push_back({"X-Content-Type-Options", "nosniff"});
-  out.headers.push_back({"X-Frame-Options", "DENY"});
-  out.headers.push_back({"Referrer-Policy", "no-referrer"});
-  out.headers.push_back({"Content-Security-Policy", std::string(page ? page_csp : api_csp)});
-  if (tls) out.headers.push_back({"Strict-Transport-Security", "max-age=31536000"});
-  return answer;
+    add_security_headers(out, false, tls);
+    done(std::move(answer));
+  });
 }
 
 }  // namespace citrus::backend

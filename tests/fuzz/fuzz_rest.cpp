@@ -38,10 +38,11 @@
 #include "citrus/core/commander_link.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/error.hpp"
-#include "citrus/core/login_service.hpp"
+#include "citrus/backend/login_service.hpp"
+#include "citrus/memory/storage_executors.hpp"
 #include "citrus/core/password.hpp"
-#include "citrus/core/rest_api.hpp"
-#include "citrus/core/site_service.hpp"
+#include "citrus/backend/rest_api.hpp"
+#include "citrus/backend/site_service.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
 #include "citrus/memory/manual_clock.hpp"
 #include "citrus/memory/memory_storage.hpp"
@@ -148,13 +149,22 @@ class checked_storage final : public storage {
   recording_audit audit_;
 };
 
+/// A command the backend sent, with whose site it names (from its payload's site_id, as stored
+/// when the request began: a delete has removed the row by the time it is sent).
+struct sent_command {
+  request_id request;
+  command_request command;
+  user_id owner;
+  site_id site;
+};
+
 /// The hub side of the backend: records commands; can be down.
 class fake_hub final : public command_sink {
  public:
   explicit fake_hub(world& w) : world_(w) {}
   result<request_id> send(const command_request& command) override;
   bool down = false;
-  std::vector<std::pair<request_id, command_request>> sent;
+  std::vector<sent_command> sent;
 
  private:
   world& world_;
@@ -191,10 +201,11 @@ struct world {
   recording_logger log;
   credential_service creds{store.credentials(), clk, random};
   jwt::hs256_token_service tokens{make_jwt_config(), random};
-  login_service login{login_config{}, store.users(), tokens, clk, store.audit()};
+  memory::inline_storage_executor lanes{store};
+  login_service login{login_config{}, lanes, tokens, clk};
   fake_hub hub{*this};
   fake_sessions sessions{hub};
-  site_service sites{site_service_config{agent_id{"agent-1"}}, store, hub, sessions, clk, log};
+  site_service sites{site_service_config{agent_id{"agent-1"}}, lanes, hub, sessions, clk, log};
   std::unique_ptr<rest_api> api;
 
   std::vector<user_record> users;
@@ -206,6 +217,7 @@ struct world {
   std::map<std::string, std::vector<std::string>> agent_keys;  ///< agent id -> every key issued
   std::vector<std::string> secrets;                        ///< passwords, keys, tokens, the JWT secret
   std::set<std::int64_t> callers;                          ///< during a request: who it may act for
+  std::map<std::int64_t, site_snapshot> request_before;    ///< during a request: the sites as it began
 
   static jwt::hs256_config make_jwt_config() {
     jwt::hs256_config c;
@@ -218,7 +230,7 @@ struct world {
     cfg.per_address = (config & 1) ? rate{1, 3} : rate{0, 0};
     cfg.max_addresses = max_addresses;
     cfg.verify_agent_rate = rate{2, 4};
-    api = std::make_unique<rest_api>(cfg, rest_services{store, sites, login, creds, tokens, clk, log, {}});
+    api = std::make_unique<rest_api>(cfg, rest_services{lanes, sites, login, tokens, clk, random, log, {}});
 
     secrets.push_back(jwt_secret);
     for (std::size_t i = 0; i < std::size(user_defs); ++i) {
@@ -307,6 +319,7 @@ struct world {
   void request(std::string_view method, std::string_view target, std::string_view body,
                std::string_view authorization, std::string_view content_type, std::string_view address, bool raw) {
     const auto before = snapshot();
+    request_before = before;
     callers = callers_of(authorization);
     const std::vector<std::string> known = secrets;
     log.lines.clear();
@@ -316,7 +329,12 @@ struct world {
     const http_request req{method, target, body, address, authorization, content_type};
     http_response r;
     try {
-      r = api->handle(req);
+      bool answered = false;
+      api->handle(req, [&](http_response answer) {
+        r = std::move(answer);
+        answered = true;
+      });
+      CITRUS_FUZZ_CHECK(answered, "with storage inline, every request is answered at once", target);
     } catch (...) {
       CITRUS_FUZZ_CHECK(false, "handle() never throws", target);
     }
@@ -339,7 +357,7 @@ struct world {
     if (ok) check_deserved(method, path, body, authorization, before, is_json ? &answer : nullptr, r);
     check_others_untouched(before);
     for (std::size_t i = commands_before; i < hub.sent.size(); ++i)
-      CITRUS_FUZZ_CHECK(callers.count(hub.sent[i].second.owner.value()) == 1,
+      CITRUS_FUZZ_CHECK(callers.count(hub.sent[i].owner.value()) == 1,
                         "commands go to the hub only for the caller's sites", target);
 
     // Secrets: none known before is in the answer, none at all in the log or the audit trail. Only a secret
@@ -611,14 +629,13 @@ struct world {
 
   void deliver_update(std::uint8_t which, std::uint8_t kind) {
     if (hub.sent.empty()) return;
-    const auto& [request, cmd] = hub.sent[which % hub.sent.size()];
+    const sent_command& sent = hub.sent[which % hub.sent.size()];
+    const command_request& cmd = sent.command;
     command_update u;
     u.what = kind % 3 == 0 ? command_update::kind::progress
                            : kind % 3 == 1 ? command_update::kind::succeeded : command_update::kind::failed;
-    u.request = request;
+    u.request = sent.request;
     u.op = cmd.op;
-    u.owner = cmd.owner;
-    u.site = cmd.site;
     u.agent = cmd.agent;
     u.percent = kind % 101;
     u.step = "step";
@@ -626,7 +643,7 @@ struct world {
     const auto before = snapshot();
     sites.on_update(u);
     for (const auto& [id, s] : snapshot())
-      if (s.owner != cmd.owner)
+      if (s.owner != sent.owner)
         CITRUS_FUZZ_CHECK(before.count(id) && same_site(before.at(id).record, s.record),
                           "an update changes only its owner's site");
   }
@@ -672,10 +689,22 @@ struct world {
 };
 
 result<request_id> fake_hub::send(const command_request& command) {
-  CITRUS_FUZZ_CHECK(world_.callers.count(command.owner.value()) == 1, "commands only for the caller", command.op);
+  simdjson::dom::parser p;
+  const simdjson::padded_string padded(command.payload_json);
+  simdjson::dom::element e;
+  std::int64_t site = 0;
+  CITRUS_FUZZ_CHECK(!p.parse(padded).get(e) && !e["site_id"].get_int64().get(site), "a site command names its site",
+                    command.payload_json);
+  // The site as the request found it; a site.create's row is new, so it is read from storage.
+  user_id owner{0};
+  if (auto it = world_.request_before.find(site); it != world_.request_before.end()) owner = it->second.owner;
+  else
+    for (std::int64_t caller : world_.callers)
+      if (world_.db.sites().find_site(user_id{caller}, site_id{site})) owner = user_id{caller};
+  CITRUS_FUZZ_CHECK(world_.callers.count(owner.value()) == 1, "commands only for the caller's sites", command.op);
   if (down) return errc::hub_unavailable;
   request_id id{"req-" + std::to_string(++next_)};
-  sent.emplace_back(id, command);
+  sent.push_back(sent_command{id, command, owner, site_id{site}});
   return id;
 }
 
@@ -691,7 +720,7 @@ void fake_sessions::notify(user_id user, std::string_view frame) {
 
 void fake_sessions::operation_ended(user_id user, const request_id& request) {
   bool sent_for_user = false;
-  for (const auto& [id, command] : hub_.sent) sent_for_user = sent_for_user || (id == request && command.owner == user);
+  for (const auto& s : hub_.sent) sent_for_user = sent_for_user || (s.request == request && s.owner == user);
   CITRUS_FUZZ_CHECK(sent_for_user, "an operation ends for the user who started it", request.value());
 }
 

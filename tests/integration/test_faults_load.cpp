@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "citrus/core/site_recovery.hpp"
+#include "citrus/backend/site_recovery.hpp"
 #include "citrus/sqlite/sqlite_storage.hpp"
 #include "harness.hpp"
 

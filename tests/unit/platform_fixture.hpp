@@ -1,18 +1,18 @@
 #pragma once
-// The whole platform in one process: users' gateway and site service (backend), commander link,
-// hub and an agent runtime, joined by loopback transports over one manual clock and memory storage.
+// The whole platform in one process: the backend (backend_service: users' gateway, site service,
+// commander link), the hub and an agent runtime, joined by loopback transports over one manual clock
+// and memory storage. Storage runs inline: every storage answer arrives before the call returns.
 #include <doctest/doctest.h>
 
 #include <memory>
 #include <string>
 
+#include "backend_sync.hpp"
+#include "citrus/backend/backend_service.hpp"
 #include "citrus/core/agent_runtime.hpp"
-#include "citrus/core/commander_link.hpp"
-#include "citrus/core/login_service.hpp"
 #include "citrus/core/password.hpp"
-#include "citrus/core/site_service.hpp"
-#include "citrus/core/user_gateway.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
+#include "citrus/memory/storage_executors.hpp"
 #include "hub_fixture.hpp"
 
 namespace citrus::testing {
@@ -28,14 +28,11 @@ struct platform_fixture : hub_fixture {
                                                     std::chrono::seconds(300), std::chrono::seconds(3600),
                                                     std::chrono::seconds(5)},
                                   random};
-  user_gateway gateway;
-  // The link reports to the site service, which sends through the link: construct the link first.
-  std::unique_ptr<commander_link> link;
-  std::unique_ptr<site_service> sites;
-  struct forward_observer final : command_observer {
-    site_service* target = nullptr;
-    void on_update(const command_update& u) override { target->on_update(u); }
-  } observer;
+  memory::inline_storage_executor storage{db};
+  std::unique_ptr<backend_service> backend;
+  user_gateway& gateway;
+  commander_link* link = nullptr;
+  std::unique_ptr<sites_now> sites;  ///< backend->sites(), answering at once
   memory::loopback_transport users_net{gateway};
   memory::loopback_connection* link_end = nullptr;
   // agent
@@ -47,11 +44,9 @@ struct platform_fixture : hub_fixture {
   user_record alice, bob;
 
   explicit platform_fixture(user_gateway_config gateway_config = {})
-      : gateway(gateway_config, tokens, db.users(), ops, clk, log, db.audit()) {
-    link = std::make_unique<commander_link>(commander_link_config{"backend-1", backend_key}, clk, log, observer);
-    sites = std::make_unique<site_service>(site_service_config{agent_id{"agent-1"}}, db, *link, gateway, clk, log);
-    observer.target = sites.get();
-    gateway.bind_sites(*sites);
+      : backend(make_backend(gateway_config)), gateway(backend->gateway()) {
+    link = &backend->link();
+    sites = std::make_unique<sites_now>(sites_now{backend->sites()});
 
     agent = std::make_unique<agent_runtime>(agent_runtime_config{"agent-1", agent1_key, {"backend-1"}}, ops, log);
     REQUIRE(agent->on("site.create", [](std::shared_ptr<agent_task> t) { t->succeed(); }));
@@ -71,6 +66,14 @@ struct platform_fixture : hub_fixture {
 
     alice = *db.users().create_user("alice", *hash_password("alice-pw", password_cost::minimum()), user_role::user, clk.wall_now());
     bob = *db.users().create_user("bob", *hash_password("bob-pw", password_cost::minimum()), user_role::user, clk.wall_now());
+  }
+
+  std::unique_ptr<backend_service> make_backend(user_gateway_config gateway_config) {
+    backend_config setup{commander_link_config{"backend-1", backend_key}, site_service_config{agent_id{"agent-1"}}};
+    setup.link.instance = "t";
+    setup.gateway = gateway_config;
+    return std::make_unique<backend_service>(std::move(setup),
+                                             backend_services{storage, tokens, clk, random, log, db.audit(), ops});
   }
 
   /// Runs both transports until nothing moves.

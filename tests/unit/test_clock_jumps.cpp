@@ -5,7 +5,7 @@
 // hours, and nothing expires early or stays pending forever.
 #include <doctest/doctest.h>
 
-#include "citrus/core/rest_api.hpp"
+#include "citrus/backend/rest_api.hpp"
 #include "platform_fixture.hpp"
 
 using namespace citrus;
@@ -19,7 +19,7 @@ std::string auth_message(const std::string& token, std::string_view type = "auth
 }
 
 http_response get(rest_api& api, std::string_view target, std::string_view authorization = {}) {
-  return api.handle(http_request{"GET", target, {}, "10.0.0.9:4000", authorization, {}});
+  return handle_now(api, http_request{"GET", target, {}, "10.0.0.9:4000", authorization, {}});
 }
 
 }  // namespace
@@ -126,7 +126,8 @@ TEST_SUITE("clock_jumps") {
   TEST_CASE("login lockout and hold-back: a jump forward does not lift them early, a jump backward does not extend them") {
     platform_fixture f;
     login_config cfg;  // 5 failures for a name from one address: that pair locked for 300 s
-    login_service login(cfg, f.db.users(), f.tokens, f.clk, f.db.audit());
+    login_service service(cfg, f.storage, f.tokens, f.clk);
+    logins_now login{service};
     for (int i = 0; i < 5; ++i) CHECK(login.login("alice", "wrong", "10.0.0.1").outcome.error() == make_error_code(errc::auth_failed));
     CHECK(login.login("alice", "alice-pw", "10.0.0.1").outcome.error() == make_error_code(errc::account_locked));
     f.clk.jump_wall(3h);
@@ -143,10 +144,10 @@ TEST_SUITE("clock_jumps") {
 
   TEST_CASE("the REST per-address limit: no burst from a jump forward, no lockout from a jump backward") {
     platform_fixture f;
-    login_service login(login_config{}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    login_service login(login_config{}, f.storage, f.tokens, f.clk);
     rest_config cfg;
     cfg.per_address = rate{1, 2};
-    rest_api api(cfg, rest_services{f.db, *f.sites, login, f.creds, f.tokens, f.clk, f.log, {}});
+    rest_api api(cfg, rest_services{f.storage, f.backend->sites(), login, f.tokens, f.clk, f.random, f.log, {}});
     CHECK(get(api, "/metrics").status == 200);
     CHECK(get(api, "/metrics").status == 200);
     CHECK(get(api, "/metrics").status == 429);

@@ -23,7 +23,7 @@ std::string first_request_id(hub_fixture& f, const std::string& instance) {
   auto& end = f.net->connect(link);
   f.net->run();
   REQUIRE(link.online());
-  auto id = link.send(command_request{"site.status", agent_id{"agent-1"}, R"({"site_id":1})", user_id{1}, site_id{1}});
+  auto id = link.send(command_request{"site.status", agent_id{"agent-1"}, R"({"site_id":1})"});
   REQUIRE(id);
   end.close(close_code::going_away, "backend stopping");
   f.net->run();

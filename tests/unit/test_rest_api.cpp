@@ -5,7 +5,8 @@
 #include <set>
 #include <stdexcept>
 
-#include "citrus/core/rest_api.hpp"
+#include "citrus/backend/rest_api.hpp"
+#include "flaky_storage.hpp"
 #include "platform_fixture.hpp"
 #include "base64url.hpp"
 
@@ -47,34 +48,6 @@ std::string site_body(const site_record& site) {
   return out + "}";
 }
 
-/// A storage whose user lookups can be made to fail (memory_storage only injects write faults).
-struct flaky_storage final : storage {
-  struct users_t final : user_store {
-    user_store* inner = nullptr;
-    bool down = false;
-    result<user_record> create_user(std::string_view n, std::string_view h, user_role r, wall_time t) override {
-      return inner->create_user(n, h, r, t);
-    }
-    result<user_record> find_user(user_id id) override {
-      if (down) return errc::storage_unavailable;
-      return inner->find_user(id);
-    }
-    result<user_record> find_user_by_name(std::string_view n) override {
-      if (down) return errc::storage_unavailable;
-      return inner->find_user_by_name(n);
-    }
-    result<std::vector<user_record>> list_users() override { return inner->list_users(); }
-    result<void> delete_user(user_id id) override { return inner->delete_user(id); }
-  };
-  explicit flaky_storage(storage& s) : inner(s) { user_view.inner = &s.users(); }
-  user_store& users() override { return user_view; }
-  site_store& sites() override { return inner.sites(); }
-  credential_store& credentials() override { return inner.credentials(); }
-  audit_store& audit() override { return inner.audit(); }
-  storage& inner;
-  users_t user_view;
-};
-
 rest_config no_address_limit() {
   rest_config cfg;
   cfg.per_address = rate{0, 0};
@@ -87,7 +60,7 @@ struct rest_fixture : platform_fixture {
     c.per_user_address.max_failures = 3;
     return c;
   }();
-  login_service login{login_cfg, db.users(), tokens, clk, db.audit()};
+  login_service login{login_cfg, storage, tokens, clk};
   user_record root;
   std::string hub_key;
   std::function<std::string()> metrics;
@@ -100,7 +73,7 @@ struct rest_fixture : platform_fixture {
     api = std::make_unique<rest_api>(cfg, services());
   }
 
-  rest_services services() { return rest_services{db, *sites, login, creds, tokens, clk, log, metrics}; }
+  rest_services services() { return rest_services{storage, backend->sites(), login, tokens, clk, random, log, metrics}; }
 
   /// Every answer: Cache-Control no-store; every error: the public JSON shape, nothing internal.
   static void check_shape(const http_response& r) {
@@ -126,7 +99,7 @@ struct rest_fixture : platform_fixture {
                                std::string_view authorization = {}, std::string_view content_type = "application/json",
                                std::string_view address = "10.0.0.1:5000") {
     const http_request req{method, target, body, address, authorization, content_type};
-    http_response r = on.handle(req);
+    http_response r = handle_now(on, req);
     check_shape(r);
     return r;
   }
@@ -618,8 +591,10 @@ TEST_SUITE("rest_api") {
 
     // Users unreadable: the token is fine, but nobody can be authenticated. Not a 401.
     flaky_storage flaky(f.db);
-    login_service flaky_login(login_config{}, flaky.users(), f.tokens, f.clk, f.db.audit());
-    rest_api api(no_address_limit(), rest_services{flaky, *f.sites, flaky_login, f.creds, f.tokens, f.clk, f.log, {}});
+    memory::inline_storage_executor flaky_storage_lanes(flaky);
+    login_service flaky_login(login_config{}, flaky_storage_lanes, f.tokens, f.clk);
+    rest_api api(no_address_limit(),
+                 rest_services{flaky_storage_lanes, f.backend->sites(), flaky_login, f.tokens, f.clk, f.random, f.log, {}});
     CHECK(rest_fixture::call_on(api, "GET", "/api/sites", {}, alice).status == 200);
     flaky.user_view.down = true;
     r = rest_fixture::call_on(api, "GET", "/api/sites", {}, alice);

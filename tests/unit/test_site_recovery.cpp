@@ -2,7 +2,7 @@
 // "failed", audited; every other site is left exactly as it was.
 #include <doctest/doctest.h>
 
-#include "citrus/core/site_recovery.hpp"
+#include "citrus/backend/site_recovery.hpp"
 #include "citrus/memory/manual_clock.hpp"
 #include "citrus/memory/memory_storage.hpp"
 #include "citrus/memory/recording_logger.hpp"

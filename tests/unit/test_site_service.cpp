@@ -178,7 +178,8 @@ TEST_SUITE("site_service") {
 TEST_SUITE("login") {
   TEST_CASE("login issues a token, then wrong passwords and unknown names get the same answer") {
     platform_fixture f;
-    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    login_service service({}, f.storage, f.tokens, f.clk);
+    logins_now login{service};
     auto ok = login.login("alice", "alice-pw", "10.0.0.1");
     REQUIRE(ok.outcome);
     CHECK(ok.outcome->claims.user == f.alice.id);
@@ -190,7 +191,8 @@ TEST_SUITE("login") {
 
   TEST_CASE("wrong passwords from one address lock that name from that address only: the owner logs in from another at once") {
     platform_fixture f;
-    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    login_service service({}, f.storage, f.tokens, f.clk);
+    logins_now login{service};
     for (int i = 0; i < 5; ++i)
       CHECK(login.login("alice", "guess-" + std::to_string(i), "10.0.0.66").outcome.error() == make_error_code(errc::auth_failed));
     // The stranger locked himself out: even the right password from his address is refused, unverified.
@@ -215,7 +217,8 @@ TEST_SUITE("login") {
 
   TEST_CASE("guessing one name from many addresses: every answer is held back, more with each failure, capped, never a lock") {
     platform_fixture f;
-    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    login_service service({}, f.storage, f.tokens, f.clk);
+    logins_now login{service};
     const std::chrono::milliseconds expected[] = {0ms, 0ms, 0ms, 1s, 2s, 4s, 8s, 8s, 8s, 8s};
     for (std::size_t i = 0; i < std::size(expected); ++i) {
       CAPTURE(i);
@@ -242,7 +245,8 @@ TEST_SUITE("login") {
 
   TEST_CASE("an address guessing many names locks itself out for every name, and no other address") {
     platform_fixture f;
-    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    login_service service({}, f.storage, f.tokens, f.clk);
+    logins_now login{service};
     for (int i = 0; i < 20; ++i) (void)login.login("user-" + std::to_string(i), "guess", "10.0.0.66");
     CHECK(login.login("bob", "bob-pw", "10.0.0.66").outcome.error() == make_error_code(errc::account_locked));
     CHECK(login.locked_for("bob", "10.0.0.66") == 300s);
@@ -252,7 +256,8 @@ TEST_SUITE("login") {
 
   TEST_CASE("refresh gives a new token to a live session and refuses a deleted user") {
     platform_fixture f;
-    login_service login({}, f.db.users(), f.tokens, f.clk, f.db.audit());
+    login_service service({}, f.storage, f.tokens, f.clk);
+    logins_now login{service};
     auto ok = login.login("bob", "bob-pw", "x").outcome;
     REQUIRE(ok);
     f.clk.advance(60s);

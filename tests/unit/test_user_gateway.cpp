@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "flaky_storage.hpp"
 #include "platform_fixture.hpp"
 
 using namespace citrus;
@@ -452,23 +453,11 @@ TEST_SUITE("user_gateway") {
 
   TEST_CASE("a store failure while checking the user refuses the command but keeps the session") {
     platform_fixture f;
-    struct failing_users final : user_store {
-      user_store& inner;
-      bool down = false;
-      explicit failing_users(user_store& u) : inner(u) {}
-      result<user_record> create_user(std::string_view n, std::string_view h, user_role r, wall_time t) override {
-        return inner.create_user(n, h, r, t);
-      }
-      result<user_record> find_user(user_id id) override {
-        if (down) return errc::storage_unavailable;
-        return inner.find_user(id);
-      }
-      result<user_record> find_user_by_name(std::string_view n) override { return inner.find_user_by_name(n); }
-      result<std::vector<user_record>> list_users() override { return inner.list_users(); }
-      result<void> delete_user(user_id id) override { return inner.delete_user(id); }
-    } users(f.db.users());
-    user_gateway gateway(user_gateway_config{}, f.tokens, users, f.ops, f.clk, f.log, f.db.audit());
-    gateway.bind_sites(*f.sites);
+    flaky_storage flaky(f.db);
+    auto& users = flaky.user_view;
+    memory::inline_storage_executor lanes(flaky);
+    user_gateway gateway(user_gateway_config{}, f.tokens, lanes, f.ops, f.clk, f.log, f.db.audit());
+    gateway.bind_sites(f.backend->sites());
     memory::loopback_transport net(gateway);
     memory::recording_client ws;
     auto& end = net.connect(ws);

@@ -3,7 +3,7 @@
 #include <array>
 #include <cstdint>
 
-#include "text.hpp"
+#include "citrus/core/text.hpp"
 
 namespace citrus {
 

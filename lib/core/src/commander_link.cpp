@@ -22,8 +22,6 @@ std::chrono::milliseconds backoff::next() {
 namespace {
 struct pending_request {
   std::string op;
-  user_id owner;
-  site_id site;
   std::string agent;
   steady_time deadline{};
 };
@@ -56,8 +54,6 @@ struct commander_link::impl {
     u.what = what;
     u.request = request_id{request};
     u.op = std::move(p.op);
-    u.owner = p.owner;
-    u.site = p.site;
     u.agent = agent_id{std::move(p.agent)};
     u.code = std::move(code);
     u.message = std::move(message);
@@ -113,8 +109,6 @@ struct commander_link::impl {
       u.what = command_update::kind::progress;
       u.request = request_id{it->first};
       u.op = it->second.op;
-      u.owner = it->second.owner;
-      u.site = it->second.site;
       u.agent = agent_id{it->second.agent};
       u.percent = e.percent.value_or(0);
       u.step = std::string(e.step);
@@ -161,7 +155,7 @@ result<request_id> commander_link::send(const command_request& command) {
   e.payload = command.payload_json;
   protocol::write(m.out, e);
   if (m.conn->send(m.out) != send_status::ok) return errc::hub_unavailable;
-  m.pending.emplace(id, pending_request{command.op, command.owner, command.site, command.agent.value(),
+  m.pending.emplace(id, pending_request{command.op, command.agent.value(),
                                         m.clk.steady_now() + m.cfg.request_timeout});
   return request_id{std::move(id)};
 }

@@ -2,7 +2,7 @@
 
 #include <sodium.h>
 
-#include "text.hpp"
+#include "citrus/core/text.hpp"
 
 namespace citrus {
 

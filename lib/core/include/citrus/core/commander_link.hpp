@@ -25,8 +25,6 @@ struct command_request {
   std::string op;            ///< "site.deploy"
   agent_id agent;
   std::string payload_json;  ///< a JSON object
-  user_id owner;             ///< the user the updates belong to
-  site_id site;
   protocol::priority prio = protocol::priority::normal;
 };
 
@@ -35,8 +33,6 @@ struct command_update {
   kind what = kind::progress;
   request_id request;
   std::string op;
-  user_id owner;
-  site_id site;
   agent_id agent;
   std::int64_t percent = 0;
   std::string step;          ///< progress
@@ -45,7 +41,8 @@ struct command_update {
   std::string payload_json;  ///< succeeded: the agent's result payload (may be empty)
 };
 
-/// Receives every update of every request, on the link's thread.
+/// Receives every update of every request, on the link's thread. What a request is for (a user's
+/// site, a job of the embedder's) is the sender's to remember under the request id send() returned.
 class command_observer {
  public:
   virtual ~command_observer() = default;

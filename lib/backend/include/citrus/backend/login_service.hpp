@@ -12,6 +12,8 @@
 /// A successful login is audited before its token is handed out: when the event cannot be stored
 /// (database locked or full) the login fails with that storage error instead of going unrecorded.
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -19,6 +21,7 @@
 #include "citrus/core/clock.hpp"
 #include "citrus/core/rate_limit.hpp"
 #include "citrus/core/storage.hpp"
+#include "citrus/core/storage_executor.hpp"
 #include "citrus/core/token.hpp"
 
 namespace citrus {
@@ -35,6 +38,8 @@ struct login_config {
   failure_throttle::config per_user{3, std::chrono::seconds(900), std::chrono::seconds(0), 100000};
   std::chrono::milliseconds first_delay{1000};
   std::chrono::milliseconds max_delay{8000};
+  /// Logins of one client address being checked at once; more are refused with errc::rate_limited.
+  std::size_t max_in_flight_per_address = 4;
 };
 
 struct login_result {
@@ -49,31 +54,32 @@ struct login_attempt {
   std::chrono::milliseconds hold_back{0};
 };
 
+/// Loop thread only. The user lookup and the password check (argon2id: tens of milliseconds of CPU)
+/// run on the storage executor's read lane, never on the loop; the throttles live on the loop. At
+/// most `max_in_flight_per_address` logins of one address are checked at once: more are answered
+/// errc::rate_limited at once, so one address cannot fill the storage queue with password checks.
 class login_service {
  public:
-  login_service(login_config config, user_store& users, token_service& tokens, const clock& clk, audit_store& audit);
+  login_service(login_config config, storage_executor& storage, token_service& tokens, const clock& clk);
+  ~login_service();
+  login_service(const login_service&) = delete;
+  login_service& operator=(const login_service&) = delete;
 
   /// `address`: the client's (client_address_key). errc::account_locked while the (name, address)
   /// pair or the address is locked out (answered at once, unverified); errc::auth_failed for a wrong
   /// name or password; the storage error when the user or the audit trail cannot be reached.
-  login_attempt login(std::string_view name, std::string_view password, std::string_view address);
+  void login(std::string name, std::string password, std::string address, std::function<void(login_attempt)> done);
   /// After errc::account_locked: how long until this name may be tried from this address (Retry-After).
   std::chrono::seconds locked_for(std::string_view name, std::string_view address) const;
   /// How long an answer for `name` is held back now (from its recent failures).
   std::chrono::milliseconds hold_back(std::string_view name) const;
   /// A fresh token for a still-valid one (same user, still existing); errc::auth_failed for a deleted
   /// user, the storage error when the user cannot be looked up.
-  result<login_result> refresh(std::string_view token);
+  void refresh(std::string token, std::function<void(result<login_result>)> done);
 
  private:
-  user_store& users_;
-  token_service& tokens_;
-  const clock& clock_;
-  audit_store& audit_;
-  login_config cfg_;
-  failure_throttle by_user_address_;
-  failure_throttle by_address_;
-  failure_throttle by_user_;
+  struct impl;
+  std::shared_ptr<impl> impl_;
 };
 
 }  // namespace citrus

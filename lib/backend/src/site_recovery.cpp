@@ -1,4 +1,4 @@
-#include "citrus/core/site_recovery.hpp"
+#include "citrus/backend/site_recovery.hpp"
 
 #include <string>
 

@@ -1,6 +1,6 @@
 #pragma once
-// Private to citrus::core: the ASCII text helpers of the HTTP-facing code (REST requests, headers,
-// client addresses). HTTP is ASCII-case-insensitive where it says so; these never look at a locale.
+// ASCII text helpers of the HTTP-facing code (REST requests, headers, client addresses), shared by
+// citrus::core and citrus::backend. HTTP is ASCII-case-insensitive where it says so; these never look at a locale.
 #include <cstddef>
 #include <string_view>
 

@@ -1,6 +1,7 @@
-#include "citrus/core/user_gateway.hpp"
+#include "citrus/backend/user_gateway.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <optional>
 #include <unordered_map>
 #include <vector>
@@ -21,18 +22,21 @@ struct user_session {
   steady_time auth_deadline{};
   token_bucket bucket;
   std::size_t strikes = 0;
+  bool busy = false;                 ///< a message of this session waits for storage
+  bool draining = false;             ///< resume() is walking `waiting`
+  std::deque<std::string> waiting;   ///< later messages, in arrival order
 };
 
 }  // namespace
 
-struct user_gateway::impl {
-  impl(user_gateway_config c, token_service& t, user_store& u, const operation_registry& o, const clock& k, logger& l,
-       audit_sink& a)
-      : cfg(c), tokens(t), users(u), ops(o), clk(k), log(l), audit(a), parser(c.limits) {}
+struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
+  impl(user_gateway_config c, token_service& t, storage_executor& s, const operation_registry& o, const clock& k,
+       logger& l, audit_sink& a)
+      : cfg(c), tokens(t), storage(s), ops(o), clk(k), log(l), audit(a), parser(c.limits) {}
 
   user_gateway_config cfg;
   token_service& tokens;
-  user_store& users;
+  storage_executor& storage;
   const operation_registry& ops;
   const clock& clk;
   logger& log;
@@ -131,34 +135,76 @@ struct user_gateway::impl {
     }
     // A valid signature is not enough: the user may have been deleted since the token was issued
     // (`citrus-backend user delete`). Checked on auth and on every re-auth.
-    if (auto user = users.find_user(claims->user); !user) {
-      if (user.error() == make_error_code(errc::not_found)) {
-        auth_failed(s, id, errc::auth_failed, "user no longer exists", claims->user, e.id);
-      } else {  // the store failed: not the client's fault, and not a reason to end the session
-        log.log(log_level::warn, "user_auth_store_failed", {field("conn", static_cast<std::int64_t>(id.value()))});
-        send_error(s, e.id, to_store_errc(user.error()));
+    const token_claims granted = *claims;
+    const std::string request(e.id);
+    lookup_user(s, id, granted.user, [granted, reauth, request](impl& self, user_session& session, connection_id conn,
+                                                               result<user_record> user) {
+      if (!user) {
+        if (user.error() == make_error_code(errc::not_found)) {
+          self.auth_failed(session, conn, errc::auth_failed, "user no longer exists", granted.user, request);
+        } else {  // the store failed: not the client's fault, and not a reason to end the session
+          self.log.log(log_level::warn, "user_auth_store_failed", {field("conn", static_cast<std::int64_t>(conn.value()))});
+          self.send_error(session, request, to_store_errc(user.error()));
+        }
+        return;
       }
-      return;
-    }
+      self.authenticated(session, conn, granted, reauth);
+    });
+  }
+
+  void authenticated(user_session& s, connection_id id, const token_claims& claims, bool reauth) {
     if (!reauth) {
-      auto& list = by_user[claims->user.value()];
+      auto& list = by_user[claims.user.value()];
       if (list.size() >= cfg.max_sessions_per_user) {
         reject(s, {}, errc::rate_limited);
         close(s, close_code::policy_violation, "too many sessions");
         return;
       }
       list.push_back(id.value());
-      s.user = claims->user;
+      s.user = claims.user;
       s.authenticated = true;
     }
-    s.expires_at = claims->expires_at;
+    s.expires_at = claims.expires_at;
     s.expires_steady = clk.steady_now() + std::max(std::chrono::steady_clock::duration::zero(),
                                                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                       claims->expires_at - clk.wall_now()));
+                                                       claims.expires_at - clk.wall_now()));
     s.strikes = 0;
     log.log(log_level::info, reauth ? "user_reauth" : "user_auth", {field("conn", static_cast<std::int64_t>(id.value())),
                                                                     field("user", s.user.value())});
     send_auth_ok(s);
+  }
+
+  /// Looks `user` up on the read lane; the session waits (busy) meanwhile. `next(self, session, id,
+  /// user)` runs on the loop when the session still exists; then its waiting messages resume, unless
+  /// `next` left it busy (it called hold()) for a storage call of its own.
+  template <class Next>
+  void lookup_user(user_session& s, connection_id id, user_id user, Next next) {
+    s.busy = true;
+    std::weak_ptr<impl> weak = weak_from_this();
+    run_storage<user_record>(storage, storage_lane::read, [user](citrus::storage& db) { return db.users().find_user(user); },
+                             [weak, id, next = std::move(next)](result<user_record> found) mutable {
+                               auto self = weak.lock();
+                               if (!self) return;
+                               user_session* session = self->find(id);
+                               if (!session) return;  // closed meanwhile: nothing to answer
+                               session->busy = false;
+                               if (!session->closing) next(*self, *session, id, std::move(found));
+                               self->resume(id);
+                             });
+  }
+
+  /// The session's earlier message is done: handle the ones that waited, in order, until one waits again.
+  void resume(connection_id id) {
+    user_session* s = find(id);
+    if (!s || s->draining) return;
+    s->draining = true;
+    while (s && !s->busy && !s->closing && !s->waiting.empty()) {
+      std::string text = std::move(s->waiting.front());
+      s->waiting.pop_front();
+      handle(*s, id, text);
+      s = find(id);
+    }
+    if (s) s->draining = false;
   }
 
   /// errc::storage_unavailable / storage_full as they are; any other store failure is internal.
@@ -168,27 +214,13 @@ struct user_gateway::impl {
     return errc::internal_error;
   }
 
-  /// An authenticated session's user may have been deleted while it was open: its next command is
-  /// refused and the session closed (4002), as a new authentication with its token would be.
-  bool user_still_exists(user_session& s, connection_id id, std::string_view request) {
-    auto user = users.find_user(s.user);
-    if (user) return true;
-    if (user.error() == make_error_code(errc::not_found)) {
-      auth_failed(s, id, errc::auth_failed, "user no longer exists", s.user, request);
-    } else {
-      log.log(log_level::warn, "user_lookup_failed", {field("conn", static_cast<std::int64_t>(id.value()))});
-      send_error(s, request, to_store_errc(user.error()));
-    }
-    return false;
-  }
-
-  void reply_site(user_session& s, const protocol::envelope& request, const site_record& site) {
+  void reply_site(user_session& s, std::string_view command_id, std::string_view op, const site_record& site) {
     payload.clear();
     append_site_json(payload, site);
     protocol::envelope r;
     r.type = protocol::message_type::result;
-    r.id = request.id;
-    r.op = request.op;
+    r.id = command_id;
+    r.op = op;
     r.site = site.id.value();
     r.status = "ok";
     r.payload = payload;
@@ -201,100 +233,140 @@ struct user_gateway::impl {
   /// the agent could not be told, the final `result` comes at once under the user's id, with the reason
   /// in `code`: failed for a create (the site is kept as "failed"), ok for an update or a delete (stored;
   /// only the agent does not know). `with_site`: the payload is the site as stored.
-  void answer_change(user_session& s, const protocol::envelope& command, const site_change& change, bool with_site) {
+  /// `s` is null when the session closed meanwhile: the id is held all the same (another session of
+  /// the user may repeat it).
+  void answer_change(user_session* s, user_id caller, std::string_view command_id, std::string_view op,
+                     const site_change& change, bool with_site) {
     payload.clear();
     if (with_site) append_site_json(payload, change.site);
     protocol::envelope r;
-    r.id = command.id;
-    r.op = command.op;
+    r.id = command_id;
+    r.op = op;
     r.site = change.site.id.value();
     r.payload = payload;
     if (change.request) {
       r.type = protocol::message_type::accepted;
       r.request = change.request->value();
-      recent.hold_open(s.user, command.id, *change.request);
+      recent.hold_open(caller, command_id, *change.request);
     } else {
       r.type = protocol::message_type::result;
-      r.status = command.op == "site.create" ? "failed" : "ok";
+      r.status = op == "site.create" ? "failed" : "ok";
       r.code = wire_code(change.not_sent);
       r.message = public_message(change.not_sent);
-      recent.hold_finished(s.user, command.id, clk.steady_now());
+      recent.hold_finished(caller, command_id, clk.steady_now());
     }
+    if (!s) return;
     protocol::write(out, r);
-    send(s, out);
+    send(*s, out);
   }
 
-  void handle_command(user_session& s, const protocol::envelope& e) {
+  /// A command of an authenticated session. Its user may have been deleted while the session was
+  /// open: then it is refused and the session closed (4002), as a new authentication would be.
+  /// The envelope's views die with the parser's next message, so the text is parsed again once the
+  /// user has been looked up.
+  void handle_command(user_session& s, connection_id id, const protocol::envelope& e, std::string_view text) {
     auto op = ops.validate(e, role::user);
-    if (!op) {
-      reject(s, e.id, static_cast<errc>(op.error().value()));
-      return;
-    }
-    if (!sites) {
-      reject(s, e.id, errc::internal_error);
-      return;
-    }
+    if (!op) return reject(s, e.id, static_cast<errc>(op.error().value()));
+    if (!sites) return reject(s, e.id, errc::internal_error);
     const user_id caller = s.user;
-    const std::string_view name = e.op;
     // Every command is checked against the held ids (a status under the id of a running deploy would
     // read as its answer); only the state-changing ones are held, so reads never fill the table.
-    const bool changes_state = name != "site.status";
+    const bool changes_state = e.op != "site.status";
     const auto verdict = recent.check(caller, e.id, clk.steady_now());
     if (verdict == recent_commands::verdict::duplicate) {
-      log.log(log_level::info, "user_command_repeated", {field("user", caller.value()), field("id", e.id), field("op", name)});
-      reject(s, e.id, errc::duplicate_request);
-      return;
+      log.log(log_level::info, "user_command_repeated", {field("user", caller.value()), field("id", e.id), field("op", e.op)});
+      return reject(s, e.id, errc::duplicate_request);
     }
     if (verdict == recent_commands::verdict::full && changes_state) {
       log.log(log_level::warn, "user_command_ids_full", {field("user", caller.value())});
-      send_error(s, e.id, errc::rate_limited);
-      return;
+      return send_error(s, e.id, errc::rate_limited);
     }
+    if (changes_state) recent.reserve(caller, e.id);
+    lookup_user(s, id, caller, [text = std::string(text), caller, changes_state](impl& self, user_session& session,
+                                                                                 connection_id conn, result<user_record> user) {
+      auto parsed = self.parser.parse(text);
+      if (!parsed) return;  // it parsed a moment ago
+      const protocol::envelope& command = **parsed;
+      if (!user) {
+        if (changes_state) self.recent.release(caller, command.id);
+        if (user.error() == make_error_code(errc::not_found)) {
+          self.auth_failed(session, conn, errc::auth_failed, "user no longer exists", caller, command.id);
+        } else {
+          self.log.log(log_level::warn, "user_lookup_failed", {field("conn", static_cast<std::int64_t>(conn.value()))});
+          self.send_error(session, command.id, to_store_errc(user.error()));
+        }
+        return;
+      }
+      self.run_command(session, conn, command);
+    });
+  }
+
+  /// The answer of a site call, for the session that sent it (if it is still there); the session's
+  /// waiting messages resume after it.
+  template <class T, class Answer>
+  reply<T> answer_for(user_session& s, connection_id id, const protocol::envelope& e, bool changes_state, Answer answer) {
+    s.busy = true;
+    std::weak_ptr<impl> weak = weak_from_this();
+    return [weak, id, caller = s.user, command_id = std::string(e.id), op = std::string(e.op), changes_state,
+            answer = std::move(answer)](result<T> done) mutable {
+      auto self = weak.lock();
+      if (!self) return;
+      user_session* session = self->find(id);
+      if (!done && changes_state) self->recent.release(caller, command_id);
+      if (!session) {  // closed meanwhile: the operation stands, nobody to tell
+        if (done) answer(*self, nullptr, command_id, op, *done);
+        return;
+      }
+      session->busy = false;
+      if (done) answer(*self, session, command_id, op, *done);
+      else self->send_error(*session, command_id, static_cast<errc>(done.error().value()));
+      self->resume(id);
+    };
+  }
+
+  void run_command(user_session& s, connection_id id, const protocol::envelope& e) {
+    const user_id caller = s.user;
+    const std::string_view name = e.op;
     const auto* site_field = e.fields.find("site_id");
     const site_id target{site_field ? site_field->integer : 0};
     auto text = [&](std::string_view key) -> std::optional<std::string> {
       const auto* f = e.fields.find(key);
       return f ? std::optional<std::string>(std::string(f->text)) : std::nullopt;
     };
-    if (!changes_state) {
-      auto site = sites->get(caller, target);
-      if (site) reply_site(s, e, *site);
-      else send_error(s, e.id, static_cast<errc>(site.error().value()));
+    if (name == "site.status") {
+      sites->get(caller, target, answer_for<site_record>(s, id, e, false, [](impl& self, user_session* session,
+                                                                             const std::string& command_id,
+                                                                             const std::string& op, const site_record& site) {
+                   if (session) self.reply_site(*session, command_id, op, site);
+                 }));
       return;
     }
-    result<site_change> change = errc::unknown_operation;  // in the table but not served to users
-    bool with_site = true;
+    // The change's answer: `accepted` (the id is held while the operation runs) or an immediate result.
+    auto changed = [&](bool with_site) {
+      return answer_for<site_change>(s, id, e, true, [caller, with_site](impl& self, user_session* session,
+                                                                         const std::string& command_id,
+                                                                         const std::string& op, const site_change& change) {
+        self.answer_change(session, caller, command_id, op, change, with_site);
+      });
+    };
     if (name == "site.create") {
       if (site_field) {  // users never choose site ids
-        reject(s, e.id, errc::invalid_payload);
-        return;
+        recent.release(caller, e.id);
+        return reject(s, e.id, errc::invalid_payload);
       }
-      change = sites->create(caller, site_input{text("name").value_or(""), text("url").value_or("")});
-    } else if (name == "site.update") {
-      change = sites->update(caller, target, site_changes{text("name"), text("url")});
-    } else if (name == "site.delete") {
-      change = sites->remove(caller, target);
-      with_site = false;  // the row is gone
-    } else if (name == "site.deploy") {
-      change = sites->deploy(caller, target, text("version").value_or(""));
+      return sites->create(caller, site_input{text("name").value_or(""), text("url").value_or("")}, changed(true));
     }
-    if (!change) return send_error(s, e.id, static_cast<errc>(change.error().value()));
-    answer_change(s, e, *change, with_site);
+    if (name == "site.update") return sites->update(caller, target, site_changes{text("name"), text("url")}, changed(true));
+    if (name == "site.delete") return sites->remove(caller, target, changed(false));  // the row is gone
+    if (name == "site.deploy") return sites->deploy(caller, target, text("version").value_or(""), changed(true));
+    recent.release(caller, e.id);
+    send_error(s, e.id, errc::unknown_operation);  // in the table but not served to users
   }
 
-  void on_message(connection_id id, std::string_view text) {
-    user_session* sp = find(id);
-    if (!sp || sp->closing) return;
-    user_session& s = *sp;
-    if (!s.bucket.try_take(clk.steady_now())) {
-      reject(s, {}, errc::rate_limited);
-      return;
-    }
+  /// One message of a session that is not waiting for storage.
+  void handle(user_session& s, connection_id id, std::string_view text) {
     auto parsed = parser.parse(text);
-    if (!parsed) {
-      reject(s, {}, static_cast<errc>(parsed.error().value()));
-      return;
-    }
+    if (!parsed) return reject(s, {}, static_cast<errc>(parsed.error().value()));
     const protocol::envelope& e = **parsed;
     if (log.enabled(log_level::debug))
       log.log(log_level::debug, "user_message_in",
@@ -302,14 +374,25 @@ struct user_gateway::impl {
                field("type", protocol::to_string(e.type)), field("op", e.op), field("bytes", static_cast<std::int64_t>(text.size()))});
     switch (e.type) {
       case protocol::message_type::auth:
-      case protocol::message_type::reauth: handle_auth(s, id, e); return;
+      case protocol::message_type::reauth: return handle_auth(s, id, e);
       case protocol::message_type::command:
         if (!s.authenticated) return reject(s, e.id, errc::auth_required);
-        if (!user_still_exists(s, id, e.id)) return;
-        handle_command(s, e);
-        return;
-      default: reject(s, e.id, errc::forbidden_operation); return;
+        return handle_command(s, id, e, text);
+      default: return reject(s, e.id, errc::forbidden_operation);
     }
+  }
+
+  void on_message(connection_id id, std::string_view text) {
+    user_session* sp = find(id);
+    if (!sp || sp->closing) return;
+    user_session& s = *sp;
+    if (!s.bucket.try_take(clk.steady_now())) return reject(s, {}, errc::rate_limited);
+    if (s.busy || s.draining) {  // an earlier message waits for storage: keep the order
+      if (s.waiting.size() >= cfg.max_waiting_messages) return reject(s, {}, errc::rate_limited);
+      s.waiting.emplace_back(text);
+      return;
+    }
+    handle(s, id, text);
   }
 
   void on_close(connection_id id) {
@@ -353,9 +436,9 @@ struct user_gateway::impl {
   }
 };
 
-user_gateway::user_gateway(user_gateway_config config, token_service& tokens, user_store& users,
+user_gateway::user_gateway(user_gateway_config config, token_service& tokens, storage_executor& storage,
                            const operation_registry& operations, const clock& clk, logger& log, audit_sink& audit)
-    : impl_(std::make_unique<impl>(config, tokens, users, operations, clk, log, audit)) {}
+    : impl_(std::make_shared<impl>(config, tokens, storage, operations, clk, log, audit)) {}
 user_gateway::~user_gateway() = default;
 
 void user_gateway::bind_sites(site_service& sites) { impl_->sites = &sites; }

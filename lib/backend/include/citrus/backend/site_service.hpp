@@ -3,7 +3,9 @@
 /// calling user: another user's site and a missing site get the very same answer,
 /// errc::unauthorized_access ("Unauthorized access"), so site ids cannot be probed.
 /// Agent updates for site commands are persisted (deploy_status, deployer_id, last_deploy_date),
-/// audited, and pushed only to the site owner's sessions. Single-threaded.
+/// audited, and pushed only to the site owner's sessions. Loop thread only; storage runs off it.
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +14,7 @@
 #include "citrus/core/commander_link.hpp"
 #include "citrus/core/logger.hpp"
 #include "citrus/core/storage.hpp"
+#include "citrus/core/storage_executor.hpp"
 
 namespace citrus {
 
@@ -41,40 +44,46 @@ struct site_change {
   errc not_sent = errc::ok;           ///< no command went to the agent: why (hub_unavailable, too_many_in_flight)
 };
 
+/// The answer of an asynchronous call, run on the loop thread exactly once.
+template <class T>
+using reply = std::function<void(result<T>)>;
+
+/// Every call returns at once: its storage work runs on the storage_executor (off the loop), its
+/// command goes out on the loop, and `done` runs on the loop when both are over. The work submitted
+/// for one call never touches the service itself, so a storage thread never races the loop. A full
+/// storage queue answers errc::storage_unavailable at once. Updates of the requests it sent are
+/// bound here to their (owner, site): the commander link knows only (agent, op, payload).
 class site_service final : public command_observer {
  public:
-  site_service(site_service_config config, storage& db, command_sink& commands, user_notifier& users,
+  site_service(site_service_config config, storage_executor& storage, command_sink& commands, user_notifier& users,
                const clock& clk, logger& log);
+  ~site_service() override;
+  site_service(const site_service&) = delete;
+  site_service& operator=(const site_service&) = delete;
 
-  result<std::vector<site_record>> list(user_id caller);
-  result<site_record> get(user_id caller, site_id id);
+  void list(user_id caller, reply<std::vector<site_record>> done);
+  void get(user_id caller, site_id id, reply<site_record> done);
   /// Stores the site and asks its agent to create it; deploy_status "creating", or "failed" when the
   /// agent cannot be reached (the site is kept, `not_sent` says why; a deploy retries).
-  result<site_change> create(user_id caller, const site_input& input);
+  void create(user_id caller, site_input input, reply<site_change> done);
   /// Stores the change, then tells the agent. When it cannot be told (`not_sent`), the change stays
   /// stored and the agent keeps the old name and url: nothing resends it.
-  result<site_change> update(user_id caller, site_id id, const site_changes& changes);
+  void update(user_id caller, site_id id, site_changes changes, reply<site_change> done);
   /// Deletes the row, then asks the agent to remove the files. When it cannot be asked (`not_sent`),
   /// the row is gone all the same and the files stay on the agent: nothing resends it.
-  result<site_change> remove(user_id caller, site_id id);
+  void remove(user_id caller, site_id id, reply<site_change> done);
   /// Starts a deploy: deploy_status "deploying"; progress and the outcome arrive as updates under
   /// `request` (always set). An agent that cannot be reached fails it and changes nothing.
-  result<site_change> deploy(user_id caller, site_id id, std::string_view version);
+  void deploy(user_id caller, site_id id, std::string version, reply<site_change> done);
 
   void on_update(const command_update& update) override;
 
- private:
-  void audit(user_id caller, std::string_view action, site_id site, std::string_view outcome, std::string detail = {});
-  result<site_record> owned(user_id caller, site_id id);
-  static site_change dispatched(site_record site, const result<request_id>& sent);
+  /// Requests sent and not yet finished (each bound to its owner and site).
+  std::size_t in_flight() const noexcept;
 
-  site_service_config cfg_;
-  storage& db_;
-  command_sink& commands_;
-  user_notifier& users_;
-  const clock& clock_;
-  logger& log_;
-  std::string frame_;
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;  // shared: a storage answer arriving after destruction finds it gone
 };
 
 /// Appends a site as a JSON object (the REST and WebSocket representation; see docs/protocol.md).

@@ -2,7 +2,7 @@
 // Request bodies are parsed with the simdjson DOM API, which validates the whole document (UTF-8,
 // structure, trailing content) before anything is read; then every field is walked against a small
 // schema: unknown keys, duplicate keys, wrong types and missing required keys are all rejected.
-#include "citrus/core/rest_api.hpp"
+#include "citrus/backend/rest_api.hpp"
 
 #include <simdjson.h>
 
@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <list>
 #include <optional>
 #include <unordered_map>
@@ -20,7 +22,8 @@
 #include "citrus/core/audit.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/protocol.hpp"
-#include "text.hpp"
+#include "citrus/core/storage_executor.hpp"
+#include "citrus/core/text.hpp"
 
 namespace citrus {
 
@@ -476,7 +479,25 @@ constexpr std::size_t max_grants = 1024;
 
 // --------------------------------------------------------------------------------------------- impl
 
-struct rest_api::impl {
+/// One request in flight: its own copy of what handle() was given (the caller's views end with the
+/// call), the route matched on that copy, and the one way to answer it.
+struct rest_call {
+  std::string method, target, body, authorization, content_type;
+  std::string address;
+  route r;
+  std::function<void(http_response)> answer;  ///< exactly once, on the loop thread
+  bool answered = false;
+
+  void reply(http_response response) {
+    if (answered) return;
+    answered = true;
+    auto done = std::move(answer);
+    done(std::move(response));
+  }
+};
+using call_ptr = std::shared_ptr<rest_call>;
+
+struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   impl(rest_config c, rest_services s)
       : cfg(c),
         svc(std::move(s)),
@@ -492,10 +513,46 @@ struct rest_api::impl {
 
   // --- helpers ----------------------------------------------------------------------------------
 
+  audit_event event(audit_kind kind, std::string actor, std::string_view action, std::string target,
+                    std::string_view outcome, std::string detail = {}) const {
+    return audit_event{svc.clk.wall_now(), kind, std::move(actor), std::string(action), std::move(target),
+                       std::string(outcome), std::move(detail)};
+  }
+
+  /// Records an event on the write lane, after everything submitted before it.
   void audit(audit_kind kind, std::string actor, std::string_view action, std::string target,
              std::string_view outcome, std::string detail = {}) {
-    svc.db.audit().record(audit_event{svc.clk.wall_now(), kind, std::move(actor), std::string(action),
-                                      std::move(target), std::string(outcome), std::move(detail)});
+    svc.storage.submit(storage_lane::write,
+                       [e = event(kind, std::move(actor), action, std::move(target), outcome, std::move(detail))](
+                           storage& db) { db.audit().record(e); },
+                       [] {});
+  }
+
+  /// Continues `c` with `self` when the API still exists (an answer from the storage thread may
+  /// arrive after it was destroyed: then the request is dropped with it).
+  template <class T, class Work, class Next>
+  void with_storage(const call_ptr& c, storage_lane lane, Work&& work, Next&& next) {
+    std::weak_ptr<impl> weak = weak_from_this();
+    run_storage<T>(svc.storage, lane, std::forward<Work>(work),
+                   [weak, c, next = std::forward<Next>(next)](result<T> answer) mutable {
+                     auto self = weak.lock();
+                     if (!self) return;
+                     self->guarded(c, [&] { next(*self, std::move(answer)); });
+                   });
+  }
+
+  /// Runs a continuation; an exception becomes a 500 for its request.
+  template <class F>
+  void guarded(const call_ptr& c, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      svc.log.log(log_level::error, "rest_exception", {field("route", c->r.name), field("what", e.what())});
+      c->reply(error_response(500, public_message(errc::internal_error)));
+    } catch (...) {
+      svc.log.log(log_level::error, "rest_exception", {field("route", c->r.name)});
+      c->reply(error_response(500, public_message(errc::internal_error)));
+    }
   }
 
   /// Logs a failure that carries internal detail (the client gets only the public message).
@@ -523,7 +580,7 @@ struct rest_api::impl {
   }
 
   /// 413 / 415 / 400 for a body this route does not take; nullopt when the body may be parsed.
-  std::optional<http_response> check_body(const http_request& req, body_policy policy) const {
+  std::optional<http_response> check_body(const rest_call& req, body_policy policy) const {
     if (req.body.size() > cfg.max_body_bytes) return error_response(errc::message_too_large);
     if (req.body.empty()) return std::nullopt;
     if (!is_json_media_type(req.content_type)) return error_response(415, msg_unsupported_media);
@@ -538,21 +595,29 @@ struct rest_api::impl {
     return body.parse(text, rules.data(), out.data(), N, empty_ok);
   }
 
-  /// The user behind a Bearer token: signature and expiry checked, and the user must still exist.
-  /// A genuine token of a user that no longer exists (`citrus-backend user delete`) is audited: only
-  /// this backend can have issued it.
-  result<user_record> authenticate(const http_request& req, const std::string& address) {
-    const std::string_view token = bearer_credentials(req.authorization);
-    if (token.empty()) return errc::auth_required;
+  /// The user behind a Bearer token: signature and expiry checked on the loop, then the user must
+  /// still exist (read lane). A genuine token of a user that no longer exists (`citrus-backend user
+  /// delete`) is audited: only this backend can have issued it.
+  template <class Next>
+  void authenticate(const call_ptr& c, Next&& next) {
+    const std::string_view token = bearer_credentials(c->authorization);
+    if (token.empty()) return c->reply(auth_failure(make_error_code(errc::auth_required), c->address));
     auto claims = svc.tokens.verify(token, svc.clk.wall_now());
-    if (!claims) return to_errc(claims.error()) == errc::token_expired ? errc::token_expired : errc::auth_failed;
-    auto user = svc.db.users().find_user(claims->user);
-    if (!user && to_errc(user.error()) == errc::not_found) {
-      audit(audit_kind::authentication, "addr:" + address, "rest_auth", "user:" + std::to_string(claims->user.value()),
-            "denied", "user no longer exists");
-      return errc::auth_failed;
+    if (!claims) {
+      const errc code = to_errc(claims.error()) == errc::token_expired ? errc::token_expired : errc::auth_failed;
+      return c->reply(auth_failure(make_error_code(code), c->address));
     }
-    return user;
+    const user_id who = claims->user;
+    with_storage<user_record>(c, storage_lane::read, [who](storage& db) { return db.users().find_user(who); },
+                              [c, who, next = std::forward<Next>(next)](impl& self, result<user_record> user) mutable {
+                                if (!user && to_errc(user.error()) == errc::not_found) {
+                                  self.audit(audit_kind::authentication, "addr:" + c->address, "rest_auth",
+                                             "user:" + std::to_string(who.value()), "denied", "user no longer exists");
+                                  return c->reply(self.auth_failure(make_error_code(errc::auth_failed), c->address));
+                                }
+                                if (!user) return c->reply(self.auth_failure(user.error(), c->address));
+                                next(self, std::move(*user));
+                              });
   }
 
   http_response auth_failure(std::error_code e, std::string_view address) {
@@ -589,46 +654,57 @@ struct rest_api::impl {
     return json_response(status, std::move(out));
   }
 
+  /// A site_service answer as a REST response.
+  template <class T, class Make>
+  static auto answer_with(const call_ptr& c, impl& api, std::string_view where, Make make) {
+    return [c, weak = api.weak_from_this(), where, make = std::move(make)](result<T> done) {
+      auto self = weak.lock();
+      if (!self) return;
+      self->guarded(c, [&] { c->reply(done ? make(*done) : self->failure(done.error(), where)); });
+    };
+  }
+
   // --- dispatch ---------------------------------------------------------------------------------
 
-  http_response dispatch(const http_request& req, const route& r, const std::string& address) {
+  void dispatch(const call_ptr& c) {
+    const route& r = c->r;
     const steady_time now = svc.clk.steady_now();
     if (r.kind == route_kind::healthz) {
-      if (!method_allowed(r.allow, req.method)) return method_not_allowed(r);
-      if (auto bad = check_body(req, body_policy::none)) return std::move(*bad);
-      return json_response(200, R"({"status":"ok"})");
+      if (!method_allowed(r.allow, c->method)) return c->reply(method_not_allowed(r));
+      if (auto bad = check_body(*c, body_policy::none)) return c->reply(std::move(*bad));
+      return c->reply(json_response(200, R"({"status":"ok"})"));
     }
-    if (r.kind == route_kind::verify_agent) return verify_agent(req, r, address, now);
+    if (r.kind == route_kind::verify_agent) return verify_agent(c, now);
 
-    if (!addresses.take(address, now)) return too_many(addresses, address, now);
-    if (r.kind == route_kind::none) return error_response(404, msg_not_found);
-    if (!method_allowed(r.allow, req.method)) return method_not_allowed(r);
-    if (auto bad = check_body(req, policy_for(r.kind, req.method))) return std::move(*bad);
+    if (!addresses.take(c->address, now)) return c->reply(too_many(addresses, c->address, now));
+    if (r.kind == route_kind::none) return c->reply(error_response(404, msg_not_found));
+    if (!method_allowed(r.allow, c->method)) return c->reply(method_not_allowed(r));
+    if (auto bad = check_body(*c, policy_for(r.kind, c->method))) return c->reply(std::move(*bad));
 
     switch (r.kind) {
-      case route_kind::metrics: return metrics(req, address);
-      case route_kind::login: return login(req, address);
-      case route_kind::refresh: return refresh(req, address);
+      case route_kind::metrics: return c->reply(metrics(*c));
+      case route_kind::login: return login(c);
+      case route_kind::refresh: return refresh(c);
       default: break;
     }
+    authenticate(c, [c](impl& self, user_record user) { self.dispatch_user(c, user); });
+  }
 
-    auto user = authenticate(req, address);
-    if (!user) return auth_failure(user.error(), address);
-
-    switch (r.kind) {
-      case route_kind::sites: return req.method == "GET" ? list_sites(*user) : create_site(req, *user);
+  void dispatch_user(const call_ptr& c, const user_record& user) {
+    switch (c->r.kind) {
+      case route_kind::sites: return c->method == "GET" ? list_sites(c, user) : create_site(c, user);
       case route_kind::site:
-        if (req.method == "GET") return get_site(r, *user);
-        if (req.method == "DELETE") return delete_site(r, *user);
-        return update_site(req, r, *user);
-      case route_kind::site_legacy: return update_site(req, r, *user);
-      case route_kind::deploy: return deploy(req, r, *user);
+        if (c->method == "GET") return get_site(c, user);
+        if (c->method == "DELETE") return delete_site(c, user);
+        return update_site(c, user);
+      case route_kind::site_legacy: return update_site(c, user);
+      case route_kind::deploy: return deploy(c, user);
       case route_kind::admin_agents:
       case route_kind::admin_rotate:
       case route_kind::admin_commanders:
       case route_kind::admin_hubs:
-      case route_kind::admin_audit: return admin(req, r, *user);
-      default: return error_response(404, msg_not_found);
+      case route_kind::admin_audit: return admin(c, user);
+      default: return c->reply(error_response(404, msg_not_found));
     }
   }
 
@@ -638,9 +714,9 @@ struct rest_api::impl {
     return resp;
   }
 
-  http_response metrics(const http_request& req, const std::string& address) {
+  http_response metrics(const rest_call& req) {
     if (!cfg.metrics_token.empty() && !bearer_matches(req.authorization, cfg.metrics_token)) {
-      svc.log.log(log_level::warn, "metrics_refused", {field("address", address)});
+      svc.log.log(log_level::warn, "metrics_refused", {field("address", req.address)});
       return unauthenticated(public_message(errc::auth_required));
     }
     http_response r;
@@ -651,17 +727,25 @@ struct rest_api::impl {
 
   // --- login ------------------------------------------------------------------------------------
 
-  http_response login(const http_request& req, const std::string& address) {
+  void login(const call_ptr& c) {
     static constexpr std::array<field_rule, 2> rules{{
         {"username", value_kind::string, true, max_name_bytes, 0},
         {"password", value_kind::string, true, max_password_bytes, 0},
     }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(req.body, rules, v, false); e != errc::ok) return error_response(e);
-    login_attempt attempt = svc.login.login(v[0].text, v[1].text, address);
-    http_response r = login_answer(attempt.outcome, v[0].text, address);
-    r.hold_back = attempt.hold_back;
-    return r;
+    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    std::string name = v[0].text;
+    std::weak_ptr<impl> weak = weak_from_this();
+    svc.login.login(std::move(v[0].text), std::move(v[1].text), c->address,
+                    [weak, c, name](login_attempt attempt) {
+                      auto self = weak.lock();
+                      if (!self) return;
+                      self->guarded(c, [&] {
+                        http_response r = self->login_answer(attempt.outcome, name, c->address);
+                        r.hold_back = attempt.hold_back;
+                        c->reply(std::move(r));
+                      });
+                    });
   }
 
   http_response login_answer(const result<login_result>& done, std::string_view name, const std::string& address) {
@@ -674,150 +758,170 @@ struct rest_api::impl {
     return r;
   }
 
-  http_response refresh(const http_request& req, const std::string& address) {
-    const std::string_view token = bearer_credentials(req.authorization);
-    if (token.empty()) return unauthenticated(public_message(errc::auth_required));
+  void refresh(const call_ptr& c) {
+    const std::string_view token = bearer_credentials(c->authorization);
+    if (token.empty()) return c->reply(unauthenticated(public_message(errc::auth_required)));
     static constexpr std::array<field_rule, 0> rules{};
     std::array<field_value, 0> v{};
-    if (const errc e = parse(req.body, rules, v, true); e != errc::ok) return error_response(e);
-    auto done = svc.login.refresh(token);
-    if (done) return token_response(*done);
-    return auth_failure(done.error(), address);
+    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
+    std::weak_ptr<impl> weak = weak_from_this();
+    svc.login.refresh(std::string(token), [weak, c](result<login_result> done) {
+      auto self = weak.lock();
+      if (!self) return;
+      self->guarded(c, [&] { c->reply(done ? self->token_response(*done) : self->auth_failure(done.error(), c->address)); });
+    });
   }
 
   // --- sites ------------------------------------------------------------------------------------
 
-  http_response list_sites(const user_record& user) {
-    auto sites = svc.sites.list(user.id);
-    if (!sites) return failure(sites.error(), "site.list");
-    std::string out = R"({"success":true,"sites":[)";
-    for (std::size_t i = 0; i < sites->size(); ++i) {
-      if (i) out += ',';
-      append_site_json(out, (*sites)[i]);
-    }
-    out += "]}";
-    return json_response(200, std::move(out));
+  void list_sites(const call_ptr& c, const user_record& user) {
+    svc.sites.list(user.id, answer_with<std::vector<site_record>>(c, *this, "site.list", [](const std::vector<site_record>& sites) {
+      std::string out = R"({"success":true,"sites":[)";
+      for (std::size_t i = 0; i < sites.size(); ++i) {
+        if (i) out += ',';
+        append_site_json(out, sites[i]);
+      }
+      out += "]}";
+      return json_response(200, std::move(out));
+    }));
   }
 
-  http_response create_site(const http_request& req, const user_record& user) {
+  void create_site(const call_ptr& c, const user_record& user) {
     static constexpr std::array<field_rule, 2> rules{{
         {"name", value_kind::string, true, max_text_bytes, 0},
         {"url", value_kind::string, true, max_text_bytes, 0},
     }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(req.body, rules, v, false); e != errc::ok) return error_response(e);
-    auto created = svc.sites.create(user.id, site_input{std::move(v[0].text), std::move(v[1].text)});
-    if (!created) return failure(created.error(), "site.create");
-    return site_response(201, created->site);
+    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    svc.sites.create(user.id, site_input{std::move(v[0].text), std::move(v[1].text)},
+                     answer_with<site_change>(c, *this, "site.create",
+                                              [](const site_change& created) { return site_response(201, created.site); }));
   }
 
-  http_response get_site(const route& r, const user_record& user) {
-    const auto id = parse_site_id(r.param);
-    if (!id) return error_response(errc::invalid_request);
-    auto site = svc.sites.get(user.id, site_id{*id});
-    if (!site) return failure(site.error(), "site.get");
-    return site_response(200, *site);
+  void get_site(const call_ptr& c, const user_record& user) {
+    const auto id = parse_site_id(c->r.param);
+    if (!id) return c->reply(error_response(errc::invalid_request));
+    svc.sites.get(user.id, site_id{*id},
+                  answer_with<site_record>(c, *this, "site.get", [](const site_record& site) { return site_response(200, site); }));
   }
 
-  http_response update_site(const http_request& req, const route& r, const user_record& user) {
-    const auto id = parse_site_id(r.param);
-    if (!id) return error_response(errc::invalid_request);
+  void update_site(const call_ptr& c, const user_record& user) {
+    const auto id = parse_site_id(c->r.param);
+    if (!id) return c->reply(error_response(errc::invalid_request));
     static constexpr std::array<field_rule, 2> rules{{
         {"name", value_kind::string, false, max_text_bytes, 0},
         {"url", value_kind::string, false, max_text_bytes, 0},
     }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(req.body, rules, v, false); e != errc::ok) return error_response(e);
-    if (!v[0].present && !v[1].present) return error_response(errc::missing_field);
+    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    if (!v[0].present && !v[1].present) return c->reply(error_response(errc::missing_field));
     site_changes changes;
     if (v[0].present) changes.name = std::move(v[0].text);
     if (v[1].present) changes.url = std::move(v[1].text);
-    auto updated = svc.sites.update(user.id, site_id{*id}, changes);
-    if (!updated) return failure(updated.error(), "site.update");
-    return site_response(200, updated->site);
+    svc.sites.update(user.id, site_id{*id}, std::move(changes),
+                     answer_with<site_change>(c, *this, "site.update",
+                                              [](const site_change& updated) { return site_response(200, updated.site); }));
   }
 
-  http_response delete_site(const route& r, const user_record& user) {
-    const auto id = parse_site_id(r.param);
-    if (!id) return error_response(errc::invalid_request);
-    auto done = svc.sites.remove(user.id, site_id{*id});
-    if (!done) return failure(done.error(), "site.delete");
-    return json_response(200, R"({"success":true})");
+  void delete_site(const call_ptr& c, const user_record& user) {
+    const auto id = parse_site_id(c->r.param);
+    if (!id) return c->reply(error_response(errc::invalid_request));
+    svc.sites.remove(user.id, site_id{*id}, answer_with<site_change>(c, *this, "site.delete", [](const site_change&) {
+                       return json_response(200, R"({"success":true})");
+                     }));
   }
 
-  http_response deploy(const http_request& req, const route& r, const user_record& user) {
-    const auto id = parse_site_id(r.param);
-    if (!id) return error_response(errc::invalid_request);
+  void deploy(const call_ptr& c, const user_record& user) {
+    const auto id = parse_site_id(c->r.param);
+    if (!id) return c->reply(error_response(errc::invalid_request));
     static constexpr std::array<field_rule, 1> rules{{{"version", value_kind::string, false, max_text_bytes, 0}}};
     std::array<field_value, 1> v{};
-    if (const errc e = parse(req.body, rules, v, true); e != errc::ok) return error_response(e);
-    auto started = svc.sites.deploy(user.id, site_id{*id}, v[0].text);
-    if (!started) return failure(started.error(), "site.deploy");
-    std::string out = R"({"success":true,"request":)";
-    protocol::append_json_string(out, started->request->value());
-    out += '}';
-    return json_response(202, std::move(out));
+    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
+    svc.sites.deploy(user.id, site_id{*id}, std::move(v[0].text),
+                     answer_with<site_change>(c, *this, "site.deploy", [](const site_change& started) {
+                       std::string out = R"({"success":true,"request":)";
+                       protocol::append_json_string(out, started.request->value());
+                       out += '}';
+                       return json_response(202, std::move(out));
+                     }));
   }
 
   // --- verify-agent -----------------------------------------------------------------------------
 
   /// Hubs only. The address is charged only when the caller did not authenticate as a hub; an
   /// authenticated hub is limited by its own bucket instead.
-  http_response verify_agent(const http_request& req, const route& r, const std::string& address, steady_time now) {
-    if (!addresses.has_token(address, now)) return too_many(addresses, address, now);
-    bool hub_authenticated = false;
-    http_response resp = verify_agent_checked(req, r, address, now, hub_authenticated);
-    if (!hub_authenticated) (void)addresses.take(address, now);
-    return resp;
-  }
-
-  http_response verify_agent_checked(const http_request& req, const route& r, const std::string& address,
-                                     steady_time now, bool& hub_authenticated) {
-    if (!method_allowed(r.allow, req.method)) return method_not_allowed(r);
-    if (auto bad = check_body(req, body_policy::required)) return std::move(*bad);
+  void verify_agent(const call_ptr& c, steady_time now) {
+    if (!addresses.has_token(c->address, now)) return c->reply(too_many(addresses, c->address, now));
+    if (!method_allowed(c->r.allow, c->method)) return refused_by_address(c, method_not_allowed(c->r));
+    if (auto bad = check_body(*c, body_policy::required)) return refused_by_address(c, std::move(*bad));
 
     // "Bearer <hub id>:<hub key>". Ids may contain ':' but keys never do: split at the last one.
-    const std::string_view credentials = bearer_credentials(req.authorization);
+    const std::string_view credentials = bearer_credentials(c->authorization);
     const std::size_t colon = credentials.rfind(':');
     if (colon == std::string_view::npos || colon == 0 || colon + 1 == credentials.size())
-      return unauthenticated(public_message(errc::auth_required));
-    const std::string_view hub_id = credentials.substr(0, colon);
-    auto hub = svc.credentials.verify(principal_kind::hub, hub_id, credentials.substr(colon + 1));
-    if (!hub) {
-      if (to_errc(hub.error()) != errc::auth_failed) return failure(hub.error(), "hub_auth");
-      audit(audit_kind::security_event, "addr:" + address, "hub_auth", audit_target("hub", hub_id), "denied");
-      return unauthenticated(public_message(errc::auth_required));
-    }
-    hub_authenticated = true;
-    if (!hubs.take(hub->id, now)) return too_many(hubs, hub->id, now);
-
+      return refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
     static constexpr std::array<field_rule, 2> rules{{
         {"agentId", value_kind::string, true, max_id_bytes, 0},
         {"agentKey", value_kind::string, true, max_key_bytes, 0},
     }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(req.body, rules, v, false); e != errc::ok) return error_response(e);
+    const errc parsed = parse(c->body, rules, v, false);  // answered only once the hub is known
+    struct verdict {
+      result<verified_principal> hub = errc::auth_failed;
+      result<verified_principal> agent = errc::auth_failed;
+    };
+    const std::string hub_id(credentials.substr(0, colon));
+    const std::string hub_key(credentials.substr(colon + 1));
+    std::string agent = std::move(v[0].text), agent_key = std::move(v[1].text);
+    const clock& clk = svc.clk;
+    random_source& random = svc.random;
+    with_storage<verdict>(
+        c, storage_lane::read,
+        [&clk, &random, hub_id, hub_key, parsed, agent, agent_key](storage& db) -> result<verdict> {
+          credential_service keys(db.credentials(), clk, random);
+          verdict out;
+          out.hub = keys.verify(principal_kind::hub, hub_id, hub_key);
+          if (out.hub && parsed == errc::ok) out.agent = keys.verify(principal_kind::agent, agent, agent_key);
+          return out;
+        },
+        [c, hub_id, agent, parsed](impl& self, result<verdict> answer) {
+          const steady_time at = self.svc.clk.steady_now();
+          if (!answer) return self.refused_by_address(c, self.failure(answer.error(), "hub_auth"));
+          const auto& hub = answer->hub;
+          if (!hub) {
+            if (to_errc(hub.error()) != errc::auth_failed) return self.refused_by_address(c, self.failure(hub.error(), "hub_auth"));
+            self.audit(audit_kind::security_event, "addr:" + c->address, "hub_auth", audit_target("hub", hub_id), "denied");
+            return self.refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
+          }
+          if (!self.hubs.take(hub->id, at)) return c->reply(self.too_many(self.hubs, hub->id, at));
+          if (parsed != errc::ok) return c->reply(error_response(parsed));
+          const auto& verified = answer->agent;
+          if (!verified) {
+            if (to_errc(verified.error()) != errc::auth_failed) return c->reply(self.failure(verified.error(), "verify_agent"));
+            // Unknown agent, wrong key, expired key: one answer, so nothing can be probed.
+            self.audit(audit_kind::security_event, "hub:" + hub->id, "verify_agent", audit_target("agent", agent), "denied");
+            return c->reply(json_response(200, R"({"valid":false})"));
+          }
+          std::string out = R"({"valid":true,"agentId":)";
+          protocol::append_json_string(out, verified->id);
+          out += R"(,"grants":)";
+          append_string_list(out, verified->grants);
+          out += '}';
+          c->reply(json_response(200, std::move(out)));
+        });
+  }
 
-    auto agent = svc.credentials.verify(principal_kind::agent, v[0].text, v[1].text);
-    if (!agent) {
-      if (to_errc(agent.error()) != errc::auth_failed) return failure(agent.error(), "verify_agent");
-      // Unknown agent, wrong key, expired key: one answer, so nothing can be probed.
-      audit(audit_kind::security_event, "hub:" + hub->id, "verify_agent", audit_target("agent", v[0].text), "denied");
-      return json_response(200, R"({"valid":false})");
-    }
-    std::string out = R"({"valid":true,"agentId":)";
-    protocol::append_json_string(out, agent->id);
-    out += R"(,"grants":)";
-    append_string_list(out, agent->grants);
-    out += '}';
-    return json_response(200, std::move(out));
+  /// An answer to a caller that did not authenticate as a hub: its address pays for it.
+  void refused_by_address(const call_ptr& c, http_response response) {
+    (void)addresses.take(c->address, svc.clk.steady_now());
+    c->reply(std::move(response));
   }
 
   // --- administration ---------------------------------------------------------------------------
 
-  http_response admin(const http_request& req, const route& r, const user_record& user) {
+  void admin(const call_ptr& c, const user_record& user) {
     std::string_view action;
-    switch (r.kind) {
+    switch (c->r.kind) {
       case route_kind::admin_agents: action = "agent.register"; break;
       case route_kind::admin_rotate: action = "agent.rotate"; break;
       case route_kind::admin_commanders: action = "commander.register"; break;
@@ -826,124 +930,149 @@ struct rest_api::impl {
     }
     if (user.role != user_role::admin) {
       audit(audit_kind::security_event, user_actor(user), action, {}, "denied", "not an administrator");
-      return error_response(errc::forbidden_operation);
+      return c->reply(error_response(errc::forbidden_operation));
     }
-    switch (r.kind) {
-      case route_kind::admin_agents: return register_principal(req, user, action, principal_kind::agent, "agentId", "trustedCommanders");
-      case route_kind::admin_commanders: return register_principal(req, user, action, principal_kind::commander, "commanderId", "agents");
-      case route_kind::admin_hubs: return register_principal(req, user, action, principal_kind::hub, "hubId", {});
-      case route_kind::admin_audit: return read_audit(req);
-      default: return rotate_agent(req, r, user, action);
+    switch (c->r.kind) {
+      case route_kind::admin_agents: return register_principal(c, user, action, principal_kind::agent, "agentId", "trustedCommanders");
+      case route_kind::admin_commanders: return register_principal(c, user, action, principal_kind::commander, "commanderId", "agents");
+      case route_kind::admin_hubs: return register_principal(c, user, action, principal_kind::hub, "hubId", {});
+      case route_kind::admin_audit: return read_audit(c);
+      default: return rotate_agent(c, user, action);
     }
   }
 
   /// GET /api/admin/audit. A successful read is not audited itself (a dashboard polling the trail
   /// would otherwise fill it with its own reads); the request log line records it, and a refused one
   /// is a security event like every other administration route's.
-  http_response read_audit(const http_request& req) {
+  void read_audit(const call_ptr& c) {
     audit_query q;
-    if (const errc e = parse_audit_query(req.target, q); e != errc::ok) return error_response(e);
-    auto events = svc.db.audit().query(q);
-    if (!events) return failure(events.error(), "audit.read");
-    std::string out = R"({"success":true,"events":[)";
-    for (std::size_t i = 0; i < events->size(); ++i) {
-      if (i) out += ',';
-      append_audit_json(out, (*events)[i]);
-    }
-    out += "]}";
-    return json_response(200, std::move(out));
+    if (const errc e = parse_audit_query(c->target, q); e != errc::ok) return c->reply(error_response(e));
+    with_storage<std::vector<audit_event>>(c, storage_lane::read, [q](storage& db) { return db.audit().query(q); },
+                                           [c](impl& self, result<std::vector<audit_event>> events) {
+                                             if (!events) return c->reply(self.failure(events.error(), "audit.read"));
+                                             std::string out = R"({"success":true,"events":[)";
+                                             for (std::size_t i = 0; i < events->size(); ++i) {
+                                               if (i) out += ',';
+                                               append_audit_json(out, (*events)[i]);
+                                             }
+                                             out += "]}";
+                                             c->reply(json_response(200, std::move(out)));
+                                           });
   }
 
-  http_response register_principal(const http_request& req, const user_record& user, std::string_view action,
-                                    principal_kind kind, std::string_view id_field, std::string_view grants_field) {
+  /// Runs a credential change on the write lane with its audit event (ok or failed) in the same work.
+  template <class Change, class Make>
+  void change_credentials(const call_ptr& c, const user_record& user, std::string_view action, std::string target,
+                          std::string ok_detail, Change change, Make make) {
+    const clock& clk = svc.clk;
+    random_source& random = svc.random;
+    audit_event ok = event(audit_kind::administration, user_actor(user), action, target, "ok", std::move(ok_detail));
+    with_storage<std::string>(
+        c, storage_lane::write,
+        [&clk, &random, ok = std::move(ok), change = std::move(change)](storage& db) -> result<std::string> {
+          credential_service credentials(db.credentials(), clk, random);
+          auto key = change(credentials);
+          audit_event e = ok;
+          if (!key) {
+            e.outcome = "failed";
+            e.detail = std::string(wire_code(to_errc(key.error())));
+          }
+          db.audit().record(e);
+          return key;
+        },
+        [c, action, make = std::move(make)](impl& self, result<std::string> key) {
+          if (!key) return c->reply(self.failure(key.error(), action));
+          c->reply(make(*key));
+        });
+  }
+
+  void register_principal(const call_ptr& c, const user_record& user, std::string_view action, principal_kind kind,
+                          std::string_view id_field, std::string_view grants_field) {
     std::array<field_value, 2> v{};
     errc parsed = errc::ok;
     if (grants_field.empty()) {
       const std::array<field_rule, 1> rules{{{id_field, value_kind::string, true, max_id_bytes, 0}}};
       std::array<field_value, 1> id{};
-      parsed = parse(req.body, rules, id, false);
+      parsed = parse(c->body, rules, id, false);
       v[0] = std::move(id[0]);
     } else {
       const std::array<field_rule, 2> rules{{
           {id_field, value_kind::string, true, max_id_bytes, 0},
           {grants_field, value_kind::string_list, true, max_id_bytes, max_grants},
       }};
-      parsed = parse(req.body, rules, v, false);
+      parsed = parse(c->body, rules, v, false);
     }
-    if (parsed != errc::ok) return error_response(parsed);
-    const std::string target = audit_target(to_string(kind), v[0].text);
-    auto key = svc.credentials.register_principal(kind, v[0].text, v[1].items);
-    if (!key) {
-      audit(audit_kind::administration, user_actor(user), action, target, "failed",
-            std::string(wire_code(to_errc(key.error()))));
-      return failure(key.error(), action);
-    }
-    audit(audit_kind::administration, user_actor(user), action, target, "ok");
-    std::string out = R"({"success":true,)";
-    protocol::append_json_string(out, id_field);
-    out += ':';
-    protocol::append_json_string(out, v[0].text);
-    out += R"(,"key":)";
-    protocol::append_json_string(out, *key);
-    out += '}';
-    return json_response(201, std::move(out));
+    if (parsed != errc::ok) return c->reply(error_response(parsed));
+    std::string id = std::move(v[0].text);
+    change_credentials(
+        c, user, action, audit_target(to_string(kind), id), {},
+        [kind, id, grants = std::move(v[1].items)](credential_service& credentials) {
+          return credentials.register_principal(kind, id, grants);
+        },
+        [id_field, id](const std::string& key) {
+          std::string out = R"({"success":true,)";
+          protocol::append_json_string(out, id_field);
+          out += ':';
+          protocol::append_json_string(out, id);
+          out += R"(,"key":)";
+          protocol::append_json_string(out, key);
+          out += '}';
+          return json_response(201, std::move(out));
+        });
   }
 
-  http_response rotate_agent(const http_request& req, const route& r, const user_record& user,
-                             std::string_view action) {
-    if (!is_valid_wire_id(r.param)) return error_response(errc::invalid_request);
+  void rotate_agent(const call_ptr& c, const user_record& user, std::string_view action) {
+    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response(errc::invalid_request));
     static constexpr std::array<field_rule, 1> rules{{{"overlapSeconds", value_kind::integer, false, 0, 0}}};
     std::array<field_value, 1> v{};
-    if (const errc e = parse(req.body, rules, v, true); e != errc::ok) return error_response(e);
+    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
     const std::chrono::seconds overlap = v[0].present ? std::chrono::seconds(v[0].number) : cfg.default_rotation_overlap;
-    const std::string target = audit_target("agent", r.param);
-    auto key = svc.credentials.rotate(principal_kind::agent, r.param, overlap);
-    if (!key) {
-      audit(audit_kind::administration, user_actor(user), action, target, "failed",
-            std::string(wire_code(to_errc(key.error()))));
-      return failure(key.error(), action);
-    }
-    audit(audit_kind::administration, user_actor(user), action, target, "ok",
-          "overlap " + std::to_string(overlap.count()) + "s");
-    std::string out = R"({"success":true,"agentId":)";
-    protocol::append_json_string(out, r.param);
-    out += R"(,"key":)";
-    protocol::append_json_string(out, *key);
-    out += '}';
-    return json_response(200, std::move(out));
+    std::string id(c->r.param);
+    change_credentials(
+        c, user, action, audit_target("agent", id), "overlap " + std::to_string(overlap.count()) + "s",
+        [id, overlap](credential_service& credentials) { return credentials.rotate(principal_kind::agent, id, overlap); },
+        [id](const std::string& key) {
+          std::string out = R"({"success":true,"agentId":)";
+          protocol::append_json_string(out, id);
+          out += R"(,"key":)";
+          protocol::append_json_string(out, key);
+          out += '}';
+          return json_response(200, std::move(out));
+        });
   }
 };
 
 // ------------------------------------------------------------------------------------------ rest_api
 
 rest_api::rest_api(rest_config config, rest_services services)
-    : impl_(std::make_unique<impl>(config, std::move(services))) {}
+    : impl_(std::make_shared<impl>(config, std::move(services))) {}
 
 rest_api::~rest_api() = default;
 
 std::size_t rest_api::tracked_addresses() const noexcept { return impl_->addresses.size(); }
 
-http_response rest_api::handle(const http_request& request) {
-  const route r = match(request.target);
-  std::string address;
-  http_response response;
-  try {
-    address = client_address_key(request.remote_address);
-    response = impl_->dispatch(request, r, address);
-  } catch (const std::exception& e) {
-    impl_->svc.log.log(log_level::error, "rest_exception", {field("route", r.name), field("what", e.what())});
-    response = error_response(500, public_message(errc::internal_error));
-  } catch (...) {
-    impl_->svc.log.log(log_level::error, "rest_exception", {field("route", r.name)});
-    response = error_response(500, public_message(errc::internal_error));
-  }
-  response.headers.push_back({"Cache-Control", "no-store"});
-  impl_->svc.log.log(response.status >= 500 ? log_level::warn : log_level::info, "http_request",
-                     {field("method", logged_method(request.method)), field("route", r.name),
-                      field("status", static_cast<std::int64_t>(response.status)), field("address", address),
-                      field("hold_ms", static_cast<std::int64_t>(response.hold_back.count()))});
-  return response;
+void rest_api::handle(const http_request& request, std::function<void(http_response)> done) {
+  auto c = std::make_shared<rest_call>();
+  c->method = request.method;
+  c->target = request.target;
+  c->body = request.body;
+  c->authorization = request.authorization;
+  c->content_type = request.content_type;
+  c->r = match(c->target);
+  logger& log = impl_->svc.log;
+  const std::string_view method = logged_method(c->method);
+  // Every answer: Cache-Control, and one log line with the route template (never the raw target).
+  c->answer = [&log, method, call = c.get(), done = std::move(done)](http_response response) {
+    response.headers.push_back({"Cache-Control", "no-store"});
+    log.log(response.status >= 500 ? log_level::warn : log_level::info, "http_request",
+            {field("method", method), field("route", call->r.name), field("status", static_cast<std::int64_t>(response.status)),
+             field("address", call->address), field("hold_ms", static_cast<std::int64_t>(response.hold_back.count()))});
+    done(std::move(response));
+  };
+  impl_->guarded(c, [&] {
+    c->address = client_address_key(request.remote_address);
+    impl_->dispatch(c);
+  });
 }
-
 
 }  // namespace citrus

@@ -1,5 +1,5 @@
 #pragma once
-// Private to citrus::core: the command ids each user has used lately, so that a repeated id (a client
+// Private to citrus::backend: the command ids each user has used lately, so that a repeated id (a client
 // retrying after a lost answer, or a bug) is refused instead of running an operation twice. An id is
 // held while its operation is open and for `linger` after it ended; at most `per_user` ids per user.
 // Single-threaded (the user gateway's loop).
@@ -24,6 +24,11 @@ class recent_commands {
   /// Whether `user` may use `id` for a new command now: not while it is held (duplicate), nor when
   /// `per_user` ids are held (full). Forgets what lingered past its time first.
   verdict check(user_id user, std::string_view id, steady_time now);
+  /// Holds `id` while its command waits for storage (no request yet): a second session of the same
+  /// user sending the same id meanwhile is a duplicate. hold_open()/hold_finished() take it over;
+  /// release() gives it back when the command failed and ran nothing.
+  void reserve(user_id user, std::string_view id);
+  void release(user_id user, std::string_view id);
   /// Holds `id` while the operation `request` is open (until ended()).
   void hold_open(user_id user, std::string_view id, const request_id& request);
   /// Holds `id` for an operation that completed at once: it lingers from `now`.

@@ -13,6 +13,11 @@
 /// `error`) under the user's own id. The ids of a user's state-changing commands (all but
 /// site.status) are held while their operation is open and `command_id_linger` after it ended: any
 /// command reusing one gets duplicate_request and runs nothing (docs/protocol.md, "A user's commands").
+///
+/// Storage (the user lookup on auth and before each command, and the site calls) runs on the storage
+/// executor, never on the loop. A session's messages are handled one at a time, in order: while one
+/// waits for storage, later ones wait (at most max_waiting_messages; more are refused rate_limited),
+/// and other sessions are served meanwhile.
 #include <chrono>
 #include <memory>
 #include <string_view>
@@ -21,7 +26,8 @@
 #include "citrus/core/logger.hpp"
 #include "citrus/core/operations.hpp"
 #include "citrus/core/rate_limit.hpp"
-#include "citrus/core/site_service.hpp"
+#include "citrus/backend/site_service.hpp"
+#include "citrus/core/storage_executor.hpp"
 #include "citrus/core/token.hpp"
 #include "citrus/core/transport.hpp"
 
@@ -38,12 +44,15 @@ struct user_gateway_config {
   std::chrono::milliseconds command_id_linger{std::chrono::minutes(10)};
   /// Command ids held per user (open or lingering); past it, state-changing commands get rate_limited.
   std::size_t max_held_command_ids = 256;
+  /// Messages of one session waiting while an earlier one waits for storage: above message_rate's
+  /// burst, so that a client within its rate is never refused for the database's slowness.
+  std::size_t max_waiting_messages = 64;
 };
 
 class user_gateway final : public connection_handler, public user_notifier {
  public:
   /// `sites` may be bound later with bind_sites() (the two reference each other).
-  user_gateway(user_gateway_config config, token_service& tokens, user_store& users,
+  user_gateway(user_gateway_config config, token_service& tokens, storage_executor& storage,
                const operation_registry& operations, const clock& clk, logger& log, audit_sink& audit);
   ~user_gateway() override;
   void bind_sites(site_service& sites);
@@ -62,7 +71,7 @@ class user_gateway final : public connection_handler, public user_notifier {
 
  private:
   struct impl;
-  std::unique_ptr<impl> impl_;
+  std::shared_ptr<impl> impl_;  // shared: storage answers hold it weakly
 };
 
 }  // namespace citrus

@@ -1,7 +1,8 @@
 #pragma once
 /// The backend's REST API as pure logic: a request in, a response out. No sockets, no HTTP library;
-/// an adapter (citrus::wspp's HTTP handler) copies its request into an http_request and sends the
-/// http_response back. Single-threaded: call handle() on the backend's event loop only.
+/// an adapter (citrus::wspp's deferred HTTP handler) copies its request into an http_request and sends
+/// the http_response back when it comes. Loop thread only: handle() returns at once, the storage work
+/// of a request runs on the storage executor, and the answer arrives on the loop.
 ///
 /// Routes (every body is JSON; ids in paths are canonical positive decimals <= 2^53):
 ///
@@ -47,15 +48,16 @@
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/http_auth.hpp"  // bearer_credentials
 #include "citrus/core/logger.hpp"
-#include "citrus/core/login_service.hpp"
+#include "citrus/backend/login_service.hpp"
 #include "citrus/core/rate_limit.hpp"
-#include "citrus/core/site_service.hpp"
+#include "citrus/backend/site_service.hpp"
 #include "citrus/core/storage.hpp"
+#include "citrus/core/storage_executor.hpp"
 #include "citrus/core/token.hpp"
 
 namespace citrus {
 
-/// One request. The views only need to live for the handle() call.
+/// One request. The views only need to live for the handle() call (it copies what it keeps).
 struct http_request {
   std::string_view method;          ///< "GET", "POST", ... (case-sensitive, as RFC 9110 says)
   std::string_view target;          ///< origin-form: path, optionally "?query" (read by /api/admin/audit only)
@@ -101,12 +103,12 @@ struct rest_config {
 };
 
 struct rest_services {
-  storage& db;
+  storage_executor& storage;
   site_service& sites;
   login_service& login;
-  credential_service& credentials;
   token_service& tokens;
-  const clock& clk;
+  const clock& clk;      ///< read on the storage threads too (credential checks)
+  random_source& random; ///< new keys, drawn on the storage write thread: must be thread-safe
   logger& log;
   /// Prometheus text exposition for GET /metrics; when empty, "citrus_up 1\n" is served.
   std::function<std::string()> metrics;
@@ -119,16 +121,17 @@ class rest_api {
   rest_api(const rest_api&) = delete;
   rest_api& operator=(const rest_api&) = delete;
 
-  /// Answers one request. Never lets an exception out (it becomes a 500 "Internal error") unless
-  /// even that answer cannot be allocated.
-  http_response handle(const http_request& request);
+  /// Answers one request: `done` runs exactly once, on the loop thread, possibly before handle()
+  /// returns. An exception becomes a 500 "Internal error". When the API is destroyed first, requests
+  /// still waiting for storage are dropped (`done` never runs).
+  void handle(const http_request& request, std::function<void(http_response)> done);
 
   /// Client addresses currently tracked by the per-address rate limit (at most max_addresses).
   std::size_t tracked_addresses() const noexcept;
 
  private:
   struct impl;
-  std::unique_ptr<impl> impl_;
+  std::shared_ptr<impl> impl_;
 };
 
 

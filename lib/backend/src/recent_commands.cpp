@@ -12,13 +12,31 @@ recent_commands::verdict recent_commands::check(user_id user, std::string_view i
   return it->second.size() < per_user_ ? verdict::fresh : verdict::full;
 }
 
-void recent_commands::hold_open(user_id user, std::string_view id, const request_id& request) {
+void recent_commands::reserve(user_id user, std::string_view id) {
   if (by_user_[user.value()].emplace(std::string(id), true).second) ++held_;
+}
+
+void recent_commands::release(user_id user, std::string_view id) {
+  auto u = by_user_.find(user.value());
+  if (u == by_user_.end()) return;
+  auto e = u->second.find(std::string(id));
+  if (e == u->second.end() || !e->second) return;  // lingering: it ran, keep it
+  u->second.erase(e);
+  --held_;
+  if (u->second.empty()) by_user_.erase(u);
+}
+
+void recent_commands::hold_open(user_id user, std::string_view id, const request_id& request) {
+  auto [it, inserted] = by_user_[user.value()].emplace(std::string(id), true);
+  if (inserted) ++held_;
+  else it->second = true;
   open_[request.value()] = {user.value(), std::string(id)};
 }
 
 void recent_commands::hold_finished(user_id user, std::string_view id, steady_time now) {
-  if (by_user_[user.value()].emplace(std::string(id), false).second) ++held_;
+  auto [it, inserted] = by_user_[user.value()].emplace(std::string(id), false);
+  if (inserted) ++held_;
+  else it->second = false;
   start_lingering(user.value(), std::string(id), now);
 }
 

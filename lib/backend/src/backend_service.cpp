@@ -1,0 +1,59 @@
+#include "citrus/backend/backend_service.hpp"
+
+namespace citrus {
+
+namespace {
+/// The link reports to the site service, which sends through the link: built before either exists.
+struct forward_observer final : command_observer {
+  command_observer* target = nullptr;
+  void on_update(const command_update& update) override {
+    if (target) target->on_update(update);
+  }
+};
+}  // namespace
+
+struct backend_service::impl {
+  impl(backend_config c, backend_services s)
+      : gateway(c.gateway, s.tokens, s.storage, s.operations, s.clk, s.log, s.gateway_audit),
+        link(std::move(c.link), s.clk, s.log, observer),
+        sites(std::move(c.sites), s.storage, link, gateway, s.clk, s.log),
+        login(c.login, s.storage, s.tokens, s.clk),
+        rest(c.rest, rest_services{s.storage, sites, login, s.tokens, s.clk, s.random, s.log,
+                                   [this] { return metrics ? metrics() : std::string("citrus_up 1\n"); }}) {
+    observer.target = &sites;
+    gateway.bind_sites(sites);
+  }
+
+  forward_observer observer;
+  user_gateway gateway;
+  commander_link link;
+  site_service sites;
+  login_service login;
+  rest_api rest;
+  std::function<std::string()> metrics;
+};
+
+backend_service::backend_service(backend_config config, backend_services services)
+    : impl_(std::make_unique<impl>(std::move(config), services)) {}
+backend_service::~backend_service() = default;
+
+connection_handler& backend_service::users() noexcept { return impl_->gateway; }
+connection_handler& backend_service::hub_link() noexcept { return impl_->link; }
+void backend_service::handle_http(const http_request& request, std::function<void(http_response)> done) {
+  impl_->rest.handle(request, std::move(done));
+}
+void backend_service::set_metrics(std::function<std::string()> metrics) { impl_->metrics = std::move(metrics); }
+void backend_service::tick() {
+  impl_->gateway.tick();
+  impl_->link.tick();
+}
+
+user_gateway& backend_service::gateway() noexcept { return impl_->gateway; }
+const user_gateway& backend_service::gateway() const noexcept { return impl_->gateway; }
+commander_link& backend_service::link() noexcept { return impl_->link; }
+const commander_link& backend_service::link() const noexcept { return impl_->link; }
+site_service& backend_service::sites() noexcept { return impl_->sites; }
+login_service& backend_service::logins() noexcept { return impl_->login; }
+rest_api& backend_service::rest() noexcept { return impl_->rest; }
+
+}  // namespace citrus

@@ -1,0 +1,374 @@
+#include "citrus/backend/site_service.hpp"
+
+#include <unordered_map>
+#include <vector>
+
+#include "citrus/core/protocol.hpp"
+
+namespace citrus {
+
+namespace {
+
+bool has_control_chars(std::string_view s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) return true;
+  return false;
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+void append_number(std::string& out, std::int64_t n) { out += std::to_string(n); }
+
+/// The payload of site.create and site.update for the agent: {"site_id":..,"name":..,"url":..}.
+std::string site_payload(const site_record& site) {
+  std::string payload = R"({"site_id":)" + std::to_string(site.id.value()) + R"(,"name":)";
+  protocol::append_json_string(payload, site.name);
+  payload += R"(,"url":)";
+  protocol::append_json_string(payload, site.url);
+  payload += '}';
+  return payload;
+}
+
+}  // namespace
+
+result<void> validate_site_input(std::string_view name, std::string_view url) {
+  if (name.empty() || name.size() > 100 || has_control_chars(name)) return errc::invalid_payload;
+  if (url.empty() || url.size() > 255 || has_control_chars(url)) return errc::invalid_payload;
+  if (!starts_with(url, "http://") && !starts_with(url, "https://")) return errc::invalid_payload;
+  return {};
+}
+
+void append_site_json(std::string& out, const site_record& s) {
+  out += R"({"id":)";
+  append_number(out, s.id.value());
+  out += R"(,"name":)";
+  protocol::append_json_string(out, s.name);
+  out += R"(,"url":)";
+  protocol::append_json_string(out, s.url);
+  out += R"(,"user_id":)";
+  append_number(out, s.owner.value());
+  out += R"(,"agent_id":)";
+  protocol::append_json_string(out, s.agent.value());
+  out += R"(,"created_at":)";
+  append_number(out, to_unix_seconds(s.created_at));
+  out += R"(,"updated_at":)";
+  append_number(out, to_unix_seconds(s.updated_at));
+  out += R"(,"deployer_id":)";
+  protocol::append_json_string(out, s.deployer_id);
+  out += R"(,"deploy_status":)";
+  protocol::append_json_string(out, s.deploy_status);
+  out += R"(,"last_deploy_date":)";
+  if (s.last_deploy_date) append_number(out, to_unix_seconds(*s.last_deploy_date));
+  else out += "null";
+  out += R"(,"revision":)";
+  append_number(out, s.revision);
+  out += '}';
+}
+
+namespace {
+
+audit_event site_audit(wall_time at, user_id caller, std::string_view action, site_id site, std::string_view outcome,
+                       std::string detail = {}) {
+  const bool denied = outcome == "denied";
+  return audit_event{at, denied ? audit_kind::security_event : audit_kind::site_operation,
+                     "user:" + std::to_string(caller.value()), std::string(action), "site:" + std::to_string(site.value()),
+                     std::string(outcome), std::move(detail)};
+}
+
+/// The caller's site; another user's site and a missing one are both errc::unauthorized_access,
+/// audited as a denial (on the storage thread: `db` is that thread's).
+result<site_record> owned(storage& db, wall_time now, user_id caller, site_id id, std::string_view action) {
+  auto site = db.sites().find_site(caller, id);
+  if (site) return site;
+  if (site.error() != make_error_code(errc::not_found)) return site.error();
+  db.audit().record(site_audit(now, caller, action, id, "denied"));
+  return errc::unauthorized_access;
+}
+
+errc code_of(const std::error_code& e) { return static_cast<errc>(e.value()); }
+
+site_change dispatched(site_record site, const result<request_id>& sent) {
+  site_change change{std::move(site), std::nullopt, errc::ok};
+  if (sent) change.request = *sent;
+  else change.not_sent = code_of(sent.error());
+  return change;
+}
+
+}  // namespace
+
+struct site_service::impl {
+  impl(site_service_config c, storage_executor& s, command_sink& k, user_notifier& u, const clock& clk, logger& l)
+      : cfg(std::move(c)), storage(s), commands(k), users(u), clock(clk), log(l) {}
+
+  struct binding {
+    user_id owner;
+    site_id site;
+    /// False until the caller has been answered (`accepted` names the request): progress that
+    /// arrives before waits here, so that no user sees an update for a request not yet announced.
+    bool answered = false;
+    std::vector<command_update> early;
+  };
+  static constexpr std::size_t max_early_updates = 64;
+
+  site_service_config cfg;
+  storage_executor& storage;
+  command_sink& commands;
+  user_notifier& users;
+  const citrus::clock& clock;
+  logger& log;
+  std::unordered_map<std::string, binding> sent;  ///< request id -> whose site it is for
+  std::string frame;
+
+  /// Sends a command for (owner, site) and remembers whom its updates are for.
+  result<request_id> send(std::string op, const agent_id& agent, std::string payload, user_id owner, site_id site) {
+    auto id = commands.send(command_request{std::move(op), agent, std::move(payload), protocol::priority::normal});
+    if (id) sent[id->value()] = binding{owner, site, false, {}};
+    return id;
+  }
+
+  /// The caller of `request` has its answer: progress held back until now goes out.
+  void answered(const result<request_id>& request) {
+    if (!request) return;
+    auto it = sent.find(request->value());
+    if (it == sent.end() || it->second.answered) return;
+    it->second.answered = true;
+    auto early = std::move(it->second.early);
+    const binding b{it->second.owner, it->second.site, true, {}};
+    for (const auto& u : early) push(u, b, std::nullopt);
+  }
+
+  /// Writes an audit event on the write lane, after everything submitted before it.
+  void audit_later(audit_event event) {
+    storage.submit(storage_lane::write, [event = std::move(event)](citrus::storage& db) { db.audit().record(event); }, [] {});
+  }
+
+  void push(const command_update& u, const binding& b, const std::optional<site_record>& site) {
+    using kind = command_update::kind;
+    protocol::envelope e;
+    e.id = u.request.value();
+    e.op = u.op;
+    e.site = b.site.value();
+    std::string payload;
+    if (site) append_site_json(payload, *site);
+    if (u.what == kind::progress) {
+      e.type = protocol::message_type::progress;
+      e.percent = u.percent;
+      e.step = u.step;
+    } else {
+      e.type = protocol::message_type::result;
+      e.status = u.what == kind::succeeded ? "ok" : "failed";
+      if (u.what == kind::failed) {
+        e.code = u.code;
+        e.message = u.message.empty() ? std::string_view("Operation failed") : std::string_view(u.message);
+      }
+      e.payload = payload;
+    }
+    protocol::write(frame, e);
+    users.notify(b.owner, frame);
+    if (u.what != kind::progress) users.operation_ended(b.owner, u.request);
+  }
+};
+
+site_service::site_service(site_service_config config, storage_executor& storage, command_sink& commands,
+                           user_notifier& users, const clock& clk, logger& log)
+    : impl_(std::make_shared<impl>(std::move(config), storage, commands, users, clk, log)) {}
+site_service::~site_service() = default;
+
+std::size_t site_service::in_flight() const noexcept { return impl_->sent.size(); }
+
+// Each call below: work on the storage lane (capturing values only), then the loop part in `done`,
+// which holds the service weakly: a service destroyed meanwhile drops the answer.
+
+void site_service::list(user_id caller, reply<std::vector<site_record>> done) {
+  run_storage<std::vector<site_record>>(impl_->storage, storage_lane::read,
+                                        [caller](storage& db) { return db.sites().list_sites(caller); }, std::move(done));
+}
+
+void site_service::get(user_id caller, site_id id, reply<site_record> done) {
+  const wall_time now = impl_->clock.wall_now();
+  // A denial is audited, so the lookup runs on the write lane.
+  run_storage<site_record>(impl_->storage, storage_lane::write,
+                           [=](storage& db) { return owned(db, now, caller, id, "site.get"); }, std::move(done));
+}
+
+void site_service::create(user_id caller, site_input input, reply<site_change> done) {
+  if (auto ok = validate_site_input(input.name, input.url); !ok) return done(ok.error());
+  impl& m = *impl_;
+  const wall_time now = m.clock.wall_now();
+  new_site row{std::move(input.name), std::move(input.url), caller, m.cfg.default_agent};
+  std::weak_ptr<impl> weak = impl_;
+  run_storage<site_record>(
+      m.storage, storage_lane::write, [row = std::move(row), now](storage& db) { return db.sites().create_site(row, now); },
+      [weak, caller, done = std::move(done)](result<site_record> site) mutable {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!site) return done(site.error());
+        auto sent = self->send("site.create", site->agent, site_payload(*site), caller, site->id);
+        const wall_time at = self->clock.wall_now();
+        const std::string status = sent ? "creating" : "failed";
+        audit_event event = site_audit(at, caller, "site.create", site->id, sent ? "ok" : "failed",
+                                       sent ? "" : std::string(wire_code(code_of(sent.error()))));
+        run_storage<site_record>(
+            self->storage, storage_lane::write,
+            [row = *site, status, at, event = std::move(event)](storage& db) -> result<site_record> {
+              db.audit().record(event);
+              auto updated = db.sites().record_deploy(row.id, deploy_update{status, row.deployer_id, row.last_deploy_date}, at);
+              return updated ? std::move(*updated) : row;
+            },
+            [weak, sent, done = std::move(done)](result<site_record> stored) mutable {
+              if (stored) done(dispatched(std::move(*stored), sent));
+              else done(stored.error());
+              if (auto alive = weak.lock()) alive->answered(sent);
+            });
+      });
+}
+
+void site_service::update(user_id caller, site_id id, site_changes changes, reply<site_change> done) {
+  impl& m = *impl_;
+  const wall_time now = m.clock.wall_now();
+  std::weak_ptr<impl> weak = impl_;
+  run_storage<site_record>(
+      m.storage, storage_lane::write,
+      [=, changes = std::move(changes)](storage& db) -> result<site_record> {
+        auto current = owned(db, now, caller, id, "site.update");
+        if (!current) return current.error();
+        const std::string& name = changes.name ? *changes.name : current->name;
+        const std::string& url = changes.url ? *changes.url : current->url;
+        if (auto ok = validate_site_input(name, url); !ok) return ok.error();
+        auto site = db.sites().update_site(caller, id, changes, now);
+        if (!site) return site.error() == make_error_code(errc::not_found) ? make_error_code(errc::unauthorized_access) : site.error();
+        db.audit().record(site_audit(now, caller, "site.update", id, "ok"));
+        return site;
+      },
+      [weak, caller, id, done = std::move(done)](result<site_record> site) mutable {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!site) return done(site.error());
+        auto sent = self->send("site.update", site->agent, site_payload(*site), caller, id);
+        if (!sent)
+          self->log.log(log_level::warn, "site_update_not_sent", {field("site", id.value()), field("agent", site->agent.value())});
+        done(dispatched(std::move(*site), sent));
+        self->answered(sent);
+      });
+}
+
+void site_service::remove(user_id caller, site_id id, reply<site_change> done) {
+  impl& m = *impl_;
+  const wall_time now = m.clock.wall_now();
+  std::weak_ptr<impl> weak = impl_;
+  run_storage<site_record>(
+      m.storage, storage_lane::write,
+      [=](storage& db) -> result<site_record> {
+        auto current = owned(db, now, caller, id, "site.delete");
+        if (!current) return current.error();
+        if (auto gone = db.sites().delete_site(caller, id); !gone) return gone.error();
+        db.audit().record(site_audit(now, caller, "site.delete", id, "ok"));
+        return current;
+      },
+      [weak, caller, id, done = std::move(done)](result<site_record> site) mutable {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!site) return done(site.error());
+        // The row is gone either way; the agent removes the files when it can be reached.
+        auto sent = self->send("site.delete", site->agent, R"({"site_id":)" + std::to_string(id.value()) + "}", caller, id);
+        if (!sent)
+          self->log.log(log_level::warn, "site_delete_not_sent", {field("site", id.value()), field("agent", site->agent.value())});
+        done(dispatched(std::move(*site), sent));
+        self->answered(sent);
+      });
+}
+
+void site_service::deploy(user_id caller, site_id id, std::string version, reply<site_change> done) {
+  if (version.size() > 64 || has_control_chars(version)) return done(errc::invalid_payload);
+  impl& m = *impl_;
+  const wall_time now = m.clock.wall_now();
+  std::weak_ptr<impl> weak = impl_;
+  run_storage<site_record>(
+      m.storage, storage_lane::write, [=](storage& db) { return owned(db, now, caller, id, "site.deploy"); },
+      [weak, caller, id, version = std::move(version), done = std::move(done)](result<site_record> current) mutable {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!current) return done(current.error());
+        std::string payload = R"({"site_id":)" + std::to_string(id.value());
+        if (!version.empty()) {
+          payload += R"(,"version":)";
+          protocol::append_json_string(payload, version);
+        }
+        payload += '}';
+        auto sent = self->send("site.deploy", current->agent, std::move(payload), caller, id);
+        const wall_time at = self->clock.wall_now();
+        if (!sent) {
+          self->audit_later(site_audit(at, caller, "site.deploy", id, "failed", std::string(wire_code(code_of(sent.error())))));
+          return done(sent.error());
+        }
+        run_storage<site_record>(
+            self->storage, storage_lane::write,
+            [row = std::move(*current), at, caller, id, request = sent->value()](storage& db) -> result<site_record> {
+              db.audit().record(site_audit(at, caller, "site.deploy", id, "started", request));
+              auto updated = db.sites().record_deploy(id, deploy_update{"deploying", row.agent.value(), row.last_deploy_date}, at);
+              return updated ? std::move(*updated) : row;
+            },
+            [weak, sent, done = std::move(done)](result<site_record> stored) mutable {
+              if (stored) done(dispatched(std::move(*stored), sent));
+              else done(stored.error());
+              if (auto alive = weak.lock()) alive->answered(sent);
+            });
+      });
+}
+
+void site_service::on_update(const command_update& u) {
+  using kind = command_update::kind;
+  impl& m = *impl_;
+  auto it = m.sent.find(u.request.value());
+  if (it == m.sent.end()) {  // the link forwards only our own requests: this is a bug, not a user's update
+    m.log.log(log_level::warn, "site_update_unbound", {field("id", u.request.value()), field("op", u.op)});
+    return;
+  }
+  if (u.what == kind::progress) {  // nothing stored: straight to the owner, once the request is announced
+    if (it->second.answered) m.push(u, it->second, std::nullopt);
+    else if (it->second.early.size() < impl::max_early_updates) it->second.early.push_back(u);
+    return;
+  }
+  const impl::binding b{it->second.owner, it->second.site, true, {}};
+  m.sent.erase(it);
+
+  const bool records_status = u.op == "site.deploy" || u.op == "site.create";
+  const wall_time now = m.clock.wall_now();
+  audit_event event = site_audit(now, b.owner, u.op, b.site, u.what == kind::succeeded ? "ok" : "failed", u.code);
+  if (!records_status) {
+    m.audit_later(std::move(event));
+    return m.push(u, b, std::nullopt);
+  }
+  deploy_update change;
+  change.deployer_id = u.agent.value();
+  if (u.what == kind::succeeded) {
+    change.deploy_status = u.op == "site.deploy" ? "deployed" : "created";
+    if (u.op == "site.deploy") change.last_deploy_date = now;
+  } else {
+    change.deploy_status = "failed";
+  }
+  // The final update waits for its row to be saved, so that its payload is the site as stored; a
+  // progress update sent meanwhile was pushed before it, and the write lane keeps the order.
+  std::weak_ptr<impl> weak = impl_;
+  run_storage<std::optional<site_record>>(
+      m.storage, storage_lane::write,
+      [b, change, now, event = std::move(event)](storage& db) mutable -> result<std::optional<site_record>> {
+        db.audit().record(event);
+        if (!change.last_deploy_date)
+          if (auto before = db.sites().find_site(b.owner, b.site)) change.last_deploy_date = before->last_deploy_date;
+        auto saved = db.sites().record_deploy(b.site, change, now);
+        if (saved) return std::optional<site_record>(std::move(*saved));
+        if (saved.error() == make_error_code(errc::not_found)) return std::optional<site_record>();  // deleted meanwhile
+        return saved.error();
+      },
+      [weak, u, b](result<std::optional<site_record>> saved) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (!saved)
+          self->log.log(log_level::error, "deploy_status_not_saved",
+                        {field("site", b.site.value()), field("code", wire_code(code_of(saved.error())))});
+        self->push(u, b, saved ? *saved : std::nullopt);
+      });
+}
+
+}  // namespace citrus

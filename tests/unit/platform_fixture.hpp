@@ -28,7 +28,13 @@ struct platform_fixture : hub_fixture {
                                                     std::chrono::seconds(300), std::chrono::seconds(3600),
                                                     std::chrono::seconds(5)},
                                   random};
-  memory::inline_storage_executor storage{db};
+  memory::inline_storage_executor inline_lanes{db};
+  memory::manual_storage_executor manual_lanes{db};
+  /// Inline unless the fixture was asked for manual storage: then run() also runs the storage work,
+  /// unless hold_storage is set (the test runs manual_lanes itself).
+  bool manual_storage = false;
+  bool hold_storage = false;
+  storage_executor& storage;
   std::unique_ptr<backend_service> backend;
   user_gateway& gateway;
   commander_link* link = nullptr;
@@ -43,8 +49,11 @@ struct platform_fixture : hub_fixture {
 
   user_record alice, bob;
 
-  explicit platform_fixture(user_gateway_config gateway_config = {})
-      : backend(make_backend(gateway_config)), gateway(backend->gateway()) {
+  explicit platform_fixture(user_gateway_config gateway_config = {}, bool manual = false)
+      : manual_storage(manual),
+        storage(manual ? static_cast<storage_executor&>(manual_lanes) : inline_lanes),
+        backend(make_backend(gateway_config)),
+        gateway(backend->gateway()) {
     link = &backend->link();
     sites = std::make_unique<sites_now>(sites_now{backend->sites()});
 
@@ -76,9 +85,9 @@ struct platform_fixture : hub_fixture {
                                              backend_services{storage, tokens, clk, random, log, db.audit(), ops});
   }
 
-  /// Runs both transports until nothing moves.
+  /// Runs both transports (and manual storage, unless held) until nothing moves.
   void run() {
-    while (net->run() + users_net.run() > 0) {
+    while (net->run() + users_net.run() + (manual_storage && !hold_storage ? manual_lanes.run_all() : 0) > 0) {
     }
   }
 
@@ -97,10 +106,13 @@ struct platform_fixture : hub_fixture {
   }
 
   site_record make_site(const user_record& owner, std::string name) {
-    auto created = sites->create(owner.id, site_input{std::move(name), "https://example.test/"});
-    REQUIRE(created);
+    std::optional<result<site_change>> created;
+    backend->sites().create(owner.id, site_input{std::move(name), "https://example.test/"},
+                            [&](result<site_change> done) { created.emplace(std::move(done)); });
     run();
-    return created->site;
+    REQUIRE(created);
+    REQUIRE(*created);
+    return (*created)->site;
   }
 };
 

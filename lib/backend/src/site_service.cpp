@@ -185,10 +185,16 @@ void site_service::list(user_id caller, reply<std::vector<site_record>> done) {
 }
 
 void site_service::get(user_id caller, site_id id, reply<site_record> done) {
-  const wall_time now = impl_->clock.wall_now();
-  // A denial is audited, so the lookup runs on the write lane.
-  run_storage<site_record>(impl_->storage, storage_lane::write,
-                           [=](storage& db) { return owned(db, now, caller, id, "site.get"); }, std::move(done));
+  // A read: on the read lane, so that a write held up by a lock does not delay it. A denial is
+  // audited on the write lane afterwards.
+  std::weak_ptr<impl> weak = impl_;
+  run_storage<site_record>(
+      impl_->storage, storage_lane::read, [caller, id](storage& db) { return db.sites().find_site(caller, id); },
+      [weak, caller, id, done = std::move(done)](result<site_record> site) mutable {
+        if (site || site.error() != make_error_code(errc::not_found)) return done(std::move(site));
+        if (auto self = weak.lock()) self->audit_later(site_audit(self->clock.wall_now(), caller, "site.get", id, "denied"));
+        done(errc::unauthorized_access);
+      });
 }
 
 void site_service::create(user_id caller, site_input input, reply<site_change> done) {
@@ -330,6 +336,9 @@ void site_service::on_update(const command_update& u) {
     return;
   }
   const impl::binding b{it->second.owner, it->second.site, true, {}};
+  // Progress still held for `accepted` goes out before the final update, which itself waits for the
+  // write lane, behind the write that answers the command.
+  std::vector<command_update> early = std::move(it->second.early);
   m.sent.erase(it);
 
   const bool records_status = u.op == "site.deploy" || u.op == "site.create";
@@ -337,6 +346,7 @@ void site_service::on_update(const command_update& u) {
   audit_event event = site_audit(now, b.owner, u.op, b.site, u.what == kind::succeeded ? "ok" : "failed", u.code);
   if (!records_status) {
     m.audit_later(std::move(event));
+    for (const auto& p : early) m.push(p, b, std::nullopt);
     return m.push(u, b, std::nullopt);
   }
   deploy_update change;
@@ -361,9 +371,10 @@ void site_service::on_update(const command_update& u) {
         if (saved.error() == make_error_code(errc::not_found)) return std::optional<site_record>();  // deleted meanwhile
         return saved.error();
       },
-      [weak, u, b](result<std::optional<site_record>> saved) {
+      [weak, u, b, early = std::move(early)](result<std::optional<site_record>> saved) {
         auto self = weak.lock();
         if (!self) return;
+        for (const auto& p : early) self->push(p, b, std::nullopt);
         if (!saved)
           self->log.log(log_level::error, "deploy_status_not_saved",
                         {field("site", b.site.value()), field("code", wire_code(code_of(saved.error())))});

@@ -5,12 +5,15 @@
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
 #include <doctest/doctest.h>
+
+#include <future>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -285,6 +288,56 @@ TEST_SUITE("storage_faults") {
     CHECK(site_names(db) == std::vector<std::string>{"before", "after", "after-ws"});
     CHECK(audit_count(db, audit_kind::administration, [](const audit_event& e) { return e.actor == "other-process"; }, 1) == 1);
     CHECK(integrity(db) == "ok");
+    check_still_serving(p);
+  }
+
+  TEST_CASE("a write waiting for the database lock delays nobody else: other users, reads and health are served meanwhile") {
+    // The storage runs off the event loop: while one request waits (up to the busy timeout) for a lock
+    // another process holds, the loop keeps serving every request that does not need that lock. The
+    // test is about order, not speed: everything below is answered while the create is still waiting,
+    // and the create succeeds once the lock is released (its timeout is far longer than the test's
+    // own steps).
+    platform::options o;
+    o.backend_args = {"--db-busy-timeout-ms", "30000"};
+    platform p(o);
+    const std::string db = p.dir + "/citrus.db";
+    p.start_backend();
+    const std::string alice = json_string(login(p, "alice", "alice-pw").body, "token");
+    const std::string bob = json_string(login(p, "bob", "bob-pw").body, "token");
+    REQUIRE(create_site(p, bob, "bobs").status == 201);
+    auto bob_ws = user_socket(p, bob);
+    auto alice_ws = user_socket(p, alice);
+
+    SQLite::Database other(db, SQLite::OPEN_READWRITE, 2000);
+    other.exec("BEGIN IMMEDIATE");  // the write lock, held until COMMIT below
+    other.exec("INSERT INTO audit_events (at, kind, actor, action, target, outcome, detail) "
+               "VALUES (0, 'administration', 'other-process', 'hold', '', 'ok', '')");
+    auto waiting = std::async(std::launch::async, [&] { return create_site(p, alice, "waits"); });
+    alice_ws->send(ws_command("a1", "site.create", R"({"name":"waits-ws","url":"https://w.test"})"));
+    alice_ws->pump(200ms);
+
+    const auto still_waiting = [&] { return waiting.wait_for(0s) != std::future_status::ready; };
+    CHECK(still_waiting());
+    auto list = http("GET", p.backend_url() + "/api/sites", {}, {bearer(bob)});
+    CHECK(list.status == 200);
+    CHECK(list.body.find("\"name\":\"bobs\"") != std::string::npos);
+    CHECK(http("GET", p.backend_url() + "/healthz").status == 200);
+    CHECK(http("GET", p.backend_url() + "/metrics").status == 200);
+    const long long bobs_id = json_int(list.body, "id");
+    bob_ws->send(ws_command("b1", "site.status", R"({"site_id":)" + std::to_string(bobs_id) + "}"));
+    REQUIRE(bob_ws->wait_for([&] { return bob_ws->count(R"("id":"b1")") == 1; }, 5s));
+    CHECK(bob_ws->count(R"("id":"b1")", R"("status":"ok")") == 1);
+    CHECK(still_waiting());               // all of that while alice's create waited for the lock
+    CHECK(alice_ws->count(R"("id":"a1")") == 0);
+    other.exec("COMMIT");
+
+    auto created = waiting.get();
+    CHECK(created.status == 201);
+    REQUIRE(alice_ws->wait_for([&] { return alice_ws->count(R"("id":"a1")") == 1; }, 10s));
+    CHECK(alice_ws->count(R"("id":"a1")", "storage_unavailable") == 0);
+    auto names = site_names(db);
+    std::sort(names.begin(), names.end());  // the two waiting creates may commit in either order
+    CHECK(names == std::vector<std::string>{"bobs", "waits", "waits-ws"});
     check_still_serving(p);
   }
 

@@ -488,7 +488,7 @@ int serve(const serve_settings& s) {
     }
     // Before the hub link exists: creates and deploys a previous run left in flight can never be
     // answered now, so they end as "failed" (audited) instead of showing "deploying" forever.
-    if (auto recovered = fail_interrupted_operations(**opened, clk, log); !recovered)
+    if (auto recovered = fail_interrupted_operations(**opened, clk, log, s.commander_id); !recovered)
       log.log(log_level::error, "interrupted_operations_not_failed", {field("error", recovered.error().message())});
     else if (*recovered > 0)
       log.log(log_level::warn, "interrupted_operations_failed", {field("sites", static_cast<std::int64_t>(*recovered))});
@@ -532,7 +532,8 @@ int serve(const serve_settings& s) {
       log);
 
   const operation_registry operations = operation_registry::defaults();
-  backend_config config{commander_link_config{s.commander_id, s.commander_key}, site_service_config{agent_id{s.default_agent}}};
+  backend_config config{commander_link_config{s.commander_id, s.commander_key},
+                        site_service_config{agent_id{s.default_agent}, s.commander_id}};
   config.link.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
   config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   config.rest.metrics_token = s.metrics_token;

@@ -605,7 +605,7 @@ TEST_SUITE("faults") {
       REQUIRE(events);
       std::set<long long> audited;
       for (const auto& e : *events)
-        if (e.actor == "backend" && e.detail == interrupted_reason) audited.insert(std::stoll(e.target.substr(5)));
+        if (e.actor.rfind("backend:", 0) == 0 && e.detail == interrupted_reason) audited.insert(std::stoll(e.target.substr(5)));
       for (long long site : interrupted) {
         INFO("site " << site);
         CHECK(audited.count(site) == 1);

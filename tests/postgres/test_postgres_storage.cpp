@@ -250,7 +250,7 @@ TEST_SUITE("storage_postgres") {
       migrations += logs[i].count("postgres_migrated");
     }
     CHECK(migrations == 1);
-    CHECK(pg.exec(db, "SELECT count(*) || ':' || max(version) FROM citrus_schema") == "1:2");
+    CHECK(pg.exec(db, "SELECT count(*) || ':' || max(version) FROM citrus_schema") == "1:" + std::to_string(postgres_storage::schema_version));
     // Every connection works on the one schema.
     citrus::memory::manual_clock clock;
     for (int i = 0; i < openers; ++i)
@@ -275,13 +275,13 @@ TEST_SUITE("storage_postgres") {
                       "ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'sites'") ==
           "id bigint NO, name text NO, url text NO, user_id bigint NO, agent_id text NO, created_at bigint NO, "
           "updated_at bigint NO, deployer_id text NO, deploy_status text NO, last_deploy_date bigint YES, "
-          "revision bigint NO");
+          "revision bigint NO, operation_by text NO");
     CHECK(pg.exec(db, "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) "
                       "FROM information_schema.columns WHERE table_name = 'audit_events'") ==
           "id bigint, at bigint, kind text, actor text, action text, target text, outcome text, detail text");
     for (int i = 0; i < 3; ++i) open_ok(pg.url(db));
     CHECK(schema_objects(pg, db) == objects);
-    CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == "2");
+    CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == std::to_string(postgres_storage::schema_version));
   }
 
   TEST_CASE("postgres: a version 1 database is upgraded in place and its sites start at revision 1") {
@@ -293,9 +293,9 @@ TEST_SUITE("storage_postgres") {
       auto alice = conformance::make_user(*s, "alice", clock.wall_now());
       conformance::make_site(*s, alice.id, "blog", clock.wall_now());
     }
-    pg.exec(db, "ALTER TABLE sites DROP COLUMN revision; UPDATE citrus_schema SET version = 1");
+    pg.exec(db, "ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; UPDATE citrus_schema SET version = 1");
     auto s = open_ok(pg.url(db));
-    CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == "2");
+    CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == std::to_string(postgres_storage::schema_version));
     auto site = s->sites().find_site(citrus::user_id{1}, citrus::site_id{1});
     REQUIRE(site);
     CHECK(site->name == "blog");

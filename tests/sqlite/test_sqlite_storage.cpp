@@ -186,7 +186,7 @@ TEST_SUITE("storage_sqlite") {
     {
       // Back to the version 1 schema, as a database written before sites.revision existed.
       SQLite::Database raw(path, SQLite::OPEN_READWRITE);
-      raw.exec("ALTER TABLE sites DROP COLUMN revision; PRAGMA user_version = 1");
+      raw.exec("ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; PRAGMA user_version = 1");
     }
     auto s = open_ok(path);
     CHECK(raw_user_version(path) == sqlite_storage::schema_version);
@@ -194,6 +194,7 @@ TEST_SUITE("storage_sqlite") {
     REQUIRE(site);
     CHECK(site->name == "blog");
     CHECK(site->revision == 1);
+    CHECK(site->operation_by.empty());  // version 3: rows in flight before it belong to no backend
     auto changed = s->sites().record_deploy(site->id, citrus::deploy_update{"deployed", "agent-1", std::nullopt},
                                             clock.wall_now());
     REQUIRE(changed);

@@ -428,8 +428,12 @@ inline void sites_record_deploy(const storage_factory& make) {
   auto site = make_site(*s, alice.id, "blog", clock.wall_now());
 
   clock.advance(1min);
-  auto r = s->sites().record_deploy(site.id, deploy_update{"deploying", "agent-9", std::nullopt}, clock.wall_now());
+  CHECK(site.operation_by.empty());
+  auto r = s->sites().record_deploy(site.id, deploy_update{"deploying", "agent-9", std::nullopt, "backend-2"}, clock.wall_now());
   REQUIRE(r);
+  CHECK(r->operation_by == "backend-2");
+  CHECK(s->sites().find_site(alice.id, site.id)->operation_by == "backend-2");
+  CHECK(s->sites().list_sites(alice.id)->front().operation_by == "backend-2");
   CHECK(r->deploy_status == "deploying");
   CHECK(r->deployer_id == "agent-9");
   CHECK_FALSE(r->last_deploy_date.has_value());
@@ -443,6 +447,7 @@ inline void sites_record_deploy(const storage_factory& make) {
   const auto done_at = clock.wall_now() - 10s;
   r = s->sites().record_deploy(site.id, deploy_update{"deployed", "agent-9", done_at}, clock.wall_now());
   REQUIRE(r);
+  CHECK(r->operation_by.empty());  // a final status belongs to no backend
   CHECK(r->deploy_status == "deployed");
   REQUIRE(r->last_deploy_date.has_value());
   CHECK(*r->last_deploy_date == done_at);

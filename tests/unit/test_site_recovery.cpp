@@ -62,7 +62,7 @@ TEST_SUITE("site_recovery") {
     const site_record created = f.site(bob, "created", "created");
     f.clk.advance(60s);
 
-    auto n = fail_interrupted_operations(f.db, f.clk, f.log);
+    auto n = fail_interrupted_operations(f.db, f.clk, f.log, "backend-1");
     REQUIRE(n);
     CHECK(*n == 2);
     CHECK(f.status(alice, deploying) == "failed");
@@ -82,7 +82,7 @@ TEST_SUITE("site_recovery") {
     REQUIRE(events);
     REQUIRE(events->size() == 2);
     for (const auto& e : *events) {
-      CHECK(e.actor == "backend");
+      CHECK(e.actor == "backend:backend-1");
       CHECK(e.outcome == "failed");
       CHECK(e.detail == interrupted_reason);
       CHECK(e.at == f.clk.wall_now());
@@ -97,7 +97,7 @@ TEST_SUITE("site_recovery") {
     CHECK(f.log.count("site_operation_interrupted") == 2);
 
     // A second start finds nothing left to end.
-    auto again = fail_interrupted_operations(f.db, f.clk, f.log);
+    auto again = fail_interrupted_operations(f.db, f.clk, f.log, "backend-1");
     REQUIRE(again);
     CHECK(*again == 0);
   }
@@ -114,7 +114,7 @@ TEST_SUITE("site_recovery") {
     REQUIRE(f.held.size() == 1);
     REQUIRE(f.sites->get(f.alice.id, a.id)->deploy_status == "deploying");
 
-    auto n = fail_interrupted_operations(f.db, f.clk, f.log);
+    auto n = fail_interrupted_operations(f.db, f.clk, f.log, "backend-1");
     REQUIRE(n);
     CHECK(*n == 1);
     CHECK(f.sites->get(f.alice.id, a.id)->deploy_status == "failed");
@@ -126,13 +126,40 @@ TEST_SUITE("site_recovery") {
     const user_record alice = f.user("alice");
     const site_record s = f.site(alice, "deploying", "deploying");
     f.db.fail_next_writes(1);
-    auto n = fail_interrupted_operations(f.db, f.clk, f.log);
+    auto n = fail_interrupted_operations(f.db, f.clk, f.log, "backend-1");
     REQUIRE_FALSE(n);
     CHECK(n.error() == make_error_code(errc::storage_unavailable));
     CHECK(f.status(alice, s) == "deploying");
-    auto again = fail_interrupted_operations(f.db, f.clk, f.log);
+    auto again = fail_interrupted_operations(f.db, f.clk, f.log, "backend-1");
     REQUIRE(again);
     CHECK(*again == 1);
     CHECK(f.status(alice, s) == "failed");
+  }
+
+  TEST_CASE("two backends on one database: a restarting backend fails only the operations it left in flight") {
+    recovery_fixture f;
+    const user_record alice = f.user("alice");
+    const site_record mine = f.site(alice, "mine", "deploying");
+    const site_record theirs = f.site(alice, "theirs", "deploying");
+    const site_record legacy = f.site(alice, "legacy", "creating");  // written before schema 3: nobody's
+    auto claim = [&](const site_record& s, const std::string& by) {
+      deploy_update u;
+      u.deploy_status = s.deploy_status;
+      u.deployer_id = s.deployer_id;
+      u.operation_by = by;
+      REQUIRE(f.db.sites().record_deploy(s.id, u, f.clk.wall_now()));
+    };
+    claim(mine, "backend-1");
+    claim(theirs, "backend-2");
+    auto n = fail_interrupted_operations(f.db, f.clk, f.log, "backend-1");
+    REQUIRE(n);
+    CHECK(*n == 2);
+    CHECK(f.status(alice, mine) == "failed");
+    CHECK(f.status(alice, legacy) == "failed");
+    CHECK(f.status(alice, theirs) == "deploying");  // backend-2 is alive and still waits for its agent
+    auto kept = f.db.sites().find_site(alice.id, theirs.id);
+    REQUIRE(kept);
+    CHECK(kept->operation_by == "backend-2");
+    CHECK(f.db.sites().find_site(alice.id, mine.id)->operation_by.empty());
   }
 }

@@ -15,7 +15,7 @@ std::string_view interrupted_operation(std::string_view status) {
 
 }  // namespace
 
-result<std::size_t> fail_interrupted_operations(storage& db, const clock& clk, logger& log) {
+result<std::size_t> fail_interrupted_operations(storage& db, const clock& clk, logger& log, std::string_view backend_id) {
   // Sites are reachable only through their owner (the store has no unscoped listing), so walk users.
   auto users = db.users().list_users();
   if (!users) return users.error();
@@ -26,6 +26,7 @@ result<std::size_t> fail_interrupted_operations(storage& db, const clock& clk, l
     for (const auto& site : *sites) {
       const std::string_view op = interrupted_operation(site.deploy_status);
       if (op.empty()) continue;
+      if (!site.operation_by.empty() && site.operation_by != backend_id) continue;  // another backend's, in flight
       deploy_update change;
       change.deploy_status = "failed";
       change.deployer_id = site.deployer_id;
@@ -35,7 +36,7 @@ result<std::size_t> fail_interrupted_operations(storage& db, const clock& clk, l
         return saved.error();
       }
       ++failed;
-      db.audit().record(audit_event{clk.wall_now(), audit_kind::site_operation, "backend", std::string(op),
+      db.audit().record(audit_event{clk.wall_now(), audit_kind::site_operation, "backend:" + std::string(backend_id), std::string(op),
                                     "site:" + std::to_string(site.id.value()), "failed", std::string(interrupted_reason)});
       log.log(log_level::warn, "site_operation_interrupted",
               {field("site", site.id.value()), field("user", user.id.value()), field("op", op),

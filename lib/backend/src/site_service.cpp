@@ -214,11 +214,12 @@ void site_service::create(user_id caller, site_input input, reply<site_change> d
         const std::string status = sent ? "creating" : "failed";
         audit_event event = site_audit(at, caller, "site.create", site->id, sent ? "ok" : "failed",
                                        sent ? "" : std::string(wire_code(code_of(sent.error()))));
+        const std::string by = sent ? self->cfg.backend_id : std::string();
         run_storage<site_record>(
             self->storage, storage_lane::write,
-            [row = *site, status, at, event = std::move(event)](storage& db) -> result<site_record> {
+            [row = *site, status, at, by, event = std::move(event)](storage& db) -> result<site_record> {
               db.audit().record(event);
-              auto updated = db.sites().record_deploy(row.id, deploy_update{status, row.deployer_id, row.last_deploy_date}, at);
+              auto updated = db.sites().record_deploy(row.id, deploy_update{status, row.deployer_id, row.last_deploy_date, by}, at);
               return updated ? std::move(*updated) : row;
             },
             [weak, sent, done = std::move(done)](result<site_record> stored) mutable {
@@ -309,9 +310,10 @@ void site_service::deploy(user_id caller, site_id id, std::string version, reply
         }
         run_storage<site_record>(
             self->storage, storage_lane::write,
-            [row = std::move(*current), at, caller, id, request = sent->value()](storage& db) -> result<site_record> {
+            [row = std::move(*current), at, caller, id, request = sent->value(),
+             by = self->cfg.backend_id](storage& db) -> result<site_record> {
               db.audit().record(site_audit(at, caller, "site.deploy", id, "started", request));
-              auto updated = db.sites().record_deploy(id, deploy_update{"deploying", row.agent.value(), row.last_deploy_date}, at);
+              auto updated = db.sites().record_deploy(id, deploy_update{"deploying", row.agent.value(), row.last_deploy_date, by}, at);
               return updated ? std::move(*updated) : row;
             },
             [weak, sent, done = std::move(done)](result<site_record> stored) mutable {

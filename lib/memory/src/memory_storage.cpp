@@ -162,6 +162,7 @@ struct memory_storage::impl {
       r.deployer_id = update.deployer_id;
       if (update.last_deploy_date) r.last_deploy_date = whole_seconds(update.last_deploy_date);
       r.updated_at = whole_seconds(now);
+      r.operation_by = update.operation_by;
       ++r.revision;
       return r;
     }

@@ -54,7 +54,8 @@ class open_category_impl final : public std::error_category {
 // ------------------------------------------------------------------ statements
 
 #define CITRUS_SITE_COLUMNS \
-  "id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, last_deploy_date, revision"
+  "id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, last_deploy_date, revision, " \
+  "operation_by"
 
 constexpr statement insert_user{
     "insert_user",
@@ -83,7 +84,7 @@ constexpr statement delete_site_row{"delete_site", "DELETE FROM sites WHERE id =
 constexpr statement record_deploy_row{
     "record_deploy",
     "UPDATE sites SET deploy_status = $1, deployer_id = $2, last_deploy_date = COALESCE($3::bigint, last_deploy_date), "
-    "updated_at = $4, revision = revision + 1 WHERE id = $5 RETURNING " CITRUS_SITE_COLUMNS};
+    "updated_at = $4, revision = revision + 1, operation_by = $6 WHERE id = $5 RETURNING " CITRUS_SITE_COLUMNS};
 
 constexpr statement insert_principal{
     "insert_principal",
@@ -187,6 +188,7 @@ site_record read_site(const pqxx::row& row) {
   r.deploy_status = string(row[8]);
   r.last_deploy_date = optional_time(row[9]);
   r.revision = static_cast<std::uint64_t>(integer(row[10]));
+  r.operation_by = string(row[11]);
   return r;
 }
 
@@ -383,7 +385,8 @@ struct postgres_storage::impl {
         pqxx::work tx(c);
         const pqxx::result r = tx.exec_prepared(record_deploy_row.name, text(update.deploy_status),
                                                 text(update.deployer_id), seconds(update.last_deploy_date),
-                                                seconds(now), static_cast<std::int64_t>(id.value()));
+                                                seconds(now), static_cast<std::int64_t>(id.value()),
+                                                text(update.operation_by));
         if (r.empty()) return errc::not_found;
         tx.commit();
         return read_site(r[0]);

@@ -70,6 +70,11 @@ CREATE INDEX audit_events_by_kind_time ON audit_events(kind, at, id);
     R"sql(
 ALTER TABLE sites ADD COLUMN revision bigint NOT NULL DEFAULT 1;
 )sql",
+    // 2 -> 3: sites.operation_by names the backend whose request is in flight (several backends share
+    // one database; a restarting one fails only its own). Rows in flight before it belong to nobody.
+    R"sql(
+ALTER TABLE sites ADD COLUMN operation_by text NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == postgres_storage::schema_version,
               "one migration per schema version");

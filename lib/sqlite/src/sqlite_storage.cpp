@@ -113,6 +113,11 @@ CREATE INDEX audit_events_by_kind_time ON audit_events(kind, at, id);
     R"sql(
 ALTER TABLE sites ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
 )sql",
+    // 2 -> 3: sites.operation_by names the backend whose request is in flight (several backends share
+    // one database; a restarting one fails only its own). Rows in flight before it belong to nobody.
+    R"sql(
+ALTER TABLE sites ADD COLUMN operation_by TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == sqlite_storage::schema_version,
               "one migration per schema version");
@@ -310,6 +315,7 @@ struct sqlite_storage::impl {
     r.deploy_status = st.getColumn(8).getString();
     r.last_deploy_date = optional_time(st.getColumn(9));
     r.revision = static_cast<std::uint64_t>(st.getColumn(10).getInt64());
+    r.operation_by = st.getColumn(11).getString();
     return r;
   }
 
@@ -326,7 +332,7 @@ struct sqlite_storage::impl {
   result<site_record> site_by_id(site_id id) {
     statement_use st(prepare(
         "SELECT id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, "
-        "last_deploy_date, revision FROM sites WHERE id = ?"));
+        "last_deploy_date, revision, operation_by FROM sites WHERE id = ?"));
     st->bind(1, static_cast<std::int64_t>(id.value()));
     if (!st->executeStep()) return errc::not_found;
     return read_site(*st);
@@ -335,7 +341,7 @@ struct sqlite_storage::impl {
   result<site_record> owned_site(user_id owner, site_id id) {
     statement_use st(prepare(
         "SELECT id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, "
-        "last_deploy_date, revision FROM sites WHERE id = ? AND user_id = ?"));
+        "last_deploy_date, revision, operation_by FROM sites WHERE id = ? AND user_id = ?"));
     st->bind(1, static_cast<std::int64_t>(id.value()));
     st->bind(2, static_cast<std::int64_t>(owner.value()));
     if (!st->executeStep()) return errc::not_found;
@@ -507,7 +513,7 @@ struct sqlite_storage::impl {
       return s_.guarded("list_sites", [&]() -> result<std::vector<site_record>> {
         statement_use st(s_.prepare(
             "SELECT id, name, url, user_id, agent_id, created_at, updated_at, deployer_id, deploy_status, "
-            "last_deploy_date, revision FROM sites WHERE user_id = ? ORDER BY id"));
+            "last_deploy_date, revision, operation_by FROM sites WHERE user_id = ? ORDER BY id"));
         st->bind(1, static_cast<std::int64_t>(owner.value()));
         std::vector<site_record> out;
         while (st->executeStep()) out.push_back(read_site(*st));
@@ -559,12 +565,13 @@ struct sqlite_storage::impl {
           statement_use st(s_.prepare(
               "UPDATE sites SET deploy_status = ?, deployer_id = ?, "
               "last_deploy_date = COALESCE(?, last_deploy_date), updated_at = ?, "
-              "revision = revision + 1 WHERE id = ?"));
+              "revision = revision + 1, operation_by = ? WHERE id = ?"));
           st->bind(1, update.deploy_status);
           st->bind(2, update.deployer_id);
           bind_optional_time(*st, 3, update.last_deploy_date);
           st->bind(4, static_cast<std::int64_t>(seconds(now)));
-          st->bind(5, static_cast<std::int64_t>(id.value()));
+          st->bind(5, update.operation_by);
+          st->bind(6, static_cast<std::int64_t>(id.value()));
           st->exec();
         }
         if (s_.db.getChanges() == 0) return errc::not_found;

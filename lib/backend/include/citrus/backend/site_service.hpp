@@ -30,6 +30,9 @@ class user_notifier {
 
 struct site_service_config {
   agent_id default_agent;  ///< the agent new sites are placed on
+  /// This backend's name on the rows whose request it has in flight (site_record::operation_by):
+  /// its commander id, unique among the backends sharing a database.
+  std::string backend_id;
 };
 
 struct site_input {

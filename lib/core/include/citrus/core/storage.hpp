@@ -58,6 +58,9 @@ struct site_record {
   /// and a pushed update racing each other) keeps the higher one. Seconds in updated_at cannot order
   /// two changes made in the same second.
   std::uint64_t revision = 0;
+  /// While deploy_status is "creating" or "deploying": the backend (its commander id) whose request
+  /// that is, so that a restarting backend fails only its own (fail_interrupted_operations); "" otherwise.
+  std::string operation_by;
 };
 
 struct new_site {
@@ -76,6 +79,7 @@ struct deploy_update {
   std::string deploy_status;
   std::string deployer_id;
   std::optional<wall_time> last_deploy_date;  ///< set when a deploy completed
+  std::string operation_by{};                 ///< site_record::operation_by from now on
 };
 
 /// Site queries are scoped to their owner by construction: there is no way to read or change a site

@@ -3,7 +3,12 @@
 /// Implementations: citrus::memory (in-memory, for tests and embedders), citrus::sqlite and citrus::postgres.
 /// Every implementation passes the same conformance suite (tests/unit/storage_conformance.hpp).
 ///
-/// Threading: an implementation is used from one thread at a time unless it says otherwise.
+/// Threading: an implementation is used from one thread at a time unless it says otherwise. Callers on
+/// an event loop never call it there: they go through a storage_executor (storage_executor.hpp), whose
+/// promises (two ordered lanes, bounded, never blocking, answers on the loop) hold for every adapter
+/// behind it; citrus::worker gives each lane its own instance (its own connection). Adapters keep their
+/// calls bounded in time (SQLite: the busy timeout; PostgreSQL: connect, statement and client-side
+/// timeouts), so a lane is never stuck for longer.
 /// Errors: errc::not_found, errc::conflict, errc::storage_unavailable, errc::storage_full;
 /// a failed write has changed nothing.
 #include <optional>

@@ -255,10 +255,12 @@ int run(int argc, char** argv) {
           {"keep-releases", "CITRUS_AGENT_KEEP_RELEASES", "5", "Releases kept per site after a deploy (1..1000)."},
           {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)."},
           {"tls-ca-file", "CITRUS_TLS_CA_FILE", "", "PEM file of the CAs trusted for wss:// (default: the system's)."},
+          {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (1 line on error, exit 2).",
+           true, true},
       });
   if (!opts.parse(argc, argv)) {
-    if (opts.help_requested()) {
-      citrus::app::write_whole(citrus::app::stream::out, opts.usage());
+    if (opts.help_requested() || opts.version_requested()) {
+      citrus::app::write_whole(citrus::app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return 0;
     }
     return fail_config(opts.error());
@@ -299,6 +301,12 @@ int run(int argc, char** argv) {
 
   const std::filesystem::path root = opts.get("root");
   if (root.empty()) return fail_config("--root must not be empty");
+  if (!opts.get("tls-ca-file").empty() && !citrus::app::read_secret_file(opts.get("tls-ca-file")))
+    return fail_config("cannot read --tls-ca-file '" + opts.get("tls-ca-file") + "'");
+  if (opts.has("check-config")) {  // before prepare_root: checking creates nothing
+    citrus::app::print_line(citrus::app::stream::out, "citrus-agent: configuration OK");
+    return 0;
+  }
   if (auto problem = prepare_root(root); !problem.empty())
     return fail_config("--root '" + root.string() + "': " + problem);
 

@@ -39,9 +39,10 @@ option_spec log_level_option() {
 
 /// Parses the options of one subcommand; returns an exit code when the command must stop here.
 std::optional<int> parse(app::options& opts, int argc, char** argv, int first, std::size_t positional) {
+  opts.ignore_unknown_file_keys();  // the server's file: this command takes only its db and log-level
   if (!opts.parse(argc, argv, first)) {
-    if (opts.help_requested()) {
-      app::write_whole(app::stream::out, opts.usage());
+    if (opts.help_requested() || opts.version_requested()) {
+      app::write_whole(app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return exit_ok;
     }
     print_error(opts.error());
@@ -161,9 +162,9 @@ int user_add(int argc, char** argv, int first) {
                     "create a user. The password is the first line of stdin (echo is off on a terminal); "
                     "prints the new user's id",
                     {db_option(),
-                     {"admin", "", "", "the user is an administrator (may register agents, commanders and hubs)", true},
+                     {"admin", "", "", "the user is an administrator (may register agents, commanders and hubs)", true, true},
                      {"password-cost", "", "interactive",
-                      "argon2id cost: interactive (production) or minimum (tests and demo seed users only)", false},
+                      "argon2id cost: interactive (production) or minimum (tests and demo seed users only)", false, true},
                      log_level_option()});
   if (auto stop = parse(opts, argc, argv, first, 1)) return *stop;
   const std::string name = opts.positional()[0];
@@ -293,7 +294,7 @@ int run_agent_command(int argc, char** argv, int first) {
   if (verb == "register") {
     app::options opts("citrus-backend agent register ID",
                       "register an agent; prints its key once, alone on stdout",
-                      {{"trust", "", "", "the commanders (backends) the agent accepts commands from, comma-separated", false},
+                      {{"trust", "", "", "the commanders (backends) the agent accepts commands from, comma-separated", false, true},
                        db_option(), log_level_option()});
     if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
     const auto trusted = split_list(opts.get("trust"));
@@ -307,7 +308,7 @@ int run_agent_command(int argc, char** argv, int first) {
     app::options opts("citrus-backend agent rotate ID",
                       "issue a new key for an agent (printed once, alone on stdout); the old keys keep "
                       "working for the overlap",
-                      {{"overlap-s", "", "3600", "seconds the old keys keep working (0 revokes them now)", false},
+                      {{"overlap-s", "", "3600", "seconds the old keys keep working (0 revokes them now)", false, true},
                        db_option(), log_level_option()});
     if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
     const std::string id = opts.positional()[0];
@@ -345,7 +346,7 @@ int run_commander_command(int argc, char** argv, int first) {
   }
   app::options opts("citrus-backend commander register ID",
                     "register a commander (a backend's identity at the hub); prints its key once, alone on stdout",
-                    {{"agents", "", "", "the agents it may command, comma-separated, or * for all", false},
+                    {{"agents", "", "", "the agents it may command, comma-separated, or * for all", false, true},
                      db_option(), log_level_option()});
   if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
   const auto agents = split_list(opts.get("agents"));
@@ -376,9 +377,9 @@ int run_audit_command(int argc, char** argv, int first) {
                     "print the audit trail, newest first, one JSON object per line: "
                     "{\"at\",\"kind\",\"actor\",\"action\",\"target\",\"outcome\",\"detail\"}. "
                     "Reads only; works while the backend runs",
-                    {{"kind", "", "", "only this kind: site_operation, security_event, authentication or administration", false},
-                     {"limit", "", "100", "at most this many events (1..10000)", false},
-                     {"since", "", "", "only events at or after this time (Unix seconds)", false},
+                    {{"kind", "", "", "only this kind: site_operation, security_event, authentication or administration", false, true},
+                     {"limit", "", "100", "at most this many events (1..10000)", false, true},
+                     {"since", "", "", "only events at or after this time (Unix seconds)", false, true},
                      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (must exist), or a postgresql:// URL", false},
                      log_level_option()});
   if (auto stop = parse(opts, argc, argv, first, 0)) return *stop;

@@ -25,6 +25,9 @@ int run_hub_command(int argc, char** argv, int first);
 /// `citrus-backend audit [--kind K] [--limit N] [--since S]`; argv[first] is the word after "audit".
 int run_audit_command(int argc, char** argv, int first);
 
+/// `citrus-backend init [--config-dir D] [--data-dir D] ...`: keys, secret and configuration files.
+int run_init_command(int argc, char** argv, int first);
+
 /// "citrus-backend: " + text on stderr.
 void print_error(const std::string& text);
 

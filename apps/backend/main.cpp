@@ -35,6 +35,7 @@
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
+#include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/clock.hpp"
 #include "citrus/core/commander_link.hpp"
@@ -93,7 +94,7 @@ std::vector<app::option_spec> serve_specs() {
       {"tls-key", "CITRUS_TLS_KEY", "", "PEM private key of --tls-cert", false},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)", false},
       {"ready-file", "", "", "write the bound port to this file once listening (for tests)", false},
-      {"check-config", "", "", "check the options and the files they name, print \"configuration OK\" and exit (one line on error, exit 2)", true, true},
+      {"check-config", "", "", "check the options and the files they name, print \"configuration OK\" and exit (an error: one line, non-zero exit code)", true, true},
   };
 }
 
@@ -598,6 +599,7 @@ int serve(const serve_settings& s) {
     }
     stopping = true;
     log.log(log_level::info, "shutting_down", {field("signal", static_cast<std::int64_t>(sig))});
+    app::notify_service_manager("STOPPING=1");
     server.stop();
     if (hub) hub->shutdown();
     shutdown_deadline = clk.steady_now() + 200ms;
@@ -616,6 +618,7 @@ int serve(const serve_settings& s) {
            field("web_root", files ? std::string_view(s.web_root) : std::string_view("(none)"))});
   app::print_line(app::stream::out, std::string("citrus-backend listening on ") + (tls ? "https" : "http") + "://" +
                                         url_host(s.host) + ":" + std::to_string(*port));
+  app::notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(*port));
 
   loop.run();
 

@@ -12,6 +12,7 @@
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
+#include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
@@ -48,7 +49,7 @@ std::vector<option_spec> hub_options() {
        "many; 0: no limit."},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug logs every message's metadata; info, warn, error."},
       {"ready-file", "", "", "Write the bound port to this file once listening (for tests and scripts)."},
-      {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (1 line on error, exit 2).", true,
+      {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).", true,
        true},
   };
 }
@@ -277,11 +278,13 @@ int main(int argc, char** argv) {
                                                        (server_options.tls_certificate_file.empty() ? "ws" : "wss") + "://" +
                                                        host + ":" + std::to_string(*bound));
   log.log(citrus::log_level::info, "hub_started", {citrus::field("port", static_cast<std::int64_t>(*bound))});
+  citrus::app::notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(*bound));
 
   citrus::wspp::timer stop_timer;
   citrus::app::signal_watcher signals([&](int sig) {
     loop.post([&, sig] {
       log.log(citrus::log_level::info, "shutdown", {citrus::field("signal", static_cast<std::int64_t>(sig))});
+      citrus::app::notify_service_manager("STOPPING=1");
       server.stop();  // close frames (1001) go out while the loop runs a little longer
       stop_timer = loop.schedule(std::chrono::milliseconds(300), [&] { loop.stop(); });
     });

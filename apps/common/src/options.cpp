@@ -195,7 +195,7 @@ std::string options::usage() const {
     out << "  --" << s.name << (s.flag ? "" : " VALUE");
     if (!s.command_line_only) out << "  [$" << env_name(s.name) << "]";
     if (!s.default_value.empty()) out << "  (default: " << s.default_value << ")";
-    out << "\n      " << s.help << (s.repeatable ? " Repeatable." : "") << "\n";
+    out << "\n      " << s.help << (s.repeatable ? " (repeatable)" : "") << "\n";
   }
   out << "  --config FILE  [$" << env_name("config") << "]\n      Read options from this file (TOML: key = value).\n"
       << "  --version\n      Print the version and exit.\n  --help\n      Show this text.\n";

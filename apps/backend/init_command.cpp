@@ -140,23 +140,8 @@ int run_init_command(int argc, char** argv, int first) {
           {"hub-listen", "", "127.0.0.1:7000", "the hub's HOST:PORT", false, true},
           {"log-level", "", "warn", "debug, info, warn or error (JSON lines on stderr)", false, true},
       });
-  if (!opts.parse(argc, argv, first)) {
-    if (opts.help_requested() || opts.version_requested()) {
-      app::write_whole(app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
-      return exit_ok;
-    }
-    print_error(opts.error());
-    return exit_usage;
-  }
-  if (!opts.positional().empty()) {
-    print_error("unexpected argument '" + opts.positional().front() + "' (see --help)");
-    return exit_usage;
-  }
+  if (auto stop = parse_subcommand(opts, argc, argv, first, 0)) return *stop;
   const auto level = app::json_logger::parse_level(opts.get("log-level"));
-  if (!level) {
-    print_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
-    return exit_usage;
-  }
   init_plan plan;
   std::error_code ec;
   plan.config_dir = fs::absolute(opts.get("config-dir"), ec).lexically_normal();

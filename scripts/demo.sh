@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: builds Citrus, then runs backend, hub and agent on loopback with a SQLite file under
-# data/ (override with CITRUS_DATA). The first run creates demo users and the agent, commander and hub
-# keys; later runs reuse them. Stop with Ctrl-C.
+# data/ (override with CITRUS_DATA). The first run writes the configuration files and keys with
+# `citrus-backend init` (data/etc/) and creates demo users; later runs reuse them. Stop with Ctrl-C.
 #
 #   scripts/demo.sh            build and run
 #   CITRUS_DEMO_PORT=9090 scripts/demo.sh
@@ -20,23 +20,22 @@ bin="$build/apps"
 backend="$bin/backend/citrus-backend"
 
 umask 077
-mkdir -p "$data/keys" "$data/logs"
-db="$data/citrus.db"
-key() { tail -n 1; }  # the key is the last line the register commands print
-
-if [ ! -s "$data/keys/agent.key" ]; then
-  echo "First run: creating demo users and credentials in $data"
-  printf 'alice-demo\n' | "$backend" user add alice --db "$db" >/dev/null
-  printf 'bob-demo\n' | "$backend" user add bob --db "$db" >/dev/null
-  printf 'admin-demo\n' | "$backend" user add admin --admin --db "$db" >/dev/null
-  "$backend" commander register backend-1 --agents agent-1 --db "$db" | key > "$data/keys/commander.key"
-  "$backend" hub register hub-1 --db "$db" | key > "$data/keys/hub.key"
-  "$backend" agent register agent-1 --trust backend-1 --db "$db" | key > "$data/keys/agent.key"
-  head -c 48 /dev/urandom | base64 > "$data/keys/jwt.secret"
+etc="$data/etc"
+mkdir -p "$data/logs"
+if [ ! -s "$etc/backend.toml" ]; then
+  if [ -e "$data/citrus.db" ]; then
+    echo "$data holds a database from an older demo without configuration files: move it away" >&2
+    echo "(mv $data $data.old) and run scripts/demo.sh again." >&2
+    exit 1
+  fi
+  echo "First run: writing the configuration, keys and demo users in $data"
+  # The same command an operator runs once on a new installation (docs/configuration.md).
+  "$backend" init --config-dir "$etc" --data-dir "$data" --web-root "$root/apps/web" \
+    --backend-listen "127.0.0.1:$backend_port" --hub-listen "127.0.0.1:$hub_port" >/dev/null
+  printf 'alice-demo\n' | "$backend" user add alice --config "$etc/backend.toml" >/dev/null
+  printf 'bob-demo\n' | "$backend" user add bob --config "$etc/backend.toml" >/dev/null
+  printf 'admin-demo\n' | "$backend" user add admin --admin --config "$etc/backend.toml" >/dev/null
 fi
-
-web_args=()
-[ -d "$root/apps/web" ] && web_args=(--web-root "$root/apps/web")
 
 pids=()
 stop() {
@@ -58,28 +57,29 @@ wait_ready() {
 }
 
 rm -f "$data/backend.port" "$data/hub.port"
-"$backend" serve --listen "127.0.0.1:$backend_port" --db "$db" --hub-url "ws://127.0.0.1:$hub_port/" \
-  --commander-id backend-1 --commander-key-file "$data/keys/commander.key" \
-  --jwt-secret-file "$data/keys/jwt.secret" "${web_args[@]}" \
-  --allowed-origin "http://127.0.0.1:$backend_port,http://localhost:$backend_port" \
+# Everything comes from the files init wrote; only the ports are given here, so that
+# CITRUS_DEMO_PORT and CITRUS_DEMO_HUB_PORT work on every run (the command line wins over the file).
+"$backend" serve --config "$etc/backend.toml" --listen "127.0.0.1:$backend_port" \
+  --hub-url "ws://127.0.0.1:$hub_port/" \
+  --allowed-origin "http://127.0.0.1:$backend_port" --allowed-origin "http://localhost:$backend_port" \
   --ready-file "$data/backend.port" 2>>"$data/logs/backend.log" &
 pids+=($!)
 wait_ready backend "$data/backend.port" CITRUS_DEMO_PORT
 
-"$bin/hub/citrus-hub" --listen "127.0.0.1:$hub_port" --db "$db" \
-  --verify-url "http://127.0.0.1:$backend_port/api/verify-agent" --hub-id hub-1 \
-  --hub-key-file "$data/keys/hub.key" --ready-file "$data/hub.port" 2>>"$data/logs/hub.log" &
+"$bin/hub/citrus-hub" --config "$etc/hub.toml" --listen "127.0.0.1:$hub_port" \
+  --verify-url "http://127.0.0.1:$backend_port/api/verify-agent" \
+  --ready-file "$data/hub.port" 2>>"$data/logs/hub.log" &
 pids+=($!)
 wait_ready hub "$data/hub.port" CITRUS_DEMO_HUB_PORT
 
-CITRUS_AGENT_KEY="$(cat "$data/keys/agent.key")" "$bin/agent/citrus-agent" --hub-url "ws://127.0.0.1:$hub_port/" \
-  --agent-id agent-1 --trust backend-1 --root "$data/sites" 2>>"$data/logs/agent.log" &
+"$bin/agent/citrus-agent" --config "$etc/agent.toml" --hub-url "ws://127.0.0.1:$hub_port/" \
+  2>>"$data/logs/agent.log" &
 pids+=($!)
 
 sleep 1
 cat <<EOF
 
-Citrus is running (logs in $data/logs, sites served from $data/sites).
+Citrus is running (configuration in $etc, logs in $data/logs, sites served from $data/sites).
 
   Open   http://127.0.0.1:$backend_port/
   Log in as  alice / alice-demo   or   bob / bob-demo   (admin / admin-demo administers agents)

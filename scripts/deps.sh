@@ -13,6 +13,7 @@ else
     libasio-dev libwebsocketpp-dev libcpp-jwt-dev nlohmann-json3-dev libsqlitecpp-dev libsqlite3-dev
     libsimdjson-dev doctest-dev libsodium-dev libssl-dev libcurl4-openssl-dev
     libpqxx-dev libpq-dev postgresql
+    libcli11-dev
     clang libclang-rt-dev
     "$@"
   )

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: installs dependencies, builds with warnings as errors under
 # AddressSanitizer + UndefinedBehaviorSanitizer, checks that the installed package works for an
 # outside consumer (scripts/check_package.sh: CMake components, pkg-config, shared libraries), runs
-# the browser tests of the dashboard and a short fuzzing pass, then every other test with ctest.
+# the browser tests of the dashboard and a short fuzzing pass, then every other test with ctest, and
+# finally installs, starts and removes the Debian package (scripts/package_test.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${CITRUS_BUILD_DIR:-$root/build/ci}"
@@ -61,6 +62,10 @@ stage fuzz "$root/scripts/fuzz.sh"
 
 # Everything else: unit, storage (memory, SQLite, PostgreSQL), transport, agent and integration tests.
 stage ctest bash -c 'cd "$1" && ctest --output-on-failure -j "$2" --timeout 300' _ "$build" "$jobs"
+
+# The Debian package on this machine (a Release build of its own): installed with apt, started from
+# `citrus-backend init`'s configuration with readiness read from $NOTIFY_SOCKET, stopped, purged.
+stage deb "$root/scripts/package_test.sh" "$build-deb"
 
 echo
 echo "stages: ${counts[*]}"

@@ -22,6 +22,7 @@
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/options.hpp"
+#include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/agent_runtime.hpp"
 #include "citrus/core/commander_link.hpp"
@@ -149,6 +150,7 @@ class hub_session final : public citrus::connection_handler {
     }
     stopping_ = true;
     stop_requested_ = now;
+    citrus::app::notify_service_manager("STOPPING=1");
     log_.log(log_level::info, "agent_stopping", {field("signal", static_cast<std::int64_t>(signal))});
     reconnect_.cancel();
     worker_.refuse_new();
@@ -255,10 +257,12 @@ int run(int argc, char** argv) {
           {"keep-releases", "CITRUS_AGENT_KEEP_RELEASES", "5", "Releases kept per site after a deploy (1..1000)."},
           {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)."},
           {"tls-ca-file", "CITRUS_TLS_CA_FILE", "", "PEM file of the CAs trusted for wss:// (default: the system's)."},
+          {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).",
+           true, true},
       });
   if (!opts.parse(argc, argv)) {
-    if (opts.help_requested()) {
-      citrus::app::write_whole(citrus::app::stream::out, opts.usage());
+    if (opts.help_requested() || opts.version_requested()) {
+      citrus::app::write_whole(citrus::app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return 0;
     }
     return fail_config(opts.error());
@@ -299,6 +303,12 @@ int run(int argc, char** argv) {
 
   const std::filesystem::path root = opts.get("root");
   if (root.empty()) return fail_config("--root must not be empty");
+  if (!opts.get("tls-ca-file").empty() && !citrus::app::read_secret_file(opts.get("tls-ca-file")))
+    return fail_config("cannot read --tls-ca-file '" + opts.get("tls-ca-file") + "'");
+  if (opts.has("check-config")) {  // before prepare_root: checking creates nothing
+    citrus::app::print_line(citrus::app::stream::out, "citrus-agent: configuration OK");
+    return 0;
+  }
   if (auto problem = prepare_root(root); !problem.empty())
     return fail_config("--root '" + root.string() + "': " + problem);
 
@@ -328,6 +338,9 @@ int run(int argc, char** argv) {
     return fail_config("cannot connect to --hub-url '" + hub_url + "': " + started.error().message());
 
   citrus::app::signal_watcher signals([&loop, &session](int signal) { loop.post([&session, signal] { session.shutdown(signal); }); });
+  // Ready once configured and running: the agent reconnects to the hub by itself, so a hub that is
+  // down must not fail the agent's start.
+  loop.post([] { citrus::app::notify_service_manager("READY=1\nSTATUS=connecting to the hub"); });
   loop.run();
   worker.stop();  // joins: the running step has finished or been abandoned at a safe point
   log.log(log_level::info, "agent_stopped", {});

@@ -37,27 +37,6 @@ option_spec log_level_option() {
   return {"log-level", "CITRUS_LOG_LEVEL", "warn", "debug, info, warn or error (JSON lines on stderr)", false};
 }
 
-/// Parses the options of one subcommand; returns an exit code when the command must stop here.
-std::optional<int> parse(app::options& opts, int argc, char** argv, int first, std::size_t positional) {
-  if (!opts.parse(argc, argv, first)) {
-    if (opts.help_requested()) {
-      app::write_whole(app::stream::out, opts.usage());
-      return exit_ok;
-    }
-    print_error(opts.error());
-    return exit_usage;
-  }
-  if (opts.positional().size() != positional) {
-    print_error(opts.positional().size() < positional ? "missing argument (see --help)"
-                                                      : "unexpected argument '" + opts.positional().back() + "' (see --help)");
-    return exit_usage;
-  }
-  if (!app::json_logger::parse_level(opts.get("log-level"))) {
-    print_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
-    return exit_usage;
-  }
-  return std::nullopt;
-}
 
 /// The database and what the subcommands need around it.
 struct admin_context {
@@ -161,11 +140,11 @@ int user_add(int argc, char** argv, int first) {
                     "create a user. The password is the first line of stdin (echo is off on a terminal); "
                     "prints the new user's id",
                     {db_option(),
-                     {"admin", "", "", "the user is an administrator (may register agents, commanders and hubs)", true},
+                     {"admin", "", "", "the user is an administrator (may register agents, commanders and hubs)", true, true},
                      {"password-cost", "", "interactive",
-                      "argon2id cost: interactive (production) or minimum (tests and demo seed users only)", false},
+                      "argon2id cost: interactive (production) or minimum (tests and demo seed users only)", false, true},
                      log_level_option()});
-  if (auto stop = parse(opts, argc, argv, first, 1)) return *stop;
+  if (auto stop = parse_subcommand(opts, argc, argv, first, 1)) return *stop;
   const std::string name = opts.positional()[0];
   if (!valid_user_name(name)) {
     print_error("invalid user name '" + name + "': 1..64 characters of A-Z a-z 0-9 . _ @ + -");
@@ -214,7 +193,7 @@ int user_delete(int argc, char** argv, int first) {
                     "delete a user and their sites. Their tokens stop working at once (REST and open WebSocket "
                     "sessions check that the user still exists); the id is never given to another user",
                     {db_option(), log_level_option()});
-  if (auto stop = parse(opts, argc, argv, first, 1)) return *stop;
+  if (auto stop = parse_subcommand(opts, argc, argv, first, 1)) return *stop;
   const std::string name = opts.positional()[0];
   if (!valid_user_name(name)) {
     print_error("invalid user name '" + name + "': 1..64 characters of A-Z a-z 0-9 . _ @ + -");
@@ -277,6 +256,28 @@ bool is_help(const char* arg) { return std::string_view(arg) == "--help" || std:
 
 }  // namespace
 
+std::optional<int> parse_subcommand(app::options& opts, int argc, char** argv, int first, std::size_t positional) {
+  opts.ignore_unknown_file_keys();  // the server's file: this command takes only its db and log-level
+  if (!opts.parse(argc, argv, first)) {
+    if (opts.help_requested() || opts.version_requested()) {
+      app::write_whole(app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
+      return exit_ok;
+    }
+    print_error(opts.error());
+    return exit_usage;
+  }
+  if (opts.positional().size() != positional) {
+    print_error(opts.positional().size() < positional ? "missing argument (see --help)"
+                                                      : "unexpected argument '" + opts.positional().back() + "' (see --help)");
+    return exit_usage;
+  }
+  if (!app::json_logger::parse_level(opts.get("log-level"))) {
+    print_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
+    return exit_usage;
+  }
+  return std::nullopt;
+}
+
 int run_user_command(int argc, char** argv, int first) {
   constexpr const char* verbs = "add NAME [--admin] [--db FILE] | delete NAME [--db FILE]";
   if (first >= argc || is_help(argv[first])) return principal_usage("user", verbs, first < argc);
@@ -293,9 +294,9 @@ int run_agent_command(int argc, char** argv, int first) {
   if (verb == "register") {
     app::options opts("citrus-backend agent register ID",
                       "register an agent; prints its key once, alone on stdout",
-                      {{"trust", "", "", "the commanders (backends) the agent accepts commands from, comma-separated", false},
+                      {{"trust", "", "", "the commanders (backends) the agent accepts commands from, comma-separated", false, true},
                        db_option(), log_level_option()});
-    if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+    if (auto stop = parse_subcommand(opts, argc, argv, first + 1, 1)) return *stop;
     const auto trusted = split_list(opts.get("trust"));
     if (trusted.empty()) {
       print_error("agent register needs --trust COMMANDER[,...]");
@@ -307,9 +308,9 @@ int run_agent_command(int argc, char** argv, int first) {
     app::options opts("citrus-backend agent rotate ID",
                       "issue a new key for an agent (printed once, alone on stdout); the old keys keep "
                       "working for the overlap",
-                      {{"overlap-s", "", "3600", "seconds the old keys keep working (0 revokes them now)", false},
+                      {{"overlap-s", "", "3600", "seconds the old keys keep working (0 revokes them now)", false, true},
                        db_option(), log_level_option()});
-    if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+    if (auto stop = parse_subcommand(opts, argc, argv, first + 1, 1)) return *stop;
     const std::string id = opts.positional()[0];
     const auto overlap = opts.get_int("overlap-s");
     if (!overlap || *overlap < 0 || *overlap > 365LL * 24 * 3600) {
@@ -345,9 +346,9 @@ int run_commander_command(int argc, char** argv, int first) {
   }
   app::options opts("citrus-backend commander register ID",
                     "register a commander (a backend's identity at the hub); prints its key once, alone on stdout",
-                    {{"agents", "", "", "the agents it may command, comma-separated, or * for all", false},
+                    {{"agents", "", "", "the agents it may command, comma-separated, or * for all", false, true},
                      db_option(), log_level_option()});
-  if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+  if (auto stop = parse_subcommand(opts, argc, argv, first + 1, 1)) return *stop;
   const auto agents = split_list(opts.get("agents"));
   if (agents.empty()) {
     print_error("commander register needs --agents AGENT[,...] (or '*')");
@@ -367,7 +368,7 @@ int run_hub_command(int argc, char** argv, int first) {
                     "register a hub (it calls POST /api/verify-agent with \"Bearer ID:KEY\"); prints its key once, "
                     "alone on stdout",
                     {db_option(), log_level_option()});
-  if (auto stop = parse(opts, argc, argv, first + 1, 1)) return *stop;
+  if (auto stop = parse_subcommand(opts, argc, argv, first + 1, 1)) return *stop;
   return register_principal(principal_kind::hub, opts.positional()[0], {}, opts);
 }
 
@@ -376,12 +377,12 @@ int run_audit_command(int argc, char** argv, int first) {
                     "print the audit trail, newest first, one JSON object per line: "
                     "{\"at\",\"kind\",\"actor\",\"action\",\"target\",\"outcome\",\"detail\"}. "
                     "Reads only; works while the backend runs",
-                    {{"kind", "", "", "only this kind: site_operation, security_event, authentication or administration", false},
-                     {"limit", "", "100", "at most this many events (1..10000)", false},
-                     {"since", "", "", "only events at or after this time (Unix seconds)", false},
+                    {{"kind", "", "", "only this kind: site_operation, security_event, authentication or administration", false, true},
+                     {"limit", "", "100", "at most this many events (1..10000)", false, true},
+                     {"since", "", "", "only events at or after this time (Unix seconds)", false, true},
                      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (must exist), or a postgresql:// URL", false},
                      log_level_option()});
-  if (auto stop = parse(opts, argc, argv, first, 0)) return *stop;
+  if (auto stop = parse_subcommand(opts, argc, argv, first, 0)) return *stop;
   audit_query query;
   if (opts.has("kind")) {
     query.kind = parse_audit_kind(opts.get("kind"));

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "citrus/app/options.hpp"
 #include "citrus/backend/backend_service.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/http.hpp"
@@ -25,6 +26,13 @@ int run_commander_command(int argc, char** argv, int first);
 int run_hub_command(int argc, char** argv, int first);
 /// `citrus-backend audit [--kind K] [--limit N] [--since S]`; argv[first] is the word after "audit".
 int run_audit_command(int argc, char** argv, int first);
+
+/// Parses the options of one subcommand (help, version, the number of positional arguments,
+/// --log-level); an exit code when the command must stop here.
+std::optional<int> parse_subcommand(app::options& opts, int argc, char** argv, int first, std::size_t positional);
+
+/// `citrus-backend init [--config-dir D] [--data-dir D] ...`: keys, secret and configuration files.
+int run_init_command(int argc, char** argv, int first);
 
 /// "citrus-backend: " + text on stderr.
 void print_error(const std::string& text);

@@ -4,6 +4,7 @@
 // citrus::postgres (--db), and citrus::wspp.
 //
 //   citrus-backend [serve] [options]          run the server (the default)
+//   citrus-backend init [--config-dir D] ...  a starter configuration, keys and JWT secret
 //   citrus-backend user add NAME [--admin]    password from stdin; prints the user id
 //   citrus-backend user delete NAME           the user and their sites; their tokens stop working
 //   citrus-backend agent register ID --trust C[,..] | agent rotate ID [--overlap-s N]
@@ -34,6 +35,7 @@
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
+#include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/clock.hpp"
 #include "citrus/core/commander_link.hpp"
@@ -56,6 +58,7 @@ using namespace std::chrono_literals;
 
 constexpr const char* commands_usage =
     "usage: citrus-backend [serve] [options]        run the backend (the default)\n"
+    "       citrus-backend init [--config-dir DIR] [--data-dir DIR]   keys, JWT secret and configuration files\n"
     "       citrus-backend user add NAME [--admin]   create a user (password: first line of stdin)\n"
     "       citrus-backend user delete NAME          delete a user and their sites (their tokens stop working)\n"
     "       citrus-backend agent register ID --trust COMMANDER[,...]\n"
@@ -85,36 +88,13 @@ std::vector<app::option_spec> serve_specs() {
       {"max-connections-per-address", "CITRUS_MAX_CONNECTIONS_PER_ADDRESS", "0", "TCP connections held at once from one IP address (0: no limit; keep 0 behind a reverse proxy, where every client has its address)", false},
       {"default-agent", "CITRUS_DEFAULT_AGENT", "agent-1", "the agent new sites are placed on", false},
       {"web-root", "CITRUS_WEB_ROOT", "", "directory of the dashboard's static files served at / (empty: none)", false},
-      {"allowed-origin", "CITRUS_ALLOWED_ORIGINS", "", "Origin accepted on the users' WebSocket handshake; repeatable or comma-separated (empty: any)", false},
+      {"allowed-origin", "CITRUS_ALLOWED_ORIGINS", "", "Origin accepted on the users' WebSocket handshake; comma-separated (empty: any)", false, false, true},
       {"tls-cert", "CITRUS_TLS_CERT", "", "PEM certificate chain: serve https:// and wss:// (with --tls-key)", false},
       {"tls-key", "CITRUS_TLS_KEY", "", "PEM private key of --tls-cert", false},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)", false},
       {"ready-file", "", "", "write the bound port to this file once listening (for tests)", false},
+      {"check-config", "", "", "check the options and the files they name, print \"configuration OK\" and exit (an error: one line, non-zero exit code)", true, true},
   };
-}
-
-/// Every value of a repeatable option, walking argv exactly as app::options::parse does.
-std::vector<std::string> repeated_values(int argc, char** argv, int first, const std::vector<app::option_spec>& specs,
-                                         const std::string& wanted) {
-  std::vector<std::string> values;
-  for (int i = first; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0) continue;
-    std::string name = arg.substr(2);
-    std::optional<std::string> value;
-    if (const auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-    }
-    const auto spec = std::find_if(specs.begin(), specs.end(), [&](const app::option_spec& s) { return s.name == name; });
-    if (spec == specs.end() || spec->flag) continue;
-    if (!value) {
-      if (i + 1 >= argc) break;
-      value = argv[++i];
-    }
-    if (name == wanted) values.push_back(*value);
-  }
-  return values;
 }
 
 std::vector<std::string> split_commas(const std::vector<std::string>& values) {
@@ -169,6 +149,10 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   if (!opts.parse(argc, argv, first)) {
     if (opts.help_requested()) {
       app::write_whole(app::stream::out, std::string(commands_usage) + "\n" + opts.usage());
+      return exit_ok;
+    }
+    if (opts.version_requested()) {
+      app::write_whole(app::stream::out, opts.version_line() + "\n");
       return exit_ok;
     }
     print_error(opts.error());
@@ -259,9 +243,7 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   s.token_lifetime = std::chrono::seconds(*lifetime);
 
   s.web_root = opts.get("web-root");
-  auto origins = repeated_values(argc, argv, first, specs, "allowed-origin");
-  if (origins.empty() && opts.has("allowed-origin")) origins.push_back(opts.get("allowed-origin"));
-  s.allowed_origins = split_commas(origins);
+  s.allowed_origins = split_commas(opts.get_all("allowed-origin"));
 
   s.tls_cert = opts.get("tls-cert");
   s.tls_key = opts.get("tls-key");
@@ -276,6 +258,15 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   if (!level) return usage_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
   s.level = *level;
   s.ready_file = opts.get("ready-file");
+  if (opts.has("check-config")) {
+    std::string error;
+    if (!s.web_root.empty() && !static_files::open(s.web_root, error)) {
+      print_error(error);
+      return exit_failure;
+    }
+    app::print_line(app::stream::out, "citrus-backend: configuration OK");
+    return exit_ok;
+  }
   return std::nullopt;
 }
 
@@ -607,6 +598,7 @@ int serve(const serve_settings& s) {
     }
     stopping = true;
     log.log(log_level::info, "shutting_down", {field("signal", static_cast<std::int64_t>(sig))});
+    app::notify_service_manager("STOPPING=1");
     server.stop();
     if (hub) hub->shutdown();
     shutdown_deadline = clk.steady_now() + 200ms;
@@ -625,6 +617,7 @@ int serve(const serve_settings& s) {
            field("web_root", files ? std::string_view(s.web_root) : std::string_view("(none)"))});
   app::print_line(app::stream::out, std::string("citrus-backend listening on ") + (tls ? "https" : "http") + "://" +
                                         url_host(s.host) + ":" + std::to_string(*port));
+  app::notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(*port));
 
   loop.run();
 
@@ -649,6 +642,7 @@ int main(int argc, char** argv) {
     if (command == "commander") return run_commander_command(argc, argv, 2);
     if (command == "hub") return run_hub_command(argc, argv, 2);
     if (command == "audit") return run_audit_command(argc, argv, 2);
+    if (command == "init") return run_init_command(argc, argv, 2);
     if (command == "help") {
       citrus::app::write_whole(citrus::app::stream::out, commands_usage);
       return exit_ok;

@@ -12,6 +12,7 @@
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
+#include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
@@ -48,6 +49,8 @@ std::vector<option_spec> hub_options() {
        "many; 0: no limit."},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug logs every message's metadata; info, warn, error."},
       {"ready-file", "", "", "Write the bound port to this file once listening (for tests and scripts)."},
+      {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).", true,
+       true},
   };
 }
 
@@ -95,11 +98,15 @@ int main(int argc, char** argv) {
   citrus::app::signal_watcher::block_signals();
   citrus::app::options opts("citrus-hub", "the Citrus EngineHub", hub_options());
   if (!opts.parse(argc, argv)) {
-    if (opts.help_requested()) {
-      citrus::app::write_whole(citrus::app::stream::out, opts.usage());
+    if (opts.help_requested() || opts.version_requested()) {
+      citrus::app::write_whole(citrus::app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return 0;
     }
     citrus::app::print_error("citrus-hub", opts.error());
+    return 2;
+  }
+  if (!opts.positional().empty()) {
+    citrus::app::print_error("citrus-hub", "unexpected argument '" + opts.positional().front() + "' (see --help)");
     return 2;
   }
   auto level = citrus::app::json_logger::parse_level(opts.get("log-level"));
@@ -139,6 +146,29 @@ int main(int argc, char** argv) {
     citrus::app::print_error("citrus-hub", "--connection-rate and --identity-rate must be numbers >= 0");
     return 2;
   }
+  std::string key;  // this hub's key at the backend, for --verify-url
+  if (!opts.get("verify-url").empty()) {
+    key = opts.get("hub-key-file").empty() ? std::string() : citrus::app::read_secret_file(opts.get("hub-key-file")).value_or("");
+    if (key.empty())
+      if (const char* k = std::getenv("CITRUS_HUB_KEY")) key = k;
+    if (key.empty()) {
+      citrus::app::print_error("citrus-hub", "--verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)");
+      return 2;
+    }
+  }
+  if (opts.get("tls-cert").empty() != opts.get("tls-key").empty()) {
+    citrus::app::print_error("citrus-hub", "--tls-cert and --tls-key go together");
+    return 2;
+  }
+  for (const char* option : {"tls-cert", "tls-key"})
+    if (!opts.get(option).empty() && !citrus::app::read_secret_file(opts.get(option))) {
+      citrus::app::print_error("citrus-hub", std::string("cannot read --") + option + " " + opts.get(option));
+      return 2;
+    }
+  if (opts.has("check-config")) {
+    citrus::app::print_line(citrus::app::stream::out, "citrus-hub: configuration OK");
+    return 0;
+  }
 
   citrus::app::json_logger log("hub", *level);
 
@@ -163,13 +193,6 @@ int main(int argc, char** argv) {
   citrus::wspp::event_loop loop(log);
   std::unique_ptr<citrus::hubapp::http_verifier> remote_verifier;
   if (!opts.get("verify-url").empty()) {
-    std::string key = opts.get("hub-key-file").empty() ? std::string() : citrus::app::read_secret_file(opts.get("hub-key-file")).value_or("");
-    if (key.empty())
-      if (const char* k = std::getenv("CITRUS_HUB_KEY")) key = k;
-    if (key.empty()) {
-      citrus::app::print_error("citrus-hub", "--verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)");
-      return 2;
-    }
     remote_verifier = std::make_unique<citrus::hubapp::http_verifier>(
         citrus::hubapp::http_verifier_config{opts.get("verify-url"), opts.get("hub-id"), key}, loop, local_verifier, log);
   }
@@ -255,11 +278,13 @@ int main(int argc, char** argv) {
                                                        (server_options.tls_certificate_file.empty() ? "ws" : "wss") + "://" +
                                                        host + ":" + std::to_string(*bound));
   log.log(citrus::log_level::info, "hub_started", {citrus::field("port", static_cast<std::int64_t>(*bound))});
+  citrus::app::notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(*bound));
 
   citrus::wspp::timer stop_timer;
   citrus::app::signal_watcher signals([&](int sig) {
     loop.post([&, sig] {
       log.log(citrus::log_level::info, "shutdown", {citrus::field("signal", static_cast<std::int64_t>(sig))});
+      citrus::app::notify_service_manager("STOPPING=1");
       server.stop();  // close frames (1001) go out while the loop runs a little longer
       stop_timer = loop.schedule(std::chrono::milliseconds(300), [&] { loop.stop(); });
     });

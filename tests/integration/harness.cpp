@@ -112,7 +112,7 @@ std::uint16_t wait_for_port(const std::string& path, std::chrono::milliseconds t
   return 0;
 }
 
-static std::uint16_t free_port() {
+std::uint16_t free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;

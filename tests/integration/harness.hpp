@@ -45,6 +45,9 @@ class process {
 /// Runs a command to completion and returns (exit code, stdout).
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv, const std::string& stdin_text = {});
 
+/// A loopback TCP port free a moment ago (for executables that must know each other's ports).
+std::uint16_t free_port();
+
 /// Waits for `path` to hold a port number written by --ready-file.
 std::uint16_t wait_for_port(const std::string& path, std::chrono::milliseconds timeout = 15s);
 

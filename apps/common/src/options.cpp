@@ -1,68 +1,175 @@
 #include "citrus/app/options.hpp"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
+#include "citrus/app/console.hpp"
+#include "citrus/version.hpp"
+
 namespace citrus::app {
+namespace {
+
+/// The executables whose sections a shared configuration file may hold.
+constexpr const char* executables[] = {"backend", "hub", "agent"};
+
+std::string upper_snake(const std::string& text) {
+  std::string out = text;
+  for (char& c : out) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::optional<std::string> environment(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  if (!value || !*value) return std::nullopt;
+  return std::string(value);
+}
+
+}  // namespace
 
 options::options(std::string program, std::string summary, std::vector<option_spec> specs)
-    : program_(std::move(program)), summary_(std::move(summary)), specs_(std::move(specs)) {}
+    : program_(std::move(program)), summary_(std::move(summary)), specs_(std::move(specs)) {
+  executable_ = program_.substr(0, program_.find(' '));
+}
+
+std::string options::env_name(const std::string& option) const {
+  std::string exe = executable_;
+  if (exe.rfind("citrus-", 0) == 0) exe.erase(0, 7);
+  return "CITRUS_" + upper_snake(exe) + "_" + upper_snake(option);
+}
+
+std::string options::version_line() const { return executable_ + " " + citrus::version(); }
+
+const option_spec* options::find(const std::string& name) const {
+  for (const auto& s : specs_)
+    if (s.name == name) return &s;
+  return nullptr;
+}
 
 bool options::parse(int argc, char** argv, int first) {
-  for (int i = first; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      help_ = true;
-      return false;
+  CLI::App cli{summary_, executable_};
+  cli.set_help_flag("-h,--help");
+  cli.set_version_flag("--version", version_line());
+  std::vector<std::pair<const option_spec*, CLI::Option*>> declared;
+  for (const auto& s : specs_) {
+    CLI::Option* o = s.flag ? cli.add_flag("--" + s.name) : cli.add_option("--" + s.name);
+    if (!s.flag)
+      o->multi_option_policy(s.repeatable ? CLI::MultiOptionPolicy::TakeAll : CLI::MultiOptionPolicy::TakeLast);
+    declared.emplace_back(&s, o);
+  }
+  std::string config_path;
+  cli.add_option("--config", config_path);
+  cli.add_option("arguments", positional_);
+
+  std::vector<std::string> args;
+  for (int i = argc - 1; i >= std::max(first, 1); --i) args.emplace_back(argv[i]);  // CLI11 takes them reversed
+  try {
+    cli.parse(args);
+  } catch (const CLI::CallForHelp&) {
+    help_ = true;
+    return false;
+  } catch (const CLI::CallForVersion&) {
+    version_ = true;
+    return false;
+  } catch (const CLI::ParseError& e) {
+    error_ = std::string(e.what()) + " (see --help)";
+    return false;
+  }
+  for (const auto& [spec, option] : declared) {
+    if (option->count() == 0) continue;
+    if (spec->flag) values_[spec->name] = {"1"};
+    else values_[spec->name] = option->results();
+  }
+  if (!apply_environment()) return false;
+  if (config_path.empty()) config_path = environment(env_name("config")).value_or("");
+  if (!config_path.empty() && !apply_config_file(config_path)) return false;
+  for (const auto& s : specs_)
+    if (!values_.count(s.name) && !s.default_value.empty()) values_[s.name] = {s.default_value};
+  return true;
+}
+
+bool options::apply_environment() {
+  for (const auto& s : specs_) {
+    if (s.command_line_only || values_.count(s.name)) continue;
+    const std::string name = env_name(s.name);
+    if (auto value = environment(name)) {
+      values_[s.name] = {*value};
+    } else if (!s.legacy_env.empty() && s.legacy_env != name) {
+      if (auto old = environment(s.legacy_env)) {
+        values_[s.name] = {*old};
+        print_error(executable_, "warning: $" + s.legacy_env + " is deprecated, set $" + name + " instead");
+      }
     }
-    if (arg.rfind("--", 0) != 0) {
-      positional_.push_back(arg);
-      continue;
-    }
-    std::string name = arg.substr(2), value;
-    bool inline_value = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      inline_value = true;
-    }
-    const option_spec* spec = nullptr;
-    for (const auto& s : specs_)
-      if (s.name == name) spec = &s;
-    if (!spec) {
-      error_ = "unknown option --" + name + " (see --help)";
-      return false;
-    }
-    if (spec->flag) {
-      values_[name] = "1";
-      continue;
-    }
-    if (!inline_value) {
-      if (i + 1 >= argc) {
-        error_ = "option --" + name + " needs a value";
+  }
+  return true;
+}
+
+bool options::apply_config_file(const std::string& path) {
+  if (!std::ifstream(path)) {
+    error_ = "cannot read the configuration file " + path;
+    return false;
+  }
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(path);
+  } catch (const CLI::Error& e) {
+    error_ = path + ": " + e.what();
+    return false;
+  }
+  std::string own = executable_;
+  if (own.rfind("citrus-", 0) == 0) own.erase(0, 7);
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // CLI11's section markers
+    if (!item.parents.empty()) {
+      const bool known = std::find(std::begin(executables), std::end(executables), item.parents.front()) !=
+                         std::end(executables);
+      if (!known || item.parents.size() > 1) {
+        error_ = path + ": unknown section [" + item.fullname().substr(0, item.fullname().rfind('.')) +
+                 "] (only [backend], [hub], [agent])";
         return false;
       }
-      value = argv[++i];
+      if (item.parents.front() != own) continue;  // another executable's settings
     }
-    values_[name] = value;
-  }
-  for (const auto& s : specs_) {
-    if (values_.count(s.name)) continue;
-    if (!s.env.empty())
-      if (const char* v = std::getenv(s.env.c_str()); v && *v) {
-        values_[s.name] = v;
-        continue;
+    std::string key = item.name;
+    std::replace(key.begin(), key.end(), '_', '-');
+    const option_spec* spec = find(key);
+    if (!spec || spec->command_line_only) {
+      if (!strict_file_keys_) continue;
+      error_ = path + ": unknown key '" + item.name + "' (see " + executable_ + " --help)";
+      return false;
+    }
+    if (values_.count(key)) continue;  // the command line or the environment set it
+    if (spec->flag) {
+      const std::string v = item.inputs.empty() ? "true" : item.inputs.front();
+      if (v == "true" || v == "1") values_[key] = {"1"};
+      else if (v != "false" && v != "0") {
+        error_ = path + ": key '" + item.name + "' must be true or false";
+        return false;
       }
-    if (!s.default_value.empty()) values_[s.name] = s.default_value;
+      continue;
+    }
+    if (item.inputs.empty() || (item.inputs.size() > 1 && !spec->repeatable)) {
+      error_ = path + ": key '" + item.name + "' needs one value";
+      return false;
+    }
+    values_[key] = item.inputs;
   }
+  config_file_ = path;
   return true;
 }
 
 std::string options::get(const std::string& name) const {
   auto it = values_.find(name);
-  return it == values_.end() ? std::string() : it->second;
+  return it == values_.end() || it->second.empty() ? std::string() : it->second.back();
+}
+
+std::vector<std::string> options::get_all(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
 bool options::has(const std::string& name) const { return values_.count(name) > 0; }
@@ -78,14 +185,20 @@ std::optional<long long> options::get_int(const std::string& name) const {
 
 std::string options::usage() const {
   std::ostringstream out;
-  out << program_ << " — " << summary_ << "\n\nOptions (flag, environment variable, default):\n";
+  out << program_ << " — " << summary_ << "\n\nOptions";
+  bool shared = std::any_of(specs_.begin(), specs_.end(), [](const option_spec& s) { return !s.command_line_only; });
+  if (shared)
+    out << " (each one also $" << env_name("<option>") << " and the key <option> of the --config file;\n"
+        << "the command line wins over the environment, which wins over the file)";
+  out << ":\n";
   for (const auto& s : specs_) {
     out << "  --" << s.name << (s.flag ? "" : " VALUE");
-    if (!s.env.empty()) out << "  [$" << s.env << "]";
+    if (!s.command_line_only) out << "  [$" << env_name(s.name) << "]";
     if (!s.default_value.empty()) out << "  (default: " << s.default_value << ")";
-    out << "\n      " << s.help << "\n";
+    out << "\n      " << s.help << (s.repeatable ? " (repeatable)" : "") << "\n";
   }
-  out << "  --help\n      Show this text.\n";
+  out << "  --config FILE  [$" << env_name("config") << "]\n      Read options from this file (TOML: key = value).\n"
+      << "  --version\n      Print the version and exit.\n  --help\n      Show this text.\n";
   return out.str();
 }
 

@@ -1,6 +1,10 @@
 #pragma once
-/// Command-line and environment options for the executables: `--name value` or `--name=value`,
-/// falling back to an environment variable, then to a default. `--help` prints the table.
+/// Options of the executables, parsed by CLI11: `--name value` or `--name=value` on the command
+/// line, else the environment variable CITRUS_<EXE>_<NAME> (e.g. CITRUS_HUB_MAX_CONNECTIONS), else
+/// the key `name` of the configuration file given by `--config FILE` (or $CITRUS_<EXE>_CONFIG), else
+/// the default. Every executable also answers `--help` and `--version`. docs/configuration.md lists
+/// every option.
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -9,35 +13,55 @@
 namespace citrus::app {
 
 struct option_spec {
-  std::string name;         ///< without dashes: "listen"
-  std::string env;          ///< "CITRUS_HUB_LISTEN"; may be empty
+  std::string name;           ///< without dashes: "listen"; also the configuration file's key
+  std::string legacy_env;     ///< an older variable name still read, with a warning (may be empty)
   std::string default_value;
   std::string help;
-  bool flag = false;        ///< takes no value ("--admin")
+  bool flag = false;          ///< takes no value ("--admin")
+  bool command_line_only = false;  ///< a per-invocation choice: never from the environment or a file
+  bool repeatable = false;    ///< may be given several times (a file: an array); get_all() has them all
 };
 
 class options {
  public:
+  /// `program` starts with the executable's name ("citrus-backend user add NAME"), which names the
+  /// environment variables: CITRUS_BACKEND_*.
   options(std::string program, std::string summary, std::vector<option_spec> specs);
-  /// Parses argv (after any subcommand words the caller consumed). On --help prints usage and
-  /// returns false with help_requested(); on an unknown option or missing value returns false with
-  /// error() set.
+  /// Parses argv from `first` on (after any subcommand words the caller consumed), then the
+  /// environment, then the configuration file. On --help or --version returns false with
+  /// help_requested() or version_requested(); on a bad option, value or file returns false with
+  /// error() set (one line).
   bool parse(int argc, char** argv, int first = 1);
-  std::string get(const std::string& name) const;
-  bool has(const std::string& name) const;  ///< a flag given, or a value set by argv or env
+  std::string get(const std::string& name) const;  ///< the last value; "" when unset
+  std::vector<std::string> get_all(const std::string& name) const;
+  bool has(const std::string& name) const;  ///< a flag given, or a value set by argv, env, file or default
   std::optional<long long> get_int(const std::string& name) const;
   const std::vector<std::string>& positional() const noexcept { return positional_; }
   const std::string& error() const noexcept { return error_; }
   bool help_requested() const noexcept { return help_; }
+  bool version_requested() const noexcept { return version_; }
+  /// The configuration file read, or "" when none.
+  const std::string& config_file() const noexcept { return config_file_; }
   std::string usage() const;
+  /// "citrus-hub 0.1.0": the answer to --version.
+  std::string version_line() const;
+  /// The environment variable of an option: CITRUS_<EXE>_<NAME>.
+  std::string env_name(const std::string& option) const;
+  /// A subcommand reading the executable's configuration file skips the keys it has no use for
+  /// (`--check-config` of the server still rejects unknown keys).
+  void ignore_unknown_file_keys() noexcept { strict_file_keys_ = false; }
 
  private:
-  std::string program_, summary_;
+  bool apply_environment();
+  bool apply_config_file(const std::string& path);
+  const option_spec* find(const std::string& name) const;
+
+  std::string program_, summary_, executable_;
   std::vector<option_spec> specs_;
-  std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
-  std::string error_;
-  bool help_ = false;
+  std::string error_, config_file_;
+  bool help_ = false, version_ = false, strict_file_keys_ = true;
 };
 
 /// "host:port" → (host, port); false on a malformed value.

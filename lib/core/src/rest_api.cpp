@@ -20,6 +20,7 @@
 #include "citrus/core/audit.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/protocol.hpp"
+#include "hub_events.hpp"
 #include "text.hpp"
 
 namespace citrus {
@@ -221,6 +222,8 @@ enum class route_kind {
   site_legacy,  // /api/site/:id (the design document's PUT path)
   deploy,       // /api/sites/:id/deploy
   verify_agent,
+  verify_commander,
+  hub_events,  // a hub's audit events, from a hub without a database
   admin_agents,
   admin_rotate,  // /api/admin/agents/:agentId/rotate
   admin_commanders,
@@ -255,6 +258,8 @@ route match(std::string_view target) noexcept {
     if (seg[1] == "login") return {route_kind::login, "/api/login", "POST", {}};
     if (seg[1] == "sites") return {route_kind::sites, "/api/sites", "GET, POST", {}};
     if (seg[1] == "verify-agent") return {route_kind::verify_agent, "/api/verify-agent", "POST", {}};
+    if (seg[1] == "verify-commander") return {route_kind::verify_commander, "/api/verify-commander", "POST", {}};
+    if (seg[1] == "hub-events") return {route_kind::hub_events, "/api/hub-events", "POST", {}};
     return {};
   }
   if (n == 3) {
@@ -598,7 +603,8 @@ struct rest_api::impl {
       if (auto bad = check_body(req, body_policy::none)) return std::move(*bad);
       return json_response(200, R"({"status":"ok"})");
     }
-    if (r.kind == route_kind::verify_agent) return verify_agent(req, r, address, now);
+    if (r.kind == route_kind::verify_agent || r.kind == route_kind::verify_commander || r.kind == route_kind::hub_events)
+      return hub_route(req, r, address, now);
 
     if (!addresses.take(address, now)) return too_many(addresses, address, now);
     if (r.kind == route_kind::none) return error_response(404, msg_not_found);
@@ -759,20 +765,20 @@ struct rest_api::impl {
     return json_response(202, std::move(out));
   }
 
-  // --- verify-agent -----------------------------------------------------------------------------
+  // --- hub routes: verify-agent, verify-commander, hub-events ----------------------------------------
 
   /// Hubs only. The address is charged only when the caller did not authenticate as a hub; an
-  /// authenticated hub is limited by its own bucket instead.
-  http_response verify_agent(const http_request& req, const route& r, const std::string& address, steady_time now) {
+  /// authenticated hub is limited by its own bucket instead (one bucket for all three routes).
+  http_response hub_route(const http_request& req, const route& r, const std::string& address, steady_time now) {
     if (!addresses.has_token(address, now)) return too_many(addresses, address, now);
     bool hub_authenticated = false;
-    http_response resp = verify_agent_checked(req, r, address, now, hub_authenticated);
+    http_response resp = hub_route_checked(req, r, address, now, hub_authenticated);
     if (!hub_authenticated) (void)addresses.take(address, now);
     return resp;
   }
 
-  http_response verify_agent_checked(const http_request& req, const route& r, const std::string& address,
-                                     steady_time now, bool& hub_authenticated) {
+  http_response hub_route_checked(const http_request& req, const route& r, const std::string& address,
+                                  steady_time now, bool& hub_authenticated) {
     if (!method_allowed(r.allow, req.method)) return method_not_allowed(r);
     if (auto bad = check_body(req, body_policy::required)) return std::move(*bad);
 
@@ -790,25 +796,47 @@ struct rest_api::impl {
     }
     hub_authenticated = true;
     if (!hubs.take(hub->id, now)) return too_many(hubs, hub->id, now);
+    if (r.kind == route_kind::hub_events) return append_hub_events(req, *hub);
+    const bool agent_route = r.kind == route_kind::verify_agent;
 
-    static constexpr std::array<field_rule, 2> rules{{
+    static constexpr std::array<field_rule, 2> agent_rules{{
         {"agentId", value_kind::string, true, max_id_bytes, 0},
         {"agentKey", value_kind::string, true, max_key_bytes, 0},
     }};
+    static constexpr std::array<field_rule, 2> commander_rules{{
+        {"commanderId", value_kind::string, true, max_id_bytes, 0},
+        {"commanderKey", value_kind::string, true, max_key_bytes, 0},
+    }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(req.body, rules, v, false); e != errc::ok) return error_response(e);
+    if (const errc e = parse(req.body, agent_route ? agent_rules : commander_rules, v, false); e != errc::ok)
+      return error_response(e);
 
-    auto agent = svc.credentials.verify(principal_kind::agent, v[0].text, v[1].text);
-    if (!agent) {
-      if (to_errc(agent.error()) != errc::auth_failed) return failure(agent.error(), "verify_agent");
-      // Unknown agent, wrong key, expired key: one answer, so nothing can be probed.
-      audit(audit_kind::security_event, "hub:" + hub->id, "verify_agent", audit_target("agent", v[0].text), "denied");
+    const principal_kind kind = agent_route ? principal_kind::agent : principal_kind::commander;
+    const std::string_view action = agent_route ? "verify_agent" : "verify_commander";
+    auto verified = svc.credentials.verify(kind, v[0].text, v[1].text);
+    if (!verified) {
+      if (to_errc(verified.error()) != errc::auth_failed) return failure(verified.error(), action);
+      // Unknown principal, wrong key, expired key: one answer, so nothing can be probed.
+      audit(audit_kind::security_event, "hub:" + hub->id, action, audit_target(to_string(kind), v[0].text), "denied");
       return json_response(200, R"({"valid":false})");
     }
-    std::string out = R"({"valid":true,"agentId":)";
-    protocol::append_json_string(out, agent->id);
+    std::string out = agent_route ? R"({"valid":true,"agentId":)" : R"({"valid":true,"commanderId":)";
+    protocol::append_json_string(out, verified->id);
     out += R"(,"grants":)";
-    append_string_list(out, agent->grants);
+    append_string_list(out, verified->grants);
+    out += '}';
+    return json_response(200, std::move(out));
+  }
+
+  /// A hub's audit events (hub_events.hpp): none of a bad batch. A store failing part-way answers 503
+  /// and the hub sends the batch again: delivery is at least once.
+  http_response append_hub_events(const http_request& req, const verified_principal& hub) {
+    auto events = hub_events::parse(req.body, hub.id, svc.clk.wall_now());
+    if (!events) return error_response(to_errc(events.error()));
+    for (const auto& event : *events)
+      if (auto stored = svc.db.audit().append(event); !stored) return failure(stored.error(), "hub_events");
+    std::string out = R"({"success":true,"accepted":)";
+    out += std::to_string(events->size());
     out += '}';
     return json_response(200, std::move(out));
   }

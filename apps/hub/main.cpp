@@ -21,7 +21,7 @@
 #include "citrus/worker/storage_worker.hpp"
 #include "backend_post.hpp"
 #include "http_verifier.hpp"
-#include "remote_audit.hpp"
+#include "backend_audit.hpp"
 
 namespace {
 
@@ -60,7 +60,7 @@ std::vector<option_spec> hub_options() {
 }
 
 std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& server, const citrus::app::json_logger& log,
-                         std::uint64_t audit_dropped) {
+                         const citrus::app::async_audit& audit) {
   const auto& c = hub.counters();
   const auto sc = server.counters();
   std::ostringstream out;
@@ -93,7 +93,10 @@ std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& ser
   counter("citrus_hub_control_frames_rate_limited_total", "Connections closed for sending pings or pongs too fast.",
           sc.control_rate_limited);
   counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
-  counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full, or refused by the backend).", audit_dropped);
+  counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full).", audit.dropped());
+  counter("citrus_hub_audit_failed_total",
+          "Audit events not stored: a failed database write, refused by the backend, or undelivered at exit.",
+          audit.failed());
   return out.str();
 }
 
@@ -180,8 +183,7 @@ int main(int argc, char** argv) {
   // lane refuses the connection at once as retryable (storage_unavailable, close 1013).
   std::unique_ptr<citrus::worker::storage_worker> storage;
   std::unique_ptr<citrus::executor_verifier> local_verifier;
-  std::unique_ptr<citrus::app::async_audit> db_audit;
-  std::unique_ptr<citrus::hubapp::remote_audit> backend_audit;
+  std::unique_ptr<citrus::app::async_audit> audit;
   auto open_db = [db_path, &log]() {
     return citrus::app::open_storage(db_path, citrus::app::storage_options{std::chrono::milliseconds(5000), &log});
   };
@@ -196,7 +198,7 @@ int main(int argc, char** argv) {
     }
     storage = std::move(*started);
     local_verifier = std::make_unique<citrus::executor_verifier>(*storage, clock);
-    db_audit = std::make_unique<citrus::app::async_audit>(
+    audit = std::make_unique<citrus::app::async_audit>(
         [open_db]() -> std::unique_ptr<citrus::storage> {
           auto store = open_db();
           if (!store) return nullptr;
@@ -204,14 +206,14 @@ int main(int argc, char** argv) {
         },
         log);
   } else {
-    citrus::hubapp::remote_audit_config audit_config;
+    citrus::hubapp::backend_audit_config audit_config;
     audit_config.url = events_url;
     audit_config.hub_id = opts.get("hub-id");
     audit_config.hub_key = hub_key;
-    backend_audit = std::make_unique<citrus::hubapp::remote_audit>(std::move(audit_config), log);
+    audit = std::make_unique<citrus::app::async_audit>(
+        [audit_config, &log] { return citrus::hubapp::backend_audit_writer(audit_config, log); }, log,
+        citrus::hubapp::backend_audit_options());
   }
-  citrus::audit_sink& audit = db_audit ? static_cast<citrus::audit_sink&>(*db_audit) : *backend_audit;
-  const auto audit_dropped = [&]() -> std::uint64_t { return db_audit ? db_audit->dropped() : backend_audit->dropped(); };
 
   std::unique_ptr<citrus::hubapp::http_verifier> remote_verifier;
   if (!verify_url.empty()) {
@@ -233,7 +235,7 @@ int main(int argc, char** argv) {
   const auto per_second = [](long long n) { return citrus::rate{static_cast<double>(n), 2.0 * static_cast<double>(n)}; };
   config.connection_rate = per_second(*connection_rate);
   config.identity_rate = per_second(*identity_rate);
-  citrus::hub hub(config, citrus::hub_services{clock, log, audit, verifier, operations});
+  citrus::hub hub(config, citrus::hub_services{clock, log, *audit, verifier, operations});
 
   citrus::wspp::server_options server_options;
   server_options.bind_address = host;
@@ -260,7 +262,7 @@ int main(int argc, char** argv) {
       response.body = R"({"success":false,"message":"Authentication required"})";
     } else if (request.method == "GET" && request.target == "/metrics") {
       response.headers.push_back({"Content-Type", "text/plain; version=0.0.4"});
-      response.body = metrics_text(hub, server, log, audit_dropped());
+      response.body = metrics_text(hub, server, log, *audit);
     } else {
       response.status = 404;
       response.headers.push_back({"Content-Type", "application/json"});

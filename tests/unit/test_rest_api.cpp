@@ -774,6 +774,7 @@ TEST_SUITE("rest_api") {
                             with(R"({"at":1,"kind":"security_event","actor":"","action":"b","outcome":"c"})"),
                             with(R"({"at":1,"kind":"security_event","actor":")" + std::string(300, 'x') + R"(","action":"b","outcome":"c"})"),
                             std::string(R"({"events":[1]})"), std::string(R"({"events":{}})"), std::string(R"({"other":[]})"),
+                            std::string(R"({"events":[[[[[[]]]]]]})"), std::string(R"({"events":[],"events":[]})"),
                             std::string(R"([])")}) {
       CAPTURE(bad);
       f.clk.advance(1s);

@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -74,10 +75,14 @@ errc read_event(simdjson::dom::element item, std::string_view prefix, wall_time 
 }  // namespace
 
 result<std::vector<audit_event>> parse(std::string_view body, std::string_view hub_id, wall_time now) {
+  // {"events":[{...}]} is depth 3; one more level makes a nested value a wrong_type, not a too_deep.
   simdjson::dom::parser parser;
+  if (parser.allocate(std::max<std::size_t>(body.size(), 64), 4) != simdjson::SUCCESS) return errc::internal_error;
   simdjson::dom::element root;
-  if (const auto e = parser.parse(body.data(), body.size()).get(root); e != simdjson::SUCCESS)
-    return e == simdjson::UTF8_ERROR ? errc::invalid_utf8 : errc::malformed_json;
+  if (const auto e = parser.parse(body.data(), body.size()).get(root); e != simdjson::SUCCESS) {
+    if (e == simdjson::UTF8_ERROR) return errc::invalid_utf8;
+    return e == simdjson::DEPTH_ERROR ? errc::too_deep : errc::malformed_json;
+  }
   simdjson::dom::object object;
   if (root.get_object().get(object) != simdjson::SUCCESS) return errc::invalid_request;
   simdjson::dom::array list;

@@ -543,6 +543,23 @@ TEST_SUITE("hub_auth") {
     REQUIRE(bad->messages.size() == 1);
     CHECK(contains(bad->messages[0], R"("code":"auth_failed")"));  // a definite refusal stays auth_failed
     CHECK(bad_end->closed_with() == close_code::auth_failed);
+
+    // A check the store has not answered yet delays nobody else: the commander's command reaches the
+    // agent and the agent's result comes back while it waits.
+    auto [waiting, waiting_end] = connect("agent", "agent-2", f.agent2_key);
+    REQUIRE(storage.pending(storage_lane::read) == 1);
+    commander->send(command_frame("r1", "agent-1"));
+    net.run();
+    REQUIRE(again->messages.size() == 2);
+    CHECK(contains(again->messages[1], R"("id":"r1")"));
+    again->send(result_frame("r1", "backend-1"));
+    net.run();
+    CHECK(count_with(*commander, R"("type":"result")") == 1);
+    CHECK(waiting->messages.empty());
+    storage.run_all();
+    net.run();
+    REQUIRE(waiting->messages.size() == 1);
+    CHECK(contains(waiting->messages[0], R"("type":"auth_ok")"));
   }
 
   TEST_CASE("verifications in flight are bounded per address: one more is refused unverified, a closed one frees its slot") {

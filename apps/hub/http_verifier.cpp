@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backend_post.hpp"
 #include "citrus/core/keys.hpp"
 #include "citrus/core/protocol.hpp"
 
@@ -19,21 +20,18 @@ namespace {
 
 struct job {
   std::string cache_key;
-  std::string agent;
+  principal_kind kind = principal_kind::agent;
+  std::string id;
   std::string key;
 };
 
-std::size_t collect(char* data, std::size_t size, std::size_t count, void* out) {
-  auto* body = static_cast<std::string*>(out);
-  const std::size_t n = size * count;
-  if (body->size() + n > 64 * 1024) return 0;  // a verify answer is tiny: refuse a flood
-  body->append(data, n);
-  return n;
-}
+/// The JSON field names of one kind's route: {"agentId","agentKey"} or {"commanderId","commanderKey"}.
+std::string_view id_field(principal_kind kind) { return kind == principal_kind::agent ? "agentId" : "commanderId"; }
+std::string_view key_field(principal_kind kind) { return kind == principal_kind::agent ? "agentKey" : "commanderKey"; }
 
 /// Turns the backend's answer into a verification result. Only a 200 with {"valid":true,...} for
-/// this very agent authenticates; {"valid":false} is a clean refusal; anything else is unavailable.
-result<verified_principal> interpret(long status, const std::string& body, const std::string& agent) {
+/// this very principal authenticates; {"valid":false} is a clean refusal; anything else is unavailable.
+result<verified_principal> interpret(long status, const std::string& body, principal_kind kind, const std::string& claimed) {
   if (status != 200) return errc::storage_unavailable;
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
@@ -42,8 +40,8 @@ result<verified_principal> interpret(long status, const std::string& body, const
   if (doc["valid"].get(valid)) return errc::storage_unavailable;
   if (!valid) return errc::auth_failed;
   std::string_view id;
-  if (doc["agentId"].get(id) || id != agent) return errc::storage_unavailable;
-  verified_principal p{principal_kind::agent, agent, {}};
+  if (doc[id_field(kind)].get(id) || id != claimed) return errc::storage_unavailable;
+  verified_principal p{kind, claimed, {}};
   simdjson::dom::array grants;
   if (!doc["grants"].get(grants)) {
     for (auto g : grants) {
@@ -90,32 +88,22 @@ struct http_verifier::state {
         j = std::move(jobs.front());
         jobs.pop_front();
       }
-      std::string request = R"({"agentId":)";
-      protocol::append_json_string(request, j.agent);
-      request += R"(,"agentKey":)";
+      std::string request = "{\"";
+      request += id_field(j.kind);
+      request += "\":";
+      protocol::append_json_string(request, j.id);
+      request += ",\"";
+      request += key_field(j.kind);
+      request += "\":";
       protocol::append_json_string(request, j.key);
       request += '}';
-      const std::string auth = "Authorization: Bearer " + cfg.hub_id + ":" + cfg.hub_key;
-      std::string body;
-      long status = 0;
-      curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-      headers = curl_slist_append(headers, auth.c_str());
-      curl_easy_reset(curl);
-      curl_easy_setopt(curl, CURLOPT_URL, cfg.url.c_str());
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.c_str());
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.size()));
-      curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-      curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-      curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-      curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(cfg.timeout.count()));
-      curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-      curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-      const CURLcode rc = curl_easy_perform(curl);
-      if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-      curl_slist_free_all(headers);
-      auto answer = rc == CURLE_OK ? interpret(status, body, j.agent) : result<verified_principal>(errc::storage_unavailable);
-      if (rc != CURLE_OK)
-        log.log(log_level::warn, "verify_agent_unreachable", {field("agent", j.agent), field("curl", curl_easy_strerror(rc))});
+      const std::string& url = j.kind == principal_kind::agent ? cfg.url : cfg.commander_url;
+      const backend_answer reply = post_to_backend(curl, url, cfg.hub_id, cfg.hub_key, request, cfg.timeout);
+      auto answer = reply.curl == CURLE_OK ? interpret(reply.status, reply.body, j.kind, j.id)
+                                           : result<verified_principal>(errc::storage_unavailable);
+      if (reply.curl != CURLE_OK)
+        log.log(log_level::warn, "verify_unreachable",
+                {field("kind", to_string(j.kind)), field("id", j.id), field("curl", curl_easy_strerror(reply.curl))});
       loop.post([self, cache_key = std::move(j.cache_key), answer = std::move(answer)]() mutable {
         if (auto s = self.lock()) s->complete(cache_key, std::move(answer));
       });
@@ -134,7 +122,7 @@ struct http_verifier::state {
   }
 };
 
-http_verifier::http_verifier(http_verifier_config config, wspp::event_loop& loop, principal_verifier& local, logger& log)
+http_verifier::http_verifier(http_verifier_config config, wspp::event_loop& loop, principal_verifier* local, logger& log)
     : state_(std::make_shared<state>(std::move(config), loop, log)), local_(local) {
   std::weak_ptr<state> weak = state_;
   state_->worker = std::thread([s = state_.get(), weak] { s->run(weak); });
@@ -150,12 +138,14 @@ http_verifier::~http_verifier() {
 }
 
 void http_verifier::verify(principal_kind kind, std::string_view id, std::string_view key, callback done) {
-  if (kind != principal_kind::agent) {
-    local_.verify(kind, id, key, std::move(done));
+  state& s = *state_;
+  const bool remote = kind == principal_kind::agent || (kind == principal_kind::commander && !s.cfg.commander_url.empty());
+  if (!remote) {
+    if (local_) local_->verify(kind, id, key, std::move(done));
+    else done(errc::auth_failed);  // no store to ask: nobody of this kind can authenticate here
     return;
   }
-  state& s = *state_;
-  std::string cache_key = std::string(id) + '\n' + key_fingerprint(key);
+  std::string cache_key = std::string(to_string(kind)) + '\n' + std::string(id) + '\n' + key_fingerprint(key);
   const auto now = std::chrono::steady_clock::now();
   if (auto it = s.cache.find(cache_key); it != s.cache.end()) {
     if (now < it->second.until) {
@@ -179,7 +169,7 @@ void http_verifier::verify(principal_kind kind, std::string_view id, std::string
   s.waiting[cache_key].push_back(std::move(done));
   {
     std::lock_guard<std::mutex> lock(s.mutex);
-    s.jobs.push_back(job{std::move(cache_key), std::string(id), std::string(key)});
+    s.jobs.push_back(job{std::move(cache_key), kind, std::string(id), std::string(key)});
   }
   s.ready.notify_one();
 }

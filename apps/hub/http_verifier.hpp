@@ -1,8 +1,9 @@
 #pragma once
-/// Verifies agent keys through the backend's POST /api/verify-agent (the design's flow), without
-/// ever blocking routing: requests run on one worker thread with libcurl, answers come back to the
-/// event loop through post(), and are cached briefly (by key fingerprint, never the key). Concurrent
-/// checks of the same (agent, key) share one request. Commanders go to `local`.
+/// Verifies agent keys through the backend's POST /api/verify-agent (the design's flow), and commander
+/// keys through POST /api/verify-commander when `commander_url` is set, without ever blocking routing:
+/// requests run on one worker thread with libcurl, answers come back to the event loop through post(),
+/// and are cached briefly (by key fingerprint, never the key). Concurrent checks of the same
+/// (kind, id, key) share one request. Without `commander_url`, commanders go to `local`.
 #include <chrono>
 #include <memory>
 #include <string>
@@ -17,6 +18,7 @@ struct http_verifier_config {
   std::string url;      ///< http://127.0.0.1:8080/api/verify-agent
   std::string hub_id;
   std::string hub_key;  ///< sent as Authorization: Bearer <hub_id>:<hub_key>; never logged
+  std::string commander_url;  ///< http://127.0.0.1:8080/api/verify-commander; "": commanders go to `local`
   std::chrono::seconds accept_ttl{30};  ///< how long a positive answer is reused
   std::chrono::seconds reject_ttl{5};   ///< how long a negative answer is reused (brute force stays local)
   std::chrono::milliseconds timeout{3000};
@@ -25,7 +27,8 @@ struct http_verifier_config {
 
 class http_verifier final : public principal_verifier {
  public:
-  http_verifier(http_verifier_config config, wspp::event_loop& loop, principal_verifier& local, logger& log);
+  /// `local` may be null when `commander_url` is set (the hub then has no database).
+  http_verifier(http_verifier_config config, wspp::event_loop& loop, principal_verifier* local, logger& log);
   ~http_verifier() override;
   void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) override;
 
@@ -37,7 +40,7 @@ class http_verifier final : public principal_verifier {
  private:
   struct state;
   std::shared_ptr<state> state_;
-  principal_verifier& local_;
+  principal_verifier* local_;
 };
 
 }  // namespace citrus::hubapp

@@ -19,7 +19,10 @@
 #include "citrus/core/http_auth.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
+#include "citrus/worker/storage_worker.hpp"
+#include "backend_post.hpp"
 #include "http_verifier.hpp"
+#include "backend_audit.hpp"
 
 namespace {
 
@@ -28,8 +31,13 @@ using citrus::app::option_spec;
 std::vector<option_spec> hub_options() {
   return {
       {"listen", "CITRUS_HUB_LISTEN", "127.0.0.1:7000", "Address and port to accept commanders and agents on."},
-      {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file, or a postgresql:// URL, holding commander (and, without --verify-url, agent) keys."},
-      {"verify-url", "CITRUS_VERIFY_URL", "", "Backend endpoint that verifies agent keys (POST /api/verify-agent)."},
+      {"db", "CITRUS_DB", "",
+       "SQLite database file, or a postgresql:// URL, holding commander (and, without --verify-url, agent) keys and "
+       "receiving the hub's audit events (default data/citrus.db). Not given with --verify-url: the hub uses no "
+       "database at all."},
+      {"verify-url", "CITRUS_VERIFY_URL", "",
+       "Backend endpoint that verifies agent keys (http(s)://HOST:PORT/api/verify-agent). Without --db, commander keys "
+       "are verified at /api/verify-commander and audit events sent to /api/hub-events next to it."},
       {"hub-id", "CITRUS_HUB_ID", "hub-1", "This hub's id at the backend (for --verify-url)."},
       {"hub-key-file", "CITRUS_HUB_KEY_FILE", "", "File holding this hub's key (or set CITRUS_HUB_KEY)."},
       {"metrics-token-file", "CITRUS_METRICS_TOKEN_FILE", "", "File holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (default: /metrics is open)."},
@@ -89,6 +97,9 @@ std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& ser
           sc.control_rate_limited);
   counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
   counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full).", audit.dropped());
+  counter("citrus_hub_audit_failed_total",
+          "Audit events not stored: a failed database write, refused by the backend, or undelivered at exit.",
+          audit.failed());
   return out.str();
 }
 
@@ -172,32 +183,70 @@ int main(int argc, char** argv) {
 
   citrus::app::json_logger log("hub", *level);
 
-  const std::string db_path = opts.get("db");
-  auto db = citrus::app::open_storage(db_path, citrus::app::storage_options{std::chrono::milliseconds(5000), &log});
-  if (!db) {
-    citrus::app::print_error("citrus-hub", "cannot use database " + citrus::app::describe_db(db_path) + ": " + db.error().message());
-    return 1;
+  // Where keys are checked and audit events go: the database (--db, the default without --verify-url),
+  // or the backend (--verify-url without --db: no database at all).
+  const std::string verify_url = opts.get("verify-url");
+  const bool uses_db = verify_url.empty() || !opts.get("db").empty();
+  const std::string db_path = opts.get("db").empty() ? std::string("data/citrus.db") : opts.get("db");
+  const std::string& hub_key = key;  // read above, before anything is opened
+  const std::string commander_url = uses_db ? std::string() : citrus::hubapp::sibling_route(verify_url, "verify-commander");
+  const std::string events_url = uses_db ? std::string() : citrus::hubapp::sibling_route(verify_url, "hub-events");
+  if (!uses_db && commander_url.empty()) {
+    citrus::app::print_error("citrus-hub",
+                             "--verify-url must end in /api/verify-agent when there is no --db (commander keys and audit "
+                             "events go to the routes next to it)");
+    return 2;
   }
-  citrus::system_clock clock;
-  citrus::system_random random;
-  citrus::credential_service credentials((*db)->credentials(), clock, random);
-  citrus::store_verifier local_verifier(credentials);
-  citrus::app::async_audit audit(
-      [db_path, &log]() -> std::unique_ptr<citrus::storage> {
-        auto store = citrus::app::open_storage(db_path, citrus::app::storage_options{std::chrono::milliseconds(5000), &log});
-        if (!store) return nullptr;
-        return std::move(*store);
-      },
-      log);
 
   citrus::wspp::event_loop loop(log);
+  citrus::system_clock clock;
+  // Key checks against the database run on the storage worker's read lane, never on the loop; a full
+  // lane refuses the connection at once as retryable (storage_unavailable, close 1013).
+  std::unique_ptr<citrus::worker::storage_worker> storage;
+  std::unique_ptr<citrus::executor_verifier> local_verifier;
+  std::unique_ptr<citrus::app::async_audit> audit;
+  auto open_db = [db_path, &log]() {
+    return citrus::app::open_storage(db_path, citrus::app::storage_options{std::chrono::milliseconds(5000), &log});
+  };
+  if (uses_db) {
+    citrus::worker::storage_worker_config worker_config;
+    worker_config.queue_capacity = 256;
+    auto started = citrus::worker::storage_worker::start(
+        open_db, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, log, worker_config);
+    if (!started) {
+      citrus::app::print_error("citrus-hub", "cannot use database " + citrus::app::describe_db(db_path) + ": " + started.error().message());
+      return 1;
+    }
+    storage = std::move(*started);
+    local_verifier = std::make_unique<citrus::executor_verifier>(*storage, clock);
+    audit = std::make_unique<citrus::app::async_audit>(
+        [open_db]() -> std::unique_ptr<citrus::storage> {
+          auto store = open_db();
+          if (!store) return nullptr;
+          return std::move(*store);
+        },
+        log);
+  } else {
+    citrus::hubapp::backend_audit_config audit_config;
+    audit_config.url = events_url;
+    audit_config.hub_id = opts.get("hub-id");
+    audit_config.hub_key = hub_key;
+    audit = std::make_unique<citrus::app::async_audit>(
+        [audit_config, &log] { return citrus::hubapp::backend_audit_writer(audit_config, log); }, log,
+        citrus::hubapp::backend_audit_options());
+  }
+
   std::unique_ptr<citrus::hubapp::http_verifier> remote_verifier;
-  if (!opts.get("verify-url").empty()) {
-    remote_verifier = std::make_unique<citrus::hubapp::http_verifier>(
-        citrus::hubapp::http_verifier_config{opts.get("verify-url"), opts.get("hub-id"), key}, loop, local_verifier, log);
+  if (!verify_url.empty()) {
+    citrus::hubapp::http_verifier_config verifier_config;
+    verifier_config.url = verify_url;
+    verifier_config.hub_id = opts.get("hub-id");
+    verifier_config.hub_key = hub_key;
+    verifier_config.commander_url = commander_url;
+    remote_verifier = std::make_unique<citrus::hubapp::http_verifier>(std::move(verifier_config), loop, local_verifier.get(), log);
   }
   citrus::principal_verifier& verifier = remote_verifier ? static_cast<citrus::principal_verifier&>(*remote_verifier)
-                                                         : static_cast<citrus::principal_verifier&>(local_verifier);
+                                                         : static_cast<citrus::principal_verifier&>(*local_verifier);
 
   const auto operations = citrus::operation_registry::defaults();
   citrus::hub_config config;
@@ -207,7 +256,7 @@ int main(int argc, char** argv) {
   const auto per_second = [](long long n) { return citrus::rate{static_cast<double>(n), 2.0 * static_cast<double>(n)}; };
   config.connection_rate = per_second(*connection_rate);
   config.identity_rate = per_second(*identity_rate);
-  citrus::hub hub(config, citrus::hub_services{clock, log, audit, verifier, operations});
+  citrus::hub hub(config, citrus::hub_services{clock, log, *audit, verifier, operations});
 
   citrus::wspp::server_options server_options;
   server_options.bind_address = host;
@@ -234,7 +283,7 @@ int main(int argc, char** argv) {
       response.body = R"({"success":false,"message":"Authentication required"})";
     } else if (request.method == "GET" && request.target == "/metrics") {
       response.headers.push_back({"Content-Type", "text/plain; version=0.0.4"});
-      response.body = metrics_text(hub, server, log, audit);
+      response.body = metrics_text(hub, server, log, *audit);
     } else {
       response.status = 404;
       response.headers.push_back({"Content-Type", "application/json"});

@@ -13,8 +13,9 @@
 //    exactly {"success":false,"message":<a public message>}; no 500 (storage fails only with 503 codes);
 //  - 2xx only when deserved: site routes for the owner of the site (the caller is derived independently:
 //    the users whose valid tokens appear in the Authorization header), admin routes for admins, login
-//    with that user's password, verify-agent with a live hub key, {"valid":true} with a key issued for
-//    that agent; a token in an answer belongs to the user who logged in or refreshed;
+//    with that user's password, verify-agent, verify-commander and hub-events with a live hub key,
+//    {"valid":true} from verify-agent with a key issued for that agent; a token in an answer belongs to
+//    the user who logged in or refreshed;
 //  - nobody else's site changed, and every command the backend sent to the hub is for a site of the caller;
 //  - no password, key or token known before the request is in the answer, the log or the audit trail
 //    (unless the request itself spelled it in its target or body), and no key created by it is logged;
@@ -439,6 +440,12 @@ struct world {
       check_token_owner(answer, {});
       return;
     }
+    if (path == "/api/verify-commander" || path == "/api/hub-events") {
+      bool from_hub = false;
+      for (const std::string& k : hub_keys) from_hub = from_hub || contains(authorization, k);
+      CITRUS_FUZZ_CHECK(from_hub, "the hub routes answer only hubs", authorization);
+      return;
+    }
     if (path == "/api/verify-agent") {
       bool from_hub = false;
       for (const std::string& k : hub_keys) from_hub = from_hub || contains(authorization, k);
@@ -546,6 +553,7 @@ struct world {
         "", "?kind=security_event", "?limit=1&since=0", "?kind=administration&limit=10000", "?limit=0",
         "?since=-1", "?kind=bogus", "?page=2", "?limit=5&limit=5", "?limit", "?kind=authentication&"};
     if (t >= 240) return "/api/admin/audit" + std::string(pick(audit_queries, p));  // bytes the text seeds never use
+    if (t >= 230) return t % 2 ? "/api/hub-events" : "/api/verify-commander";
     switch (t % 20) {
       case 0: return "/healthz";
       case 1: return "/metrics";

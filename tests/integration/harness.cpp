@@ -304,9 +304,12 @@ void platform::start_backend() {
 void platform::start_hub() {
   const std::string ready = dir + "/hub.port";
   fs::remove(ready);
-  std::vector<std::string> argv{CITRUS_HUB_EXE, "--listen", "127.0.0.1:" + std::to_string(hub_port), "--db",
-                                dir + "/citrus.db", "--verify-url", backend_url() + "/api/verify-agent", "--hub-id",
-                                "hub-1", "--ready-file", ready};
+  std::vector<std::string> argv{CITRUS_HUB_EXE, "--listen", "127.0.0.1:" + std::to_string(hub_port), "--verify-url",
+                                backend_url() + "/api/verify-agent", "--hub-id", "hub-1", "--ready-file", ready};
+  if (opts_.hub_db) {
+    argv.push_back("--db");
+    argv.push_back(dir + "/citrus.db");
+  }
   for (const auto& arg : opts_.hub_args) argv.push_back(arg);
   hub = std::make_unique<process>(std::move(argv), dir + "/hub.log", server_env({"CITRUS_HUB_KEY=" + hub_key}));
   REQUIRE(wait_for_port(ready) == hub_port);

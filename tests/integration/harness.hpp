@@ -110,6 +110,7 @@ class platform {
     std::vector<std::string> allowed_origins;  ///< --allowed-origin values for the backend (empty: none)
     std::vector<std::string> backend_args;     ///< more backend flags, after the others (the last --db wins)
     std::vector<std::string> hub_args;         ///< more hub flags, after the others
+    bool hub_db = true;  ///< false: the hub gets no --db and verifies everything through the backend
     std::vector<std::string> server_env;       ///< more NAME=value environment for the backend and the hub
   };
   explicit platform(options opts);

@@ -1,6 +1,7 @@
-// The real executables on a real PostgreSQL database and nothing else: no SQLite file anywhere. Users and
-// keys are created with the backend's CLI, the hub reads commander keys from the same database, and a
-// user logs in over REST and creates a site that the agent then builds.
+// The real executables on a real PostgreSQL database and nothing else: no SQLite file anywhere (set-up A
+// of docs/operations.md). Users and keys are created with the backend's CLI, the hub verifies commanders
+// and agents in the same database and writes its audit events there, and a user logs in over REST,
+// creates a site that the agent then builds, and deploys it.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -98,6 +99,30 @@ TEST_CASE("postgres: citrus-backend and citrus-hub on PostgreSQL: CLI user, REST
   }
   CHECK(status == "created");  // the agent's result came back and was written to PostgreSQL
   CHECK(pg.exec(name, "SELECT deploy_status FROM sites WHERE id = 1") == "created");
+  auto deploy = http("POST", api + "/api/sites/1/deploy", R"({"version":"v2"})", {bearer(token)});
+  REQUIRE(deploy.status == 202);
+  for (int i = 0; i < 150 && status != "deployed"; ++i) {
+    status = json_string(http("GET", api + "/api/sites/1", {}, {bearer(token)}).body, "deploy_status");
+    if (status != "deployed") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(status == "deployed");
+
+  // A wrong agent key at the hub: refused, and the hub's event lands in the trail the backend's
+  // operators review (the hub writes it from its own audit thread into the shared database).
+  {
+    ws_client intruder;
+    REQUIRE(intruder.connect(hub_url));
+    intruder.send(auth_frame("agent", "agent-1", "ak_wrong"));
+    REQUIRE(intruder.wait_for([&] { return intruder.closed; }));
+    CHECK(intruder.count(R"("code":"auth_failed")") == 1);
+  }
+  std::string denied;
+  for (int i = 0; i < 50 && denied.find("\"action\":\"hub_auth\"") == std::string::npos; ++i) {
+    denied = checked(run_command({CITRUS_BACKEND_EXE, "audit", "--db", db, "--kind", "authentication"}), "audit");
+    if (denied.find("\"action\":\"hub_auth\"") == std::string::npos) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(denied.find(R"("actor":"conn:)") != std::string::npos);
+  CHECK(denied.find(R"("target":"agent:agent-1","outcome":"denied")") != std::string::npos);
 
   // The audit trail of the same database, through the CLI.
   const std::string audit =

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "citrus/memory/storage_executors.hpp"
 #include "hub_fixture.hpp"
 
 using namespace citrus;
@@ -496,10 +497,69 @@ TEST_SUITE("hub_auth") {
       clients.back()->send(auth_frame("agent", "agent-1", f.agent1_key));
       net.run();
       REQUIRE(clients.back()->messages.size() == 1);
-      CHECK(contains(clients.back()->messages[0], R"("code":"auth_failed")"));
-      CHECK(end.closed_with() == close_code::auth_failed);
+      CHECK(contains(clients.back()->messages[0], R"("code":"storage_unavailable")"));  // retryable, not a wrong key
+      CHECK(end.closed_with() == close_code::try_again_later);
     }
     CHECK(f.security_events() == 0);
+  }
+
+  TEST_CASE("executor_verifier: keys are checked on the storage lane, answered when it has run; a full lane refuses at once") {
+    hub_fixture f;
+    memory::manual_storage_executor storage(f.db, 1);  // one verification may wait; the next finds the lane full
+    executor_verifier verifier(storage, f.clk);
+    citrus::hub h(hub_config{}, hub_services{f.clk, f.log, f.db.audit(), verifier, f.ops, nullptr});
+    memory::loopback_transport net(h);
+    auto connect = [&](std::string_view role, std::string_view id, std::string_view key) {
+      auto client = std::make_unique<memory::recording_client>();
+      auto& end = net.connect(*client);
+      net.run();
+      client->send(auth_frame(role, id, key));
+      net.run();
+      return std::make_pair(std::move(client), &end);
+    };
+    auto [commander, commander_end] = connect("commander", "backend-1", f.backend_key);
+    CHECK(commander->messages.empty());  // nothing touched the store on the hub's thread
+    CHECK(storage.pending(storage_lane::read) == 1);
+    auto [agent, agent_end] = connect("agent", "agent-1", f.agent1_key);
+    REQUIRE(agent->messages.size() == 1);  // refused at once, not queued behind the lane
+    CHECK(contains(agent->messages[0], R"("code":"storage_unavailable")"));
+    CHECK(agent_end->closed_with() == close_code::try_again_later);
+    CHECK(f.security_events() == 0);
+
+    CHECK(storage.run_all() == 1);
+    net.run();
+    REQUIRE(commander->messages.size() == 1);
+    CHECK(contains(commander->messages[0], R"("type":"auth_ok")"));
+    auto [again, again_end] = connect("agent", "agent-1", f.agent1_key);  // the retry finds room
+    auto [wrong, wrong_end] = connect("agent", "agent-2", "ak_wrong");
+    CHECK(wrong->messages.size() == 1);  // the lane was full again: refused, retryable
+    storage.run_all();
+    net.run();
+    REQUIRE(again->messages.size() == 1);
+    CHECK(contains(again->messages[0], R"("type":"auth_ok")"));
+    auto [bad, bad_end] = connect("agent", "agent-2", "ak_wrong");
+    storage.run_all();
+    net.run();
+    REQUIRE(bad->messages.size() == 1);
+    CHECK(contains(bad->messages[0], R"("code":"auth_failed")"));  // a definite refusal stays auth_failed
+    CHECK(bad_end->closed_with() == close_code::auth_failed);
+
+    // A check the store has not answered yet delays nobody else: the commander's command reaches the
+    // agent and the agent's result comes back while it waits.
+    auto [waiting, waiting_end] = connect("agent", "agent-2", f.agent2_key);
+    REQUIRE(storage.pending(storage_lane::read) == 1);
+    commander->send(command_frame("r1", "agent-1"));
+    net.run();
+    REQUIRE(again->messages.size() == 2);
+    CHECK(contains(again->messages[1], R"("id":"r1")"));
+    again->send(result_frame("r1", "backend-1"));
+    net.run();
+    CHECK(count_with(*commander, R"("type":"result")") == 1);
+    CHECK(waiting->messages.empty());
+    storage.run_all();
+    net.run();
+    REQUIRE(waiting->messages.size() == 1);
+    CHECK(contains(waiting->messages[0], R"("type":"auth_ok")"));
   }
 
   TEST_CASE("verifications in flight are bounded per address: one more is refused unverified, a closed one frees its slot") {

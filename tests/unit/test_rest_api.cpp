@@ -672,6 +672,102 @@ TEST_SUITE("rest_api") {
     CHECK(f.call("POST", "/api/verify-agent", ok_body, "Bearer eu:hub-2:" + eu_key).status == 200);
   }
 
+  TEST_CASE("verify-commander: the hub's key first, then one answer for a wrong key, an unknown id and an agent") {
+    rest_fixture f;
+    auto body = [](std::string_view id, std::string_view key) {
+      return std::string(R"({"commanderId":")") + std::string(id) + R"(","commanderKey":")" + std::string(key) + R"("})";
+    };
+    const std::string ok_body = body("backend-1", f.backend_key);
+    for (const std::string& auth : {std::string(), f.bearer(f.alice), std::string("Bearer hub-1:hk_wrong"),
+                                    "Bearer backend-1:" + f.backend_key}) {
+      CAPTURE(auth);
+      auto r = f.call("POST", "/api/verify-commander", ok_body, auth);
+      CHECK(r.status == 401);
+      CHECK(r.body == auth_required_body);
+    }
+    auto valid = f.call("POST", "/api/verify-commander", ok_body, f.hub_auth());
+    CHECK(valid.status == 200);
+    CHECK(valid.body == R"({"valid":true,"commanderId":"backend-1","grants":["agent-1","agent-2","agent-3"]})");
+    for (const auto& b : {body("backend-1", f.other_commander_key), body("ghost", f.backend_key),
+                          body("agent-1", f.agent1_key)}) {
+      auto r = f.call("POST", "/api/verify-commander", b, f.hub_auth());
+      CHECK(r.status == 200);
+      CHECK(r.body == R"({"valid":false})");
+    }
+    CHECK(f.audit_count(audit_kind::security_event, "verify_commander", "denied") == 3);
+    // The agent route's fields are not the commander route's.
+    CHECK(f.call("POST", "/api/verify-commander", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).status == 400);
+    CHECK(f.call("GET", "/api/verify-commander", {}, f.hub_auth()).status == 405);
+  }
+
+  TEST_CASE("hub-events: a registered hub's events join the trail under its name; anything else is refused whole") {
+    rest_config cfg = no_address_limit();
+    cfg.verify_agent_rate = rate{1, 4};
+    rest_fixture f(cfg);
+    const long long now = to_unix_seconds(f.clk.wall_now());
+    const std::string batch =
+        R"({"events":[{"at":)" + std::to_string(now - 5) +
+        R"(,"kind":"authentication","actor":"conn:7","action":"hub_auth","target":"agent:agent-1","outcome":"denied","detail":"bad credentials"},)"
+        R"({"at":)" + std::to_string(now + 3600) +
+        R"(,"kind":"security_event","actor":"agent:agent-2","action":"forged_commander_id","target":"request:r1","outcome":"dropped","detail":""}]})";
+    auto wrong = f.call("POST", "/api/hub-events", batch, "Bearer hub-1:hk_wrong");
+    CHECK(wrong.status == 401);
+    CHECK(f.call("POST", "/api/hub-events", batch, "Bearer backend-1:" + f.backend_key).status == 401);
+    CHECK(f.audit_count(audit_kind::security_event, "hub_auth", "denied") == 2);
+    CHECK(f.audit_count(audit_kind::authentication, "hub_auth", "denied") == 0);  // nothing of the batch got in
+
+    auto ok = f.call("POST", "/api/hub-events", batch, f.hub_auth());
+    CHECK(ok.status == 200);
+    CHECK(ok.body == R"({"success":true,"accepted":2})");
+    auto events = f.db.audit().query({std::nullopt, 100});
+    REQUIRE(events);
+    std::size_t seen = 0;
+    for (const auto& e : *events) {
+      if (e.actor == "hub:hub-1/conn:7") {
+        ++seen;
+        CHECK(e.kind == audit_kind::authentication);
+        CHECK(e.detail == "bad credentials");
+        CHECK(to_unix_seconds(e.at) == now - 5);
+      }
+      if (e.actor == "hub:hub-1/agent:agent-2") {
+        ++seen;
+        CHECK(e.kind == audit_kind::security_event);
+        CHECK(to_unix_seconds(e.at) == now);  // a clock ahead of ours is not believed
+      }
+    }
+    CHECK(seen == 2);
+
+    const std::string one = R"({"at":1,"kind":"security_event","actor":"a","action":"b","target":"","outcome":"c","detail":""})";
+    auto with = [&](const std::string& event) { return std::string(R"({"events":[)") + one + "," + event + "]}"; };
+    const std::size_t before = f.db.audit().query({std::nullopt, 1000})->size();
+    f.clk.advance(10s);  // a full bucket again
+    for (const auto& bad : {with(R"({"at":1,"kind":"site_operation","actor":"a","action":"site.create","outcome":"ok"})"),
+                            with(R"({"at":1,"kind":"administration","actor":"a","action":"b","outcome":"ok"})"),
+                            with(R"({"at":1,"kind":"security_event","actor":"a","action":"b","outcome":"c","extra":""})"),
+                            with(R"({"at":1,"kind":"security_event","actor":"a","action":"b"})"),
+                            with(R"({"at":-1,"kind":"security_event","actor":"a","action":"b","outcome":"c"})"),
+                            with(R"({"at":1,"kind":"security_event","actor":"","action":"b","outcome":"c"})"),
+                            with(R"({"at":1,"kind":"security_event","actor":")" + std::string(300, 'x') + R"(","action":"b","outcome":"c"})"),
+                            std::string(R"({"events":[1]})"), std::string(R"({"events":{}})"), std::string(R"({"other":[]})"),
+                            std::string(R"({"events":[[[[[[]]]]]]})"), std::string(R"({"events":[],"events":[]})"),
+                            std::string(R"([])")}) {
+      CAPTURE(bad);
+      f.clk.advance(1s);
+      CHECK(f.call("POST", "/api/hub-events", bad, f.hub_auth()).status == 400);
+    }
+    std::string many = R"({"events":[)";
+    for (int i = 0; i < 101; ++i) many += (i ? "," : "") + one;
+    many += "]}";
+    f.clk.advance(1s);
+    CHECK(f.call("POST", "/api/hub-events", many, f.hub_auth()).status == 400);
+    CHECK(f.db.audit().query({std::nullopt, 1000})->size() == before);  // no refused batch left a trace
+
+    // One bucket per hub for all its routes.
+    f.clk.advance(10s);
+    for (int i = 0; i < 4; ++i) CHECK(f.call("POST", "/api/hub-events", R"({"events":[]})", f.hub_auth()).status == 200);
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).status == 429);
+  }
+
   TEST_CASE("verify-agent: a rotated-out key stops verifying once the overlap ends") {
     rest_fixture f;
     const std::string root = f.bearer(f.root);

@@ -1,16 +1,42 @@
 #include "citrus/app/async_audit.hpp"
 
+#include <utility>
+
 namespace citrus::app {
 
+namespace {
+
+audit_writer storage_writer(std::shared_ptr<citrus::storage> store, logger& log) {
+  if (!store) log.log(log_level::error, "audit_store_unavailable", {});
+  return [store, &log](const std::vector<audit_event>& batch, const audit_pause&) {
+    audit_delivery done;
+    for (const auto& event : batch) {
+      if (store && store->audit().append(event)) {
+        ++done.stored;
+      } else {
+        ++done.lost;
+        log.log(log_level::error, "audit_write_failed", {field("action", event.action)});
+      }
+    }
+    return done;
+  };
+}
+
+}  // namespace
+
+async_audit::async_audit(std::function<audit_writer()> open_writer, logger& log, async_audit_options options)
+    : log_(log), options_(options), worker_([this, open = std::move(open_writer)] { run(open); }) {}
+
 async_audit::async_audit(std::function<std::unique_ptr<citrus::storage>()> open_store, logger& log, std::size_t capacity)
-    : log_(log), capacity_(capacity), worker_([this, open = std::move(open_store)] { run(open); }) {}
+    : async_audit([open = std::move(open_store), &log] { return storage_writer(open(), log); }, log,
+                  async_audit_options{capacity, 0, std::chrono::milliseconds(0)}) {}
 
 async_audit::~async_audit() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
-  ready_.notify_one();
+  ready_.notify_all();
   worker_.join();
 }
 
@@ -21,34 +47,38 @@ void async_audit::record(audit_event event) {
               field("outcome", event.outcome)});
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (queue_.size() >= capacity_) {
+    if (queue_.size() >= options_.capacity) {
       dropped_.fetch_add(1);
       return;
     }
     queue_.push_back(std::move(event));
   }
-  ready_.notify_one();
+  ready_.notify_all();
 }
 
-void async_audit::run(std::function<std::unique_ptr<citrus::storage>()> open_store) {
-  std::unique_ptr<citrus::storage> store = open_store();
-  if (!store) log_.log(log_level::error, "audit_store_unavailable", {});
-  std::deque<audit_event> batch;
+void async_audit::run(const std::function<audit_writer()>& open_writer) {
+  const audit_writer write = open_writer();
+  const audit_pause pause = [this](std::chrono::milliseconds d) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return !ready_.wait_for(lock, d, [&] { return stopping_; });
+  };
+  const std::size_t max_batch = options_.max_batch == 0 ? SIZE_MAX : options_.max_batch;
+  std::vector<audit_event> batch;
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      batch.swap(queue_);
-      if (batch.empty() && stopping_) return;
-    }
-    for (const auto& event : batch) {
-      if (store && store->audit().append(event)) {
-        written_.fetch_add(1);
-      } else {
-        failed_.fetch_add(1);
-        log_.log(log_level::error, "audit_write_failed", {field("action", event.action)});
+      if (queue_.empty()) return;  // stopping, and everything was handed over
+      if (options_.linger.count() > 0)  // let a burst gather into one batch
+        ready_.wait_for(lock, options_.linger, [&] { return stopping_ || queue_.size() >= max_batch; });
+      while (!queue_.empty() && batch.size() < max_batch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
       }
     }
+    const audit_delivery done = write(batch, pause);
+    written_.fetch_add(done.stored);
+    failed_.fetch_add(done.lost);
     batch.clear();
   }
 }

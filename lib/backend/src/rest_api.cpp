@@ -24,6 +24,7 @@
 #include "citrus/core/protocol.hpp"
 #include "citrus/core/storage_executor.hpp"
 #include "citrus/core/text.hpp"
+#include "hub_events.hpp"
 
 namespace citrus {
 
@@ -224,6 +225,8 @@ enum class route_kind {
   site_legacy,  // /api/site/:id (the design document's PUT path)
   deploy,       // /api/sites/:id/deploy
   verify_agent,
+  verify_commander,
+  hub_events,  // a hub's audit events, from a hub without a database
   admin_agents,
   admin_rotate,  // /api/admin/agents/:agentId/rotate
   admin_commanders,
@@ -258,6 +261,8 @@ route match(std::string_view target) noexcept {
     if (seg[1] == "login") return {route_kind::login, "/api/login", "POST", {}};
     if (seg[1] == "sites") return {route_kind::sites, "/api/sites", "GET, POST", {}};
     if (seg[1] == "verify-agent") return {route_kind::verify_agent, "/api/verify-agent", "POST", {}};
+    if (seg[1] == "verify-commander") return {route_kind::verify_commander, "/api/verify-commander", "POST", {}};
+    if (seg[1] == "hub-events") return {route_kind::hub_events, "/api/hub-events", "POST", {}};
     return {};
   }
   if (n == 3) {
@@ -674,7 +679,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       if (auto bad = check_body(*c, body_policy::none)) return c->reply(std::move(*bad));
       return c->reply(json_response(200, R"({"status":"ok"})"));
     }
-    if (r.kind == route_kind::verify_agent) return verify_agent(c, now);
+    if (r.kind == route_kind::verify_agent || r.kind == route_kind::verify_commander || r.kind == route_kind::hub_events)
+      return hub_route(c, now);
 
     if (!addresses.take(c->address, now)) return c->reply(too_many(addresses, c->address, now));
     if (r.kind == route_kind::none) return c->reply(error_response(404, msg_not_found));
@@ -846,11 +852,11 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
                      }));
   }
 
-  // --- verify-agent -----------------------------------------------------------------------------
+  // --- hub routes: verify-agent, verify-commander, hub-events ----------------------------------------
 
   /// Hubs only. The address is charged only when the caller did not authenticate as a hub; an
-  /// authenticated hub is limited by its own bucket instead.
-  void verify_agent(const call_ptr& c, steady_time now) {
+  /// authenticated hub is limited by its own bucket instead (one bucket for all three routes).
+  void hub_route(const call_ptr& c, steady_time now) {
     if (!addresses.has_token(c->address, now)) return c->reply(too_many(addresses, c->address, now));
     if (!method_allowed(c->r.allow, c->method)) return refused_by_address(c, method_not_allowed(c->r));
     if (auto bad = check_body(*c, body_policy::required)) return refused_by_address(c, std::move(*bad));
@@ -860,31 +866,39 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     const std::size_t colon = credentials.rfind(':');
     if (colon == std::string_view::npos || colon == 0 || colon + 1 == credentials.size())
       return refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
-    static constexpr std::array<field_rule, 2> rules{{
+    const bool events_route = c->r.kind == route_kind::hub_events;
+    const bool agent_route = c->r.kind == route_kind::verify_agent;
+    static constexpr std::array<field_rule, 2> agent_rules{{
         {"agentId", value_kind::string, true, max_id_bytes, 0},
         {"agentKey", value_kind::string, true, max_key_bytes, 0},
     }};
+    static constexpr std::array<field_rule, 2> commander_rules{{
+        {"commanderId", value_kind::string, true, max_id_bytes, 0},
+        {"commanderKey", value_kind::string, true, max_key_bytes, 0},
+    }};
     std::array<field_value, 2> v{};
-    const errc parsed = parse(c->body, rules, v, false);  // answered only once the hub is known
+    // Answered only once the hub is known.
+    const errc parsed = events_route ? errc::ok : parse(c->body, agent_route ? agent_rules : commander_rules, v, false);
+    const principal_kind kind = agent_route ? principal_kind::agent : principal_kind::commander;
     struct verdict {
       result<verified_principal> hub = errc::auth_failed;
-      result<verified_principal> agent = errc::auth_failed;
+      result<verified_principal> peer = errc::auth_failed;
     };
     const std::string hub_id(credentials.substr(0, colon));
     const std::string hub_key(credentials.substr(colon + 1));
-    std::string agent = std::move(v[0].text), agent_key = std::move(v[1].text);
+    std::string peer = std::move(v[0].text), peer_key = std::move(v[1].text);
     const clock& clk = svc.clk;
     random_source& random = svc.random;
     with_storage<verdict>(
         c, storage_lane::read,
-        [&clk, &random, hub_id, hub_key, parsed, agent, agent_key](storage& db) -> result<verdict> {
+        [&clk, &random, hub_id, hub_key, parsed, events_route, kind, peer, peer_key](storage& db) -> result<verdict> {
           credential_service keys(db.credentials(), clk, random);
           verdict out;
           out.hub = keys.verify(principal_kind::hub, hub_id, hub_key);
-          if (out.hub && parsed == errc::ok) out.agent = keys.verify(principal_kind::agent, agent, agent_key);
+          if (out.hub && parsed == errc::ok && !events_route) out.peer = keys.verify(kind, peer, peer_key);
           return out;
         },
-        [c, hub_id, agent, parsed](impl& self, result<verdict> answer) {
+        [c, hub_id, peer, parsed, events_route, agent_route, kind](impl& self, result<verdict> answer) {
           const steady_time at = self.svc.clk.steady_now();
           if (!answer) return self.refused_by_address(c, self.failure(answer.error(), "hub_auth"));
           const auto& hub = answer->hub;
@@ -894,20 +908,40 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
             return self.refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
           }
           if (!self.hubs.take(hub->id, at)) return c->reply(self.too_many(self.hubs, hub->id, at));
+          if (events_route) return self.append_hub_events(c, *hub);
           if (parsed != errc::ok) return c->reply(error_response(parsed));
-          const auto& verified = answer->agent;
+          const std::string_view action = agent_route ? "verify_agent" : "verify_commander";
+          const auto& verified = answer->peer;
           if (!verified) {
-            if (to_errc(verified.error()) != errc::auth_failed) return c->reply(self.failure(verified.error(), "verify_agent"));
-            // Unknown agent, wrong key, expired key: one answer, so nothing can be probed.
-            self.audit(audit_kind::security_event, "hub:" + hub->id, "verify_agent", audit_target("agent", agent), "denied");
+            if (to_errc(verified.error()) != errc::auth_failed) return c->reply(self.failure(verified.error(), action));
+            // Unknown principal, wrong key, expired key: one answer, so nothing can be probed.
+            self.audit(audit_kind::security_event, "hub:" + hub->id, action, audit_target(to_string(kind), peer), "denied");
             return c->reply(json_response(200, R"({"valid":false})"));
           }
-          std::string out = R"({"valid":true,"agentId":)";
+          std::string out = agent_route ? R"({"valid":true,"agentId":)" : R"({"valid":true,"commanderId":)";
           protocol::append_json_string(out, verified->id);
           out += R"(,"grants":)";
           append_string_list(out, verified->grants);
           out += '}';
           c->reply(json_response(200, std::move(out)));
+        });
+  }
+
+  /// A hub's audit events (hub_events.hpp): none of a bad batch. A store failing part-way answers 503
+  /// and the hub sends the batch again: delivery is at least once.
+  void append_hub_events(const call_ptr& c, const verified_principal& hub) {
+    auto events = hub_events::parse(c->body, hub.id, svc.clk.wall_now());
+    if (!events) return c->reply(error_response(to_errc(events.error())));
+    with_storage<std::size_t>(
+        c, storage_lane::write,
+        [events = std::move(*events)](storage& db) -> result<std::size_t> {
+          for (const auto& event : events)
+            if (auto stored = db.audit().append(event); !stored) return stored.error();
+          return events.size();
+        },
+        [c](impl& self, result<std::size_t> appended) {
+          if (!appended) return c->reply(self.failure(appended.error(), "hub_events"));
+          c->reply(json_response(200, R"({"success":true,"accepted":)" + std::to_string(*appended) + "}"));
         });
   }
 

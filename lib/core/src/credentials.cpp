@@ -57,6 +57,11 @@ result<std::string> credential_service::rotate(principal_kind kind, std::string_
 
 result<verified_principal> credential_service::verify(principal_kind kind, std::string_view id,
                                                       std::string_view key) {
+  return verify_credentials(store_, clock_, kind, id, key);
+}
+
+result<verified_principal> verify_credentials(credential_store& store, const clock& clk, principal_kind kind,
+                                              std::string_view id, std::string_view key) {
   // Every path that fails authentication does one key hash, so timing does not tell an unknown id,
   // a malformed id and a wrong key apart.
   if (!is_valid_wire_id(id)) {
@@ -64,14 +69,14 @@ result<verified_principal> credential_service::verify(principal_kind kind, std::
     return errc::auth_failed;
   }
 
-  auto found = store_.find_principal(kind, id);
+  auto found = store.find_principal(kind, id);
   if (!found) {
     if (!is_not_found(found.error())) return errc::storage_unavailable;  // never a success, never "wrong key"
     (void)verify_key(key, decoy_key_hash());
     return errc::auth_failed;
   }
   const principal_record& principal = *found;
-  const wall_time now = clock_.wall_now();
+  const wall_time now = clk.wall_now();
 
   if (principal.keys.empty()) (void)verify_key(key, decoy_key_hash());
   bool matched = false;
@@ -89,6 +94,15 @@ result<verified_principal> credential_service::verify(principal_kind kind, std::
   verified.id = principal.id;
   verified.grants = principal.grants;
   return verified;
+}
+
+void executor_verifier::verify(principal_kind kind, std::string_view id, std::string_view key, callback done) {
+  run_storage<verified_principal>(
+      executor_, storage_lane::read,
+      [&clk = clock_, kind, id = std::string(id), key = std::string(key)](storage& db) {
+        return verify_credentials(db.credentials(), clk, kind, id, key);
+      },
+      std::move(done));
 }
 
 }  // namespace citrus

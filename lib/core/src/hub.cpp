@@ -385,8 +385,13 @@ struct hub::impl {
       end_verification(*sp);
       if (!r || r->kind != kind || r->id != claimed) {
         // Only a definite refusal counts towards a lockout: an unreachable verifier is nobody's guess.
+        // It is answered as retryable (storage_unavailable, 1013), not as a wrong key.
         if (!r && r.error() != make_error_code(errc::auth_failed)) {
-          auth_failure(*sp, id, "verification unavailable", target);
+          ++stats.auth_failed;
+          svc.log.log(log_level::warn, "auth_unavailable",
+                      {field("conn", static_cast<std::int64_t>(id.value())), field("target", target)});
+          refuse_auth(*sp, id, target, "verification unavailable", errc::storage_unavailable,
+                      close_code::try_again_later, "verification unavailable, try again later");
           return;
         }
         count_auth_failure(*sp, id, target);

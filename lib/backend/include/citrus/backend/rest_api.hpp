@@ -16,7 +16,11 @@
 ///   PUT    /api/sites/:id, PUT /api/site/:id {"name"?,"url"?}
 ///   DELETE /api/sites/:id
 ///   POST   /api/sites/:id/deploy             {"version"?} (or no body) -> 202
-///   POST   /api/verify-agent                 Bearer <hub id>:<hub key>; {"agentId","agentKey"}
+///   POST   /api/verify-agent                 Bearer <hub id>:<hub key>; {"agentId","agentKey"} -> {"valid",..}
+///   POST   /api/verify-commander             Bearer <hub id>:<hub key>; {"commanderId","commanderKey"} -> {"valid",..}
+///   POST   /api/hub-events                   Bearer <hub id>:<hub key>; {"events":[..]} (append_audit_json's shape,
+///                                            kinds security_event and authentication) -> appended, actor
+///                                            "hub:<hub id>/<actor>"
 ///   POST   /api/admin/agents                 admin; {"agentId","trustedCommanders":[..]} -> 201, key shown once
 ///   POST   /api/admin/agents/:agentId/rotate admin; {"overlapSeconds"?} (or no body)
 ///   POST   /api/admin/commanders             admin; {"commanderId","agents":[..]} -> 201
@@ -32,9 +36,10 @@
 ///
 /// Rate limits: one token bucket per client address (the port is ignored, IPv4-mapped IPv6 counts as
 /// IPv4, other IPv6 addresses are grouped by /64), in a table bounded by rest_config::max_addresses
-/// (the least recently seen address is forgotten first). /healthz is exempt. /api/verify-agent charges
-/// the address only for requests that do not authenticate as a hub (a hub verifying many agents is not
-/// held back by its address) and is limited per hub id by rest_config::verify_agent_rate instead.
+/// (the least recently seen address is forgotten first). /healthz is exempt. The hub routes
+/// (/api/verify-agent, /api/verify-commander, /api/hub-events) charge the address only for requests that
+/// do not authenticate as a hub (a hub verifying many agents is not held back by its address) and are
+/// limited per hub id by rest_config::verify_agent_rate instead, one bucket for the three.
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -93,7 +98,7 @@ struct rest_config {
   std::size_t max_body_bytes = 16 * 1024;  ///< longer bodies: 413
   rate per_address{10, 30};                ///< every request but /healthz, per client address
   std::size_t max_addresses = 10000;       ///< addresses tracked at once (least recently seen evicted)
-  rate verify_agent_rate{50, 100};         ///< POST /api/verify-agent, per authenticated hub id
+  rate verify_agent_rate{50, 100};         ///< the hub routes together, per authenticated hub id
   std::size_t max_hubs = 1000;             ///< hub ids tracked at once
   /// POST /api/admin/agents/:id/rotate without "overlapSeconds": how long the old key keeps working.
   std::chrono::seconds default_rotation_overlap{3600};

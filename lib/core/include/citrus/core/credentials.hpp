@@ -10,6 +10,7 @@
 #include "citrus/core/random.hpp"
 #include "citrus/core/result.hpp"
 #include "citrus/core/storage.hpp"
+#include "citrus/core/storage_executor.hpp"
 
 namespace citrus {
 
@@ -40,6 +41,11 @@ class credential_service {
   random_source& random_;
 };
 
+/// credential_service::verify against any store (it needs neither randomness nor state of its own):
+/// what executor_verifier runs on a storage thread, with that thread's store.
+result<verified_principal> verify_credentials(credential_store& store, const clock& clk, principal_kind kind,
+                                              std::string_view id, std::string_view key);
+
 /// How the hub checks a connecting commander or agent. Asynchronous so that a remote check
 /// (the backend's POST /api/verify-agent) never blocks routing. `done` must be invoked exactly once,
 /// on the hub's thread; it may be invoked before verify() returns.
@@ -50,7 +56,23 @@ class principal_verifier {
   virtual void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) = 0;
 };
 
-/// Verifies against a credential_service synchronously (a local store).
+/// Verifies against storage off the event loop: the lookup and the key hash run on the executor's
+/// read lane (citrus::worker's storage_worker in citrus-hub) and `done` runs when the answer is posted
+/// back. A full or stopping executor refuses at once with errc::storage_unavailable, which the hub
+/// answers as retryable (never a stall, never counted as a wrong key). `clk` is read on the storage
+/// thread: it must be safe to call from there (system_clock is).
+class executor_verifier final : public principal_verifier {
+ public:
+  executor_verifier(storage_executor& executor, const clock& clk) : executor_(executor), clock_(clk) {}
+  void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) override;
+
+ private:
+  storage_executor& executor_;
+  const clock& clock_;
+};
+
+/// Verifies against a credential_service synchronously, on the caller's thread: for stores in memory
+/// (tests, single-process embedders). A database belongs behind executor_verifier.
 class store_verifier final : public principal_verifier {
  public:
   explicit store_verifier(credential_service& service) : service_(service) {}

@@ -25,6 +25,7 @@ enum class close_code : std::uint16_t {
   policy_violation = 1008,
   message_too_big = 1009,
   internal_error = 1011,
+  try_again_later = 1013,       ///< a dependency (the credential store or the backend) cannot answer now
   auth_timeout = 4001,          ///< no successful auth message within the auth timeout
   auth_failed = 4002,           ///< bad credentials or token
   token_expired = 4003,         ///< the token expired and no re-auth arrived

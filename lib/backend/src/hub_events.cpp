@@ -1,0 +1,109 @@
+#include "hub_events.hpp"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace citrus::hub_events {
+
+namespace {
+
+struct text_field {
+  std::string_view name;
+  std::size_t max_bytes;
+  std::string audit_event::*member;
+};
+
+// Generous bounds for what citrus::hub writes (ids, short details), tight enough to keep a flood small.
+constexpr std::array<text_field, 5> text_fields{{
+    {"actor", 256, &audit_event::actor},
+    {"action", 64, &audit_event::action},
+    {"target", 256, &audit_event::target},
+    {"outcome", 32, &audit_event::outcome},
+    {"detail", 512, &audit_event::detail},
+}};
+
+errc read_event(simdjson::dom::element item, std::string_view prefix, wall_time now, audit_event& out) {
+  simdjson::dom::object object;
+  if (item.get_object().get(object) != simdjson::SUCCESS) return errc::wrong_type;
+  std::uint32_t seen = 0;
+  bool has_at = false, has_kind = false;
+  for (const auto member : object) {
+    if (member.key == "at") {
+      if (has_at) return errc::duplicate_key;
+      has_at = true;
+      std::int64_t at = 0;
+      if (member.value.get_int64().get(at) != simdjson::SUCCESS) return errc::wrong_type;
+      if (at < 0) return errc::invalid_value;
+      const wall_time when = from_unix_seconds(at);
+      out.at = when > now ? now : when;
+      continue;
+    }
+    if (member.key == "kind") {
+      if (has_kind) return errc::duplicate_key;
+      has_kind = true;
+      std::string_view text;
+      if (member.value.get_string().get(text) != simdjson::SUCCESS) return errc::wrong_type;
+      const auto kind = parse_audit_kind(text);
+      // A hub reports what happens at its connections: never site operations or administration.
+      if (!kind || (*kind != audit_kind::security_event && *kind != audit_kind::authentication)) return errc::invalid_value;
+      out.kind = *kind;
+      continue;
+    }
+    std::size_t i = 0;
+    while (i < text_fields.size() && text_fields[i].name != member.key) ++i;
+    if (i == text_fields.size()) return errc::unknown_field;
+    if (seen & (1u << i)) return errc::duplicate_key;
+    seen |= 1u << i;
+    std::string_view text;
+    if (member.value.get_string().get(text) != simdjson::SUCCESS) return errc::wrong_type;
+    if (text.size() > text_fields[i].max_bytes) return errc::field_too_long;
+    out.*(text_fields[i].member) = std::string(text);
+  }
+  if (!has_at || !has_kind) return errc::missing_field;
+  // actor, action and outcome say who did what with which result; target and detail may be empty.
+  for (std::size_t i : {0u, 1u, 3u})
+    if (!(seen & (1u << i))) return errc::missing_field;
+  if (out.actor.empty() || out.action.empty() || out.outcome.empty()) return errc::invalid_value;
+  out.actor.insert(0, prefix);
+  return errc::ok;
+}
+
+}  // namespace
+
+result<std::vector<audit_event>> parse(std::string_view body, std::string_view hub_id, wall_time now) {
+  // {"events":[{...}]} is depth 3; one more level makes a nested value a wrong_type, not a too_deep.
+  simdjson::dom::parser parser;
+  if (parser.allocate(std::max<std::size_t>(body.size(), 64), 4) != simdjson::SUCCESS) return errc::internal_error;
+  simdjson::dom::element root;
+  if (const auto e = parser.parse(body.data(), body.size()).get(root); e != simdjson::SUCCESS) {
+    if (e == simdjson::UTF8_ERROR) return errc::invalid_utf8;
+    return e == simdjson::DEPTH_ERROR ? errc::too_deep : errc::malformed_json;
+  }
+  simdjson::dom::object object;
+  if (root.get_object().get(object) != simdjson::SUCCESS) return errc::invalid_request;
+  simdjson::dom::array list;
+  bool found = false;
+  for (const auto member : object) {
+    if (member.key != "events") return errc::unknown_field;
+    if (found) return errc::duplicate_key;
+    found = true;
+    if (member.value.get_array().get(list) != simdjson::SUCCESS) return errc::wrong_type;
+  }
+  if (!found) return errc::missing_field;
+  if (list.size() > max_events) return errc::field_too_long;
+  const std::string prefix = "hub:" + std::string(hub_id) + "/";
+  std::vector<audit_event> events;
+  events.reserve(list.size());
+  for (const auto item : list) {
+    audit_event event;
+    if (const errc e = read_event(item, prefix, now, event); e != errc::ok) return e;
+    events.push_back(std::move(event));
+  }
+  return events;
+}
+
+}  // namespace citrus::hub_events

@@ -3,11 +3,11 @@
 # REST over loopback HTTP, on SQLite and on PostgreSQL in the same run, driven by bench/rest_loadgen.
 #
 #   bench/run_storage.sh [--build-dir DIR] [--no-build] [--quick] [--baseline REF | --no-baseline]
-#                        [--clients N] [--seconds S] [--repeats R] [--hold-s S]
+#                        [--clients N[,N...]] [--seconds S] [--repeats R] [--hold-s S]
 #
-# 1. builds citrus-backend and rest_loadgen in Release (default build-bench-storage/); with --baseline
-#    (default: main, when that ref exists and differs from HEAD) also REF's citrus-backend, from
-#    `git archive REF` into DIR/baseline-src, built in DIR/baseline;
+# 1. builds citrus-backend and rest_loadgen in Release (default build-bench-storage/), and the
+#    baseline REF's citrus-backend (default eb1e28b, the last main with storage on the event loop),
+#    from `git archive REF` into DIR/baseline-src, built in DIR/baseline;
 # 2. starts a throw-away PostgreSQL server (initdb + pg_ctl on a loopback port, as the postgres user
 #    when run as root; fsync and synchronous_commit left on, as SQLite's synchronous=FULL), and puts
 #    the SQLite files in a temporary directory on the same disk ($TMPDIR, default /tmp);
@@ -16,22 +16,26 @@
 #    client is 127.0.0.1; the token bucket is still checked on every request), no hub configured
 #    (creates store the site and answer 201, deploy_status "failed"); all of them running at once;
 # 4. `rest_loadgen throughput` on all of them, R rounds of S seconds each, alternating: N clients,
-#    GET /api/sites (20 sites each), then POST /api/sites (defaults: 16 clients, 3 rounds of 3 s);
+#    GET /api/sites (20 sites each), then POST /api/sites, for each N of --clients (default 1,16;
+#    its own users per N), 3 rounds of 3 s by default;
 # 5. `rest_loadgen stall` on each in turn: probes unloaded, then while another connection holds the
 #    write lock for --hold-s seconds (SQLite: `BEGIN IMMEDIATE` from the sqlite3 CLI; PostgreSQL:
 #    `LOCK TABLE sites IN ACCESS EXCLUSIVE MODE` from psql) and a writer's POST waits behind it;
 # 6. prints both tables (markdown) with the PG/SQLite and this-tree/REF ratios; raw lines in
 #    DIR/bench/storage-results/results.tsv, server logs next to it.
 #
-# About 3 minutes on 2 cores once built (--quick: 4 clients, 1 round of 1 s, ~1 minute).
+# About 5 minutes on 2 cores once built (--quick: 4 clients, 1 round of 1 s, ~1.5 minutes).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 build="$repo/build-bench-storage"
 do_build=1
-baseline="main"
-clients=16
+# The last main before the backend's storage left the event loop (citrus::backend, storage_worker):
+# what proves that change. --baseline main compares with main as it is now.
+baseline="eb1e28b"
+base_label="main"  # how the tables name it: main-sqlite, main-postgres
+clients="1,16"
 seconds=3
 repeats=3
 hold_s=3
@@ -41,18 +45,21 @@ while [[ $# -gt 0 ]]; do
     --build-dir=*) build="$(realpath -m "${1#*=}")"; shift ;;
     --no-build) do_build=0; shift ;;
     --quick) clients=4; seconds=1; repeats=1; hold_s=2; shift ;;
-    --baseline) baseline="$2"; shift 2 ;;
-    --baseline=*) baseline="${1#*=}"; shift ;;
+    --baseline) baseline="$2"; base_label="$2"; shift 2 ;;
+    --baseline=*) baseline="${1#*=}"; base_label="$baseline"; shift ;;
     --no-baseline) baseline=""; shift ;;
     --clients) clients="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --repeats) repeats="$2"; shift 2 ;;
     --hold-s) hold_s="$2"; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "run_storage.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 # The writes stalled behind the lock must still succeed: below the backend's 5 s busy/statement timeout.
+if ! [[ "$clients" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]]; then
+  echo "run_storage.sh: --clients takes counts separated by commas, e.g. 1,16" >&2; exit 2
+fi
 if ! [[ "$hold_s" =~ ^[0-9]+$ ]] || (( hold_s < 1 || hold_s > 4 )); then
   echo "run_storage.sh: --hold-s must be 1..4 (the backend's --db-busy-timeout-ms is 5000)" >&2; exit 2
 fi
@@ -60,7 +67,7 @@ fi
 if [[ -n "$baseline" ]]; then
   if ! git -C "$repo" rev-parse -q --verify "$baseline^{commit}" >/dev/null; then
     echo "run_storage.sh: no baseline: '$baseline' is not a commit here" >&2; baseline=""
-  elif [[ "$(git -C "$repo" rev-parse "$baseline^{tree}")" == "$(git -C "$repo" rev-parse HEAD^{tree})" ]]; then
+  elif [[ "$(git -C "$repo" rev-parse "$baseline^{tree}")" == "$(git -C "$repo" rev-parse "HEAD^{tree}")" ]]; then
     echo "run_storage.sh: no baseline: '$baseline' is this tree" >&2; baseline=""
   fi
 fi
@@ -76,6 +83,7 @@ if [[ $do_build -eq 1 ]]; then
     git -C "$repo" archive "$baseline" | tar -x -C "$build/baseline-src"
     cmake -S "$build/baseline-src" -B "$build/baseline" "${release_flags[@]}" >/dev/null
     cmake --build "$build/baseline" --target citrus-backend
+    git -C "$repo" rev-parse --short "$baseline" >"$build/baseline/SOURCE_COMMIT"
   fi
 fi
 backend_bin="$build/apps/backend/citrus-backend"
@@ -134,14 +142,8 @@ pg_url() { echo "postgresql://citrus@127.0.0.1:$pg_port/$1?sslmode=disable"; }
 password="bench-password-$RANDOM$RANDOM"
 printf '%s\n' "$password" >"$work/password"
 
-wait_port() {  # $1: ready file, $2: pid
-  for _ in $(seq 1 400); do
-    [[ -s "$1" ]] && { cat "$1"; return 0; }
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
+# shellcheck source=bench/common.sh
+source "$here/common.sh"  # wait_port
 
 # One backend on one database: a fresh database, its users, its lock-holding script, the server.
 # $1 label, $2 binary, $3 sqlite|postgres. Sets urls[label], appends to labels.
@@ -160,16 +162,23 @@ EOF
     local name="bench_${label//-/_}"
     psql -X -q -h 127.0.0.1 -p "$pg_port" -U citrus -d postgres -c "CREATE DATABASE \"$name\"" >/dev/null
     db="$(pg_url "$name")"
-    cat >"$hold" <<EOF
+    # ACCESS EXCLUSIVE stops reads of sites as well; EXCLUSIVE only writes, as SQLite's write lock.
+    local mode
+    for mode in "ACCESS EXCLUSIVE" EXCLUSIVE; do
+      cat >"$work/hold-$label-${mode// /-}.sh" <<EOF
 #!/bin/sh
-printf "BEGIN;\nLOCK TABLE sites IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';\nSELECT pg_sleep($hold_s);\nCOMMIT;\n" | exec psql -X -q -At -v ON_ERROR_STOP=1 '$db'
+printf "BEGIN;\nLOCK TABLE sites IN $mode MODE;\nSELECT 'locked';\nSELECT pg_sleep($hold_s);\nCOMMIT;\n" | exec psql -X -q -At -v ON_ERROR_STOP=1 '$db'
 EOF
+      chmod +x "$work/hold-$label-${mode// /-}.sh"
+    done
   fi
-  chmod +x "$hold"
-  echo "== $label: $clients+2 users, server" >&2
-  local users=()
-  for i in $(seq 1 "$clients"); do users+=("bench-u$i"); done
+  [[ -f "$hold" ]] && chmod +x "$hold"
+  local users=() n i
+  for n in ${clients//,/ }; do
+    for i in $(seq 1 "$n"); do users+=("bench-c$n-u$i"); done
+  done
   users+=(bench-writer bench-reader)
+  echo "== $label: ${#users[@]} users, server" >&2
   for u in "${users[@]}"; do
     "$bin" user add "$u" --db "$db" <"$work/password" >/dev/null 2>>"$work/$label-admin.log" \
       || { echo "run_storage.sh: user add $u failed ($label):" >&2; tail -n 5 "$work/$label-admin.log" >&2; exit 1; }
@@ -179,7 +188,7 @@ EOF
   local pid=$!
   backend_pids+=("$pid")
   local port
-  port="$(wait_port "$work/$label.port" "$pid")" || { echo "run_storage.sh: citrus-backend ($label) did not start:" >&2; tail -n 20 "$work/$label.log" >&2; exit 1; }
+  port="$(wait_port "$work/$label.port" "$pid" 20)" || { echo "run_storage.sh: citrus-backend ($label) did not start:" >&2; tail -n 20 "$work/$label.log" >&2; exit 1; }
   urls[$label]="http://127.0.0.1:$port"
   labels+=("$label")
 }
@@ -188,25 +197,37 @@ start_case sqlite "$backend_bin" sqlite
 start_case postgres "$backend_bin" postgres
 ratios=(--ratio postgres/sqlite)
 if [[ -n "$baseline" ]]; then
-  start_case "$baseline-sqlite" "$baseline_bin" sqlite
-  start_case "$baseline-postgres" "$baseline_bin" postgres
-  ratios+=(--ratio "sqlite/$baseline-sqlite" --ratio "postgres/$baseline-postgres")
+  start_case "$base_label-sqlite" "$baseline_bin" sqlite
+  start_case "$base_label-postgres" "$baseline_bin" postgres
+  ratios+=(--ratio "sqlite/$base_label-sqlite" --ratio "postgres/$base_label-postgres")
 fi
 
 echo "== throughput: ${labels[*]}, rounds alternating" >&2
 target_args=()
 for l in "${labels[@]}"; do target_args+=(--target "$l=${urls[$l]}"); done
-"$loadgen_bin" throughput "${target_args[@]}" --password-file "$work/password" --user-prefix bench-u \
-               --clients "$clients" --seconds "$seconds" --repeats "$repeats" --warmup 0.5 --sites 20 --out "$results"
+for n in ${clients//,/ }; do
+  "$loadgen_bin" throughput "${target_args[@]}" --password-file "$work/password" --user-prefix "bench-c$n-u" \
+                 --clients "$n" --seconds "$seconds" --repeats "$repeats" --warmup 0.5 --sites 20 --out "$results"
+done
+stall() {  # $1 label, $2 backend label, $3 hold script
+  echo "== stall: $1 (lock held ${hold_s} s)" >&2
+  "$loadgen_bin" stall --url "${urls[$2]}" --password-file "$work/password" --writer bench-writer --reader bench-reader \
+                 --hold-cmd "$3" --idle-seconds 2 --interval-ms 10 --sites 20 --label "$1" --out "$results"
+}
 for l in "${labels[@]}"; do
-  echo "== stall: $l (lock held ${hold_s} s)" >&2
-  "$loadgen_bin" stall --url "${urls[$l]}" --password-file "$work/password" --writer bench-writer --reader bench-reader \
-                 --hold-cmd "$work/hold-$l.sh" --idle-seconds 2 --interval-ms 10 --sites 20 --label "$l" --out "$results"
+  if [[ -f "$work/hold-$l.sh" ]]; then
+    stall "$l" "$l" "$work/hold-$l.sh"
+  else
+    stall "$l ACCESS EXCLUSIVE" "$l" "$work/hold-$l-ACCESS-EXCLUSIVE.sh"
+    stall "$l EXCLUSIVE" "$l" "$work/hold-$l-EXCLUSIVE.sh"
+  fi
 done
 
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "this tree: $(git -C "$repo" rev-parse --short HEAD)${baseline:+, baseline $baseline: $(git -C "$repo" rev-parse --short "$baseline")}; $clients clients, $repeats rounds of ${seconds} s per route and backend, lock held ${hold_s} s"
+# The commit the baseline binary was built from (with --no-build, REF may have moved since).
+baseline_commit="$(cat "$build/baseline/SOURCE_COMMIT" 2>/dev/null || echo "unknown commit")"
+echo "this tree: $(git -C "$repo" rev-parse --short HEAD)${baseline:+, baseline ($base_label-*) built from $baseline_commit}; clients $clients, $repeats rounds of ${seconds} s per route and backend, lock held ${hold_s} s"
 "$loadgen_bin" report "$results" "${ratios[@]}"
 echo
 echo "raw: $results"

@@ -42,12 +42,10 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -173,7 +171,6 @@ class transfer {
     return a;
   }
   CURL* handle() const { return curl_; }
-  steady::time_point started() const { return started_; }
 
  private:
   static size_t collect(char* data, size_t size, size_t n, void* out) {
@@ -197,7 +194,7 @@ answer perform(const std::string& base_url, const request& r) {
 /// (nullopt: it is done, or waits: see ready_at) and gets each answer in `done`.
 struct client {
   std::function<std::optional<request>()> next;
-  std::function<void(const answer&, steady::time_point started)> done;
+  std::function<void(const answer&)> done;
   std::chrono::milliseconds pause{0};  ///< between an answer and the next request
   // driver state
   std::unique_ptr<transfer> t = std::make_unique<transfer>();
@@ -249,7 +246,7 @@ class driver {
         const answer a = c->t->finish(code);
         c->busy = false;
         c->ready_at = steady::now() + c->pause;
-        c->done(a, c->t->started());
+        c->done(a);
       }
       if (in_flight > 0 || starting) curl_multi_poll(multi_, nullptr, 0, 1, nullptr);
     }
@@ -367,7 +364,7 @@ sample_set closed_loop(target& t, bool post, double warmup, double seconds) {
       if (post) return create_site(u.token, u.tag, u.counter++);
       return request{"GET", "/api/sites", u.token, ""};
     };
-    cs[i].done = [&s, &measuring, post](const answer& a, steady::time_point) {
+    cs[i].done = [&s, &measuring, post](const answer& a) {
       if (measuring) s.add(a, post ? created(a) : listed(a));
     };
   }
@@ -544,13 +541,13 @@ int stall(const args& opt) {
       const probe& p = probes[i];
       sample_set& s = sets[p.route];
       cs[i].next = [&p]() -> std::optional<request> { return p.req; };
-      cs[i].done = [&p, &s](const answer& a, steady::time_point) { s.add(a, p.ok(a)); };
+      cs[i].done = [&p, &s](const answer& a) { s.add(a, p.ok(a)); };
       cs[i].pause = interval;
     }
     if (with_writer) {
       sample_set& s = sets[writer_route];
       cs.back().next = [&]() -> std::optional<request> { return create_site(writer_token, label + "-writer", writer_counter++); };
-      cs.back().done = [&s](const answer& a, steady::time_point) { s.add(a, created(a)); };
+      cs.back().done = [&s](const answer& a) { s.add(a, created(a)); };
     }
     d.run(cs, keep_starting);
   };

@@ -2,7 +2,10 @@
 # The whole benchmark suite, one command (docs/performance.md): the routing core in process
 # (core_routing: hub vs a no-checks forwarder, allocations counted), then the real citrus-hub over
 # loopback WebSockets against a raw websocketpp relay (run_ws.sh: throughput, latency, CPU per
-# process, 100..10 000 idle connections). Release build in build-bench-ws/; a few minutes on 2 cores.
+# process, 100..10 000 idle connections), then the backend's REST on SQLite and PostgreSQL against
+# the last main with storage on the loop (run_storage.sh: requests/s, p99, the loop while a write
+# waits for a lock; its own Release build in build-bench-storage/). Release build in build-bench-ws/;
+# a few minutes on 2 cores.
 # Tables are printed; JSON and the SVG chart go under build-bench-ws/bench/.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,3 +22,6 @@ echo "== routing core, in process =="
 echo
 echo "== citrus-hub over loopback WebSockets =="
 "$here/run_ws.sh" --build-dir "$build" --no-build
+echo
+echo "== citrus-backend's REST on SQLite and PostgreSQL =="
+"$here/run_storage.sh"

@@ -101,14 +101,8 @@ for i in $(seq 1 "$agents"); do
 done
 "$loadgen_bin" provision --db "$db" --count "$idle_max" --prefix bench-idle- --trust bench-cmd-1 --out "$keys"
 
-wait_port() {  # $1: ready file, $2: pid
-  for _ in $(seq 1 200); do
-    [[ -s "$1" ]] && { cat "$1"; return 0; }
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
+# shellcheck source=bench/common.sh
+source "$here/common.sh"  # wait_port
 
 "$hub_bin" --listen 127.0.0.1:0 --db "$db" --ready-file "$work/hub.port" --max-connections $((idle_max + 1000)) \
            --connection-rate 1000000 --identity-rate 1000000 >"$work/hub.out" 2>"$work/hub.log" &

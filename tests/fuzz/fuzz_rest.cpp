@@ -143,6 +143,7 @@ class checked_storage final : public storage {
   site_store& sites() override { return inner_.sites(); }
   credential_store& credentials() override { return inner_.credentials(); }
   audit_store& audit() override { return audit_; }
+  login_failure_store& login_failures() override { return inner_.login_failures(); }
   recording_audit& recorder() { return audit_; }
 
  private:

@@ -293,7 +293,8 @@ TEST_SUITE("storage_postgres") {
       auto alice = conformance::make_user(*s, "alice", clock.wall_now());
       conformance::make_site(*s, alice.id, "blog", clock.wall_now());
     }
-    pg.exec(db, "ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; UPDATE citrus_schema SET version = 1");
+    pg.exec(db, "DROP TABLE login_failures; ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; "
+                "UPDATE citrus_schema SET version = 1");
     auto s = open_ok(pg.url(db));
     CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == std::to_string(postgres_storage::schema_version));
     auto site = s->sites().find_site(citrus::user_id{1}, citrus::site_id{1});

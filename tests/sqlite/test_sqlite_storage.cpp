@@ -71,6 +71,7 @@ class file_storage final : public citrus::storage {
   citrus::site_store& sites() override { return store_->sites(); }
   citrus::credential_store& credentials() override { return store_->credentials(); }
   citrus::audit_store& audit() override { return store_->audit(); }
+  citrus::login_failure_store& login_failures() override { return store_->login_failures(); }
 
  private:
   temp_dir dir_;  // declared first: outlives the connection
@@ -186,7 +187,8 @@ TEST_SUITE("storage_sqlite") {
     {
       // Back to the version 1 schema, as a database written before sites.revision existed.
       SQLite::Database raw(path, SQLite::OPEN_READWRITE);
-      raw.exec("ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; PRAGMA user_version = 1");
+      raw.exec("DROP TABLE login_failures; ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; "
+               "PRAGMA user_version = 1");
     }
     auto s = open_ok(path);
     CHECK(raw_user_version(path) == sqlite_storage::schema_version);

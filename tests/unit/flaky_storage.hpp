@@ -28,6 +28,7 @@ struct flaky_storage final : storage {
   site_store& sites() override { return inner.sites(); }
   credential_store& credentials() override { return inner.credentials(); }
   audit_store& audit() override { return inner.audit(); }
+  login_failure_store& login_failures() override { return inner.login_failures(); }
   storage& inner;
   users_t user_view;
 };

@@ -858,6 +858,33 @@ inline void strings_stored_verbatim(const storage_factory& make) {
   CHECK(s->users().find_user_by_name("' OR '1'='1' --").error() == errc::not_found);
 }
 
+inline void login_failures_count_and_forget(const storage_factory& make) {
+  auto s = make();
+  memory::manual_clock clock;
+  auto& f = s->login_failures();
+  const wall_time t0 = clock.wall_now();
+  const std::vector<std::string> keys{"10.0.0.1\nalice", "addr:10.0.0.1", "user:alice"};
+  REQUIRE(f.record_login_failure(keys, t0, t0 - 900s));
+  REQUIRE(f.record_login_failure({keys[0], keys[2]}, t0 + 10s, t0 - 890s));
+  auto counted = f.count_login_failures(keys, {t0, t0, t0 + 5s}, t0 + 10s);
+  REQUIRE(counted);
+  CHECK(*counted == std::vector<std::size_t>{2, 1, 1});
+  // Only [since, until]: failures after `until` (a wall clock stepped back) do not count.
+  CHECK(*f.count_login_failures(keys, {t0, t0, t0}, t0 + 5s) == std::vector<std::size_t>{1, 1, 1});
+  CHECK(*f.count_login_failures({"user:nobody"}, {t0}, t0 + 10s) == std::vector<std::size_t>{0});
+  // Clearing one key leaves the others.
+  REQUIRE(f.clear_login_failures(keys[0]));
+  CHECK(*f.count_login_failures(keys, {t0, t0, t0}, t0 + 10s) == std::vector<std::size_t>{0, 1, 2});
+  // Recording forgets every row older than forget_before, whatever its key.
+  REQUIRE(f.record_login_failure({"user:bob"}, t0 + 20s, t0 + 5s));
+  CHECK(*f.count_login_failures(keys, {t0 - 1h, t0 - 1h, t0 - 1h}, t0 + 1h) == std::vector<std::size_t>{0, 0, 1});
+  CHECK(*f.count_login_failures({"user:bob"}, {t0}, t0 + 20s) == std::vector<std::size_t>{1});
+  // Keys are stored verbatim (any bytes a name or an address may bring).
+  const std::string odd = "addr:' OR 1=1 --\n%_\xc3\xa9";
+  REQUIRE(f.record_login_failure({odd}, t0 + 30s, t0));
+  CHECK(*f.count_login_failures({odd, "addr:%"}, {t0, t0}, t0 + 30s) == std::vector<std::size_t>{1, 0});
+}
+
 }  // namespace citrus::conformance
 
 // ------------------------------------------------------------------ registration
@@ -891,4 +918,5 @@ inline void strings_stored_verbatim(const storage_factory& make) {
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit since a time", audit_since)                             \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "timestamps have whole-second resolution",                     \
                                   timestamps_whole_seconds)                                                       \
-  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "strings stored verbatim", strings_stored_verbatim)
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "strings stored verbatim", strings_stored_verbatim)           \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "login failures count and forget", login_failures_count_and_forget)

@@ -189,6 +189,30 @@ TEST_SUITE("login") {
     CHECK(f.audit_count(audit_kind::authentication, "login", "denied") == 2);
   }
 
+  TEST_CASE("two backends on one database: their login throttles add up, and the owner still logs in elsewhere") {
+    platform_fixture f;
+    login_service first({}, f.storage, f.tokens, f.clk), second({}, f.storage, f.tokens, f.clk);  // one database
+    logins_now one{first}, two{second};
+    // A guesser alternating between the two backends: 5 wrong passwords in all lock the pair on both,
+    // though neither backend saw 5 itself.
+    for (int i = 0; i < 5; ++i) {
+      auto& backend = i % 2 == 0 ? one : two;
+      CHECK(backend.login("alice", "guess-" + std::to_string(i), "10.0.0.66").outcome.error() == make_error_code(errc::auth_failed));
+    }
+    for (auto* backend : {&one, &two}) {
+      const login_attempt locked = backend->login("alice", "alice-pw", "10.0.0.66");
+      CHECK(locked.outcome.error() == make_error_code(errc::account_locked));
+    }
+    CHECK(two.login("alice", "alice-pw", "10.0.0.66").retry_after >= 1s);  // Retry-After, though locked by the other
+    // The name's hold-back counts both backends' failures too (5 >= 3: 1 s, doubled twice).
+    auto owner = two.login("alice", "alice-pw", "192.0.2.10");
+    REQUIRE(owner.outcome);
+    CHECK(owner.hold_back == 4s);
+    // The pair's lock ends once its failures are older than the window, on every backend.
+    f.clk.advance(301s);
+    CHECK(one.login("alice", "alice-pw", "10.0.0.66").outcome);
+  }
+
   TEST_CASE("wrong passwords from one address lock that name from that address only: the owner logs in from another at once") {
     platform_fixture f;
     login_service service({}, f.storage, f.tokens, f.clk);

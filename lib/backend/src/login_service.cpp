@@ -45,7 +45,11 @@ struct login_service::impl {
   }
 
   std::chrono::milliseconds hold_back(std::string_view name) const {
-    const std::size_t failures = by_user.failures(user_key(name), clk.steady_now());
+    return delay_for(by_user.failures(user_key(name), clk.steady_now()));
+  }
+
+  /// The hold-back for a name with `failures` counted in its window.
+  std::chrono::milliseconds delay_for(std::size_t failures) const {
     if (failures < cfg.per_user.max_failures) return std::chrono::milliseconds::zero();
     std::chrono::milliseconds delay = cfg.first_delay;
     for (std::size_t n = cfg.per_user.max_failures; n < failures && delay < cfg.max_delay; ++n) delay *= 2;
@@ -58,8 +62,11 @@ struct login_service::impl {
   }
 };
 
-/// What the read lane found out: the user (when the password matched) or why not.
+/// What the read lane found out: the failures every backend recorded for the three keys (pair,
+/// address, name), whether they lock the attempt out, and — when they do not — whether the password matched.
 struct checked_login {
+  bool locked = false;
+  std::size_t name_failures = 0;
   bool matched = false;
   user_record user;
 };
@@ -80,29 +87,37 @@ void login_service::login(std::string name, std::string password, std::string ad
                           std::function<void(login_attempt)> done) {
   impl& me = *impl_;
   const steady_time now = me.clk.steady_now();
+  const wall_time wall = me.clk.wall_now();
   const std::string target = "user:" + name.substr(0, 64);
   auto event = [&me, address, target](audit_kind kind, std::string action, std::string outcome, std::string detail) {
     return audit_event{me.clk.wall_now(), kind, "addr:" + address, std::move(action), target, std::move(outcome),
                        std::move(detail)};
   };
+  const login_config& cfg = me.cfg;
   if (me.by_user_address.locked(pair_key(name, address), now) || me.by_address.locked(address_key(address), now)) {
     me.audit_later(event(audit_kind::authentication, "login", "denied", "locked out"));
     return done({errc::account_locked, std::chrono::milliseconds::zero()});  // costs nothing: no reason to hold it
   }
-  const std::chrono::milliseconds hold = me.hold_back(name);  // before the check: the same for right and wrong
   std::size_t& checking = me.in_flight[address];
-  if (checking >= me.cfg.max_in_flight_per_address) {
-    if (checking == 0) me.in_flight.erase(address);
-    return done({errc::rate_limited, hold});
-  }
+  if (checking >= cfg.max_in_flight_per_address) return done({errc::rate_limited, me.hold_back(name)});
   ++checking;
+  // The failures other backends of this database saw count too (the throttles of several backends
+  // add up). Read with the user, before the password is checked: a lockout there skips the check.
+  std::vector<std::string> keys{pair_key(name, address), address_key(address), user_key(name)};
+  std::vector<wall_time> since{wall - cfg.per_user_address.window, wall - cfg.per_address.window, wall - cfg.per_user.window};
   std::weak_ptr<impl> weak = impl_;
   run_storage<checked_login>(
       me.storage, storage_lane::read,
-      [name, password = std::move(password)](storage& db) -> result<checked_login> {
+      [name, password = std::move(password), keys, since, wall, pair_max = cfg.per_user_address.max_failures,
+       address_max = cfg.per_address.max_failures](storage& db) -> result<checked_login> {
+        checked_login out;
+        auto counted = db.login_failures().count_login_failures(keys, since, wall);
+        if (!counted) return counted.error();
+        out.locked = (*counted)[0] >= pair_max || (*counted)[1] >= address_max;
+        out.name_failures = (*counted)[2];
+        if (out.locked) return out;
         auto user = db.users().find_user_by_name(name);
         if (!user && user.error() != make_error_code(errc::not_found)) return user.error();  // store down: not the user's failure
-        checked_login out;
         if (user) {
           out.matched = verify_password(password, user->password_hash);
           out.user = std::move(*user);
@@ -111,27 +126,49 @@ void login_service::login(std::string name, std::string password, std::string ad
         }
         return out;
       },
-      [weak, name, address, hold, event, done = std::move(done)](result<checked_login> checked) mutable {
+      [weak, name, address, event, keys, done = std::move(done)](result<checked_login> checked) mutable {
         auto self = weak.lock();
         if (!self) return;
         impl& m = *self;
         m.release(address);
+        // Decided before the password was checked, from this backend's count and the database's: the
+        // same for a right and a wrong one.
+        const std::chrono::milliseconds hold =
+            std::max(m.hold_back(name), checked ? m.delay_for(checked->name_failures) : std::chrono::milliseconds::zero());
         if (!checked) return done({checked.error(), hold});
+        if (checked->locked) {
+          m.audit_later(event(audit_kind::authentication, "login", "denied", "locked out (counted by all backends)"));
+          login_attempt locked{errc::account_locked, std::chrono::milliseconds::zero()};
+          locked.retry_after = std::chrono::duration_cast<std::chrono::seconds>(
+              std::max(m.cfg.per_user_address.window, m.cfg.per_address.window));
+          return done(std::move(locked));
+        }
         const steady_time at = m.clk.steady_now();
         if (!checked->matched) {
           const bool locked_pair = m.by_user_address.record_failure(pair_key(name, address), at);
           const bool locked_address = m.by_address.record_failure(address_key(address), at);
           const bool name_throttled = m.by_user.record_failure(user_key(name), at);
-          m.audit_later(event(audit_kind::authentication, "login", "denied",
-                              locked_pair || locked_address ? "wrong credentials; now locked out" : "wrong credentials"));
+          std::vector<audit_event> events{event(audit_kind::authentication, "login", "denied",
+                                                locked_pair || locked_address ? "wrong credentials; now locked out"
+                                                                              : "wrong credentials")};
           if (locked_pair || locked_address)
-            m.audit_later(event(audit_kind::security_event, "login_lockout", "locked",
-                                locked_address ? "address" : "name from this address"));
+            events.push_back(event(audit_kind::security_event, "login_lockout", "locked",
+                                   locked_address ? "address" : "name from this address"));
           if (name_throttled)
-            m.audit_later(event(audit_kind::security_event, "login_throttled", "flagged",
-                                std::to_string(m.cfg.per_user.max_failures) + " wrong passwords within " +
-                                    std::to_string(m.cfg.per_user.window.count()) +
-                                    " s: answers for this name are held back"));
+            events.push_back(event(audit_kind::security_event, "login_throttled", "flagged",
+                                   std::to_string(m.cfg.per_user.max_failures) + " wrong passwords within " +
+                                       std::to_string(m.cfg.per_user.window.count()) +
+                                       " s: answers for this name are held back"));
+          const wall_time wall_at = m.clk.wall_now();
+          const wall_time forget_before =
+              wall_at - std::max({m.cfg.per_user_address.window, m.cfg.per_address.window, m.cfg.per_user.window});
+          m.storage.submit(
+              storage_lane::write,
+              [keys, wall_at, forget_before, events = std::move(events)](storage& db) {
+                (void)db.login_failures().record_login_failure(keys, wall_at, forget_before);
+                for (const auto& e : events) db.audit().record(e);
+              },
+              [] {});
           return done({errc::auth_failed, hold});
         }
         m.by_user_address.record_success(pair_key(name, address));  // the name's own count stays: it slows guessers elsewhere
@@ -142,9 +179,10 @@ void login_service::login(std::string name, std::string password, std::string ad
         // No unrecorded access: the token is handed out only once its login is in the audit trail.
         run_storage<login_result>(
             m.storage, storage_lane::write,
-            [ok = event(audit_kind::authentication, "login", "ok", ""),
+            [ok = event(audit_kind::authentication, "login", "ok", ""), pair = keys[0],
              granted = login_result{std::move(*token), std::move(*claims)}](storage& db) -> result<login_result> {
               if (auto stored = db.audit().append(ok); !stored) return stored.error();
+              (void)db.login_failures().clear_login_failures(pair);
               return granted;
             },
             [hold, done = std::move(done)](result<login_result> granted) mutable { done({std::move(granted), hold}); });

@@ -747,20 +747,23 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
                       auto self = weak.lock();
                       if (!self) return;
                       self->guarded(c, [&] {
-                        http_response r = self->login_answer(attempt.outcome, name, c->address);
+                        http_response r = self->login_answer(attempt, name, c->address);
                         r.hold_back = attempt.hold_back;
                         c->reply(std::move(r));
                       });
                     });
   }
 
-  http_response login_answer(const result<login_result>& done, std::string_view name, const std::string& address) {
+  http_response login_answer(const login_attempt& attempt, std::string_view name, const std::string& address) {
+    const result<login_result>& done = attempt.outcome;
     if (done) return token_response(*done);
     const errc code = to_errc(done.error());
     if (code == errc::auth_failed) return unauthenticated(msg_bad_login);  // a 401 names its scheme (RFC 9110)
     http_response r = failure(done.error(), "login");
-    if (code == errc::account_locked)
-      r.headers.push_back({"Retry-After", std::to_string(std::max<long long>(1, svc.login.locked_for(name, address).count()))});
+    if (code == errc::account_locked) {
+      const auto wait = attempt.retry_after.count() > 0 ? attempt.retry_after : svc.login.locked_for(name, address);
+      r.headers.push_back({"Retry-After", std::to_string(std::max<long long>(1, wait.count()))});
+    }
     return r;
   }
 

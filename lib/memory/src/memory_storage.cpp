@@ -280,10 +280,49 @@ struct memory_storage::impl {
     impl& s_;
   };
 
+  class login_failures_impl final : public login_failure_store {
+   public:
+    explicit login_failures_impl(impl& s) : s_(s) {}
+    result<void> record_login_failure(const std::vector<std::string>& keys, wall_time at, wall_time forget_before) override {
+      if (auto w = s_.begin_write(); !w) return w.error();
+      for (auto it = s_.failures.begin(); it != s_.failures.end();) {
+        auto& times = it->second;
+        times.erase(std::remove_if(times.begin(), times.end(), [&](wall_time t) { return t < whole_seconds(forget_before); }),
+                    times.end());
+        it = times.empty() ? s_.failures.erase(it) : std::next(it);
+      }
+      for (const auto& key : keys) s_.failures[key].push_back(whole_seconds(at));
+      return {};
+    }
+    result<std::vector<std::size_t>> count_login_failures(const std::vector<std::string>& keys,
+                                                          const std::vector<wall_time>& since, wall_time until) override {
+      std::vector<std::size_t> out;
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        auto it = s_.failures.find(keys[i]);
+        const wall_time from = whole_seconds(i < since.size() ? since[i] : wall_time{});
+        out.push_back(it == s_.failures.end()
+                          ? 0
+                          : static_cast<std::size_t>(std::count_if(it->second.begin(), it->second.end(),
+                                                                   [&](wall_time t) { return t >= from && t <= whole_seconds(until); })));
+      }
+      return out;
+    }
+    result<void> clear_login_failures(std::string_view key) override {
+      if (auto w = s_.begin_write(); !w) return w.error();
+      s_.failures.erase(std::string(key));
+      return {};
+    }
+
+   private:
+    impl& s_;
+  };
+
+  std::map<std::string, std::vector<wall_time>> failures;  ///< login failures by throttle key
   users_impl users{*this};
   sites_impl sites{*this};
   credentials_impl credentials{*this};
   audit_impl audit{*this};
+  login_failures_impl login_failures{*this};
 };
 
 memory_storage::memory_storage() : impl_(std::make_unique<impl>()) {}
@@ -293,6 +332,7 @@ user_store& memory_storage::users() { return impl_->users; }
 site_store& memory_storage::sites() { return impl_->sites; }
 credential_store& memory_storage::credentials() { return impl_->credentials; }
 audit_store& memory_storage::audit() { return impl_->audit; }
+login_failure_store& memory_storage::login_failures() { return impl_->login_failures; }
 
 void memory_storage::fail_next_writes(std::size_t count, errc error) {
   impl_->failing_writes = count;

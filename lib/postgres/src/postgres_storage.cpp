@@ -135,6 +135,12 @@ constexpr statement audit_queries[2][2] = {
                           "WHERE kind = $1 AND at >= $2 ORDER BY at DESC, id DESC LIMIT $3"}},
 };
 
+constexpr statement forget_login_failures{"forget_login_failures", "DELETE FROM login_failures WHERE at < $1"};
+constexpr statement insert_login_failure{"insert_login_failure", "INSERT INTO login_failures (key, at) VALUES ($1, $2)"};
+constexpr statement count_login_failures_of{"count_login_failures",
+                                            "SELECT count(*) FROM login_failures WHERE key = $1 AND at >= $2 AND at <= $3"};
+constexpr statement clear_login_failures_of{"clear_login_failures", "DELETE FROM login_failures WHERE key = $1"};
+
 #undef CITRUS_SITE_COLUMNS
 
 constexpr statement all_statements[] = {
@@ -143,6 +149,7 @@ constexpr statement all_statements[] = {
     principal_by_name, lock_principal,   keys_of,           grants_of,         principals_of_kind, keys_of_kind,
     grants_of_kind,  insert_key,         insert_grant,      expire_keys,       delete_grants,      delete_principal_row,
     insert_audit,    audit_queries[0][0], audit_queries[0][1], audit_queries[1][0], audit_queries[1][1],
+    forget_login_failures, insert_login_failure, count_login_failures_of, clear_login_failures_of,
 };
 
 /// A consistent snapshot across several reads (a read-only REPEATABLE READ transaction cannot fail to
@@ -552,10 +559,54 @@ struct postgres_storage::impl {
     impl& s_;
   };
 
+  // ---------------------------------------------------------------- login failures
+  class login_failures_impl final : public login_failure_store {
+   public:
+    explicit login_failures_impl(impl& s) : s_(s) {}
+
+    result<void> record_login_failure(const std::vector<std::string>& keys, wall_time at, wall_time forget_before) override {
+      return s_.guarded("login_failure_record", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        tx.exec_prepared(forget_login_failures.name, seconds(forget_before));
+        for (const auto& key : keys) tx.exec_prepared(insert_login_failure.name, text(key), seconds(at));
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<std::vector<std::size_t>> count_login_failures(const std::vector<std::string>& keys,
+                                                          const std::vector<wall_time>& since, wall_time until) override {
+      return s_.guarded("login_failure_count", [&](pqxx::connection& c) -> result<std::vector<std::size_t>> {
+        pqxx::nontransaction tx(c);
+        std::vector<std::size_t> out;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          const pqxx::result r =
+              tx.exec_prepared(count_login_failures_of.name, text(keys[i]), seconds(i < since.size() ? since[i] : wall_time{}),
+                               seconds(until));
+          out.push_back(static_cast<std::size_t>(integer(r[0][0])));
+        }
+        return out;
+      });
+    }
+
+    result<void> clear_login_failures(std::string_view key) override {
+      return s_.guarded("login_failure_clear", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        tx.exec_prepared(clear_login_failures_of.name, text(std::string(key)));
+        tx.commit();
+        return {};
+      });
+    }
+
+   private:
+    impl& s_;
+  };
+
   users_impl users{*this};
   sites_impl sites{*this};
   credentials_impl credentials{*this};
   audit_impl audit{*this};
+  login_failures_impl login_failures{*this};
 };
 
 // ------------------------------------------------------------------ open
@@ -611,5 +662,6 @@ user_store& postgres_storage::users() { return impl_->users; }
 site_store& postgres_storage::sites() { return impl_->sites; }
 credential_store& postgres_storage::credentials() { return impl_->credentials; }
 audit_store& postgres_storage::audit() { return impl_->audit; }
+login_failure_store& postgres_storage::login_failures() { return impl_->login_failures; }
 
 }  // namespace citrus::postgres

@@ -75,6 +75,15 @@ ALTER TABLE sites ADD COLUMN revision bigint NOT NULL DEFAULT 1;
     R"sql(
 ALTER TABLE sites ADD COLUMN operation_by text NOT NULL DEFAULT '';
 )sql",
+    // 3 -> 4: login failures where every backend of the database counts them (login throttles).
+    R"sql(
+CREATE TABLE login_failures (
+  key text   NOT NULL,
+  at  bigint NOT NULL
+);
+CREATE INDEX login_failures_by_key ON login_failures(key, at);
+CREATE INDEX login_failures_by_time ON login_failures(at);
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == postgres_storage::schema_version,
               "one migration per schema version");

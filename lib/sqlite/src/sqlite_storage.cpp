@@ -118,6 +118,15 @@ ALTER TABLE sites ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
     R"sql(
 ALTER TABLE sites ADD COLUMN operation_by TEXT NOT NULL DEFAULT '';
 )sql",
+    // 3 -> 4: login failures where every backend of the database counts them (login throttles).
+    R"sql(
+CREATE TABLE login_failures (
+  key TEXT    NOT NULL,
+  at  INTEGER NOT NULL
+);
+CREATE INDEX login_failures_by_key ON login_failures(key, at);
+CREATE INDEX login_failures_by_time ON login_failures(at);
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == sqlite_storage::schema_version,
               "one migration per schema version");
@@ -780,10 +789,66 @@ struct sqlite_storage::impl {
     impl& s_;
   };
 
+  class login_failures_impl final : public login_failure_store {
+   public:
+    explicit login_failures_impl(impl& s) : s_(s) {}
+
+    result<void> record_login_failure(const std::vector<std::string>& keys, wall_time at, wall_time forget_before) override {
+      return s_.guarded("login_failure_record", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);
+        {
+          statement_use st(s_.prepare("DELETE FROM login_failures WHERE at < ?"));
+          st->bind(1, static_cast<std::int64_t>(seconds(forget_before)));
+          st->exec();
+        }
+        for (const auto& key : keys) {
+          statement_use st(s_.prepare("INSERT INTO login_failures (key, at) VALUES (?, ?)"));
+          st->bind(1, key);
+          st->bind(2, static_cast<std::int64_t>(seconds(at)));
+          st->exec();
+        }
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<std::vector<std::size_t>> count_login_failures(const std::vector<std::string>& keys,
+                                                          const std::vector<wall_time>& since, wall_time until) override {
+      return s_.guarded("login_failure_count", [&]() -> result<std::vector<std::size_t>> {
+        std::vector<std::size_t> out;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+          statement_use st(s_.prepare("SELECT count(*) FROM login_failures WHERE key = ? AND at >= ? AND at <= ?"));
+          st->bind(1, keys[i]);
+          st->bind(2, static_cast<std::int64_t>(seconds(i < since.size() ? since[i] : wall_time{})));
+          st->bind(3, static_cast<std::int64_t>(seconds(until)));
+          out.push_back(st->executeStep() ? static_cast<std::size_t>(st->getColumn(0).getInt64()) : 0);
+        }
+        return out;
+      });
+    }
+
+    result<void> clear_login_failures(std::string_view key) override {
+      return s_.guarded("login_failure_clear", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);
+        {
+          statement_use st(s_.prepare("DELETE FROM login_failures WHERE key = ?"));
+          st->bind(1, std::string(key));
+          st->exec();
+        }
+        tx.commit();
+        return {};
+      });
+    }
+
+   private:
+    impl& s_;
+  };
+
   users_impl users{*this};
   sites_impl sites{*this};
   credentials_impl credentials{*this};
   audit_impl audit{*this};
+  login_failures_impl login_failures{*this};
 };
 
 // ------------------------------------------------------------------ open
@@ -899,5 +964,6 @@ user_store& sqlite_storage::users() { return impl_->users; }
 site_store& sqlite_storage::sites() { return impl_->sites; }
 credential_store& sqlite_storage::credentials() { return impl_->credentials; }
 audit_store& sqlite_storage::audit() { return impl_->audit; }
+login_failure_store& sqlite_storage::login_failures() { return impl_->login_failures; }
 
 }  // namespace citrus::sqlite

@@ -52,6 +52,9 @@ struct login_result {
 struct login_attempt {
   result<login_result> outcome;
   std::chrono::milliseconds hold_back{0};
+  /// errc::account_locked from the failures all backends counted: how long to wait (Retry-After);
+  /// zero when this backend's own lockout decided (locked_for() knows that one).
+  std::chrono::seconds retry_after{0};
 };
 
 /// Loop thread only. The user lookup and the password check (argon2id: tens of milliseconds of CPU)

@@ -152,7 +152,26 @@ class audit_store : public audit_sink {
   void record(audit_event event) override { (void)append(event); }
 };
 
-/// One database: the four stores together.
+// ---------------------------------------------------------------- login failures
+/// Wrong passwords, counted where every backend of a database sees them: the login throttles of
+/// several backends behind one load balancer add up instead of each counting alone. Keys are the
+/// throttle's own (a name, an address, a (name, address) pair); times are wall-clock seconds, the
+/// only clock machines share.
+class login_failure_store {
+ public:
+  virtual ~login_failure_store() = default;
+  /// One failure of each key at `at`; rows older than `forget_before` (any key) are removed on the way,
+  /// so the table holds only the longest window's worth.
+  virtual result<void> record_login_failure(const std::vector<std::string>& keys, wall_time at, wall_time forget_before) = 0;
+  /// For each key, the failures from the matching `since` to `until` (inclusive; same order). Failures
+  /// after `until` — recorded before the wall clock was stepped back — do not count.
+  virtual result<std::vector<std::size_t>> count_login_failures(const std::vector<std::string>& keys,
+                                                                const std::vector<wall_time>& since, wall_time until) = 0;
+  /// Forgets every failure of `key` (a successful login clears its (name, address) pair).
+  virtual result<void> clear_login_failures(std::string_view key) = 0;
+};
+
+/// One database: the stores together.
 class storage {
  public:
   virtual ~storage() = default;
@@ -160,6 +179,7 @@ class storage {
   virtual site_store& sites() = 0;
   virtual credential_store& credentials() = 0;
   virtual audit_store& audit() = 0;
+  virtual login_failure_store& login_failures() = 0;
 };
 
 }  // namespace citrus

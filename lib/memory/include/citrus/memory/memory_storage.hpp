@@ -19,6 +19,7 @@ class memory_storage final : public citrus::storage {
   site_store& sites() override;
   credential_store& credentials() override;
   audit_store& audit() override;
+  login_failure_store& login_failures() override;
 
   /// Fault injection: the next `count` writes (any store) fail with `error` and change nothing.
   void fail_next_writes(std::size_t count, errc error = errc::storage_unavailable);

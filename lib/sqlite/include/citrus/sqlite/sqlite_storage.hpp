@@ -54,7 +54,7 @@ struct sqlite_options {
 class sqlite_storage final : public citrus::storage {
  public:
   /// The schema version (PRAGMA user_version) this build creates and understands.
-  static constexpr int schema_version = 3;
+  static constexpr int schema_version = 4;
 
   /// Opens (creating if needed) the database at `path`; ":memory:" gives a private in-memory database.
   /// Applies the pending migrations in one transaction, so a half-migrated file cannot exist.
@@ -70,6 +70,7 @@ class sqlite_storage final : public citrus::storage {
   site_store& sites() override;
   credential_store& credentials() override;
   audit_store& audit() override;
+  login_failure_store& login_failures() override;
 
  private:
   struct impl;

@@ -904,6 +904,23 @@ inline void audit_chain_links(const storage_factory& make) {
   CHECK((*s->audit().chain_before(100))->id == 5);
 }
 
+inline void audit_append_all(const storage_factory& make) {
+  auto s = make();
+  memory::manual_clock clock;
+  REQUIRE(s->audit().append(make_event(clock.wall_now(), audit_kind::site_operation, "first")));
+  REQUIRE(s->audit().append_all({make_event(clock.wall_now(), audit_kind::site_operation, "a"),
+                                 make_event(clock.wall_now(), audit_kind::security_event, "b"),
+                                 make_event(clock.wall_now(), audit_kind::authentication, "c")}));
+  REQUIRE(s->audit().append_all({}));
+  const auto all = whole_chain(*s);
+  REQUIRE(all.size() == 4);
+  CHECK(all[1].event.action == "a");
+  CHECK(all[3].event.action == "c");
+  audit_chain_verifier verifier;
+  for (const auto& r : all) verifier.feed(r);
+  CHECK(verifier.intact());
+}
+
 inline void audit_review_filters(const storage_factory& make) {
   auto s = make();
   memory::manual_clock clock;
@@ -1012,6 +1029,7 @@ inline void audit_acknowledge(const storage_factory& make) {
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit order filter and limit", audit_order_filter_limit)      \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit since a time", audit_since)                             \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit hash chain links", audit_chain_links)                    \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit append_all in order", audit_append_all)                 \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit review filters", audit_review_filters)                   \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit acknowledge", audit_acknowledge)                         \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "timestamps have whole-second resolution",                     \

@@ -1,5 +1,8 @@
 #include "citrus/app/async_audit.hpp"
 
+#include <iterator>
+#include <vector>
+
 namespace citrus::app {
 
 async_audit::async_audit(std::function<std::unique_ptr<citrus::storage>()> open_store, logger& log, std::size_t capacity)
@@ -14,20 +17,28 @@ async_audit::~async_audit() {
   worker_.join();
 }
 
-void async_audit::record(audit_event event) {
+bool async_audit::enqueue(audit_event&& event) {
   if (event.kind == audit_kind::security_event)  // security events also reach the log at once
     log_.log(log_level::warn, "audit_security_event",
              {field("actor", event.actor), field("action", event.action), field("target", event.target),
               field("outcome", event.outcome)});
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (queue_.size() >= capacity_) {
-      dropped_.fetch_add(1);
-      return;
-    }
+    if (queue_.size() >= capacity_) return false;
     queue_.push_back(std::move(event));
   }
   ready_.notify_one();
+  return true;
+}
+
+void async_audit::record(audit_event event) {
+  if (!enqueue(std::move(event))) dropped_.fetch_add(1);  // counted, not logged: a full queue would flood the log
+}
+
+bool async_audit::try_record(audit_event event) {
+  if (enqueue(std::move(event))) return true;
+  refused_.fetch_add(1);
+  return false;
 }
 
 void async_audit::run(std::function<std::unique_ptr<citrus::storage>()> open_store) {
@@ -41,13 +52,13 @@ void async_audit::run(std::function<std::unique_ptr<citrus::storage>()> open_sto
       batch.swap(queue_);
       if (batch.empty() && stopping_) return;
     }
-    for (const auto& event : batch) {
-      if (store && store->audit().append(event)) {
-        written_.fetch_add(1);
-      } else {
-        failed_.fetch_add(1);
-        log_.log(log_level::error, "audit_write_failed", {field("action", event.action)});
-      }
+    // One transaction per batch: one commit (one fsync) for everything queued meanwhile.
+    std::vector<audit_event> events(std::make_move_iterator(batch.begin()), std::make_move_iterator(batch.end()));
+    if (store && store->audit().append_all(events)) {
+      written_.fetch_add(events.size());
+    } else {
+      failed_.fetch_add(events.size());
+      log_.log(log_level::error, "audit_write_failed", {field("events", static_cast<std::int64_t>(events.size()))});
     }
     batch.clear();
   }

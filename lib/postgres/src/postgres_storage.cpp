@@ -547,6 +547,15 @@ struct postgres_storage::impl {
       });
     }
 
+    result<void> append_all(const std::vector<audit_event>& events) override {
+      return s_.guarded("audit_append", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        for (const auto& e : events) link(tx, e);
+        tx.commit();
+        return {};
+      });
+    }
+
     result<std::vector<audit_record>> chain(std::int64_t from_id, std::int64_t to_id, std::size_t limit) override {
       return s_.guarded("audit_chain", [&](pqxx::connection& c) -> result<std::vector<audit_record>> {
         pqxx::nontransaction tx(c);

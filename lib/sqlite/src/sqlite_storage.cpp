@@ -736,6 +736,15 @@ struct sqlite_storage::impl {
       });
     }
 
+    result<void> append_all(const std::vector<audit_event>& events) override {
+      return s_.guarded("audit_append", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);
+        for (const auto& e : events) link(e);
+        tx.commit();
+        return {};
+      });
+    }
+
     result<std::vector<audit_record>> chain(std::int64_t from_id, std::int64_t to_id, std::size_t limit) override {
       return s_.guarded("audit_chain", [&]() -> result<std::vector<audit_record>> {
         statement_use st(s_.prepare("SELECT " CITRUS_AUDIT_COLUMNS " FROM audit_events WHERE id >= ? AND id <= ? "

@@ -154,6 +154,13 @@ class audit_store : public audit_sink {
  public:
   /// Like record(), but reports whether the event was stored.
   virtual result<void> append(const audit_event& event) = 0;
+  /// Appends `events` in order, all or none; SQLite and PostgreSQL do it in one transaction (one
+  /// commit for a whole batch of the async writer).
+  virtual result<void> append_all(const std::vector<audit_event>& events) {
+    for (const auto& e : events)
+      if (auto r = append(e); !r) return r;
+    return {};
+  }
   virtual result<std::vector<audit_event>> query(const audit_query& query) = 0;
   void record(audit_event event) override { (void)append(event); }
   bool try_record(audit_event event) override { return static_cast<bool>(append(event)); }

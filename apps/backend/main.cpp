@@ -64,6 +64,9 @@ constexpr const char* commands_usage =
     "       citrus-backend commander register ID --agents AGENT[,...]|*\n"
     "       citrus-backend hub register ID\n"
     "       citrus-backend audit [--kind KIND] [--limit N] [--since UNIX_SECONDS]   review the audit trail\n"
+    "       citrus-backend audit --unacknowledged | --flagged   flagged events (with ids) for review\n"
+    "       citrus-backend audit verify [--from ID] [--to ID]   check the hash chain (exit 0 only when intact)\n"
+    "       citrus-backend audit ack ID                  acknowledge a flagged event\n"
     "Every command takes --help.\n";
 
 // ------------------------------------------------------------------------------------------ options
@@ -394,6 +397,7 @@ struct metric_sources {
   const app::async_audit* audit = nullptr;
   const app::json_logger& log;
   std::string default_agent;
+  storage* db = nullptr;  ///< for the count of unacknowledged flagged events (one indexed count per scrape)
 };
 
 std::string prometheus_text(const metric_sources& m) {
@@ -431,6 +435,14 @@ std::string prometheus_text(const metric_sources& m) {
   if (m.audit) {
     metric(out, "citrus_backend_audit_dropped_total", "counter", "Gateway audit events dropped (queue full).", m.audit->dropped());
     metric(out, "citrus_backend_audit_failed_total", "counter", "Gateway audit events that failed to be stored.", m.audit->failed());
+    metric(out, "citrus_backend_audit_refused_total", "counter",
+           "Gateway audit events refused (queue full) and their operations refused with them.", m.audit->refused());
+  }
+  if (m.db) {
+    // Absent when the database cannot answer: an alert on the gauge then fires on its absence.
+    if (auto open = m.db->audit().count_unacknowledged())
+      metric(out, "citrus_backend_audit_unacknowledged", "gauge",
+             "Flagged audit events (security events, failed authentications) nobody has acknowledged.", *open);
   }
   metric(out, "citrus_backend_log_dropped_total", "counter", "Log lines dropped (queue full).", m.log.dropped());
   return out;
@@ -534,7 +546,7 @@ int serve(const serve_settings& s) {
   login_service login(login_config{}, db->users(), tokens, clk, db->audit());
   credential_service credentials(db->credentials(), clk, random);
 
-  metric_sources sources{gateway, link, nullptr, nullptr, gateway_audit.get(), log, s.default_agent};
+  metric_sources sources{gateway, link, nullptr, nullptr, gateway_audit.get(), log, s.default_agent, db.get()};
   rest_config rest;
   rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   rest.metrics_token = s.metrics_token;

@@ -3,6 +3,8 @@
 
 #include <sodium.h>
 
+#include "citrus/core/protocol.hpp"
+
 #include <array>
 #include <stdexcept>
 
@@ -51,6 +53,19 @@ std::string audit_chain_hash(const audit_event& e, std::string_view prev_hash) {
   sodium_bin2hex(hex.data(), hex.size(), digest.data(), digest.size());
   hex.pop_back();  // the terminating NUL
   return hex;
+}
+
+void append_audit_record_json(std::string& out, const audit_record& r) {
+  const std::size_t start = out.size();
+  append_audit_json(out, r.event);
+  out.insert(start + 1, "\"id\":" + std::to_string(r.id) + ",");
+  if (!r.ack) return;
+  out.pop_back();  // the closing brace
+  out += R"(,"acknowledged_by":)";
+  protocol::append_json_string(out, r.ack->by);
+  out += R"(,"acknowledged_at":)";
+  out += std::to_string(to_unix_seconds(r.ack->at));
+  out += '}';
 }
 
 bool flagged_for_review(const audit_event& e) noexcept {

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "citrus/core/audit.hpp"
+#include "audit_review_api.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/protocol.hpp"
 #include "text.hpp"
@@ -226,6 +227,8 @@ enum class route_kind {
   admin_commanders,
   admin_hubs,
   admin_audit,
+  admin_audit_flagged,  // /api/admin/audit/flagged
+  admin_audit_ack,      // /api/admin/audit/:id/ack
 };
 
 struct route {
@@ -268,6 +271,10 @@ route match(std::string_view target) noexcept {
     if (seg[1] == "admin" && seg[2] == "audit") return {route_kind::admin_audit, "/api/admin/audit", "GET", {}};
     return {};
   }
+  if (n == 4 && seg[1] == "admin" && seg[2] == "audit" && seg[3] == "flagged")
+    return {route_kind::admin_audit_flagged, "/api/admin/audit/flagged", "GET", {}};
+  if (n == 5 && seg[1] == "admin" && seg[2] == "audit" && seg[4] == "ack")
+    return {route_kind::admin_audit_ack, "/api/admin/audit/:id/ack", "POST", seg[3]};
   if (n == 4 && seg[1] == "sites" && seg[3] == "deploy")
     return {route_kind::deploy, "/api/sites/:id/deploy", "POST", seg[2]};
   if (n == 5 && seg[1] == "admin" && seg[2] == "agents" && seg[4] == "rotate")
@@ -292,7 +299,9 @@ body_policy policy_for(route_kind kind, std::string_view method) noexcept {
   switch (kind) {
     case route_kind::healthz:
     case route_kind::metrics:
-    case route_kind::admin_audit: return body_policy::none;
+    case route_kind::admin_audit:
+    case route_kind::admin_audit_flagged: return body_policy::none;
+    case route_kind::admin_audit_ack: return body_policy::optional;
     case route_kind::refresh:
     case route_kind::deploy:
     case route_kind::admin_rotate: return body_policy::optional;
@@ -627,7 +636,9 @@ struct rest_api::impl {
       case route_kind::admin_rotate:
       case route_kind::admin_commanders:
       case route_kind::admin_hubs:
-      case route_kind::admin_audit: return admin(req, r, *user);
+      case route_kind::admin_audit:
+      case route_kind::admin_audit_flagged:
+      case route_kind::admin_audit_ack: return admin(req, r, *user);
       default: return error_response(404, msg_not_found);
     }
   }
@@ -821,7 +832,9 @@ struct rest_api::impl {
       case route_kind::admin_agents: action = "agent.register"; break;
       case route_kind::admin_rotate: action = "agent.rotate"; break;
       case route_kind::admin_commanders: action = "commander.register"; break;
-      case route_kind::admin_audit: action = "audit.read"; break;
+      case route_kind::admin_audit:
+      case route_kind::admin_audit_flagged: action = "audit.read"; break;
+      case route_kind::admin_audit_ack: action = "audit.ack"; break;
       default: action = "hub.register"; break;
     }
     if (user.role != user_role::admin) {
@@ -833,6 +846,8 @@ struct rest_api::impl {
       case route_kind::admin_commanders: return register_principal(req, user, action, principal_kind::commander, "commanderId", "agents");
       case route_kind::admin_hubs: return register_principal(req, user, action, principal_kind::hub, "hubId", {});
       case route_kind::admin_audit: return read_audit(req);
+      case route_kind::admin_audit_flagged: return read_flagged(req);
+      case route_kind::admin_audit_ack: return acknowledge(r, user);
       default: return rotate_agent(req, r, user, action);
     }
   }
@@ -852,6 +867,26 @@ struct rest_api::impl {
     }
     out += "]}";
     return json_response(200, std::move(out));
+  }
+
+  /// GET /api/admin/audit/flagged: flagged events with their ids and acknowledgements, newest first.
+  http_response read_flagged(const http_request& req) {
+    audit_review_query q;
+    if (const errc e = audit_review_api::parse_query(req.target, q); e != errc::ok) return error_response(e);
+    auto records = svc.db.audit().review(q);
+    if (!records) return failure(records.error(), "audit.read");
+    auto open = svc.db.audit().count_unacknowledged();
+    if (!open) return failure(open.error(), "audit.read");
+    return json_response(200, audit_review_api::review_body(*records, *open));
+  }
+
+  /// POST /api/admin/audit/:id/ack: the store records who and when, and appends the audited ack.
+  http_response acknowledge(const route& r, const user_record& user) {
+    const auto id = audit_review_api::parse_event_id(r.param);
+    if (!id) return error_response(errc::invalid_request);
+    if (auto acked = svc.db.audit().acknowledge(*id, user_actor(user), svc.clk.wall_now()); !acked)
+      return failure(acked.error(), "audit.ack");
+    return json_response(200, R"({"success":true,"id":)" + std::to_string(*id) + "}");
   }
 
   http_response register_principal(const http_request& req, const user_record& user, std::string_view action,

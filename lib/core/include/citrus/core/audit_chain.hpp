@@ -42,6 +42,10 @@ struct audit_record {
   std::optional<audit_ack> ack;  ///< filled by audit_store::review() only
 };
 
+/// A record as the review of flagged events shows it: append_audit_json()'s object with "id" first and,
+/// once acknowledged, "acknowledged_by" and "acknowledged_at" (Unix seconds) last.
+void append_audit_record_json(std::string& out, const audit_record& record);
+
 /// Whether an event is flagged for an administrator's review: every security event, and every
 /// authentication that did not succeed.
 bool flagged_for_review(const audit_event& event) noexcept;

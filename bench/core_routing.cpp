@@ -40,6 +40,9 @@
 #include "citrus/core/hub.hpp"
 #include "citrus/core/logger.hpp"
 #include "citrus/core/operations.hpp"
+#ifdef CITRUS_BENCH_AUDIT
+#include "citrus/app/async_audit.hpp"
+#endif
 #include "citrus/core/random.hpp"
 #include "citrus/memory/loopback_transport.hpp"
 #include "citrus/memory/memory_storage.hpp"
@@ -145,6 +148,9 @@ Options (defaults in brackets; lists are comma-separated):
                     [<build dir>/bench/results/core_routing.json]
   --require-zero-allocs
                     exit with status 2 if the hub path allocates in the steady state
+  --audit           also run the hub with hub_config::audit_commands on and the
+                    citrus-hub audit sink (app::async_audit: bounded queue, a writer
+                    thread hashing into a memory store) and print its cost vs the hub
   --help            this text
 
 A routed message = a command forwarded to its agent or an update (progress, result) delivered to
@@ -169,6 +175,7 @@ struct options {
   bool run_baseline = true;
   std::string json = std::string(CITRUS_BENCH_RESULTS_DIR) + "/core_routing.json";
   bool require_zero_allocs = false;
+  bool audit = false;  ///< also measure the hub with the audit of commands on
 };
 
 [[noreturn]] void usage_error(const std::string& what) {
@@ -210,6 +217,13 @@ options parse_options(int argc, char** argv) {
     }
     if (name == "require-zero-allocs") {
       o.require_zero_allocs = true;
+      continue;
+    }
+    if (name == "audit") {
+#ifndef CITRUS_BENCH_AUDIT
+      usage_error("--audit needs apps/common (citrus_app_common) in this build");
+#endif
+      o.audit = true;
       continue;
     }
     if (!has_value) {
@@ -495,7 +509,7 @@ struct mode_result {
 };
 
 struct world {
-  explicit world(bool with_hub, const options& o) {
+  explicit world(bool with_hub, const options& o, bool audited = false) {
     if (with_hub) {
       ops = operation_registry::defaults();
       (void)ops.add(bench_operation());
@@ -504,7 +518,20 @@ struct world {
       cfg.identity_rate = rate{1e9, 1e9};
       credentials = std::make_unique<credential_service>(db.credentials(), clk, random);
       verifier = std::make_unique<store_verifier>(*credentials);
-      the_hub = std::make_unique<hub>(cfg, hub_services{clk, log, db.audit(), *verifier, ops, nullptr});
+      audit_sink* sink = &db.audit();
+#ifdef CITRUS_BENCH_AUDIT
+      if (audited) {
+        cfg.audit_commands = true;
+        // The hub's own sink: the hot path only queues; the writer thread chains into its own store.
+        async = std::make_unique<app::async_audit>(
+            [] { return std::unique_ptr<citrus::storage>(std::make_unique<memory::memory_storage>()); }, log,
+            std::size_t{1} << 20);
+        sink = async.get();
+      }
+#else
+      (void)audited;
+#endif
+      the_hub = std::make_unique<hub>(cfg, hub_services{clk, log, *sink, *verifier, ops, nullptr});
       if (o.batch > 0) the_hub->set_wakeup([this] { woken = true; });
       net = std::make_unique<memory::loopback_transport>(*the_hub);
     } else {
@@ -536,6 +563,9 @@ struct world {
   operation_registry ops;
   std::unique_ptr<credential_service> credentials;
   std::unique_ptr<store_verifier> verifier;
+#ifdef CITRUS_BENCH_AUDIT
+  std::unique_ptr<app::async_audit> async;  // before the_hub: the hub goes first
+#endif
   std::unique_ptr<hub> the_hub;
   std::unique_ptr<forwarder> fwd;
   std::unique_ptr<memory::loopback_transport> net;
@@ -556,10 +586,11 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-mode_result run_mode(bool with_hub, std::size_t pairs, std::size_t payload_bytes, const options& o) {
+mode_result run_mode(bool with_hub, std::size_t pairs, std::size_t payload_bytes, const options& o,
+                     bool audited = false) {
   mode_result r;
   r.ran = true;
-  world w(with_hub, o);
+  world w(with_hub, o, audited);
   const std::string payload = make_payload(payload_bytes);
 
   // --- set up: credentials, clients, connections, authentication
@@ -702,6 +733,10 @@ struct case_result {
   std::size_t payload = 0;
   mode_result hub;
   mode_result base;
+  mode_result hub_audit;  ///< --audit: the hub with audit_commands on
+  double audit_ratio() const {
+    return hub.ran && hub_audit.ran && hub.ns_per_msg > 0 ? hub_audit.ns_per_msg / hub.ns_per_msg : 0;
+  }
   double ratio() const { return hub.ran && base.ran && base.ns_per_msg > 0 ? hub.ns_per_msg / base.ns_per_msg : 0; }
 };
 
@@ -838,15 +873,22 @@ int main(int argc, char** argv) {
       c.payload = payload;
       if (o.run_hub) c.hub = run_mode(true, pairs, payload, o);
       if (o.run_baseline) c.base = run_mode(false, pairs, payload, o);
+      if (o.audit && o.run_hub) c.hub_audit = run_mode(true, pairs, payload, o, true);
       std::printf("%5zu %8zu |", pairs, payload);
       print_mode(c.hub);
       print_mode(c.base);
       if (c.ratio() > 0) std::printf(" %7.2fx", c.ratio());
       else std::printf(" %8s", "-");
       std::printf("\n");
-      for (const mode_result* m : {&c.hub, &c.base}) {
+      if (c.hub_audit.ran) {
+        std::printf("%5s %8s |", "", "+audit");
+        print_mode(c.hub_audit);
+        std::printf(" audit/hub %5.2fx (hub thread CPU; the writer thread's hashing is not in it)\n", c.audit_ratio());
+      }
+      for (const mode_result* m : {&c.hub, &c.base, &c.hub_audit}) {
         if (m->ran && !m->failure.empty()) {
-          std::printf("      FAILED (%s): %s\n", m == &c.hub ? "hub" : "baseline", m->failure.c_str());
+          std::printf("      FAILED (%s): %s\n", m == &c.hub ? "hub" : m == &c.base ? "baseline" : "hub+audit",
+                      m->failure.c_str());
           failed = true;
         }
       }

@@ -11,6 +11,7 @@ else
   packages=(
     build-essential cmake ninja-build pkg-config git
     libasio-dev libwebsocketpp-dev libcpp-jwt-dev nlohmann-json3-dev libsqlitecpp-dev libsqlite3-dev
+    sqlite3
     libsimdjson-dev doctest-dev libsodium-dev libssl-dev libcurl4-openssl-dev
     libpqxx-dev libpq-dev postgresql
     libcli11-dev

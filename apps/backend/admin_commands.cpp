@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +21,7 @@
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
+#include "citrus/core/audit_verify.hpp"
 #include "citrus/core/clock.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/ids.hpp"
@@ -372,7 +375,105 @@ int run_hub_command(int argc, char** argv, int first) {
   return register_principal(principal_kind::hub, opts.positional()[0], {}, opts);
 }
 
+namespace {
+
+/// Opens an existing --db for the audit subcommands (which must never create an empty database).
+bool open_existing(admin_context& ctx, const std::string& path) {
+  std::error_code missing;
+  if (!app::is_postgres_url(path) && !std::filesystem::exists(path, missing)) {
+    print_error("cannot open database " + path + ": it does not exist");
+    return false;
+  }
+  return ctx.open(path);
+}
+
+option_spec existing_db_option() {
+  return {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (must exist), or a postgresql:// URL", false};
+}
+
+/// `citrus-backend audit verify [--from ID] [--to ID]`: 0 intact, 3 broken (one line per break), 1 no database.
+int run_audit_verify(int argc, char** argv, int first) {
+  app::options opts("citrus-backend audit verify",
+                    "check the audit trail's hash chain (whole, or events --from..--to); prints each break "
+                    "(event id and what: edited, or a broken link where events were deleted or reordered). "
+                    "Exit 0 only when intact, 3 when broken",
+                    {{"from", "", "1", "first event id to check (it must chain to the event stored before it)", false, true},
+                     {"to", "", "", "last event id to check (default: the newest)", false, true},
+                     existing_db_option(), log_level_option()});
+  if (auto stop = parse_subcommand(opts, argc, argv, first, 0)) return *stop;
+  const auto from = opts.get_int("from");
+  if (!from || *from < 1) {
+    print_error("invalid --from '" + opts.get("from") + "' (an event id, 1 or more)");
+    return exit_usage;
+  }
+  std::int64_t to = std::numeric_limits<std::int64_t>::max();
+  if (opts.has("to")) {
+    const auto given = opts.get_int("to");
+    if (!given || *given < *from) {
+      print_error("invalid --to '" + opts.get("to") + "' (an event id, at least --from)");
+      return exit_usage;
+    }
+    to = *given;
+  }
+  admin_context ctx(opts);
+  if (!open_existing(ctx, opts.get("db"))) return exit_failure;
+  auto report = verify_audit_trail(ctx.db->audit(), *from, to);
+  if (!report) {
+    print_error("cannot read the audit trail: " + describe(report.error()));
+    return exit_failure;
+  }
+  std::string out;
+  for (const auto& b : report->breaks) out += describe(b) + "\n";
+  if (report->intact())
+    out += "intact: " + std::to_string(report->checked) + " events checked" +
+           (report->checked ? ", last event " + std::to_string(report->last_id) + ", head hash " + report->head_hash : "") +
+           "\n";
+  else
+    out += "broken: " + std::to_string(report->breaks.size()) + " break(s) in " + std::to_string(report->checked) +
+           " events checked\n";
+  if (!app::write_whole(app::stream::out, out)) return exit_failure;
+  return report->intact() ? exit_ok : exit_trail_broken;
+}
+
+/// `citrus-backend audit ack ID`: records that an administrator reviewed flagged event ID.
+int run_audit_ack(int argc, char** argv, int first) {
+  app::options opts("citrus-backend audit ack ID",
+                    "acknowledge flagged event ID (a security event or a failed authentication): who and when are "
+                    "recorded, and the acknowledgement is itself audited",
+                    {{"by", "", "cli", "who acknowledges (recorded as the actor)", false, true}, existing_db_option(),
+                     log_level_option()});
+  if (auto stop = parse_subcommand(opts, argc, argv, first, 1)) return *stop;
+  const auto& word = opts.positional()[0];
+  char* end = nullptr;
+  const long long id = std::strtoll(word.c_str(), &end, 10);
+  if (word.empty() || *end != '\0' || id < 1) {
+    print_error("invalid event id '" + word + "'");
+    return exit_usage;
+  }
+  if (opts.get("by").empty()) {
+    print_error("--by must not be empty");
+    return exit_usage;
+  }
+  admin_context ctx(opts);
+  if (!open_existing(ctx, opts.get("db"))) return exit_failure;
+  auto acked = ctx.db->audit().acknowledge(id, opts.get("by"), ctx.clk.wall_now());
+  if (!acked) {
+    if (acked.error() == make_error_code(errc::not_found))
+      print_error("no flagged event " + word + " (only security events and failed authentications are reviewed)");
+    else if (acked.error() == make_error_code(errc::conflict))
+      print_error("event " + word + " is already acknowledged");
+    else
+      print_error("cannot acknowledge event " + word + ": " + describe(acked.error()));
+    return exit_failure;
+  }
+  return app::write_whole(app::stream::out, "acknowledged event " + word + "\n") ? exit_ok : exit_failure;
+}
+
+}  // namespace
+
 int run_audit_command(int argc, char** argv, int first) {
+  if (first < argc && std::string_view(argv[first]) == "verify") return run_audit_verify(argc, argv, first + 1);
+  if (first < argc && std::string_view(argv[first]) == "ack") return run_audit_ack(argc, argv, first + 1);
   app::options opts("citrus-backend audit",
                     "print the audit trail, newest first, one JSON object per line: "
                     "{\"at\",\"kind\",\"actor\",\"action\",\"target\",\"outcome\",\"detail\"}. "
@@ -380,8 +481,13 @@ int run_audit_command(int argc, char** argv, int first) {
                     {{"kind", "", "", "only this kind: site_operation, security_event, authentication or administration", false, true},
                      {"limit", "", "100", "at most this many events (1..10000)", false, true},
                      {"since", "", "", "only events at or after this time (Unix seconds)", false, true},
-                     {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (must exist), or a postgresql:// URL", false},
-                     log_level_option()});
+                     {"flagged", "", "", "only events flagged for review (security events, failed authentications), "
+                                         "with \"id\" and their acknowledgement", true, true},
+                     {"unacknowledged", "", "", "only flagged events nobody has acknowledged (implies --flagged)", true, true},
+                     {"actor", "", "", "with --flagged: only this actor", false, true},
+                     {"outcome", "", "", "with --flagged: only this outcome", false, true},
+                     {"until", "", "", "with --flagged: only events at or before this time (Unix seconds)", false, true},
+                     existing_db_option(), log_level_option()});
   if (auto stop = parse_subcommand(opts, argc, argv, first, 0)) return *stop;
   audit_query query;
   if (opts.has("kind")) {
@@ -407,25 +513,59 @@ int run_audit_command(int argc, char** argv, int first) {
     query.since = from_unix_seconds(*since);
   }
 
-  const std::string path = opts.get("db");
-  std::error_code missing;
-  if (!app::is_postgres_url(path) && !std::filesystem::exists(path, missing)) {  // a review must not create an empty database
-    print_error("cannot open database " + path + ": it does not exist");
-    return exit_failure;
+  const bool flagged = opts.has("flagged") || opts.has("unacknowledged");
+  if (!flagged && (opts.has("actor") || opts.has("outcome") || opts.has("until"))) {
+    print_error("--actor, --outcome and --until need --flagged or --unacknowledged");
+    return exit_usage;
   }
+  audit_review_query review;
+  if (flagged) {
+    review.kind = query.kind;
+    review.limit = query.limit;
+    review.since = query.since;
+    review.unacknowledged_only = opts.has("unacknowledged");
+    if (opts.has("actor")) review.actor = opts.get("actor");
+    if (opts.has("outcome")) review.outcome = opts.get("outcome");
+    if (opts.has("until")) {
+      const auto until = opts.get_int("until");
+      if (!until || *until < 0 || *until > max_audit_since) {
+        print_error("invalid --until '" + opts.get("until") + "' (Unix seconds, 0.." + std::to_string(max_audit_since) + ")");
+        return exit_usage;
+      }
+      review.until = from_unix_seconds(*until);
+    }
+  }
+
   admin_context ctx(opts);
-  if (!ctx.open(path)) return exit_failure;
-  auto events = ctx.db->audit().query(query);
-  if (!events) {
-    print_error("cannot read the audit trail: " + describe(events.error()));
-    return exit_failure;
+  if (!open_existing(ctx, opts.get("db"))) return exit_failure;
+  std::vector<std::string> lines;
+  if (flagged) {
+    auto records = ctx.db->audit().review(review);
+    if (!records) {
+      print_error("cannot read the audit trail: " + describe(records.error()));
+      return exit_failure;
+    }
+    for (const auto& r : *records) {
+      lines.emplace_back();
+      append_audit_record_json(lines.back(), r);
+    }
+  } else {
+    auto events = ctx.db->audit().query(query);
+    if (!events) {
+      print_error("cannot read the audit trail: " + describe(events.error()));
+      return exit_failure;
+    }
+    for (const auto& e : *events) {
+      lines.emplace_back();
+      append_audit_json(lines.back(), e);
+    }
   }
   std::string chunk;  // whole lines, written 64 KiB at a time
   bool written = true;
-  for (std::size_t i = 0; i < events->size() && written; ++i) {
-    append_audit_json(chunk, (*events)[i]);
+  for (std::size_t i = 0; i < lines.size() && written; ++i) {
+    chunk += lines[i];
     chunk += '\n';
-    if (chunk.size() >= 64 * 1024 || i + 1 == events->size()) {
+    if (chunk.size() >= 64 * 1024 || i + 1 == lines.size()) {
       written = app::write_whole(app::stream::out, chunk);
       chunk.clear();
     }

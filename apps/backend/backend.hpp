@@ -18,13 +18,15 @@ namespace citrus::backend {
 constexpr int exit_ok = 0;
 constexpr int exit_failure = 1;  ///< a runtime error (database, port, name taken, ...)
 constexpr int exit_usage = 2;    ///< bad command line
+constexpr int exit_trail_broken = 3;  ///< `audit verify`: the hash chain is broken
 
 /// `citrus-backend user|agent|commander|hub ...`; argv[first] is the word after the noun.
 int run_user_command(int argc, char** argv, int first);
 int run_agent_command(int argc, char** argv, int first);
 int run_commander_command(int argc, char** argv, int first);
 int run_hub_command(int argc, char** argv, int first);
-/// `citrus-backend audit [--kind K] [--limit N] [--since S]`; argv[first] is the word after "audit".
+/// `citrus-backend audit [--kind K] [--limit N] [--since S] [--flagged|--unacknowledged ...]`, `audit verify`
+/// and `audit ack ID`; argv[first] is the word after "audit".
 int run_audit_command(int argc, char** argv, int first);
 
 /// Parses the options of one subcommand (help, version, the number of positional arguments,

@@ -66,6 +66,9 @@ constexpr const char* commands_usage =
     "       citrus-backend commander register ID --agents AGENT[,...]|*\n"
     "       citrus-backend hub register ID\n"
     "       citrus-backend audit [--kind KIND] [--limit N] [--since UNIX_SECONDS]   review the audit trail\n"
+    "       citrus-backend audit --unacknowledged | --flagged   flagged events (with ids) for review\n"
+    "       citrus-backend audit verify [--from ID] [--to ID]   check the hash chain (exit 0 only when intact)\n"
+    "       citrus-backend audit ack ID                  acknowledge a flagged event\n"
     "Every command takes --help.\n";
 
 // ------------------------------------------------------------------------------------------ options
@@ -379,6 +382,9 @@ struct metric_sources {
   const app::async_audit* audit = nullptr;
   const app::json_logger& log;
   std::string default_agent;
+  /// Flagged events nobody has acknowledged, as last counted on the read lane (never on the loop);
+  /// empty when the database could not answer.
+  const std::optional<std::uint64_t>* unacknowledged = nullptr;
 };
 
 std::string prometheus_text(const metric_sources& m) {
@@ -416,6 +422,13 @@ std::string prometheus_text(const metric_sources& m) {
   if (m.audit) {
     metric(out, "citrus_backend_audit_dropped_total", "counter", "Gateway audit events dropped (queue full).", m.audit->dropped());
     metric(out, "citrus_backend_audit_failed_total", "counter", "Gateway audit events that failed to be stored.", m.audit->failed());
+    metric(out, "citrus_backend_audit_refused_total", "counter",
+           "Gateway audit events refused (queue full) and their operations refused with them.", m.audit->refused());
+  }
+  if (m.unacknowledged && *m.unacknowledged) {
+    // Absent when the database cannot answer: an alert on the gauge then fires on its absence.
+    metric(out, "citrus_backend_audit_unacknowledged", "gauge",
+           "Flagged audit events (security events, failed authentications) nobody has acknowledged.", **m.unacknowledged);
   }
   metric(out, "citrus_backend_log_dropped_total", "counter", "Log lines dropped (queue full).", m.log.dropped());
   out += "# HELP citrus_backend_storage_queued Storage calls waiting for their lane's thread.\n"
@@ -530,6 +543,8 @@ int serve(const serve_settings& s) {
   config.rest.metrics_token = s.metrics_token;
   backend_service backend(std::move(config), backend_services{*storage, tokens, clk, random, log, gateway_audit, operations});
   metric_sources sources{backend.gateway(), backend.link(), *storage, nullptr, nullptr, &gateway_audit, log, s.default_agent};
+  std::optional<std::uint64_t> unacknowledged;
+  sources.unacknowledged = &unacknowledged;
   backend.set_metrics([&sources] { return prometheus_text(sources); });
 
   held_answers held(loop);  // before the server: destroyed after it, when there is nobody left to answer
@@ -585,6 +600,14 @@ int serve(const serve_settings& s) {
   }
 
   wspp::timer ticker = loop.schedule_every(250ms, [&] { backend.tick(); });
+  // The unacknowledged count for /metrics: one indexed count on the read lane every few seconds.
+  auto count_unacknowledged = [&] {
+    run_storage<std::uint64_t>(
+        *storage, storage_lane::read, [](citrus::storage& db) { return db.audit().count_unacknowledged(); },
+        [&unacknowledged](result<std::uint64_t> n) { unacknowledged = n ? std::optional<std::uint64_t>(*n) : std::nullopt; });
+  };
+  count_unacknowledged();
+  wspp::timer audit_counter = loop.schedule_every(5s, count_unacknowledged);
 
   // Shutdown: stop accepting and close the users' sockets (1001), close the hub link, give the close
   // handshakes up to 200 ms, then leave the loop. Every committed write is already on disk.
@@ -622,6 +645,7 @@ int serve(const serve_settings& s) {
   loop.run();
 
   ticker.cancel();
+  audit_counter.cancel();
   shutdown_poll.cancel();
   // The storage threads finish the call they run and stop; answers still queued for the loop are
   // dropped with it (every write already committed stays committed).

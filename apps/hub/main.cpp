@@ -97,6 +97,8 @@ std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& ser
           sc.control_rate_limited);
   counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
   counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full).", audit.dropped());
+  counter("citrus_hub_audit_refused_total", "Commands refused because the audit queue was full (fail closed).",
+          c.audit_refused);
   counter("citrus_hub_audit_failed_total",
           "Audit events not stored: a failed database write, refused by the backend, or undelivered at exit.",
           audit.failed());
@@ -256,6 +258,7 @@ int main(int argc, char** argv) {
   const auto per_second = [](long long n) { return citrus::rate{static_cast<double>(n), 2.0 * static_cast<double>(n)}; };
   config.connection_rate = per_second(*connection_rate);
   config.identity_rate = per_second(*identity_rate);
+  config.audit_commands = true;  // every routed command and its outcome, in the shared trail
   citrus::hub hub(config, citrus::hub_services{clock, log, *audit, verifier, operations});
 
   citrus::wspp::server_options server_options;

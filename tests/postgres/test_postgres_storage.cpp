@@ -21,6 +21,7 @@
 #include <mutex>
 #include <chrono>
 #include <memory>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +29,7 @@
 #include "citrus/memory/manual_clock.hpp"
 #include "citrus/memory/recording_logger.hpp"
 #include "citrus/postgres/postgres_storage.hpp"
+#include "citrus/core/audit_verify.hpp"
 #include "pg_server.hpp"
 #include "storage_conformance.hpp"
 
@@ -53,6 +55,11 @@ postgres_options logged(citrus::memory::recording_logger& log) {
   options.log = &log;
   return options;
 }
+
+/// Takes a database back from schema 5 to schema 4 (no hash chain, no acknowledgements).
+constexpr const char* undo_schema_5 =
+    "DROP TABLE audit_acks; ALTER TABLE audit_events DROP COLUMN hash; ALTER TABLE audit_events DROP COLUMN prev_hash; "
+    "UPDATE citrus_schema SET version = 4; ";
 
 /// A fresh database on the process's server, opened (and so migrated).
 std::unique_ptr<citrus::storage> make_fresh() {
@@ -278,7 +285,8 @@ TEST_SUITE("storage_postgres") {
           "revision bigint NO, operation_by text NO");
     CHECK(pg.exec(db, "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) "
                       "FROM information_schema.columns WHERE table_name = 'audit_events'") ==
-          "id bigint, at bigint, kind text, actor text, action text, target text, outcome text, detail text");
+          "id bigint, at bigint, kind text, actor text, action text, target text, outcome text, detail text, "
+          "prev_hash text, hash text");
     for (int i = 0; i < 3; ++i) open_ok(pg.url(db));
     CHECK(schema_objects(pg, db) == objects);
     CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == std::to_string(postgres_storage::schema_version));
@@ -293,8 +301,8 @@ TEST_SUITE("storage_postgres") {
       auto alice = conformance::make_user(*s, "alice", clock.wall_now());
       conformance::make_site(*s, alice.id, "blog", clock.wall_now());
     }
-    pg.exec(db, "DROP TABLE login_failures; ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; "
-                "UPDATE citrus_schema SET version = 1");
+    pg.exec(db, std::string(undo_schema_5) + "DROP TABLE login_failures; ALTER TABLE sites DROP COLUMN operation_by; "
+                "ALTER TABLE sites DROP COLUMN revision; UPDATE citrus_schema SET version = 1");
     auto s = open_ok(pg.url(db));
     CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == std::to_string(postgres_storage::schema_version));
     auto site = s->sites().find_site(citrus::user_id{1}, citrus::site_id{1});
@@ -671,5 +679,94 @@ TEST_SUITE("storage_postgres") {
     CHECK(redact_connection("host=h password=secret dbname=d") == "host=h password=*** dbname=d");
     CHECK(redact_connection("host=h password = 'se cr\\'et' dbname=d") == "host=h password = *** dbname=d");
     CHECK(redact_connection("data/citrus.db") == "data/citrus.db");
+  }
+
+  // ---------------------------------------------------------------- the audit hash chain
+
+  /// `n` chained events in database `db`, ids 1..n.
+  void write_trail(const std::string& url, int n) {
+    citrus::memory::manual_clock clock;
+    auto s = open_ok(url);
+    for (int i = 1; i <= n; ++i)
+      REQUIRE(s->audit().append(citrus::audit_event{clock.wall_now() + std::chrono::seconds{i},
+                                                    citrus::audit_kind::site_operation, "user:1", "site.update",
+                                                    "site:" + std::to_string(i), "ok", ""}));
+  }
+
+  citrus::audit_verify_report verify_url(const std::string& url) {
+    auto s = open_ok(url);
+    auto report = citrus::verify_audit_trail(s->audit());
+    REQUIRE(report);
+    return *report;
+  }
+
+  TEST_CASE("postgres: a version 4 trail is chained by the migration") {
+    auto& pg = server::shared();
+    const std::string db = pg.create_database();
+    write_trail(pg.url(db), 4);
+    pg.exec(db, undo_schema_5);
+    const auto report = verify_url(pg.url(db));
+    CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == std::to_string(postgres_storage::schema_version));
+    CHECK(report.intact());
+    CHECK(report.checked == 4);
+  }
+
+  TEST_CASE("postgres: edited, deleted and reordered events are found where they are") {
+    auto& pg = server::shared();
+    {
+      const std::string db = pg.create_database();
+      write_trail(pg.url(db), 6);
+      pg.exec(db, "UPDATE audit_events SET detail = 'x' WHERE id = 3");
+      const auto report = verify_url(pg.url(db));
+      REQUIRE(report.breaks.size() == 1);
+      CHECK(report.breaks[0].id == 3);
+      CHECK(report.breaks[0].what == citrus::audit_break_kind::edited);
+    }
+    {
+      const std::string db = pg.create_database();
+      write_trail(pg.url(db), 6);
+      pg.exec(db, "DELETE FROM audit_events WHERE id = 4");
+      const auto report = verify_url(pg.url(db));
+      REQUIRE(report.breaks.size() == 1);
+      CHECK(report.breaks[0].id == 5);
+      CHECK(report.breaks[0].what == citrus::audit_break_kind::broken_link);
+      CHECK(report.breaks[0].previous_id == 3);
+    }
+    {
+      const std::string db = pg.create_database();
+      write_trail(pg.url(db), 6);
+      // ids are GENERATED ALWAYS: swap the rows' contents (what moving two rows amounts to).
+      pg.exec(db, "UPDATE audit_events a SET at = b.at, kind = b.kind, actor = b.actor, action = b.action, "
+                  "target = b.target, outcome = b.outcome, detail = b.detail, prev_hash = b.prev_hash, hash = b.hash "
+                  "FROM audit_events b WHERE (a.id, b.id) IN ((2, 3), (3, 2))");
+      const auto report = verify_url(pg.url(db));
+      REQUIRE_FALSE(report.intact());
+      CHECK(report.breaks[0].id == 2);
+      CHECK(report.breaks[0].what == citrus::audit_break_kind::broken_link);
+    }
+  }
+
+  TEST_CASE("postgres: several connections appending at once keep one chain") {
+    auto& pg = server::shared();
+    const std::string url = pg.url(pg.create_database());
+    { open_ok(url); }
+    constexpr int writers = 3, per_writer = 60;
+    std::vector<std::future<int>> done;
+    for (int w = 0; w < writers; ++w)
+      done.push_back(std::async(std::launch::async, [&url, w] {
+        auto s = postgres_storage::open(url);
+        if (!s) return -1;
+        citrus::memory::manual_clock clock;
+        int stored = 0;
+        for (int i = 0; i < per_writer; ++i)
+          if ((*s)->audit().append(conformance::make_event(clock.wall_now(), citrus::audit_kind::site_operation,
+                                                          "op-" + std::to_string(i), "backend:" + std::to_string(w))))
+            ++stored;
+        return stored;
+      }));
+    for (auto& d : done) CHECK(d.get() == per_writer);
+    const auto report = verify_url(url);
+    CHECK(report.intact());
+    CHECK(report.checked == writers * per_writer);
   }
 }

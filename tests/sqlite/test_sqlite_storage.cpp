@@ -23,6 +23,7 @@
 
 #include "citrus/memory/manual_clock.hpp"
 #include "citrus/memory/recording_logger.hpp"
+#include "citrus/core/audit_verify.hpp"
 #include "citrus/sqlite/sqlite_storage.hpp"
 #include "storage_conformance.hpp"
 
@@ -89,6 +90,12 @@ std::string read_bytes(const std::string& path) {
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << bytes;
+}
+
+/// Takes a database back from schema 5 to schema 4 (no hash chain, no acknowledgements).
+void undo_schema_5(SQLite::Database& raw) {
+  raw.exec("DROP TABLE audit_acks; ALTER TABLE audit_events DROP COLUMN hash; "
+           "ALTER TABLE audit_events DROP COLUMN prev_hash; PRAGMA user_version = 4");
 }
 
 int raw_user_version(const std::string& path) {
@@ -187,6 +194,7 @@ TEST_SUITE("storage_sqlite") {
     {
       // Back to the version 1 schema, as a database written before sites.revision existed.
       SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+      undo_schema_5(raw);
       raw.exec("DROP TABLE login_failures; ALTER TABLE sites DROP COLUMN operation_by; ALTER TABLE sites DROP COLUMN revision; "
                "PRAGMA user_version = 1");
     }
@@ -568,4 +576,123 @@ TEST_SUITE("storage_sqlite") {
       messages.push_back(code.message());
     }
   }
+
+// ------------------------------------------------------------------ the audit hash chain on a file
+
+/// A file with `n` chained audit events (ids 1..n), closed again.
+void write_trail(const std::string& path, int n) {
+  citrus::memory::manual_clock clock;
+  auto s = open_ok(path);
+  for (int i = 1; i <= n; ++i)
+    REQUIRE(s->audit().append(citrus::audit_event{clock.wall_now() + std::chrono::seconds{i}, citrus::audit_kind::site_operation,
+                                                  "user:1", "site.update", "site:" + std::to_string(i), "ok", ""}));
 }
+
+citrus::audit_verify_report verify_file(const std::string& path) {
+  auto s = open_ok(path);
+  auto report = citrus::verify_audit_trail(s->audit());
+  REQUIRE(report);
+  return *report;
+}
+
+TEST_CASE("sqlite: a version 4 trail is chained by the migration") {
+  temp_dir dir;
+  const auto path = dir.file("v2.db");
+  write_trail(path, 4);
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+    undo_schema_5(raw);
+  }
+  CHECK(raw_user_version(path) == 4);
+  const auto report = verify_file(path);
+  CHECK(raw_user_version(path) == sqlite_storage::schema_version);
+  CHECK(report.intact());
+  CHECK(report.checked == 4);
+  auto s = open_ok(path);  // and new events chain on after them
+  REQUIRE(s->audit().append(citrus::conformance::make_event(citrus::from_unix_seconds(1767225600),
+                                                            citrus::audit_kind::security_event, "after")));
+  auto after = citrus::verify_audit_trail(s->audit());
+  REQUIRE(after);
+  CHECK(after->intact());
+  CHECK(after->checked == 5);
+}
+
+TEST_CASE("sqlite: an event edited in the file is found at that event") {
+  temp_dir dir;
+  const auto path = dir.file("edited.db");
+  write_trail(path, 6);
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+    raw.exec("UPDATE audit_events SET outcome = 'denied' WHERE id = 3");
+  }
+  const auto report = verify_file(path);
+  REQUIRE(report.breaks.size() == 1);
+  CHECK(report.breaks[0].id == 3);
+  CHECK(report.breaks[0].what == citrus::audit_break_kind::edited);
+  CHECK(report.checked == 6);
+}
+
+TEST_CASE("sqlite: an event deleted from the file breaks the link at its successor") {
+  temp_dir dir;
+  const auto path = dir.file("deleted.db");
+  write_trail(path, 6);
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+    raw.exec("DELETE FROM audit_events WHERE id = 4");
+  }
+  const auto report = verify_file(path);
+  REQUIRE(report.breaks.size() == 1);
+  CHECK(report.breaks[0].id == 5);
+  CHECK(report.breaks[0].what == citrus::audit_break_kind::broken_link);
+  CHECK(report.breaks[0].previous_id == 3);
+  // A range that starts after the hole still sees it: it chains from the event stored before it.
+  auto s = open_ok(path);
+  auto range = citrus::verify_audit_trail(s->audit(), 5, 6);
+  REQUIRE(range);
+  REQUIRE(range->breaks.size() == 1);
+  CHECK(range->breaks[0].id == 5);
+  auto clean = citrus::verify_audit_trail(s->audit(), 1, 3);
+  REQUIRE(clean);
+  CHECK(clean->intact());
+}
+
+TEST_CASE("sqlite: two events reordered in the file are found") {
+  temp_dir dir;
+  const auto path = dir.file("reordered.db");
+  write_trail(path, 6);
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+    raw.exec("UPDATE audit_events SET id = -2 WHERE id = 2; UPDATE audit_events SET id = 2 WHERE id = 3; "
+             "UPDATE audit_events SET id = 3 WHERE id = -2");
+  }
+  const auto report = verify_file(path);
+  REQUIRE_FALSE(report.intact());
+  CHECK(report.breaks[0].id == 2);
+  CHECK(report.breaks[0].what == citrus::audit_break_kind::broken_link);
+}
+
+TEST_CASE("sqlite: two connections appending at once keep one chain") {
+  temp_dir dir;
+  const auto path = dir.file("shared.db");
+  { open_ok(path); }
+  constexpr int per_writer = 150;
+  auto writer = [&](const std::string& who) {
+    auto s = open_ok(path);
+    citrus::memory::manual_clock clock;
+    int stored = 0;
+    for (int i = 0; i < per_writer; ++i)
+      if (s->audit().append(citrus::conformance::make_event(clock.wall_now(), citrus::audit_kind::site_operation,
+                                                            "op-" + std::to_string(i), who)))
+        ++stored;
+    return stored;
+  };
+  auto a = std::async(std::launch::async, writer, "hub:1");
+  auto b = std::async(std::launch::async, writer, "backend:1");
+  CHECK(a.get() == per_writer);
+  CHECK(b.get() == per_writer);
+  const auto report = verify_file(path);
+  CHECK(report.intact());
+  CHECK(report.checked == 2 * per_writer);
+}
+
+}  // TEST_SUITE

@@ -18,11 +18,14 @@
 /// - create_site for a user that does not exist answers errc::not_found;
 /// - a site's revision is 1 when created and one more after every update_site or record_deploy, even
 ///   several within one second (only it orders two copies of a site; updated_at is in whole seconds);
-/// - a write that fails (conflict, not_found) changes nothing and consumes no id.
+/// - a write that fails (conflict, not_found) changes nothing and consumes no id;
+/// - audit events get ids 1, 2, ... in append order; each links to the one before (the first to the
+///   genesis hash); acknowledging appends an administration event and leaves the acknowledged row as it was.
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -885,6 +888,147 @@ inline void login_failures_count_and_forget(const storage_factory& make) {
   CHECK(*f.count_login_failures({odd, "addr:%"}, {t0, t0}, t0 + 30s) == std::vector<std::size_t>{1, 0});
 }
 
+// ------------------------------------------------------------------ audit chain and review
+
+inline std::vector<audit_record> whole_chain(citrus::storage& s) {
+  auto all = s.audit().chain(1, std::numeric_limits<std::int64_t>::max(), 100000);
+  REQUIRE(all);
+  return *all;
+}
+
+inline void audit_chain_links(const storage_factory& make) {
+  auto s = make();
+  memory::manual_clock clock;
+  CHECK(whole_chain(*s).empty());
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(s->audit().append(make_event(clock.wall_now() + std::chrono::seconds{i}, audit_kind::site_operation,
+                                         "op-" + std::to_string(i))));
+  const auto all = whole_chain(*s);
+  REQUIRE(all.size() == 5);
+  std::string prev(audit_genesis_hash());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    CHECK(all[i].id == static_cast<std::int64_t>(i + 1));
+    CHECK(all[i].event.action == "op-" + std::to_string(i));
+    CHECK(all[i].prev_hash == prev);
+    CHECK(all[i].hash.size() == 64);
+    CHECK(all[i].hash == audit_chain_hash(all[i].event, all[i].prev_hash));
+    prev = all[i].hash;
+  }
+  audit_chain_verifier verifier;
+  for (const auto& r : all) verifier.feed(r);
+  CHECK(verifier.intact());
+  CHECK(verifier.checked() == 5);
+  CHECK(verifier.head_hash() == all.back().hash);
+
+  auto range = s->audit().chain(2, 4, 100);
+  REQUIRE(range);
+  REQUIRE(range->size() == 3);
+  CHECK(range->front().id == 2);
+  CHECK(range->back().id == 4);
+  CHECK(s->audit().chain(2, 4, 2)->size() == 2);
+  CHECK(s->audit().chain(6, 9, 100)->empty());
+  auto before = s->audit().chain_before(3);
+  REQUIRE(before);
+  REQUIRE(before->has_value());
+  CHECK((*before)->id == 2);
+  CHECK((*before)->hash == all[1].hash);
+  CHECK_FALSE(s->audit().chain_before(1)->has_value());
+  CHECK((*s->audit().chain_before(100))->id == 5);
+}
+
+inline void audit_append_all(const storage_factory& make) {
+  auto s = make();
+  memory::manual_clock clock;
+  REQUIRE(s->audit().append(make_event(clock.wall_now(), audit_kind::site_operation, "first")));
+  REQUIRE(s->audit().append_all({make_event(clock.wall_now(), audit_kind::site_operation, "a"),
+                                 make_event(clock.wall_now(), audit_kind::security_event, "b"),
+                                 make_event(clock.wall_now(), audit_kind::authentication, "c")}));
+  REQUIRE(s->audit().append_all({}));
+  const auto all = whole_chain(*s);
+  REQUIRE(all.size() == 4);
+  CHECK(all[1].event.action == "a");
+  CHECK(all[3].event.action == "c");
+  audit_chain_verifier verifier;
+  for (const auto& r : all) verifier.feed(r);
+  CHECK(verifier.intact());
+}
+
+inline void audit_review_filters(const storage_factory& make) {
+  auto s = make();
+  memory::manual_clock clock;
+  const auto t0 = clock.wall_now();
+  auto ev = [&](std::chrono::seconds dt, audit_kind kind, std::string actor, std::string action, std::string outcome) {
+    REQUIRE(s->audit().append(audit_event{t0 + dt, kind, std::move(actor), std::move(action), "", std::move(outcome), ""}));
+  };
+  ev(0s, audit_kind::security_event, "user:2", "site.get", "denied");          // 1 flagged
+  ev(1s, audit_kind::authentication, "addr:10.0.0.1", "login", "denied");      // 2 flagged
+  ev(2s, audit_kind::authentication, "addr:10.0.0.1", "login", "ok");          // 3
+  ev(3s, audit_kind::site_operation, "user:2", "site.create", "ok");           // 4
+  ev(4s, audit_kind::security_event, "agent:a1", "unknown_request", "dropped");  // 5 flagged
+  auto ids = [](const std::vector<audit_record>& rs) {
+    std::vector<std::int64_t> out;
+    for (const auto& r : rs) out.push_back(r.id);
+    return out;
+  };
+  auto all = s->audit().review(audit_review_query{});
+  REQUIRE(all);
+  CHECK(ids(*all) == std::vector<std::int64_t>{5, 2, 1});  // flagged only, newest first
+  audit_review_query q;
+  q.actor = "user:2";
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{1});
+  q = {};
+  q.kind = audit_kind::authentication;
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{2});
+  q = {};
+  q.outcome = "dropped";
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{5});
+  q = {};
+  q.since = t0 + 1s;
+  q.until = t0 + 3s;
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{2});
+  q = {};
+  q.limit = 1;
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{5});
+  CHECK(*s->audit().count_unacknowledged() == 3);
+}
+
+inline void audit_acknowledge(const storage_factory& make) {
+  auto s = make();
+  memory::manual_clock clock;
+  REQUIRE(s->audit().append(make_event(clock.wall_now(), audit_kind::security_event, "forged_commander_id")));
+  REQUIRE(s->audit().append(make_event(clock.wall_now(), audit_kind::site_operation, "site.create")));
+  const auto before = whole_chain(*s);
+  clock.advance(90s);
+  REQUIRE(s->audit().acknowledge(1, "user:7", clock.wall_now()));
+  CHECK(s->audit().acknowledge(1, "user:8", clock.wall_now()).error() == errc::conflict);
+  CHECK(s->audit().acknowledge(2, "user:7", clock.wall_now()).error() == errc::not_found);  // not flagged
+  CHECK(s->audit().acknowledge(99, "user:7", clock.wall_now()).error() == errc::not_found);
+  CHECK(*s->audit().count_unacknowledged() == 0);
+
+  auto reviewed = s->audit().review(audit_review_query{});
+  REQUIRE(reviewed);
+  REQUIRE(reviewed->size() == 1);
+  REQUIRE(reviewed->front().ack);
+  CHECK(reviewed->front().ack->by == "user:7");
+  CHECK(reviewed->front().ack->at == from_unix_seconds(to_unix_seconds(clock.wall_now())));
+  audit_review_query open;
+  open.unacknowledged_only = true;
+  CHECK(s->audit().review(open)->empty());
+
+  // The acknowledgement is itself in the chain, after the rows it leaves untouched.
+  const auto after = whole_chain(*s);
+  REQUIRE(after.size() == 3);
+  CHECK(after[0].hash == before[0].hash);
+  CHECK(after[1].hash == before[1].hash);
+  CHECK(after[2].event.kind == audit_kind::administration);
+  CHECK(after[2].event.action == "audit.ack");
+  CHECK(after[2].event.actor == "user:7");
+  CHECK(after[2].event.target == "audit:1");
+  audit_chain_verifier verifier;
+  for (const auto& r : after) verifier.feed(r);
+  CHECK(verifier.intact());
+}
+
 }  // namespace citrus::conformance
 
 // ------------------------------------------------------------------ registration
@@ -916,6 +1060,10 @@ inline void login_failures_count_and_forget(const storage_factory& make) {
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit round trip", audit_round_trip)                          \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit order filter and limit", audit_order_filter_limit)      \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit since a time", audit_since)                             \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit hash chain links", audit_chain_links)                    \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit append_all in order", audit_append_all)                 \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit review filters", audit_review_filters)                   \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "audit acknowledge", audit_acknowledge)                         \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "timestamps have whole-second resolution",                     \
                                   timestamps_whole_seconds)                                                       \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "strings stored verbatim", strings_stored_verbatim)           \

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "citrus/backend/rest_api.hpp"
+#include "citrus/core/audit_verify.hpp"
 #include "flaky_storage.hpp"
 #include "platform_fixture.hpp"
 #include "base64url.hpp"
@@ -1232,5 +1233,56 @@ TEST_SUITE("rest_api") {
     CHECK(client_address_key("1:2:3:4:5:6:7:8:9") == "1:2:3:4:5:6:7:8:9");
     CHECK(client_address_key("256.0.0.1:80") == "256.0.0.1");
     CHECK(client_address_key(std::string(200, 'x')) == std::string(64, 'x'));
+  }
+
+  TEST_CASE("administrators list flagged events, filter them and acknowledge them; the ack is audited") {
+    rest_fixture f;
+    const std::string root = f.bearer(f.root);
+    const long long t0 = to_unix_seconds(f.clk.wall_now()) + 100;
+    REQUIRE(f.db.audit().append({from_unix_seconds(t0), audit_kind::security_event, "agent:a1", "unknown_request",
+                                 "request:b/r1", "dropped", ""}));
+    REQUIRE(f.db.audit().append({from_unix_seconds(t0 + 5), audit_kind::site_operation, "user:2", "site.create",
+                                 "site:7", "ok", ""}));
+    const auto newest = f.db.audit().review(audit_review_query{});
+    REQUIRE(newest);
+    REQUIRE_FALSE(newest->empty());
+    const std::int64_t id = newest->front().id;  // the unknown_request event
+    CHECK(newest->front().event.action == "unknown_request");
+    const std::uint64_t open_before = *f.db.audit().count_unacknowledged();
+
+    auto listed = f.call("GET", "/api/admin/audit/flagged?actor=agent:a1&unacknowledged=1", {}, root);
+    CHECK(listed.status == 200);
+    CHECK(listed.body == R"({"success":true,"unacknowledged":)" + std::to_string(open_before) + R"(,"events":[{"id":)" +
+                             std::to_string(id) + R"(,"at":)" + std::to_string(t0) +
+                             R"(,"kind":"security_event","actor":"agent:a1","action":"unknown_request","target":"request:b/r1","outcome":"dropped","detail":""}]})");
+    for (const char* bad : {"?limit=0", "?unacknowledged=yes", "?actor=a&actor=b", "?bogus=1", "?since=x", "?kind=nope"}) {
+      CAPTURE(bad);
+      CHECK(f.call("GET", std::string("/api/admin/audit/flagged") + bad, {}, root).status == 400);
+    }
+
+    auto acked = f.call("POST", "/api/admin/audit/" + std::to_string(id) + "/ack", {}, root);
+    CHECK(acked.status == 200);
+    CHECK(acked.body == R"({"success":true,"id":)" + std::to_string(id) + "}");
+    CHECK(*f.db.audit().count_unacknowledged() == open_before - 1);
+    CHECK(f.call("POST", "/api/admin/audit/" + std::to_string(id) + "/ack", {}, root).status == 409);
+    CHECK(f.call("POST", "/api/admin/audit/" + std::to_string(id + 1) + "/ack", {}, root).status == 404);  // not flagged
+    CHECK(f.call("POST", "/api/admin/audit/x1/ack", {}, root).status == 400);
+    auto after = f.call("GET", "/api/admin/audit/flagged?actor=agent:a1", {}, root);
+    CHECK(after.body.find(R"("acknowledged_by":"user:)" + std::to_string(f.root.id.value()) + "\"") != std::string::npos);
+    // The acknowledgement is in the chain, and the chain is intact.
+    CHECK(f.audit_count(audit_kind::administration, "audit.ack", "ok") == 1);
+    auto report = verify_audit_trail(f.db.audit());
+    REQUIRE(report);
+    CHECK(report->intact());
+  }
+
+  TEST_CASE("flagged events and acknowledgements are for administrators only") {
+    rest_fixture f;
+    const std::string alice = f.bearer(f.alice);
+    CHECK(f.call("GET", "/api/admin/audit/flagged", {}, alice).status == 403);
+    CHECK(f.call("POST", "/api/admin/audit/1/ack", {}, alice).status == 403);
+    CHECK(f.call("GET", "/api/admin/audit/flagged").status == 401);
+    CHECK(f.audit_count(audit_kind::security_event, "audit.ack", "denied") == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "audit.read", "denied") == 1);
   }
 }

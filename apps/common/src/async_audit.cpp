@@ -9,14 +9,13 @@ namespace {
 audit_writer storage_writer(std::shared_ptr<citrus::storage> store, logger& log) {
   if (!store) log.log(log_level::error, "audit_store_unavailable", {});
   return [store, &log](const std::vector<audit_event>& batch, const audit_pause&) {
+    // One transaction per batch: one commit (one fsync) for everything queued meanwhile.
     audit_delivery done;
-    for (const auto& event : batch) {
-      if (store && store->audit().append(event)) {
-        ++done.stored;
-      } else {
-        ++done.lost;
-        log.log(log_level::error, "audit_write_failed", {field("action", event.action)});
-      }
+    if (store && store->audit().append_all(batch)) {
+      done.stored = batch.size();
+    } else {
+      done.lost = batch.size();
+      log.log(log_level::error, "audit_write_failed", {field("events", static_cast<std::int64_t>(batch.size()))});
     }
     return done;
   };
@@ -40,20 +39,28 @@ async_audit::~async_audit() {
   worker_.join();
 }
 
-void async_audit::record(audit_event event) {
+bool async_audit::enqueue(audit_event& event) {
   if (event.kind == audit_kind::security_event)  // security events also reach the log at once
     log_.log(log_level::warn, "audit_security_event",
              {field("actor", event.actor), field("action", event.action), field("target", event.target),
               field("outcome", event.outcome)});
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (queue_.size() >= options_.capacity) {
-      dropped_.fetch_add(1);
-      return;
-    }
+    if (queue_.size() >= options_.capacity) return false;
     queue_.push_back(std::move(event));
   }
   ready_.notify_all();
+  return true;
+}
+
+void async_audit::record(audit_event event) {
+  if (!enqueue(event)) dropped_.fetch_add(1);  // counted, not logged: a full queue would flood the log
+}
+
+bool async_audit::try_record(audit_event event) {
+  if (enqueue(event)) return true;
+  refused_.fetch_add(1);
+  return false;
 }
 
 void async_audit::run(const std::function<audit_writer()>& open_writer) {

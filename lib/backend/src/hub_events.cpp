@@ -48,8 +48,11 @@ errc read_event(simdjson::dom::element item, std::string_view prefix, wall_time 
       std::string_view text;
       if (member.value.get_string().get(text) != simdjson::SUCCESS) return errc::wrong_type;
       const auto kind = parse_audit_kind(text);
-      // A hub reports what happens at its connections: never site operations or administration.
-      if (!kind || (*kind != audit_kind::security_event && *kind != audit_kind::authentication)) return errc::invalid_value;
+      // A hub reports what happens at its connections, and the commands it routed (site_operation,
+      // checked below to be "command:" or "result:" actions): never administration.
+      if (!kind || (*kind != audit_kind::security_event && *kind != audit_kind::authentication &&
+                    *kind != audit_kind::site_operation))
+        return errc::invalid_value;
       out.kind = *kind;
       continue;
     }
@@ -68,6 +71,9 @@ errc read_event(simdjson::dom::element item, std::string_view prefix, wall_time 
   for (std::size_t i : {0u, 1u, 3u})
     if (!(seen & (1u << i))) return errc::missing_field;
   if (out.actor.empty() || out.action.empty() || out.outcome.empty()) return errc::invalid_value;
+  // The hub's command tracking (command_audit): the only site operations a hub may report.
+  if (out.kind == audit_kind::site_operation && out.action.rfind("command:", 0) != 0 && out.action.rfind("result:", 0) != 0)
+    return errc::invalid_value;
   out.actor.insert(0, prefix);
   return errc::ok;
 }

@@ -13,7 +13,7 @@ namespace citrus::hub_events {
 
 constexpr std::size_t max_events = 100;  ///< per request (the hub sends at most 50)
 
-/// {"events":[{"at":<unix s>,"kind":"security_event"|"authentication","actor","action","target","outcome",
+/// {"events":[{"at":<unix s>,"kind":"security_event"|"authentication"|"site_operation" (a routed command: action "command:/result:<op>"),"actor","action","target","outcome",
 /// "detail"}, ...]} (the shape append_audit_json writes) → the events to append, each actor prefixed
 /// "hub:<hub_id>/" so that no hub can speak as a user, the backend or another hub. A time later than
 /// `now` becomes `now` (a hub's clock may run ahead; the trail is reviewed by time). Any other kind, an

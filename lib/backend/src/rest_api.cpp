@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "citrus/core/audit.hpp"
+#include "audit_review_api.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/protocol.hpp"
 #include "citrus/core/storage_executor.hpp"
@@ -232,6 +233,8 @@ enum class route_kind {
   admin_commanders,
   admin_hubs,
   admin_audit,
+  admin_audit_flagged,  // /api/admin/audit/flagged
+  admin_audit_ack,      // /api/admin/audit/:id/ack
 };
 
 struct route {
@@ -276,6 +279,10 @@ route match(std::string_view target) noexcept {
     if (seg[1] == "admin" && seg[2] == "audit") return {route_kind::admin_audit, "/api/admin/audit", "GET", {}};
     return {};
   }
+  if (n == 4 && seg[1] == "admin" && seg[2] == "audit" && seg[3] == "flagged")
+    return {route_kind::admin_audit_flagged, "/api/admin/audit/flagged", "GET", {}};
+  if (n == 5 && seg[1] == "admin" && seg[2] == "audit" && seg[4] == "ack")
+    return {route_kind::admin_audit_ack, "/api/admin/audit/:id/ack", "POST", seg[3]};
   if (n == 4 && seg[1] == "sites" && seg[3] == "deploy")
     return {route_kind::deploy, "/api/sites/:id/deploy", "POST", seg[2]};
   if (n == 5 && seg[1] == "admin" && seg[2] == "agents" && seg[4] == "rotate")
@@ -300,7 +307,9 @@ body_policy policy_for(route_kind kind, std::string_view method) noexcept {
   switch (kind) {
     case route_kind::healthz:
     case route_kind::metrics:
-    case route_kind::admin_audit: return body_policy::none;
+    case route_kind::admin_audit:
+    case route_kind::admin_audit_flagged: return body_policy::none;
+    case route_kind::admin_audit_ack: return body_policy::optional;
     case route_kind::refresh:
     case route_kind::deploy:
     case route_kind::admin_rotate: return body_policy::optional;
@@ -709,7 +718,9 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       case route_kind::admin_rotate:
       case route_kind::admin_commanders:
       case route_kind::admin_hubs:
-      case route_kind::admin_audit: return admin(c, user);
+      case route_kind::admin_audit:
+      case route_kind::admin_audit_flagged:
+      case route_kind::admin_audit_ack: return admin(c, user);
       default: return c->reply(error_response(404, msg_not_found));
     }
   }
@@ -962,7 +973,9 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       case route_kind::admin_agents: action = "agent.register"; break;
       case route_kind::admin_rotate: action = "agent.rotate"; break;
       case route_kind::admin_commanders: action = "commander.register"; break;
-      case route_kind::admin_audit: action = "audit.read"; break;
+      case route_kind::admin_audit:
+      case route_kind::admin_audit_flagged: action = "audit.read"; break;
+      case route_kind::admin_audit_ack: action = "audit.ack"; break;
       default: action = "hub.register"; break;
     }
     if (user.role != user_role::admin) {
@@ -974,6 +987,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       case route_kind::admin_commanders: return register_principal(c, user, action, principal_kind::commander, "commanderId", "agents");
       case route_kind::admin_hubs: return register_principal(c, user, action, principal_kind::hub, "hubId", {});
       case route_kind::admin_audit: return read_audit(c);
+      case route_kind::admin_audit_flagged: return read_flagged(c);
+      case route_kind::admin_audit_ack: return acknowledge(c, user);
       default: return rotate_agent(c, user, action);
     }
   }
@@ -995,6 +1010,44 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
                                              out += "]}";
                                              c->reply(json_response(200, std::move(out)));
                                            });
+  }
+
+  /// GET /api/admin/audit/flagged: flagged events with their ids and acknowledgements, newest first.
+  void read_flagged(const call_ptr& c) {
+    audit_review_query q;
+    if (const errc e = audit_review_api::parse_query(c->target, q); e != errc::ok) return c->reply(error_response(e));
+    struct review {
+      std::vector<audit_record> records;
+      std::uint64_t open = 0;
+    };
+    with_storage<review>(c, storage_lane::read,
+                         [q](storage& db) -> result<review> {
+                           auto records = db.audit().review(q);
+                           if (!records) return records.error();
+                           auto open = db.audit().count_unacknowledged();
+                           if (!open) return open.error();
+                           return review{std::move(*records), *open};
+                         },
+                         [c](impl& self, result<review> found) {
+                           if (!found) return c->reply(self.failure(found.error(), "audit.read"));
+                           c->reply(json_response(200, audit_review_api::review_body(found->records, found->open)));
+                         });
+  }
+
+  /// POST /api/admin/audit/:id/ack: the store records who and when, and appends the audited ack.
+  void acknowledge(const call_ptr& c, const user_record& user) {
+    const auto id = audit_review_api::parse_event_id(c->r.param);
+    if (!id) return c->reply(error_response(errc::invalid_request));
+    const wall_time now = svc.clk.wall_now();
+    with_storage<bool>(c, storage_lane::write,
+                       [event = *id, by = user_actor(user), now](storage& db) -> result<bool> {
+                         if (auto acked = db.audit().acknowledge(event, by, now); !acked) return acked.error();
+                         return true;
+                       },
+                       [c, event = *id](impl& self, result<bool> acked) {
+                         if (!acked) return c->reply(self.failure(acked.error(), "audit.ack"));
+                         c->reply(json_response(200, R"({"success":true,"id":)" + std::to_string(event) + "}"));
+                       });
   }
 
   /// Runs a credential change on the write lane with its audit event (ok or failed) in the same work.

@@ -1,5 +1,7 @@
 #include "citrus/core/hub.hpp"
 
+#include "command_audit.hpp"
+
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -25,6 +27,8 @@ struct inbound_item {
   std::string request;  ///< request id
   std::string peer;     ///< target agent (command) or commander (update)
   std::string frame;    ///< what to send on
+  std::string op;       ///< command: the operation (for the audit trail)
+  std::string outcome;  ///< final update: "ok", "failed" or the error's wire code (for the audit trail)
 };
 
 struct commander_state;
@@ -78,6 +82,8 @@ struct route {
   std::string agent;
   std::string request;
   steady_time deadline{};
+  std::string op;         ///< for the audit trail's final event
+  steady_time started{};  ///< when it was routed: the final event's timing
 };
 
 enum class outbound_kind { command, progress, final };
@@ -159,7 +165,7 @@ struct hub::impl {
   void add_route(const std::string& key, std::string_view commander, std::string_view agent, std::string_view request,
                  steady_time deadline) {
     if (spare_routes.empty()) {
-      routes.emplace(key, route{std::string(commander), std::string(agent), std::string(request), deadline});
+      routes.emplace(key, route{std::string(commander), std::string(agent), std::string(request), deadline, {}, {}});
       return;
     }
     route_map::node_type node = std::move(spare_routes.back());
@@ -330,6 +336,7 @@ struct hub::impl {
 
   /// Ends a route with an error to its commander (if reachable).
   void fail_route(const route& r, errc code) {
+    audit_final(r, wire_code(code), now());
     commander_state* cs = find_commander(r.commander);
     if (cs && cs->in_flight > 0) --cs->in_flight;
     if (session* c = online_session(cs)) {
@@ -614,6 +621,7 @@ struct hub::impl {
     item->sender = s.identity;
     item->request.assign(e.id.data(), e.id.size());
     item->peer.assign(e.agent.data(), e.agent.size());
+    item->op.assign(e.op.data(), e.op.size());
     protocol::copy_header(fwd, e);
     fwd.commander = s.identity;  // the tag: who sent it, as authenticated
     fwd.agent = {};
@@ -642,6 +650,10 @@ struct hub::impl {
     item->from = id;
     item->is_command = false;
     item->is_final = e.type != protocol::message_type::progress;
+    if (item->is_final) {
+      const std::string_view outcome = e.type == protocol::message_type::error ? e.code : e.status;
+      item->outcome.assign(outcome.data(), outcome.size());
+    }
     item->sender = s.identity;
     item->request.assign(e.id.data(), e.id.size());
     item->peer.assign(e.commander.data(), e.commander.size());
@@ -707,9 +719,19 @@ struct hub::impl {
       reject(*s, item.from, item.request, errc::duplicate_request);
       return;
     }
+    // Fail closed: a command whose audit event cannot be accepted is not sent.
+    if (cfg.audit_commands && !svc.audit.try_record(command_audit::routed(svc.clk.wall_now(), item.sender, item.peer,
+                                                                          item.op, item.request))) {
+      ++stats.audit_refused;
+      reject(*s, item.from, item.request, errc::storage_unavailable);
+      return;
+    }
     session* a = online_agent(item.peer);
     if (!a) {
       if (!(svc.peers && svc.peers->forward_command(item.peer, item.sender, item.request, item.frame))) {
+        if (cfg.audit_commands)
+          svc.audit.record(command_audit::finished(svc.clk.wall_now(), item.sender, item.peer, item.op, item.request,
+                                                   wire_code(errc::agent_offline), {}));
         reject(*s, item.from, item.request, errc::agent_offline);
         return;
       }
@@ -717,6 +739,11 @@ struct hub::impl {
       deliver(*a, item.frame, outbound_kind::command, item.request);
     }
     add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout);
+    if (cfg.audit_commands) {
+      route& added = routes.find(key)->second;
+      added.op = item.op;
+      added.started = t;
+    }
     ++c.in_flight;
     ++stats.routed;
     if (svc.log.enabled(log_level::debug))
@@ -751,10 +778,18 @@ struct hub::impl {
     }
     if (item.is_final) {
       if (cs && cs->in_flight > 0) --cs->in_flight;
+      audit_final(it->second, item.outcome, t);
       remove_route(it);
     } else {
       it->second.deadline = t + cfg.request_timeout;
     }
+  }
+
+  /// The final event of a routed command: after the fact, so record() (a full queue counts it dropped).
+  void audit_final(const route& r, std::string_view outcome, steady_time t) {
+    if (!cfg.audit_commands) return;
+    svc.audit.record(command_audit::finished(svc.clk.wall_now(), r.commander, r.agent, r.op, r.request, outcome,
+                                             std::chrono::duration_cast<std::chrono::milliseconds>(t - r.started)));
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -857,6 +892,7 @@ void hub::deliver_remote_update(std::string_view commander, std::string_view req
   if (final) {
     commander_state* cs = m.find_commander(it->second.commander);
     if (cs && cs->in_flight > 0) --cs->in_flight;
+    m.audit_final(it->second, "remote", m.now());
     m.remove_route(it);
   } else {
     it->second.deadline = m.now() + m.cfg.request_timeout;

@@ -32,7 +32,8 @@ struct memory_storage::impl {
   std::map<std::int64_t, site_record> sites_by_id;
   std::int64_t last_site_id = 0;
   std::map<std::pair<principal_kind, std::string>, principal_record> principals;
-  std::vector<audit_event> events;  ///< in insertion order
+  std::vector<audit_record> events;  ///< in insertion order; ids 1, 2, ...
+  std::map<std::int64_t, audit_ack> acks;
 
   std::size_t failing_writes = 0;
   errc failure = errc::storage_unavailable;
@@ -255,9 +256,7 @@ struct memory_storage::impl {
 
     result<void> append(const audit_event& event) override {
       if (auto w = s_.begin_write(); !w) return w;
-      audit_event stored = event;
-      stored.at = whole_seconds(stored.at);
-      s_.events.push_back(std::move(stored));
+      link(event);
       return {};
     }
 
@@ -266,7 +265,7 @@ struct memory_storage::impl {
       std::vector<const audit_event*> matches;
       const auto since = whole_seconds(q.since);  // stored times are whole seconds too
       for (auto it = s_.events.rbegin(); it != s_.events.rend(); ++it)
-        if ((!q.kind || it->kind == *q.kind) && (!since || it->at >= *since)) matches.push_back(&*it);
+        if ((!q.kind || it->event.kind == *q.kind) && (!since || it->event.at >= *since)) matches.push_back(&it->event);
       std::stable_sort(matches.begin(), matches.end(),
                        [](const audit_event* a, const audit_event* b) { return a->at > b->at; });
       std::vector<audit_event> out;
@@ -274,6 +273,66 @@ struct memory_storage::impl {
       out.reserve(n);
       for (std::size_t i = 0; i < n; ++i) out.push_back(*matches[i]);
       return out;
+    }
+
+    result<std::vector<audit_record>> chain(std::int64_t from_id, std::int64_t to_id, std::size_t limit) override {
+      std::vector<audit_record> out;
+      for (const auto& r : s_.events)
+        if (r.id >= from_id && r.id <= to_id && out.size() < limit) out.push_back(r);
+      return out;
+    }
+
+    result<std::optional<audit_record>> chain_before(std::int64_t id) override {
+      std::optional<audit_record> found;
+      for (const auto& r : s_.events)
+        if (r.id < id) found = r;
+      return found;
+    }
+
+    result<std::vector<audit_record>> review(const audit_review_query& q) override {
+      const auto since = whole_seconds(q.since);
+      const auto until = whole_seconds(q.until);
+      std::vector<audit_record> out;
+      for (auto it = s_.events.rbegin(); it != s_.events.rend() && out.size() < q.limit; ++it) {
+        const audit_event& e = it->event;
+        const auto ack = s_.acks.find(it->id);
+        if (!flagged_for_review(e) || (q.kind && e.kind != *q.kind) || (q.actor && e.actor != *q.actor) ||
+            (q.outcome && e.outcome != *q.outcome) || (since && e.at < *since) || (until && e.at > *until) ||
+            (q.unacknowledged_only && ack != s_.acks.end()))
+          continue;
+        out.push_back(*it);
+        if (ack != s_.acks.end()) out.back().ack = ack->second;
+      }
+      return out;
+    }
+
+    result<std::uint64_t> count_unacknowledged() override {
+      std::uint64_t n = 0;
+      for (const auto& r : s_.events)
+        if (flagged_for_review(r.event) && s_.acks.count(r.id) == 0) ++n;
+      return n;
+    }
+
+    result<void> acknowledge(std::int64_t id, std::string_view by, wall_time at) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      if (id < 1 || id > static_cast<std::int64_t>(s_.events.size()) ||
+          !flagged_for_review(s_.events[static_cast<std::size_t>(id - 1)].event))
+        return errc::not_found;
+      if (s_.acks.count(id) != 0) return errc::conflict;
+      s_.acks.emplace(id, audit_ack{std::string(by), whole_seconds(at)});
+      link(acknowledgement_event(id, by, at));
+      return {};
+    }
+
+   private:
+    void link(const audit_event& event) {
+      audit_record r;
+      r.id = static_cast<std::int64_t>(s_.events.size()) + 1;
+      r.event = event;
+      r.event.at = whole_seconds(r.event.at);
+      r.prev_hash = s_.events.empty() ? std::string(audit_genesis_hash()) : s_.events.back().hash;
+      r.hash = audit_chain_hash(r.event, r.prev_hash);
+      s_.events.push_back(std::move(r));
     }
 
    private:

@@ -119,9 +119,42 @@ constexpr statement delete_grants{"delete_grants", "DELETE FROM principal_grants
 constexpr statement delete_principal_row{"delete_principal",  // keys and grants: ON DELETE CASCADE
                                          "DELETE FROM principals WHERE kind = $1 AND name = $2"};
 
+#define CITRUS_AUDIT_COLUMNS "id, at, kind, actor, action, target, outcome, detail, prev_hash, hash"
+#define CITRUS_FLAGGED "(e.kind = 'security_event' OR (e.kind = 'authentication' AND e.outcome <> 'ok'))"
+
+/// pg_advisory_xact_lock key that serialises appends to the chain across connections and processes.
+constexpr std::int64_t audit_chain_lock_key = 0x6369747275730002;  // "citrus", 2
+constexpr statement lock_audit_chain{"lock_audit_chain", "SELECT pg_advisory_xact_lock(7163384717255049218)"};
+static_assert(audit_chain_lock_key == 7163384717255049218, "the lock statement names the key");
+constexpr statement audit_head{"audit_head", "SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1"};
 constexpr statement insert_audit{
     "insert_audit",
-    "INSERT INTO audit_events (at, kind, actor, action, target, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)"};
+    "INSERT INTO audit_events (at, kind, actor, action, target, outcome, detail, prev_hash, hash) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"};
+constexpr statement audit_chain_range{"audit_chain_range", "SELECT " CITRUS_AUDIT_COLUMNS
+                                                           " FROM audit_events WHERE id >= $1 AND id <= $2 "
+                                                           "ORDER BY id LIMIT $3"};
+constexpr statement audit_chain_before{
+    "audit_chain_before", "SELECT " CITRUS_AUDIT_COLUMNS " FROM audit_events WHERE id < $1 ORDER BY id DESC LIMIT 1"};
+constexpr statement audit_review{
+    "audit_review",
+    "SELECT e.id, e.at, e.kind, e.actor, e.action, e.target, e.outcome, e.detail, e.prev_hash, e.hash, "
+    "a.acked_by, a.acked_at FROM audit_events e LEFT JOIN audit_acks a ON a.event_id = e.id WHERE " CITRUS_FLAGGED
+    " AND ($1::text IS NULL OR e.kind = $1::text) AND ($2::text IS NULL OR e.actor = $2::text) "
+    "AND ($3::text IS NULL OR e.outcome = $3::text) AND ($4::bigint IS NULL OR e.at >= $4::bigint) "
+    "AND ($5::bigint IS NULL OR e.at <= $5::bigint) AND (NOT $6::boolean OR a.event_id IS NULL) "
+    "ORDER BY e.id DESC LIMIT $7"};
+constexpr statement audit_unacknowledged{
+    "audit_unacknowledged", "SELECT count(*) FROM audit_events e WHERE " CITRUS_FLAGGED
+                            " AND NOT EXISTS (SELECT 1 FROM audit_acks a WHERE a.event_id = e.id)"};
+constexpr statement audit_flagged{"audit_flagged",
+                                  "SELECT 1 FROM audit_events e WHERE e.id = $1 AND " CITRUS_FLAGGED};
+constexpr statement insert_audit_ack{
+    "insert_audit_ack",
+    "INSERT INTO audit_acks (event_id, acked_by, acked_at) SELECT $1::bigint, $2::text, $3::bigint "
+    "WHERE NOT EXISTS (SELECT 1 FROM audit_acks WHERE event_id = $1::bigint) RETURNING event_id"};
+#undef CITRUS_AUDIT_COLUMNS
+#undef CITRUS_FLAGGED
 // Newest first; among events of the same second, the later-appended first. One statement per filter
 // combination, each served by an index: audit_events_by_kind_time or audit_events_by_time.
 constexpr statement audit_queries[2][2] = {
@@ -150,6 +183,8 @@ constexpr statement all_statements[] = {
     grants_of_kind,  insert_key,         insert_grant,      expire_keys,       delete_grants,      delete_principal_row,
     insert_audit,    audit_queries[0][0], audit_queries[0][1], audit_queries[1][0], audit_queries[1][1],
     forget_login_failures, insert_login_failure, count_login_failures_of, clear_login_failures_of,
+    lock_audit_chain, audit_head,        audit_chain_range, audit_chain_before, audit_review, audit_unacknowledged,
+    audit_flagged,   insert_audit_ack,
 };
 
 /// A consistent snapshot across several reads (a read-only REPEATABLE READ transaction cannot fail to
@@ -516,8 +551,74 @@ struct postgres_storage::impl {
     result<void> append(const audit_event& event) override {
       return s_.guarded("audit_append", [&](pqxx::connection& c) -> result<void> {
         pqxx::work tx(c);
-        tx.exec_prepared(insert_audit.name, seconds(event.at), std::string(to_string(event.kind)), text(event.actor),
-                         text(event.action), text(event.target), text(event.outcome), text(event.detail));
+        link(tx, event);
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<void> append_all(const std::vector<audit_event>& events) override {
+      return s_.guarded("audit_append", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        for (const auto& e : events) link(tx, e);
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<std::vector<audit_record>> chain(std::int64_t from_id, std::int64_t to_id, std::size_t limit) override {
+      return s_.guarded("audit_chain", [&](pqxx::connection& c) -> result<std::vector<audit_record>> {
+        pqxx::nontransaction tx(c);
+        const pqxx::result r = tx.exec_prepared(audit_chain_range.name, from_id, to_id, clamp_limit(limit));
+        std::vector<audit_record> out;
+        out.reserve(r.size());
+        for (const auto& row : r) out.push_back(read_record(row));
+        return out;
+      });
+    }
+
+    result<std::optional<audit_record>> chain_before(std::int64_t id) override {
+      return s_.guarded("audit_chain_before", [&](pqxx::connection& c) -> result<std::optional<audit_record>> {
+        pqxx::nontransaction tx(c);
+        const pqxx::result r = tx.exec_prepared(audit_chain_before.name, id);
+        if (r.empty()) return std::optional<audit_record>{};
+        return std::optional<audit_record>{read_record(r[0])};
+      });
+    }
+
+    result<std::vector<audit_record>> review(const audit_review_query& q) override {
+      return s_.guarded("audit_review", [&](pqxx::connection& c) -> result<std::vector<audit_record>> {
+        pqxx::nontransaction tx(c);
+        const std::optional<std::string> kind =
+            q.kind ? std::optional<std::string>(std::string(to_string(*q.kind))) : std::nullopt;
+        const pqxx::result r = tx.exec_prepared(audit_review.name, kind, optional_text(q.actor), optional_text(q.outcome),
+                                                seconds(q.since), seconds(q.until), q.unacknowledged_only,
+                                                clamp_limit(q.limit));
+        std::vector<audit_record> out;
+        out.reserve(r.size());
+        for (const auto& row : r) {
+          out.push_back(read_record(row));
+          if (!row[10].is_null()) out.back().ack = audit_ack{string(row[10]), time(row[11])};
+        }
+        return out;
+      });
+    }
+
+    result<std::uint64_t> count_unacknowledged() override {
+      return s_.guarded("audit_unacknowledged", [&](pqxx::connection& c) -> result<std::uint64_t> {
+        pqxx::nontransaction tx(c);
+        return static_cast<std::uint64_t>(integer(tx.exec_prepared(audit_unacknowledged.name)[0][0]));
+      });
+    }
+
+    result<void> acknowledge(std::int64_t id, std::string_view by, wall_time at) override {
+      return s_.guarded("audit_acknowledge", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        if (tx.exec_prepared(audit_flagged.name, id).empty()) return errc::not_found;
+        // Taken before the ack insert, so two acknowledgements of one event queue up and the second sees the first.
+        tx.exec_prepared(lock_audit_chain.name);
+        if (tx.exec_prepared(insert_audit_ack.name, id, text(by), seconds(at)).empty()) return errc::conflict;
+        link(tx, acknowledgement_event(id, by, at));
         tx.commit();
         return {};
       });
@@ -556,6 +657,42 @@ struct postgres_storage::impl {
     }
 
    private:
+    static std::int64_t clamp_limit(std::size_t limit) {
+      constexpr auto max_limit = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+      return static_cast<std::int64_t>(limit < max_limit ? limit : max_limit);
+    }
+
+    /// Columns 0..9 of an audit row. A kind no version of Citrus writes cannot be hashed as stored, so
+    /// the record gets no hash and the verifier reports the row as edited.
+    static audit_record read_record(const pqxx::row& row) {
+      audit_record r;
+      r.id = integer(row[0]);
+      r.event.at = time(row[1]);
+      const auto kind = parse_audit_kind(string(row[2]));
+      r.event.kind = kind.value_or(audit_kind::security_event);
+      r.event.actor = string(row[3]);
+      r.event.action = string(row[4]);
+      r.event.target = string(row[5]);
+      r.event.outcome = string(row[6]);
+      r.event.detail = string(row[7]);
+      r.prev_hash = string(row[8]);
+      r.hash = kind ? string(row[9]) : std::string();
+      return r;
+    }
+
+    /// Inserts `event` chained to the current head, under the chain's advisory lock (held to COMMIT):
+    /// appends from every connection and process take turns, so none reads a head another is replacing.
+    void link(pqxx::work& tx, const audit_event& event) {
+      tx.exec_prepared(lock_audit_chain.name);
+      const pqxx::result head = tx.exec_prepared(audit_head.name);
+      const std::string prev = head.empty() ? std::string(audit_genesis_hash()) : string(head[0][0]);
+      audit_event stored = event;
+      stored.at = from_unix_seconds(seconds(event.at));
+      const std::string hash = audit_chain_hash(stored, prev);
+      tx.exec_prepared(insert_audit.name, seconds(stored.at), std::string(to_string(stored.kind)), text(stored.actor),
+                       text(stored.action), text(stored.target), text(stored.outcome), text(stored.detail), prev, hash);
+    }
+
     impl& s_;
   };
 

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "citrus/core/audit_chain.hpp"
+
 namespace citrus::postgres::detail {
 namespace {
 
@@ -84,12 +86,45 @@ CREATE TABLE login_failures (
 CREATE INDEX login_failures_by_key ON login_failures(key, at);
 CREATE INDEX login_failures_by_time ON login_failures(at);
 )sql",
+    // 4 -> 5: the audit hash chain (existing rows chained by chain_existing_audit() in the same
+    // transaction) and acknowledgements of flagged events, kept apart so the chain is never rewritten.
+    R"sql(
+ALTER TABLE audit_events ADD COLUMN prev_hash text NOT NULL DEFAULT '';
+ALTER TABLE audit_events ADD COLUMN hash text NOT NULL DEFAULT '';
+CREATE TABLE audit_acks (
+  event_id bigint PRIMARY KEY,
+  acked_by text   NOT NULL,
+  acked_at bigint NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == postgres_storage::schema_version,
               "one migration per schema version");
 
 /// pg_advisory_xact_lock key of the migrations: any constant the database's other users do not take.
 constexpr std::int64_t migration_lock_key = 0x6369747275730001;  // "citrus", 1
+
+/// Migration 5's second half: links the events a version-4 database already holds, in id order.
+void chain_existing_audit(pqxx::work& tx) {
+  const pqxx::result rows =
+      tx.exec("SELECT id, at, kind, actor, action, target, outcome, detail FROM audit_events ORDER BY id");
+  std::string prev(audit_genesis_hash());
+  for (const auto& row : rows) {
+    const audit_event e{from_unix_seconds(row[1].as<std::int64_t>()),
+                        parse_audit_kind(row[2].as<std::string>()).value_or(audit_kind::security_event),
+                        row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<std::string>(),
+                        row[6].as<std::string>(), row[7].as<std::string>()};
+    std::string hash = audit_chain_hash(e, prev);
+    tx.exec("UPDATE audit_events SET prev_hash = " + tx.quote(prev) + ", hash = " + tx.quote(hash) +
+            " WHERE id = " + std::to_string(row[0].as<std::int64_t>()));
+    prev = std::move(hash);
+  }
+}
+
+/// What a migration needs besides its SQL, run right after it in the same transaction.
+void after_migration(pqxx::work& tx, int to_version) {
+  if (to_version == 5) chain_existing_audit(tx);
+}
 
 std::error_code from_sql_error(const pqxx::sql_error& e) {
   const errc mapped = map_sqlstate(e.sqlstate());
@@ -121,7 +156,10 @@ std::error_code migrate(session& s) noexcept {
         return fail("", "schema version newer than supported", make_error_code(open_errc::schema_too_new));
       if (from == postgres_storage::schema_version) return {};  // the transaction ends unchanged
       if (!has_table) tx.exec("CREATE TABLE citrus_schema (version integer NOT NULL); INSERT INTO citrus_schema VALUES (0)");
-      for (int v = from; v < postgres_storage::schema_version; ++v) tx.exec(migrations[v]);
+      for (int v = from; v < postgres_storage::schema_version; ++v) {
+        tx.exec(migrations[v]);
+        after_migration(tx, v + 1);
+      }
       tx.exec("UPDATE citrus_schema SET version = " + std::to_string(postgres_storage::schema_version));
       tx.commit();
       s.report(log_level::info, "postgres_migrated", "migrate", "",

@@ -127,6 +127,18 @@ CREATE TABLE login_failures (
 CREATE INDEX login_failures_by_key ON login_failures(key, at);
 CREATE INDEX login_failures_by_time ON login_failures(at);
 )sql",
+    // 4 -> 5: the audit hash chain (citrus/core/audit_chain.hpp; existing rows are chained by
+    // chain_existing_audit() in the same transaction) and acknowledgements of flagged events, kept apart
+    // so that acknowledging never rewrites a chained row.
+    R"sql(
+ALTER TABLE audit_events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_events ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+CREATE TABLE audit_acks (
+  event_id INTEGER PRIMARY KEY,
+  acked_by TEXT    NOT NULL,
+  acked_at INTEGER NOT NULL
+);
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == sqlite_storage::schema_version,
               "one migration per schema version");
@@ -723,26 +735,106 @@ struct sqlite_storage::impl {
   };
 
   // ---------------------------------------------------------------- audit
+#define CITRUS_AUDIT_COLUMNS "id, at, kind, actor, action, target, outcome, detail, prev_hash, hash"
+#define CITRUS_AUDIT_COLUMNS_E \
+  "e.id, e.at, e.kind, e.actor, e.action, e.target, e.outcome, e.detail, e.prev_hash, e.hash"
+#define CITRUS_FLAGGED "(e.kind = 'security_event' OR (e.kind = 'authentication' AND e.outcome <> 'ok'))"
   class audit_impl final : public audit_store {
    public:
     explicit audit_impl(impl& s) : s_(s) {}
 
     result<void> append(const audit_event& event) override {
       return s_.guarded("audit_append", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);  // BEGIN IMMEDIATE: the head cannot move under us
+        link(event);
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<void> append_all(const std::vector<audit_event>& events) override {
+      return s_.guarded("audit_append", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);
+        for (const auto& e : events) link(e);
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<std::vector<audit_record>> chain(std::int64_t from_id, std::int64_t to_id, std::size_t limit) override {
+      return s_.guarded("audit_chain", [&]() -> result<std::vector<audit_record>> {
+        statement_use st(s_.prepare("SELECT " CITRUS_AUDIT_COLUMNS " FROM audit_events WHERE id >= ? AND id <= ? "
+                                    "ORDER BY id LIMIT ?"));
+        st->bind(1, from_id);
+        st->bind(2, to_id);
+        st->bind(3, clamp_limit(limit));
+        std::vector<audit_record> out;
+        while (st->executeStep()) out.push_back(read_record(*st));
+        return out;
+      });
+    }
+
+    result<std::optional<audit_record>> chain_before(std::int64_t id) override {
+      return s_.guarded("audit_chain_before", [&]() -> result<std::optional<audit_record>> {
+        statement_use st(s_.prepare("SELECT " CITRUS_AUDIT_COLUMNS " FROM audit_events WHERE id < ? "
+                                    "ORDER BY id DESC LIMIT 1"));
+        st->bind(1, id);
+        if (!st->executeStep()) return std::optional<audit_record>{};
+        return std::optional<audit_record>{read_record(*st)};
+      });
+    }
+
+    result<std::vector<audit_record>> review(const audit_review_query& q) override {
+      return s_.guarded("audit_review", [&]() -> result<std::vector<audit_record>> {
+        // One statement for every filter combination: a NULL parameter means "any".
+        statement_use st(s_.prepare(
+            "SELECT " CITRUS_AUDIT_COLUMNS_E ", a.acked_by, a.acked_at FROM audit_events e "
+            "LEFT JOIN audit_acks a ON a.event_id = e.id WHERE " CITRUS_FLAGGED
+            " AND (?1 IS NULL OR e.kind = ?1) AND (?2 IS NULL OR e.actor = ?2) AND (?3 IS NULL OR e.outcome = ?3) "
+            "AND (?4 IS NULL OR e.at >= ?4) AND (?5 IS NULL OR e.at <= ?5) AND (?6 = 0 OR a.event_id IS NULL) "
+            "ORDER BY e.id DESC LIMIT ?7"));
+        bind_optional_text(*st, 1, q.kind ? std::optional<std::string>(text(to_string(*q.kind))) : std::nullopt);
+        bind_optional_text(*st, 2, q.actor);
+        bind_optional_text(*st, 3, q.outcome);
+        bind_optional_time(*st, 4, q.since);
+        bind_optional_time(*st, 5, q.until);
+        st->bind(6, q.unacknowledged_only ? 1 : 0);
+        st->bind(7, clamp_limit(q.limit));
+        std::vector<audit_record> out;
+        while (st->executeStep()) {
+          out.push_back(read_record(*st));
+          if (!st->getColumn(10).isNull())
+            out.back().ack = audit_ack{st->getColumn(10).getString(), from_unix_seconds(st->getColumn(11).getInt64())};
+        }
+        return out;
+      });
+    }
+
+    result<std::uint64_t> count_unacknowledged() override {
+      return s_.guarded("audit_unacknowledged", [&]() -> result<std::uint64_t> {
+        statement_use st(s_.prepare("SELECT count(*) FROM audit_events e WHERE " CITRUS_FLAGGED
+                                    " AND NOT EXISTS (SELECT 1 FROM audit_acks a WHERE a.event_id = e.id)"));
+        st->executeStep();
+        return static_cast<std::uint64_t>(st->getColumn(0).getInt64());
+      });
+    }
+
+    result<void> acknowledge(std::int64_t id, std::string_view by, wall_time at) override {
+      return s_.guarded("audit_acknowledge", [&]() -> result<void> {
         transaction tx(s_, transaction::write);
         {
-          statement_use st(s_.prepare(
-              "INSERT INTO audit_events (at, kind, actor, action, target, outcome, detail) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?)"));
-          st->bind(1, static_cast<std::int64_t>(seconds(event.at)));
-          st->bind(2, text(to_string(event.kind)));
-          st->bind(3, event.actor);
-          st->bind(4, event.action);
-          st->bind(5, event.target);
-          st->bind(6, event.outcome);
-          st->bind(7, event.detail);
-          st->exec();
+          statement_use st(s_.prepare("SELECT 1 FROM audit_events e WHERE e.id = ? AND " CITRUS_FLAGGED));
+          st->bind(1, id);
+          if (!st->executeStep()) return errc::not_found;
         }
+        {
+          statement_use st(s_.prepare("INSERT INTO audit_acks (event_id, acked_by, acked_at) VALUES (?, ?, ?)"));
+          st->bind(1, id);
+          st->bind(2, text(by));
+          st->bind(3, static_cast<std::int64_t>(seconds(at)));
+          st->exec();  // a second acknowledgement: PRIMARY KEY -> errc::conflict
+        }
+        link(acknowledgement_event(id, by, at));
         tx.commit();
         return {};
       });
@@ -786,6 +878,54 @@ struct sqlite_storage::impl {
     }
 
    private:
+    static std::int64_t clamp_limit(std::size_t limit) {
+      constexpr auto max_limit = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+      return static_cast<std::int64_t>(limit < max_limit ? limit : max_limit);
+    }
+
+    /// Columns 0..9 of CITRUS_AUDIT_COLUMNS. A kind no version of Citrus writes cannot be hashed as
+    /// stored, so the record gets no hash and the verifier reports the row as edited.
+    static audit_record read_record(SQLite::Statement& st) {
+      audit_record r;
+      r.id = st.getColumn(0).getInt64();
+      r.event.at = from_unix_seconds(st.getColumn(1).getInt64());
+      const auto kind = parse_audit_kind(st.getColumn(2).getString());
+      r.event.kind = kind.value_or(audit_kind::security_event);
+      r.event.actor = st.getColumn(3).getString();
+      r.event.action = st.getColumn(4).getString();
+      r.event.target = st.getColumn(5).getString();
+      r.event.outcome = st.getColumn(6).getString();
+      r.event.detail = st.getColumn(7).getString();
+      r.prev_hash = st.getColumn(8).getString();
+      r.hash = kind ? st.getColumn(9).getString() : std::string();
+      return r;
+    }
+
+    /// Inserts `event` chained to the current head. Runs inside the caller's write transaction.
+    void link(const audit_event& event) {
+      std::string prev(audit_genesis_hash());
+      {
+        statement_use head(s_.prepare("SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1"));
+        if (head->executeStep()) prev = head->getColumn(0).getString();
+      }
+      audit_event stored = event;
+      stored.at = from_unix_seconds(seconds(event.at));
+      const std::string hash = audit_chain_hash(stored, prev);
+      statement_use st(s_.prepare(
+          "INSERT INTO audit_events (at, kind, actor, action, target, outcome, detail, prev_hash, hash) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+      st->bind(1, static_cast<std::int64_t>(seconds(stored.at)));
+      st->bind(2, text(to_string(stored.kind)));
+      st->bind(3, stored.actor);
+      st->bind(4, stored.action);
+      st->bind(5, stored.target);
+      st->bind(6, stored.outcome);
+      st->bind(7, stored.detail);
+      st->bind(8, prev);
+      st->bind(9, hash);
+      st->exec();
+    }
+
     impl& s_;
   };
 
@@ -843,6 +983,9 @@ struct sqlite_storage::impl {
    private:
     impl& s_;
   };
+#undef CITRUS_AUDIT_COLUMNS
+#undef CITRUS_AUDIT_COLUMNS_E
+#undef CITRUS_FLAGGED
 
   users_impl users{*this};
   sites_impl sites{*this};
@@ -879,6 +1022,30 @@ void report_open_failure(citrus::logger* log, std::string_view step, const std::
 
 int user_version(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
 
+/// Migration 5's second half: links the events a version-4 database already holds, in id order.
+void chain_existing_audit(SQLite::Database& db) {
+  SQLite::Statement rows(db, "SELECT id, at, kind, actor, action, target, outcome, detail FROM audit_events ORDER BY id");
+  SQLite::Statement update(db, "UPDATE audit_events SET prev_hash = ?, hash = ? WHERE id = ?");
+  std::string prev(audit_genesis_hash());
+  while (rows.executeStep()) {
+    audit_event e{from_unix_seconds(rows.getColumn(1).getInt64()), audit_kind_from(rows.getColumn(2).getString()),
+                  rows.getColumn(3).getString(), rows.getColumn(4).getString(), rows.getColumn(5).getString(),
+                  rows.getColumn(6).getString(), rows.getColumn(7).getString()};
+    std::string hash = audit_chain_hash(e, prev);
+    update.bind(1, prev);
+    update.bind(2, hash);
+    update.bind(3, rows.getColumn(0).getInt64());
+    update.exec();
+    update.reset();
+    prev = std::move(hash);
+  }
+}
+
+/// What a migration needs besides its SQL, run right after it in the same transaction.
+void after_migration(SQLite::Database& db, int to_version) {
+  if (to_version == 5) chain_existing_audit(db);
+}
+
 /// Brings the schema from its current version to sqlite_storage::schema_version in one IMMEDIATE
 /// transaction (a concurrent opener waits, then sees the migrated version and does nothing).
 std::error_code migrate(SQLite::Database& db) {
@@ -889,7 +1056,10 @@ std::error_code migrate(SQLite::Database& db) {
       db.exec("ROLLBACK");
       return make_error_code(open_errc::schema_too_new);
     }
-    for (int v = from; v < sqlite_storage::schema_version; ++v) db.exec(migrations[v]);
+    for (int v = from; v < sqlite_storage::schema_version; ++v) {
+      db.exec(migrations[v]);
+      after_migration(db, v + 1);
+    }
     if (from != sqlite_storage::schema_version)
       db.exec("PRAGMA user_version = " + std::to_string(sqlite_storage::schema_version));
     db.exec("COMMIT");

@@ -1,8 +1,10 @@
 #pragma once
 /// An audit_sink that never blocks its caller: events go through a bounded queue to a worker thread
 /// that hands them, in batches, to a writer it owns: an audit_store (the backend, a hub with --db) or
-/// the backend's POST /api/hub-events (a hub without a database). When the queue is full the event is
-/// counted as dropped (security events reach the log at once in any case). Thread-safe record().
+/// the backend's POST /api/hub-events (a hub without a database). When the queue is full, try_record()
+/// answers false (counted in refused(): the caller refuses the operation that needed the event, fail
+/// closed), and record() counts the event as dropped (for events with no operation left to refuse);
+/// security events reach the log at once in any case. Thread-safe record() and try_record().
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -50,19 +52,22 @@ class async_audit final : public citrus::audit_sink {
   async_audit& operator=(const async_audit&) = delete;
 
   void record(audit_event event) override;
+  bool try_record(audit_event event) override;
   std::uint64_t written() const noexcept { return written_.load(); }
   std::uint64_t dropped() const noexcept { return dropped_.load(); }  ///< the queue was full
   std::uint64_t failed() const noexcept { return failed_.load(); }    ///< the writer gave up on them
+  std::uint64_t refused() const noexcept { return refused_.load(); }  ///< try_record() answered false
 
  private:
   void run(const std::function<audit_writer()>& open_writer);
+  bool enqueue(audit_event& event);
   logger& log_;
   async_audit_options options_;
   std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<audit_event> queue_;
   bool stopping_ = false;
-  std::atomic<std::uint64_t> written_{0}, dropped_{0}, failed_{0};
+  std::atomic<std::uint64_t> written_{0}, dropped_{0}, failed_{0}, refused_{0};
   std::thread worker_;
 };
 

@@ -19,7 +19,7 @@
 ///   POST   /api/verify-agent                 Bearer <hub id>:<hub key>; {"agentId","agentKey"} -> {"valid",..}
 ///   POST   /api/verify-commander             Bearer <hub id>:<hub key>; {"commanderId","commanderKey"} -> {"valid",..}
 ///   POST   /api/hub-events                   Bearer <hub id>:<hub key>; {"events":[..]} (append_audit_json's shape,
-///                                            kinds security_event and authentication) -> appended, actor
+///                                            kinds security_event, authentication, and site_operation for routed commands) -> appended, actor
 ///                                            "hub:<hub id>/<actor>"
 ///   POST   /api/admin/agents                 admin; {"agentId","trustedCommanders":[..]} -> 201, key shown once
 ///   POST   /api/admin/agents/:agentId/rotate admin; {"overlapSeconds"?} (or no body)

@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "citrus/core/clock.hpp"
 
@@ -37,6 +38,13 @@ class audit_sink {
  public:
   virtual ~audit_sink() = default;
   virtual void record(audit_event event) = 0;
+  /// Fail-closed entry point: true when the event was accepted (stored, or queued to be stored). A
+  /// caller whose operation needs the event refuses the operation on false. The default records and
+  /// accepts; sinks that can refuse (a full queue, a failed write) override it.
+  virtual bool try_record(audit_event event) {
+    record(std::move(event));
+    return true;
+  }
 };
 
 }  // namespace citrus

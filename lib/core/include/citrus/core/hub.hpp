@@ -70,6 +70,10 @@ struct hub_config {
   /// long as the refused one retries more often than the window (citrus-agent and citrus-backend
   /// wait hub_identity_in_use_retry, 60 s).
   std::chrono::seconds takeover_window{120};
+  /// Record every routed command and its final outcome in the audit trail (who, which agent, op, request
+  /// id, outcome, milliseconds; never payloads). A command whose event the audit sink refuses
+  /// (audit_sink::try_record false: its queue is full) is answered storage_unavailable and not sent.
+  bool audit_commands = false;
 };
 
 /// Plain counters, read on the hub's thread (the apps export them on /metrics).
@@ -87,6 +91,7 @@ struct hub_counters {
   std::uint64_t slow_consumers = 0;  ///< connections closed with close_code::slow_consumer
   std::uint64_t takeovers = 0;       ///< older sessions closed with close_code::replaced
   std::uint64_t takeovers_refused = 0;  ///< newer sessions refused with identity_in_use
+  std::uint64_t audit_refused = 0;      ///< commands refused because their audit event was not accepted
 };
 
 /// The scale-out seam: where a command goes when its agent is not connected to this hub, and where

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "citrus/core/audit.hpp"
+#include "citrus/core/audit_chain.hpp"
 #include "citrus/core/clock.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/result.hpp"
@@ -144,12 +145,48 @@ struct audit_query {
   std::optional<wall_time> since{};  ///< only events at or after this second (sub-seconds ignored)
 };
 
+/// The flagged events an administrator reviews (flagged_for_review()), newest first.
+struct audit_review_query {
+  std::optional<audit_kind> kind;
+  std::optional<std::string> actor;    ///< exact
+  std::optional<std::string> outcome;  ///< exact
+  std::optional<wall_time> since;      ///< at or after (whole seconds)
+  std::optional<wall_time> until;      ///< at or before (whole seconds)
+  bool unacknowledged_only = false;
+  std::size_t limit = 100;
+};
+
+/// The trail is a hash chain (citrus/core/audit_chain.hpp): append() links each event to the last one
+/// stored, serialised across every connection and process that shares the database, so two writers
+/// never fork the chain.
 class audit_store : public audit_sink {
  public:
   /// Like record(), but reports whether the event was stored.
   virtual result<void> append(const audit_event& event) = 0;
+  /// Appends `events` in order, all or none; SQLite and PostgreSQL do it in one transaction (one
+  /// commit for a whole batch of the async writer).
+  virtual result<void> append_all(const std::vector<audit_event>& events) {
+    for (const auto& e : events)
+      if (auto r = append(e); !r) return r;
+    return {};
+  }
   virtual result<std::vector<audit_event>> query(const audit_query& query) = 0;
   void record(audit_event event) override { (void)append(event); }
+  bool try_record(audit_event event) override { return static_cast<bool>(append(event)); }
+
+  /// Stored events with from_id <= id <= to_id, ascending by id, at most `limit`.
+  virtual result<std::vector<audit_record>> chain(std::int64_t from_id, std::int64_t to_id, std::size_t limit) = 0;
+  /// The last stored event with an id below `id`, or nullopt: where a range check starts from.
+  virtual result<std::optional<audit_record>> chain_before(std::int64_t id) = 0;
+
+  /// Flagged events with their acknowledgement, newest first.
+  virtual result<std::vector<audit_record>> review(const audit_review_query& query) = 0;
+  /// How many flagged events nobody has acknowledged yet.
+  virtual result<std::uint64_t> count_unacknowledged() = 0;
+  /// Records that `by` acknowledged flagged event `id` at `at` (in a table of its own: the chain is
+  /// never rewritten) and appends acknowledgement_event() to the chain, in one transaction.
+  /// errc::not_found: no such event, or it is not flagged; errc::conflict: already acknowledged.
+  virtual result<void> acknowledge(std::int64_t id, std::string_view by, wall_time at) = 0;
 };
 
 // ---------------------------------------------------------------- login failures

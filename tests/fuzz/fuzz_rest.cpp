@@ -130,6 +130,17 @@ class recording_audit final : public audit_store {
     return inner_.append(e);
   }
   result<std::vector<audit_event>> query(const audit_query& q) override { return inner_.query(q); }
+  result<std::vector<audit_record>> chain(std::int64_t from, std::int64_t to, std::size_t limit) override {
+    return inner_.chain(from, to, limit);
+  }
+  result<std::optional<audit_record>> chain_before(std::int64_t id) override { return inner_.chain_before(id); }
+  result<std::vector<audit_record>> review(const audit_review_query& q) override { return inner_.review(q); }
+  result<std::uint64_t> count_unacknowledged() override { return inner_.count_unacknowledged(); }
+  result<void> acknowledge(std::int64_t id, std::string_view by, wall_time at) override {
+    // An acknowledgement appends an audited event through the inner store: record it as well.
+    lines.push_back("ack " + std::to_string(id) + ' ' + std::string(by));
+    return inner_.acknowledge(id, by, at);
+  }
   std::vector<std::string> lines;
 
  private:

@@ -55,6 +55,7 @@ missing_component() {  # must fail, and say which component is missing
 check "find_package(Citrus COMPONENTS core nosuch) fails, naming nosuch" missing_component
 check "examples/ against the installed package" consumer "$root/examples" "$build/consumer-examples"
 check "  embed_hub runs" "$build/consumer-examples/embed_hub"
+check "  embed_backend runs" "$build/consumer-examples/embed_backend"
 
 pkg_consumer() {  # the same consumer with nothing but pkg-config
   local out="$build/consumer-pkgconfig"

@@ -99,8 +99,21 @@ function deployerElement(site) {
   return span;
 }
 
+/** A link only for what the backend accepts as a site address (an http(s) URL with a host, no user
+ * info, no spaces): a row stored before it checked addresses is shown as plain text. */
+function isSiteUrl(url) {
+  if (typeof url !== 'string' || !/^https?:\/\//i.test(url) || /[\s"<>\\]/.test(url)) return false;
+  try {
+    const parsed = new URL(url);
+    return (parsed.protocol === 'http:' || parsed.protocol === 'https:') && parsed.hostname !== '' &&
+      parsed.username === '' && parsed.password === '';
+  } catch {
+    return false;
+  }
+}
+
 function urlElement(url) {
-  if (typeof url === 'string' && /^https?:\/\//i.test(url)) {
+  if (isSiteUrl(url)) {
     const a = document.createElement('a');
     a.href = url;
     a.textContent = url;

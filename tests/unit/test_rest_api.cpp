@@ -404,13 +404,23 @@ TEST_SUITE("rest_api") {
     rest_fixture f;
     const std::string alice = f.bearer(f.alice);
     const std::string invalid = error_body("Invalid payload for this operation");
-    for (const char* body : {R"({"name":"","url":"https://x.test"})", R"j({"name":"ok","url":"javascript:alert(1)"})j",
-                             R"({"name":"tab\there","url":"https://x.test"})", R"({"name":"ok","url":""})"}) {
+    const std::string bad_name = error_body(public_message(errc::invalid_site_name));
+    const std::string bad_url = error_body(public_message(errc::invalid_site_url));
+    for (const auto& [body, answer] : std::vector<std::pair<std::string, std::string>>{
+             {R"({"name":"","url":"https://x.test"})", bad_name},
+             {R"({"name":"tab\there","url":"https://x.test"})", bad_name},
+             {R"j({"name":"ok","url":"javascript:alert(1)"})j", bad_url},
+             {R"({"name":"ok","url":""})", bad_url},
+             {R"({"name":"ok","url":"https://not a url"})", bad_url},
+             {R"({"name":"ok","url":"https://"})", bad_url},
+             {R"({"name":"ok","url":"http://a b"})", bad_url}}) {
       CAPTURE(body);
       auto r = f.call("POST", "/api/sites", body, alice);
       CHECK(r.status == 400);
-      CHECK(r.body == invalid);
+      CHECK(r.body == answer);
     }
+    CHECK(bad_url.find("url") != std::string::npos);  // the message names the field
+    CHECK(bad_name.find("name") != std::string::npos);
     CHECK(f.call("POST", "/api/sites", R"({"name":"ok"})", alice).body == error_body("Message lacks a required field"));
     CHECK(f.sites->list(f.alice.id)->empty());
 
@@ -419,7 +429,7 @@ TEST_SUITE("rest_api") {
     auto empty_change = f.call("PUT", f.site_path(site), "{}", alice);
     CHECK(empty_change.status == 400);
     CHECK(empty_change.body == error_body("Message lacks a required field"));
-    CHECK(f.call("PUT", f.site_path(site), R"({"url":"ftp://x"})", alice).body == invalid);
+    CHECK(f.call("PUT", f.site_path(site), R"({"url":"ftp://x"})", alice).body == bad_url);
     auto long_version = f.call("POST", f.site_path(site, "/deploy"), R"({"version":")" + std::string(65, 'v') + "\"}", alice);
     CHECK(long_version.status == 400);
     CHECK(long_version.body == invalid);

@@ -54,15 +54,50 @@ TEST_SUITE("site_service") {
     CHECK((*ops)[0].outcome == "ok");
   }
 
-  TEST_CASE("input is validated before anything is stored or sent") {
+  TEST_CASE("input is validated before anything is stored or sent, and the error names the field") {
     platform_fixture f;
-    const auto invalid = make_error_code(errc::invalid_payload);
-    CHECK(f.sites->create(f.alice.id, site_input{"", "https://x.test"}).error() == invalid);
-    CHECK(f.sites->create(f.alice.id, site_input{"ok", "javascript:alert(1)"}).error() == invalid);
-    CHECK(f.sites->create(f.alice.id, site_input{std::string(101, 'n'), "https://x.test"}).error() == invalid);
-    CHECK(f.sites->create(f.alice.id, site_input{"tab\there", "https://x.test"}).error() == invalid);
+    const auto bad_name = make_error_code(errc::invalid_site_name);
+    const auto bad_url = make_error_code(errc::invalid_site_url);
+    CHECK(f.sites->create(f.alice.id, site_input{"", "https://x.test"}).error() == bad_name);
+    CHECK(f.sites->create(f.alice.id, site_input{std::string(101, 'n'), "https://x.test"}).error() == bad_name);
+    CHECK(f.sites->create(f.alice.id, site_input{"tab\there", "https://x.test"}).error() == bad_name);
+    CHECK(f.sites->create(f.alice.id, site_input{"ok", "javascript:alert(1)"}).error() == bad_url);
     CHECK(f.sites->list(f.alice.id)->empty());
     CHECK(f.agent->running() == 0);
+    const site_record kept = f.make_site(f.alice, "kept");
+    CHECK(f.sites->update(f.alice.id, kept.id, site_changes{std::nullopt, std::string("https://")}).error() == bad_url);
+    CHECK(f.sites->get(f.alice.id, kept.id)->url == kept.url);  // nothing stored
+    // Over the WebSocket the same codes, with the same messages.
+    auto [ws, end] = f.user_socket(f.alice);
+    ws->send(user_command("u1", "site.create", R"({"name":"x","url":"http://a b"})"));
+    ws->send(user_command("u2", "site.create", R"({"name":"tab\there","url":"https://x.test"})"));
+    f.run();
+    REQUIRE(ws->messages.size() == 2);
+    CHECK(contains(ws->messages[0], R"("id":"u1","code":"invalid_site_url")"));
+    CHECK(contains(ws->messages[1], R"("id":"u2","code":"invalid_site_name")"));
+  }
+
+  TEST_CASE("site addresses: an http(s) URL with a host, nothing a link could be misread from") {
+    for (const char* good : {"http://a.b", "https://example.com", "HTTPS://Example.COM/", "https://x.test:8443/a/b?c=d&e=f#top",
+                             "https://xn--bcher-kva.example/", "http://[::1]:8080/", "https://[2001:db8::1]/",
+                             "https://a-b.c/%20x", "https://host/~user/(1);x=y,z*+!$'@:"}) {
+      CAPTURE(good);
+      CHECK(validate_site_input("n", good));
+    }
+    for (const char* bad : {"", "https://", "http://", "https://not a url", "http://a b", "https:// x.test",
+                            "ftp://x.test", "javascript:alert(1)", "//x.test", "https:x.test", "https://x.test/a b",
+                            "https://x.test/\"q\"", "https://x.test/<script>", "https://bank.test@evil.test/",
+                            "https://:80/", "https://x.test:/", "https://x.test:0/", "https://x.test:65536/",
+                            "https://x.test:8o/", "https://-x.test/", "https://x-.test/", "https://x..test/",
+                            "https://x.test./", "https://[::1/", "https://[zz::1]/", "https://[::1]x/",
+                            "https://x.test/%zz", "https://x.test/%4", "https://bücher.example/", "https://x.test/\x7f",
+                            "https://x.test/\\path"}) {
+      CAPTURE(bad);
+      CHECK(validate_site_input("n", bad).error() == make_error_code(errc::invalid_site_url));
+    }
+    CHECK(validate_site_input("n", "https://x.test/" + std::string(240, 'a')));  // 255 bytes
+    CHECK(validate_site_input("n", "https://x.test/" + std::string(241, 'a')).error() == make_error_code(errc::invalid_site_url));
+    CHECK(validate_site_input("n", "https://" + std::string(64, 'a') + ".test/").error() == make_error_code(errc::invalid_site_url));
   }
 
   TEST_CASE("the agent disconnecting mid-deploy fails the deploy for the owner and marks the site failed") {

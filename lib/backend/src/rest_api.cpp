@@ -418,6 +418,8 @@ int status_for(errc e) noexcept {
     case errc::field_too_long:
     case errc::invalid_value:
     case errc::invalid_payload:
+    case errc::invalid_site_name:
+    case errc::invalid_site_url:
     case errc::invalid_request: return 400;
     case errc::auth_required:
     case errc::auth_failed:

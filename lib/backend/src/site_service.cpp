@@ -1,9 +1,11 @@
 #include "citrus/backend/site_service.hpp"
 
+#include <algorithm>
 #include <unordered_map>
 #include <vector>
 
 #include "citrus/core/protocol.hpp"
+#include "citrus/core/text.hpp"
 
 namespace citrus {
 
@@ -15,7 +17,87 @@ bool has_control_chars(std::string_view s) {
   return false;
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+bool starts_with_nocase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i)
+    if (text::ascii_lower(s[i]) != prefix[i]) return false;
+  return true;
+}
+
+bool is_alnum(char c) { return text::is_digit(c) || (text::ascii_lower(c) >= 'a' && text::ascii_lower(c) <= 'z'); }
+
+/// A DNS name: dot-separated labels of letters, digits and inner hyphens (1..63 each, 253 in all).
+/// Non-ASCII names must come as punycode ("xn--..."), as browsers show them anyway.
+bool is_host_name(std::string_view host) {
+  if (host.empty() || host.size() > 253) return false;
+  std::size_t start = 0;
+  while (start <= host.size()) {
+    const std::size_t dot = std::min(host.find('.', start), host.size());
+    const std::string_view label = host.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label)
+      if (!is_alnum(c) && c != '-') return false;
+    start = dot + 1;
+  }
+  return true;
+}
+
+/// The characters RFC 3986 allows in a path, query and fragment (percent escapes checked apart).
+bool is_uri_char(char c) {
+  if (is_alnum(c)) return true;
+  for (char ok : std::string_view("-._~:/?#[]@!$&'()*+,;=%"))
+    if (c == ok) return true;
+  return false;
+}
+
+/// http:// or https:// (any case), a host (a DNS name or a bracketed IPv6 literal; no user info,
+/// which would let "https://bank.example@evil.example" read as the bank), an optional port 1..65535,
+/// then a path, query and fragment of URI characters only: no spaces, no controls, no quotes.
+bool is_site_url(std::string_view url) {
+  std::string_view rest;
+  if (starts_with_nocase(url, "https://")) rest = url.substr(8);
+  else if (starts_with_nocase(url, "http://")) rest = url.substr(7);
+  else return false;
+  const std::size_t end = std::min(rest.find_first_of("/?#"), rest.size());
+  std::string_view authority = rest.substr(0, end);
+  const std::string_view tail = rest.substr(end);
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return false;
+  std::string_view port;
+  if (authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos || close < 3) return false;
+    for (char c : authority.substr(1, close - 1))
+      if (!text::is_digit(c) && !(text::ascii_lower(c) >= 'a' && text::ascii_lower(c) <= 'f') && c != ':' && c != '.')
+        return false;
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty() && after.front() != ':') return false;
+    if (!after.empty()) port = after.substr(1);
+    if (!after.empty() && port.empty()) return false;
+  } else {
+    const std::size_t colon = authority.find(':');
+    if (colon != std::string_view::npos) {
+      port = authority.substr(colon + 1);
+      if (port.empty()) return false;
+      authority = authority.substr(0, colon);
+    }
+    if (!is_host_name(authority)) return false;
+  }
+  if (!port.empty()) {
+    if (port.size() > 5) return false;
+    long value = 0;
+    for (char c : port) {
+      if (!text::is_digit(c)) return false;
+      value = value * 10 + (c - '0');
+    }
+    if (value < 1 || value > 65535) return false;
+  }
+  for (std::size_t i = 0; i < tail.size(); ++i) {
+    if (!is_uri_char(tail[i])) return false;
+    if (tail[i] == '%' && (i + 2 >= tail.size() || text::hex_value(tail[i + 1]) < 0 || text::hex_value(tail[i + 2]) < 0))
+      return false;
+  }
+  return true;
+}
 
 void append_number(std::string& out, std::int64_t n) { out += std::to_string(n); }
 
@@ -32,9 +114,8 @@ std::string site_payload(const site_record& site) {
 }  // namespace
 
 result<void> validate_site_input(std::string_view name, std::string_view url) {
-  if (name.empty() || name.size() > 100 || has_control_chars(name)) return errc::invalid_payload;
-  if (url.empty() || url.size() > 255 || has_control_chars(url)) return errc::invalid_payload;
-  if (!starts_with(url, "http://") && !starts_with(url, "https://")) return errc::invalid_payload;
+  if (name.empty() || name.size() > 100 || has_control_chars(name)) return errc::invalid_site_name;
+  if (url.size() > 255 || !is_site_url(url)) return errc::invalid_site_url;
   return {};
 }
 

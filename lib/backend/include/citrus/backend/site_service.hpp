@@ -92,8 +92,11 @@ class site_service final : public command_observer {
 /// Appends a site as a JSON object (the REST and WebSocket representation; see docs/protocol.md).
 void append_site_json(std::string& out, const site_record& site);
 
-/// Validates user input for a site: name 1..100 bytes, url 1..255 bytes starting with http:// or
-/// https://, no control characters. errc::invalid_payload otherwise.
+/// Validates user input for a site, naming the field that is wrong: errc::invalid_site_name unless the
+/// name is 1..100 bytes without control characters; errc::invalid_site_url unless the url (at most 255
+/// bytes) is http:// or https:// with a DNS host name or a bracketed IPv6 address, no user info, an
+/// optional port 1..65535, and a path, query and fragment of RFC 3986 characters (valid %-escapes, no
+/// spaces, quotes or controls).
 result<void> validate_site_input(std::string_view name, std::string_view url);
 
 }  // namespace citrus

@@ -26,6 +26,8 @@ enum class errc {
   unknown_operation = 100, ///< "op" is not in the operations table
   invalid_payload,         ///< payload does not match the operation's schema
   forbidden_operation,     ///< the sender's role may not send this operation / message type
+  invalid_site_name,       ///< (backend) a site name that is empty, too long or has control characters
+  invalid_site_url,        ///< (backend) a site address that is not an http(s) URL with a host
   // --- authentication ---
   auth_required = 200,     ///< message before a successful auth
   auth_failed,             ///< wrong id, key, password or token (deliberately not more specific)

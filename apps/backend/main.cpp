@@ -601,11 +601,23 @@ int serve(const serve_settings& s) {
 
   wspp::timer ticker = loop.schedule_every(250ms, [&] { backend.tick(); });
   // The unacknowledged count for /metrics: one indexed count on the read lane every few seconds.
+  // It doubles as the database probe of /readyz: ready while the last count answered.
+  bool database_answers = true;
   auto count_unacknowledged = [&] {
     run_storage<std::uint64_t>(
         *storage, storage_lane::read, [](citrus::storage& db) { return db.audit().count_unacknowledged(); },
-        [&unacknowledged](result<std::uint64_t> n) { unacknowledged = n ? std::optional<std::uint64_t>(*n) : std::nullopt; });
+        [&unacknowledged, &database_answers](result<std::uint64_t> n) {
+          unacknowledged = n ? std::optional<std::uint64_t>(*n) : std::nullopt;
+          database_answers = static_cast<bool>(n);
+        });
   };
+  // /readyz: 503 while the hub link (when one is configured) or the database is down.
+  backend.set_readiness([&backend, &database_answers, hub_configured = hub != nullptr] {
+    std::vector<std::string> down;
+    if (hub_configured && !backend.link().online()) down.emplace_back("hub_link");
+    if (!database_answers) down.emplace_back("database");
+    return down;
+  });
   count_unacknowledged();
   wspp::timer audit_counter = loop.schedule_every(5s, count_unacknowledged);
 

@@ -171,7 +171,7 @@ wspp::http_response static_files::serve(const wspp::http_request& request) const
 
 bool is_api_target(std::string_view target) noexcept {
   const std::string_view path = path_of(target);
-  return path == "/api" || starts_with(path, "/api/") || path == "/healthz" || path == "/metrics";
+  return path == "/api" || starts_with(path, "/api/") || path == "/healthz" || path == "/readyz" || path == "/metrics";
 }
 
 namespace {

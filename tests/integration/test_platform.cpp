@@ -256,4 +256,26 @@ TEST_SUITE("integration") {
       CHECK(out.find("runtime error") == std::string::npos);
     }
   }
+
+  TEST_CASE("readiness: /readyz is 503 until the hub link is up, /healthz 200 all along") {
+    platform p;
+    p.start_backend();  // its hub is not running yet
+    auto r = http("GET", p.backend_url() + "/readyz");
+    CHECK(r.status == 503);
+    CHECK(r.body == R"({"success":false,"message":"Not ready: waiting for hub_link"})");
+    CHECK(http("GET", p.backend_url() + "/healthz").status == 200);
+    p.start_hub();
+    long status = 0;
+    for (int i = 0; i < 100 && status != 200; ++i) {
+      status = http("GET", p.backend_url() + "/readyz").status;
+      if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(status == 200);
+    p.stop_hub();
+    for (int i = 0; i < 100 && status != 503; ++i) {
+      status = http("GET", p.backend_url() + "/readyz").status;
+      if (status != 503) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(status == 503);
+  }
 }

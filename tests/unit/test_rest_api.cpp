@@ -131,12 +131,38 @@ struct rest_fixture : platform_fixture {
 }  // namespace
 
 TEST_SUITE("rest_api") {
+  TEST_CASE("readiness follows the dependencies: 503 naming what is down, never rate limited") {
+    rest_config cfg;
+    cfg.per_address = rate{1, 1};  // one request at most: /readyz must not count
+    rest_fixture f(cfg);
+    std::vector<std::string> down{"hub_link", "database"};
+    f.api = std::make_unique<rest_api>(cfg, [&] {
+      auto s = f.services();
+      s.unready = [&down] { return down; };
+      return s;
+    }());
+    for (int i = 0; i < 5; ++i) {
+      auto r = f.call("GET", "/readyz");
+      CHECK(r.status == 503);
+      CHECK(r.body == error_body("Not ready: waiting for hub_link, database"));
+    }
+    down = {"database"};
+    CHECK(f.call("GET", "/readyz").body == error_body("Not ready: waiting for database"));
+    down.clear();
+    auto ready = f.call("GET", "/readyz");
+    CHECK(ready.status == 200);
+    CHECK(ready.body == R"({"status":"ready"})");
+    CHECK(f.call("POST", "/readyz").status == 405);
+    CHECK(f.call("GET", "/healthz").status == 200);  // liveness does not depend on them
+  }
+
   TEST_CASE("health, metrics, unknown paths and wrong methods") {
     rest_fixture f;
     auto health = f.call("GET", "/healthz");
     CHECK(health.status == 200);
     CHECK(health.body == R"({"status":"ok"})");
     CHECK(health.content_type == "application/json");
+    CHECK(f.call("GET", "/readyz").body == R"({"status":"ready"})");  // nothing to wait for by default
 
     auto metrics = f.call("GET", "/metrics");
     CHECK(metrics.status == 200);

@@ -19,7 +19,8 @@ struct backend_service::impl {
         sites(std::move(c.sites), s.storage, link, gateway, s.clk, s.log),
         login(c.login, s.storage, s.tokens, s.clk),
         rest(c.rest, rest_services{s.storage, sites, login, s.tokens, s.clk, s.random, s.log,
-                                   [this] { return metrics ? metrics() : std::string("citrus_up 1\n"); }}) {
+                                   [this] { return metrics ? metrics() : std::string("citrus_up 1\n"); },
+                                   [this] { return unready ? unready() : std::vector<std::string>{}; }}) {
     observer.target = &sites;
     gateway.bind_sites(sites);
   }
@@ -31,6 +32,7 @@ struct backend_service::impl {
   login_service login;
   rest_api rest;
   std::function<std::string()> metrics;
+  std::function<std::vector<std::string>()> unready;
 };
 
 backend_service::backend_service(backend_config config, backend_services services)
@@ -43,6 +45,9 @@ void backend_service::handle_http(const http_request& request, std::function<voi
   impl_->rest.handle(request, std::move(done));
 }
 void backend_service::set_metrics(std::function<std::string()> metrics) { impl_->metrics = std::move(metrics); }
+void backend_service::set_readiness(std::function<std::vector<std::string>()> unready) {
+  impl_->unready = std::move(unready);
+}
 void backend_service::tick() {
   impl_->gateway.tick();
   impl_->link.tick();

@@ -218,6 +218,7 @@ class body_parser {
 enum class route_kind {
   none,
   healthz,
+  readyz,
   metrics,
   login,
   refresh,
@@ -258,6 +259,7 @@ route match(std::string_view target) noexcept {
     rest.remove_prefix(slash + 1);
   }
   if (n == 1 && seg[0] == "healthz") return {route_kind::healthz, "/healthz", "GET", {}};
+  if (n == 1 && seg[0] == "readyz") return {route_kind::readyz, "/readyz", "GET", {}};
   if (n == 1 && seg[0] == "metrics") return {route_kind::metrics, "/metrics", "GET", {}};
   if (seg[0] != "api") return {};
   if (n == 2) {
@@ -306,6 +308,7 @@ enum class body_policy { none, optional, required };
 body_policy policy_for(route_kind kind, std::string_view method) noexcept {
   switch (kind) {
     case route_kind::healthz:
+    case route_kind::readyz:
     case route_kind::metrics:
     case route_kind::admin_audit:
     case route_kind::admin_audit_flagged: return body_policy::none;
@@ -689,6 +692,15 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       if (!method_allowed(r.allow, c->method)) return c->reply(method_not_allowed(r));
       if (auto bad = check_body(*c, body_policy::none)) return c->reply(std::move(*bad));
       return c->reply(json_response(200, R"({"status":"ok"})"));
+    }
+    if (r.kind == route_kind::readyz) {  // for load balancers and orchestrators: not rate limited either
+      if (!method_allowed(r.allow, c->method)) return c->reply(method_not_allowed(r));
+      if (auto bad = check_body(*c, body_policy::none)) return c->reply(std::move(*bad));
+      const std::vector<std::string> down = svc.unready ? svc.unready() : std::vector<std::string>{};
+      if (down.empty()) return c->reply(json_response(200, R"({"status":"ready"})"));
+      std::string waiting = "Not ready: waiting for";
+      for (std::size_t i = 0; i < down.size(); ++i) waiting += (i ? ", " : " ") + down[i];
+      return c->reply(error_response(503, waiting));
     }
     if (r.kind == route_kind::verify_agent || r.kind == route_kind::verify_commander || r.kind == route_kind::hub_events)
       return hub_route(c, now);

@@ -58,6 +58,8 @@ class backend_service {
   void handle_http(const http_request& request, std::function<void(http_response)> done);
   /// GET /metrics' text; without it, "citrus_up 1".
   void set_metrics(std::function<std::string()> metrics);
+  /// GET /readyz: the dependencies down now (rest_services::unready); without it, always ready.
+  void set_readiness(std::function<std::vector<std::string>()> unready);
   /// Auth timeouts, token expiry, request timeouts. Call every few hundred milliseconds.
   void tick();
 

@@ -7,6 +7,8 @@
 /// Routes (every body is JSON; ids in paths are canonical positive decimals <= 2^53):
 ///
 ///   GET    /healthz                          liveness, never rate limited
+///   GET    /readyz                           readiness: 200 {"status":"ready"}, or 503 "Not ready: waiting for
+///                                            hub_link, database" while a dependency is down; never rate limited
 ///   GET    /metrics                          Prometheus text (rest_services::metrics; Bearer rest_config::metrics_token when set)
 ///   POST   /api/login                        {"username","password"} -> token (answer possibly held back: http_response::hold_back)
 ///   POST   /api/token/refresh                Bearer <user token> -> fresh token
@@ -117,6 +119,9 @@ struct rest_services {
   logger& log;
   /// Prometheus text exposition for GET /metrics; when empty, "citrus_up 1\n" is served.
   std::function<std::string()> metrics;
+  /// GET /readyz: the dependencies that are down now ("hub_link", "database"); empty when ready.
+  /// When unset, /readyz answers like /healthz.
+  std::function<std::vector<std::string>()> unready = {};
 };
 
 class rest_api {

@@ -26,6 +26,7 @@
 #include "citrus/core/storage_executor.hpp"
 #include "citrus/core/text.hpp"
 #include "hub_events.hpp"
+#include "query_string.hpp"
 
 namespace citrus {
 
@@ -335,50 +336,23 @@ std::optional<std::int64_t> parse_site_id(std::string_view text) noexcept {
   return value;
 }
 
-/// A canonical decimal (no sign, no leading zero) no greater than `max`.
-std::optional<long long> parse_decimal(std::string_view text, long long max) noexcept {
-  if (text.empty() || (text.size() > 1 && text.front() == '0')) return std::nullopt;
-  long long value = 0;
-  for (char c : text) {
-    if (!is_digit(c) || value > (max - (c - '0')) / 10) return std::nullopt;
-    value = value * 10 + (c - '0');
-  }
-  return value;
-}
-
 /// The query of GET /api/admin/audit: kind=<audit kind>, limit=1..max_audit_review_limit and
-/// since=0..max_audit_since (Unix seconds), each at most once and nothing else. Values are taken
-/// literally: none of them needs percent-encoding, so an encoded one is simply invalid.
-errc parse_audit_query(std::string_view target, audit_query& q) noexcept {
-  const std::size_t mark = target.find('?');
-  if (mark == std::string_view::npos || mark + 1 == target.size()) return errc::ok;
-  std::string_view rest = target.substr(mark + 1);
-  std::array<bool, 3> seen{};
-  while (true) {
-    const std::size_t amp = rest.find('&');
-    const std::string_view param = rest.substr(0, amp);
-    const std::size_t eq = param.find('=');
-    if (eq == std::string_view::npos) return errc::invalid_request;
-    const std::string_view name = param.substr(0, eq), value = param.substr(eq + 1);
-    const std::size_t which = name == "kind" ? 0 : name == "limit" ? 1 : name == "since" ? 2 : seen.size();
-    if (which == seen.size()) return errc::unknown_field;
-    if (seen[which]) return errc::duplicate_key;
-    seen[which] = true;
+/// since=0..max_audit_since (Unix seconds), each at most once and nothing else (query_string.hpp).
+errc parse_audit_query(std::string_view target, audit_query& q) {
+  static constexpr std::array<std::string_view, 3> names{"kind", "limit", "since"};
+  return query_string::parse(target, names, [&q](std::size_t which, std::string_view value) {
     if (which == 0) {
       q.kind = parse_audit_kind(value);
-      if (!q.kind) return errc::invalid_value;
-    } else {
-      const auto number = parse_decimal(value, which == 1 ? max_audit_review_limit : max_audit_since);
-      if (!number || (which == 1 && *number < 1)) return errc::invalid_value;
-      if (which == 1) q.limit = static_cast<std::size_t>(*number);
-      else q.since = from_unix_seconds(*number);
+      return q.kind ? errc::ok : errc::invalid_value;
     }
-    if (amp == std::string_view::npos) return errc::ok;
-    rest.remove_prefix(amp + 1);
-  }
+    const auto number = query_string::decimal(value, which == 1 ? max_audit_review_limit : max_audit_since);
+    if (!number || (which == 1 && *number < 1)) return errc::invalid_value;
+    if (which == 1) q.limit = static_cast<std::size_t>(*number);
+    else q.since = from_unix_seconds(*number);
+    return errc::ok;
+  });
 }
 
-/// "application/json", any case, with optional parameters; a charset parameter must be UTF-8.
 bool is_json_media_type(std::string_view value) noexcept {
   std::size_t semi = value.find(';');
   if (!iequals(trim(value.substr(0, semi)), "application/json")) return false;

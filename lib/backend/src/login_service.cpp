@@ -98,9 +98,10 @@ void login_service::login(std::string name, std::string password, std::string ad
     me.audit_later(event(audit_kind::authentication, "login", "denied", "locked out"));
     return done({errc::account_locked, std::chrono::milliseconds::zero()});  // costs nothing: no reason to hold it
   }
-  std::size_t& checking = me.in_flight[address];
-  if (checking >= cfg.max_in_flight_per_address) return done({errc::rate_limited, me.hold_back(name)});
-  ++checking;
+  if (auto it = me.in_flight.find(address); it != me.in_flight.end() && it->second >= cfg.max_in_flight_per_address)
+    return done({errc::rate_limited, me.hold_back(name)});
+  if (cfg.max_in_flight_per_address == 0) return done({errc::rate_limited, me.hold_back(name)});
+  ++me.in_flight[address];  // an entry exists only while a check runs (release() erases it at 0)
   // The failures other backends of this database saw count too (the throttles of several backends
   // add up). Read with the user, before the password is checked: a lockout there skips the check.
   std::vector<std::string> keys{pair_key(name, address), address_key(address), user_key(name)};

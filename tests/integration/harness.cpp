@@ -237,6 +237,17 @@ std::uint16_t ws_client::close_code() const {
 }
 
 // ------------------------------------------------------------------ the platform
+std::string checked(const std::pair<int, std::string>& r, const char* what) {
+  INFO(what << ": " << r.second);
+  REQUIRE(r.first == 0);
+  return r.second;
+}
+
+std::string last_line(std::string text) {
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
+}
+
 platform::platform(options opts) : opts_(opts) {
   static int counter = 0;
   dir = (fs::temp_directory_path() / ("citrus-it-" + std::to_string(getpid()) + "-" + std::to_string(++counter))).string();
@@ -244,20 +255,11 @@ platform::platform(options opts) : opts_(opts) {
   fs::create_directories(dir);
   sites_root = dir + "/sites";
   const std::string db = dir + "/citrus.db";
-  auto check = [](const std::pair<int, std::string>& r, const char* what) {
-    INFO(what << ": " << r.second);
-    REQUIRE(r.first == 0);
-    return r.second;
-  };
-  auto last_line = [](std::string text) {
-    while (!text.empty() && text.back() == '\n') text.pop_back();
-    return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
-  };
-  check(run_command({CITRUS_BACKEND_EXE, "user", "add", "alice", "--db", db, "--password-cost", "minimum"}, "alice-pw\n"), "user add alice");
-  check(run_command({CITRUS_BACKEND_EXE, "user", "add", "bob", "--db", db, "--password-cost", "minimum"}, "bob-pw\n"), "user add bob");
-  agent_key = last_line(check(run_command({CITRUS_BACKEND_EXE, "agent", "register", "agent-1", "--trust", "backend-1", "--db", db}), "agent register"));
-  commander_key = last_line(check(run_command({CITRUS_BACKEND_EXE, "commander", "register", "backend-1", "--agents", "agent-1", "--db", db}), "commander register"));
-  hub_key = last_line(check(run_command({CITRUS_BACKEND_EXE, "hub", "register", "hub-1", "--db", db}), "hub register"));
+  checked(run_command({CITRUS_BACKEND_EXE, "user", "add", "alice", "--db", db, "--password-cost", "minimum"}, "alice-pw\n"), "user add alice");
+  checked(run_command({CITRUS_BACKEND_EXE, "user", "add", "bob", "--db", db, "--password-cost", "minimum"}, "bob-pw\n"), "user add bob");
+  agent_key = last_line(checked(run_command({CITRUS_BACKEND_EXE, "agent", "register", "agent-1", "--trust", "backend-1", "--db", db}), "agent register"));
+  commander_key = last_line(checked(run_command({CITRUS_BACKEND_EXE, "commander", "register", "backend-1", "--agents", "agent-1", "--db", db}), "commander register"));
+  hub_key = last_line(checked(run_command({CITRUS_BACKEND_EXE, "hub", "register", "hub-1", "--db", db}), "hub register"));
   REQUIRE(agent_key.rfind("ak_", 0) == 0);
   REQUIRE(commander_key.rfind("ck_", 0) == 0);
   REQUIRE(hub_key.rfind("hk_", 0) == 0);

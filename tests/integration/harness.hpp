@@ -44,6 +44,10 @@ class process {
 
 /// Runs a command to completion and returns (exit code, stdout).
 std::pair<int, std::string> run_command(const std::vector<std::string>& argv, const std::string& stdin_text = {});
+/// The output of a run_command() that must have exited 0 (else the test fails, showing `what` and the output).
+std::string checked(const std::pair<int, std::string>& r, const char* what);
+/// The last line of a text, without its newline (a key the CLI printed after its notes).
+std::string last_line(std::string text);
 
 /// A loopback TCP port free a moment ago (for executables that must know each other's ports).
 std::uint16_t free_port();

@@ -45,11 +45,6 @@ constexpr int commands_per_create = 8;
 
 const char* const user_names[] = {"alice", "bob", "carol", "dave", "erin", "frank"};
 
-std::string last_line(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
-}
-
 /// A value from a Prometheus text at `url` (-1 when absent or unreachable).
 long long metric(const std::string& url, const std::string& name) {
   const std::string text = http("GET", url + "/metrics").body;

@@ -62,11 +62,6 @@ std::string ws_command(const std::string& id, const std::string& op, const std::
   return R"({"v":1,"type":"command","id":")" + id + R"(","op":")" + op + R"(","payload":)" + payload + "}";
 }
 
-std::string last_line(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
-}
-
 /// The names of the sites in the database, read by a fresh connection (what a restart would see).
 std::vector<std::string> site_names(const std::string& db_path) {
   SQLite::Database db(db_path, SQLite::OPEN_READONLY);

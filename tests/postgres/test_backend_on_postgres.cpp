@@ -19,17 +19,6 @@ namespace {
 using namespace citrus::it;
 namespace fs = std::filesystem;
 
-std::string last_line(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
-}
-
-std::string checked(const std::pair<int, std::string>& r, const char* what) {
-  INFO(what << ": " << r.second);
-  REQUIRE(r.first == 0);
-  return r.second;
-}
-
 }  // namespace
 
 TEST_CASE("postgres: citrus-backend and citrus-hub on PostgreSQL: CLI user, REST login, a site created") {

@@ -22,17 +22,6 @@ using namespace citrus::it;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-std::string last_line(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
-}
-
-std::string checked(const std::pair<int, std::string>& r, const char* what) {
-  INFO(what << ": " << r.second);
-  REQUIRE(r.first == 0);
-  return r.second;
-}
-
 /// One backend process of the pair: its own directory, its own commander id, the shared database.
 struct backend_process {
   std::string id, key, dir, db, hub_url;

@@ -12,7 +12,7 @@
 #    when run as root; fsync and synchronous_commit left on, as SQLite's synchronous=FULL), and puts
 #    the SQLite files in a temporary directory on the same disk ($TMPDIR, default /tmp);
 # 3. for each backend (this tree, then REF) and each database (SQLite, PostgreSQL): a fresh database,
-#    N+2 users (`citrus-backend user add`), the backend on 127.0.0.1 with --rest-rate 100000 (every
+#    N+2 users (`citrus-backend user add`), the backend on 127.0.0.1 with --rest-rate 100000 and CITRUS_BACKEND_OPERATION_RATE_SCALE=100000 (every
 #    client is 127.0.0.1; the token bucket is still checked on every request), no hub configured
 #    (creates store the site and answer 201, deploy_status "failed"); all of them running at once;
 # 4. `rest_loadgen throughput` on all of them, R rounds of S seconds each, alternating: N clients,
@@ -183,6 +183,9 @@ EOF
     "$bin" user add "$u" --db "$db" <"$work/password" >/dev/null 2>>"$work/$label-admin.log" \
       || { echo "run_storage.sh: user add $u failed ($label):" >&2; tail -n 5 "$work/$label-admin.log" >&2; exit 1; }
   done
+  # Every client creates sites far past a person's pace: the per-user operation rates are raised
+  # through the environment (a baseline that predates them ignores the variable).
+  CITRUS_BACKEND_OPERATION_RATE_SCALE=100000 \
   "$bin" serve --listen 127.0.0.1:0 --db "$db" --ready-file "$work/$label.port" --rest-rate 100000 \
          --log-level warn >"$work/$label.out" 2>"$work/$label.log" &
   local pid=$!

@@ -87,6 +87,7 @@ std::vector<app::option_spec> serve_specs() {
       {"token-lifetime-s", "CITRUS_TOKEN_LIFETIME_S", "900", "lifetime of user tokens in seconds (1..3600)", false},
       {"token-leeway-s", "CITRUS_TOKEN_LEEWAY_S", "30", "clock skew tolerated on token times, seconds (0..600)", false},
       {"rest-rate", "CITRUS_REST_RATE", "10", "REST requests per second per client address (burst: 3x)", false},
+      {"operation-rate-scale", "", "1", "multiplies every per-user operation rate and burst of the operations table, e.g. site.deploy's 30 per minute, burst 10 (1..100000; load tests and benchmarks raise it)", false},
       {"max-connections", "CITRUS_MAX_CONNECTIONS", "0", "TCP connections held at once, HTTP and WebSocket together; beyond it a connection is closed at accept (0: the descriptor budget, ulimit -n minus 64, at most 10000; never more than that budget)", false},
       {"max-connections-per-address", "CITRUS_MAX_CONNECTIONS_PER_ADDRESS", "0", "TCP connections held at once from one IP address (0: no limit; keep 0 behind a reverse proxy, where every client has its address)", false},
       {"default-agent", "CITRUS_DEFAULT_AGENT", "agent-1", "the agent new sites are placed on", false},
@@ -136,6 +137,7 @@ struct serve_settings {
   std::chrono::seconds token_leeway{30};
   std::string default_agent;
   long long rest_rate = 10;
+  long long operation_rate_scale = 1;
   long long max_connections = 0;  ///< 0: connection_cap()
   long long max_connections_per_address = 0;  ///< 0: no limit
   std::string web_root;
@@ -194,6 +196,9 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   s.token_leeway = std::chrono::seconds(leeway);
   s.rest_rate = opts.get_int("rest-rate").value_or(0);
   if (s.rest_rate < 1 || s.rest_rate > 100000) return usage_error("--rest-rate must be 1..100000");
+  s.operation_rate_scale = opts.get_int("operation-rate-scale").value_or(0);
+  if (s.operation_rate_scale < 1 || s.operation_rate_scale > 100000)
+    return usage_error("--operation-rate-scale must be 1..100000");
   s.max_connections = opts.get_int("max-connections").value_or(-1);
   if (s.max_connections < 0 || s.max_connections > 1000000) return usage_error("--max-connections must be 0..1000000");
   s.max_connections_per_address = opts.get_int("max-connections-per-address").value_or(-1);
@@ -376,6 +381,7 @@ void metric(std::string& out, std::string_view name, std::string_view type, std:
 struct metric_sources {
   const user_gateway& gateway;
   const commander_link& link;
+  const site_service& sites;
   const worker::storage_worker& storage;
   const hub_connector* hub = nullptr;
   const wspp::server* server = nullptr;
@@ -419,12 +425,17 @@ std::string prometheus_text(const metric_sources& m) {
            "Connections closed for sending pings or pongs too fast.", c.control_rate_limited);
     metric(out, "citrus_backend_handler_exceptions_total", "counter", "Exceptions caught from handlers.", c.handler_exceptions);
   }
+  const site_service_counters site_ops = m.sites.counters();
   if (m.audit) {
     metric(out, "citrus_backend_audit_dropped_total", "counter", "Gateway audit events dropped (queue full).", m.audit->dropped());
     metric(out, "citrus_backend_audit_failed_total", "counter", "Gateway audit events that failed to be stored.", m.audit->failed());
-    metric(out, "citrus_backend_audit_refused_total", "counter",
-           "Gateway audit events refused (queue full) and their operations refused with them.", m.audit->refused());
   }
+  metric(out, "citrus_backend_audit_refused_total", "counter",
+         "Operations refused because the audit trail did not take their event (fail closed): site operations, and "
+         "gateway events refused by a full queue.",
+         site_ops.audit_refused + (m.audit ? m.audit->refused() : 0));
+  metric(out, "citrus_backend_operations_rate_limited_total", "counter",
+         "Site operations refused for their per-user rate (the operations table).", site_ops.rate_limited);
   if (m.unacknowledged && *m.unacknowledged) {
     // Absent when the database cannot answer: an alert on the gauge then fires on its absence.
     metric(out, "citrus_backend_audit_unacknowledged", "gauge",
@@ -535,14 +546,16 @@ int serve(const serve_settings& s) {
       },
       log);
 
-  const operation_registry operations = operation_registry::defaults();
+  operation_registry operations = operation_registry::defaults();
+  operations.scale_rates(static_cast<double>(s.operation_rate_scale));
   backend_config config{commander_link_config{s.commander_id, s.commander_key},
                         site_service_config{agent_id{s.default_agent}, s.commander_id}};
   config.link.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
   config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   config.rest.metrics_token = s.metrics_token;
   backend_service backend(std::move(config), backend_services{*storage, tokens, clk, random, log, gateway_audit, operations});
-  metric_sources sources{backend.gateway(), backend.link(), *storage, nullptr, nullptr, &gateway_audit, log, s.default_agent};
+  metric_sources sources{backend.gateway(), backend.link(), backend.sites(), *storage, nullptr, nullptr, &gateway_audit, log,
+                         s.default_agent};
   std::optional<std::uint64_t> unacknowledged;
   sources.unacknowledged = &unacknowledged;
   backend.set_metrics([&sources] { return prometheus_text(sources); });

@@ -71,6 +71,7 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
   CITRUS_FUZZ_CHECK(e.state.empty() || one_of(e.state, "online", "offline"), "state", text);
   CITRUS_FUZZ_CHECK(!e.expires_in || *e.expires_in >= 0, "expires_in >= 0", text);
   CITRUS_FUZZ_CHECK(!e.site || *e.site >= 1, "site >= 1", text);
+  CITRUS_FUZZ_CHECK(!e.retry_after || (*e.retry_after >= 1 && e.type == message_type::error), "retry_after >= 1, errors only", text);
   CITRUS_FUZZ_CHECK(e.fields.size <= max_payload_fields, "payload fields <= 32", text);
   if (e.payload.empty()) {
     CITRUS_FUZZ_CHECK(e.fields.size == 0, "no payload, no payload fields", text);
@@ -113,7 +114,7 @@ bool same_fields(const envelope& a, const envelope& b) {
   if (a.type != b.type || a.id != b.id || a.request != b.request || a.agent != b.agent || a.commander != b.commander || a.op != b.op ||
       a.prio != b.prio || a.payload != b.payload || a.role != b.role || a.key != b.key || a.token != b.token ||
       a.percent != b.percent || a.step != b.step || a.status != b.status || a.code != b.code ||
-      a.message != b.message || a.state != b.state || a.expires_in != b.expires_in || a.site != b.site ||
+      a.message != b.message || a.state != b.state || a.expires_in != b.expires_in || a.site != b.site || a.retry_after != b.retry_after ||
       a.fields.size != b.fields.size)
     return false;
   for (std::size_t i = 0; i < a.fields.size; ++i) {

@@ -218,7 +218,8 @@ struct world {
   login_service login{login_config{}, lanes, tokens, clk};
   fake_hub hub{*this};
   fake_sessions sessions{hub};
-  site_service sites{site_service_config{agent_id{"agent-1"}}, lanes, hub, sessions, clk, log};
+  operation_registry ops = operation_registry::defaults();  // with its per-user rates: 429s are fuzzed too
+  site_service sites{site_service_config{agent_id{"agent-1"}, "backend-1"}, ops, lanes, hub, sessions, clk, log};
   std::unique_ptr<rest_api> api;
 
   std::vector<user_record> users;

@@ -473,7 +473,14 @@ class fault_rig {
     }
   }
 
-  platform p;
+  /// Each user deploys every 300 ms, far past a person's pace: the per-user operation rates are
+  /// raised so that what this test measures is faults, not rate limits (test_operation_rate.cpp has those).
+  static platform::options load_options() {
+    platform::options o;
+    o.backend_args = {"--operation-rate-scale", "100"};
+    return o;
+  }
+  platform p{load_options()};
   struct fleet_agent {
     std::string id, key, root;
     std::unique_ptr<process> proc;

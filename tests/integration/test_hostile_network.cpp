@@ -578,7 +578,11 @@ TEST_SUITE("hostile_network") {
   }
 
   TEST_CASE("user B walking site ids over REST and the WebSocket: one answer for A's sites and missing ones, audited, nothing changes") {
-    platform p;
+    // The walk sends 13 deploys and 13 deletes within a second, past their per-user bursts (10): the
+    // rates are raised here so that every answer is about ownership (test_operation_rate.cpp has the rates).
+    platform::options o;
+    o.backend_args = {"--operation-rate-scale", "10"};
+    platform p(o);
     p.start_backend();
     const std::string alice = p.login("alice", "alice-pw");
     const std::string bob = p.login("bob", "bob-pw");

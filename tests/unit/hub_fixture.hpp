@@ -50,6 +50,15 @@ inline std::size_t count_with(const memory::recording_client& client, std::strin
   return n;
 }
 
+/// Audit events of `kind` in `trail` with this action and outcome.
+inline std::size_t audit_count_in(audit_store& trail, audit_kind kind, std::string_view action, std::string_view outcome) {
+  auto events = trail.query({kind, 10000});
+  REQUIRE(events);
+  std::size_t n = 0;
+  for (const auto& e : *events) n += e.action == action && e.outcome == outcome;
+  return n;
+}
+
 struct hub_fixture {
   memory::manual_clock clk;
   memory::recording_logger log;
@@ -97,11 +106,7 @@ struct hub_fixture {
 
   /// Audit events of `kind` with this action and outcome.
   std::size_t audit_count(audit_kind kind, std::string_view action, std::string_view outcome) {
-    auto events = db.audit().query({kind, 10000});
-    REQUIRE(events);
-    std::size_t n = 0;
-    for (const auto& e : *events) n += e.action == action && e.outcome == outcome;
-    return n;
+    return audit_count_in(db.audit(), kind, action, outcome);
   }
 };
 

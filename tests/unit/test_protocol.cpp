@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <ostream>  // doctest prints std::error_code through it
 #include <set>
 #include <string>
 #include <string_view>
@@ -775,6 +776,22 @@ TEST_SUITE("protocol") {
     REQUIRE(r);
     CHECK((*r)->code == "storage_full");
     CHECK((*r)->message == public_message(errc::storage_full));
+  }
+
+  TEST_CASE("retry_after: written on a rate_limited error, parsed back, on errors only and never below 1") {
+    std::string out;
+    write_error(out, "d11", errc::rate_limited, 2);
+    CHECK(out == R"({"v":1,"type":"error","id":"d11","code":"rate_limited","message":"Too many requests, slow down","retry_after":2})");
+    parser p;
+    auto r = p.parse(out);
+    REQUIRE(r);
+    CHECK((*r)->retry_after == 2);
+    auto without = p.parse(R"({"v":1,"type":"error","code":"rate_limited"})");
+    REQUIRE(without);
+    CHECK_FALSE((*without)->retry_after.has_value());
+    CHECK(p.parse(R"({"v":1,"type":"error","code":"rate_limited","retry_after":0})").error() == errc::invalid_value);
+    CHECK(p.parse(R"({"v":1,"type":"error","code":"rate_limited","retry_after":"2"})").error() == errc::wrong_type);
+    CHECK(p.parse(R"({"v":1,"type":"result","id":"r","status":"ok","retry_after":2})").error() == errc::unknown_field);
   }
 
   TEST_CASE("round trips: parse(write(e)) gives back the same fields") {

@@ -518,6 +518,7 @@ TEST_SUITE("rest_api") {
     const std::string bob = f.bearer(f.bob);
     std::set<std::pair<int, std::string>> answers;
     for (int id = 1; id <= 50; ++id) {
+      f.clk.advance(2s);  // within every operation's per-user rate: each answer is about the site, none a 429
       const std::string path = "/api/sites/" + std::to_string(id);
       auto get = f.call("GET", path, {}, bob);
       answers.insert({get.status, get.body});
@@ -535,6 +536,26 @@ TEST_SUITE("rest_api") {
     CHECK(answers.begin()->second == unauthorized_body);
     CHECK(f.sites->list(f.alice.id)->size() == 3);
     for (const auto& s : owned) CHECK(f.sites->get(f.alice.id, s.id)->name == s.name);
+  }
+
+  TEST_CASE("past an operation's per-user rate: 429 with Retry-After, for that user and operation only") {
+    rest_fixture f;
+    const site_record a = f.make_site(f.alice, "a");
+    const site_record b = f.make_site(f.bob, "b");
+    const std::string alice = f.bearer(f.alice);
+    for (int i = 0; i < 10; ++i) REQUIRE(f.call("POST", f.site_path(a, "/deploy"), {}, alice).status == 202);
+    auto limited = f.call("POST", f.site_path(a, "/deploy"), {}, alice);
+    CHECK(limited.status == 429);
+    CHECK(limited.body == error_body("Too many requests, slow down"));
+    CHECK(limited.header("Retry-After") == "2");  // site.deploy: 30 per minute, a token every 2 s
+    // Probing someone else's site spends the same bucket: the rate comes before the ownership check.
+    CHECK(f.call("POST", f.site_path(b, "/deploy"), {}, alice).status == 429);
+    CHECK(f.call("POST", f.site_path(b, "/deploy"), {}, f.bearer(f.bob)).status == 202);  // Bob: his own bucket
+    CHECK(f.call("GET", f.site_path(a), {}, alice).status == 200);                          // another operation
+    CHECK(f.backend->sites().counters().rate_limited == 2);
+    CHECK(f.audit_count(audit_kind::security_event, "rate_limited", "denied") == 1);
+    f.clk.advance(2s);
+    CHECK(f.call("POST", f.site_path(a, "/deploy"), {}, alice).status == 202);
   }
 
   TEST_CASE("tokens: missing, malformed, forged, alg none, expired, deleted user") {

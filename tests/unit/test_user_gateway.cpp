@@ -280,6 +280,32 @@ TEST_SUITE("user_gateway") {
     CHECK(f.gateway.held_command_ids() == 1);
   }
 
+  TEST_CASE("past an operation's per-user rate: an error rate_limited with retry_after; the session stays open") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    auto [ws, end] = f.user_socket(f.alice);
+    f.hold_deploys = true;
+    for (int i = 0; i < 11; ++i) ws->send(user_command("d" + std::to_string(i), "site.deploy", site_payload(a)));
+    f.run();
+    CHECK(count_with(*ws, R"("type":"accepted")") == 10);  // site.deploy's burst
+    CHECK(count_with(*ws, R"({"v":1,"type":"error","id":"d10","code":"rate_limited","message":"Too many requests, slow down","retry_after":2})") == 1);
+    // A client reads it with the protocol's parser, as docs/protocol.md describes it.
+    const auto error = std::find_if(ws->messages.begin(), ws->messages.end(),
+                                    [](const std::string& m) { return contains(m, R"("code":"rate_limited")"); });
+    REQUIRE(error != ws->messages.end());
+    protocol::parser parser;
+    auto refused = parser.parse(*error);
+    REQUIRE(refused);
+    CHECK((*refused)->retry_after == 2);
+    CHECK(end->is_open());
+    // The id was not kept: once the rate allows, the same command runs.
+    f.clk.advance(2s);
+    ws->send(user_command("d10", "site.deploy", site_payload(a)));
+    f.run();
+    CHECK(count_with(*ws, R"("type":"accepted","id":"d10")") == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "rate_limited", "denied") == 1);
+  }
+
   TEST_CASE("held ids are bounded per user: past the cap, state-changing commands get rate_limited, reads still work") {
     user_gateway_config cfg;
     cfg.max_held_command_ids = 3;

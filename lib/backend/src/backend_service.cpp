@@ -16,7 +16,7 @@ struct backend_service::impl {
   impl(backend_config c, backend_services s)
       : gateway(c.gateway, s.tokens, s.storage, s.operations, s.clk, s.log, s.gateway_audit),
         link(std::move(c.link), s.clk, s.log, observer),
-        sites(std::move(c.sites), s.storage, link, gateway, s.clk, s.log),
+        sites(std::move(c.sites), s.operations, s.storage, link, gateway, s.clk, s.log),
         login(c.login, s.storage, s.tokens, s.clk),
         rest(c.rest, rest_services{s.storage, sites, login, s.tokens, s.clk, s.random, s.log,
                                    [this] { return metrics ? metrics() : std::string("citrus_up 1\n"); },

@@ -8,13 +8,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
-#include <list>
 #include <optional>
 #include <unordered_map>
 #include <utility>
@@ -42,69 +40,11 @@ using text::iequals;
 using text::is_digit;
 using text::trim;
 
-// -------------------------------------------------------------------------------- bucket table
-
-/// Token buckets per key, bounded: the least recently used key is forgotten when the table is full
-/// (it is the one most likely to have refilled anyway).
-class bucket_table {
- public:
-  bucket_table(rate r, std::size_t capacity) : rate_(r), capacity_(std::max<std::size_t>(capacity, 1)) {}
-
-  bool take(const std::string& key, steady_time now) {
-    if (rate_.unlimited()) return true;
-    return touch(key, now).try_take(now);
-  }
-
-  /// Whether `key` has a token, without taking it (an unknown key has a full bucket).
-  bool has_token(const std::string& key, steady_time now) {
-    if (rate_.unlimited()) return true;
-    const auto it = index_.find(key);
-    return it == index_.end() || it->second->bucket.available(now) >= 1.0;
-  }
-
-  /// Whole seconds until `key` has a token again (at least 1).
-  long long retry_after(const std::string& key, steady_time now) {
-    const auto it = index_.find(key);
-    if (rate_.unlimited() || it == index_.end() || rate_.per_second <= 0) return 1;
-    const double missing = 1.0 - it->second->bucket.available(now);
-    const double seconds = std::ceil(missing / rate_.per_second);
-    return seconds < 1.0 ? 1 : seconds > 3600.0 ? 3600 : static_cast<long long>(seconds);
-  }
-
-  std::size_t size() const noexcept { return index_.size(); }
-
- private:
-  struct entry {
-    std::string key;
-    token_bucket bucket;
-  };
-
-  token_bucket& touch(const std::string& key, steady_time now) {
-    if (const auto it = index_.find(key); it != index_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return it->second->bucket;
-    }
-    if (index_.size() >= capacity_) {
-      index_.erase(lru_.back().key);
-      lru_.pop_back();
-    }
-    lru_.push_front(entry{key, token_bucket(rate_, now)});
-    // The view points into the list node, which never moves (splice relinks nodes).
-    index_.emplace(std::string_view(lru_.front().key), lru_.begin());
-    return lru_.front().bucket;
-  }
-
-  rate rate_;
-  std::size_t capacity_;
-  std::list<entry> lru_;  // most recently used first
-  std::unordered_map<std::string_view, std::list<entry>::iterator> index_;
-};
-
 // ----------------------------------------------------------------------------- JSON request bodies
 
 enum class value_kind { string, string_list, integer };
 
-struct field_rule {
+struct body_rule {
   std::string_view name;
   value_kind kind;
   bool required;
@@ -139,7 +79,7 @@ class body_parser {
 
   /// Parses `body` as one JSON object against `rules` (out[i] receives rules[i]). An empty body is an
   /// empty object when `empty_ok`.
-  errc parse(std::string_view body, const field_rule* rules, field_value* out, std::size_t n, bool empty_ok) {
+  errc parse(std::string_view body, const body_rule* rules, field_value* out, std::size_t n, bool empty_ok) {
     if (body.empty() && empty_ok) return errc::ok;
     if (body.size() > max_bytes_) return errc::message_too_large;
     if (!ready_) {
@@ -181,7 +121,7 @@ class body_parser {
     return errc::ok;
   }
 
-  static errc read_value(simdjson::dom::element value, const field_rule& rule, field_value& out) {
+  static errc read_value(simdjson::dom::element value, const body_rule& rule, field_value& out) {
     switch (rule.kind) {
       case value_kind::string:
         return read_string(value, rule.max_bytes, out.text);
@@ -582,7 +522,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   }
 
   template <std::size_t N>
-  errc parse(std::string_view text, const std::array<field_rule, N>& rules, std::array<field_value, N>& out,
+  errc parse(std::string_view text, const std::array<body_rule, N>& rules, std::array<field_value, N>& out,
              bool empty_ok) {
     static_assert(N <= 64, "one bit per rule");
     return body.parse(text, rules.data(), out.data(), N, empty_ok);
@@ -647,13 +587,20 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     return json_response(status, std::move(out));
   }
 
-  /// A site_service answer as a REST response.
+  /// A site_service answer as a REST response; `op` names the operation (and the log line). Past
+  /// the operation's per-user rate: 429 with Retry-After.
   template <class T, class Make>
-  static auto answer_with(const call_ptr& c, impl& api, std::string_view where, Make make) {
-    return [c, weak = api.weak_from_this(), where, make = std::move(make)](result<T> done) {
+  static auto answer_with(const call_ptr& c, impl& api, user_id caller, std::string_view op, Make make) {
+    return [c, weak = api.weak_from_this(), caller, op, make = std::move(make)](result<T> done) {
       auto self = weak.lock();
       if (!self) return;
-      self->guarded(c, [&] { c->reply(done ? make(*done) : self->failure(done.error(), where)); });
+      self->guarded(c, [&] {
+        if (done) return c->reply(make(*done));
+        http_response r = self->failure(done.error(), op);
+        if (to_errc(done.error()) == errc::rate_limited)
+          r.headers.push_back({"Retry-After", std::to_string(self->svc.sites.retry_after(caller, op).count())});
+        c->reply(std::move(r));
+      });
     };
   }
 
@@ -733,7 +680,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   // --- login ------------------------------------------------------------------------------------
 
   void login(const call_ptr& c) {
-    static constexpr std::array<field_rule, 2> rules{{
+    static constexpr std::array<body_rule, 2> rules{{
         {"username", value_kind::string, true, max_name_bytes, 0},
         {"password", value_kind::string, true, max_password_bytes, 0},
     }};
@@ -769,7 +716,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   void refresh(const call_ptr& c) {
     const std::string_view token = bearer_credentials(c->authorization);
     if (token.empty()) return c->reply(unauthenticated(public_message(errc::auth_required)));
-    static constexpr std::array<field_rule, 0> rules{};
+    static constexpr std::array<body_rule, 0> rules{};
     std::array<field_value, 0> v{};
     if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
     std::weak_ptr<impl> weak = weak_from_this();
@@ -783,7 +730,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   // --- sites ------------------------------------------------------------------------------------
 
   void list_sites(const call_ptr& c, const user_record& user) {
-    svc.sites.list(user.id, answer_with<std::vector<site_record>>(c, *this, "site.list", [](const std::vector<site_record>& sites) {
+    svc.sites.list(user.id, answer_with<std::vector<site_record>>(c, *this, user.id, "site.list", [](const std::vector<site_record>& sites) {
       std::string out = R"({"success":true,"sites":[)";
       for (std::size_t i = 0; i < sites.size(); ++i) {
         if (i) out += ',';
@@ -795,14 +742,14 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   }
 
   void create_site(const call_ptr& c, const user_record& user) {
-    static constexpr std::array<field_rule, 2> rules{{
+    static constexpr std::array<body_rule, 2> rules{{
         {"name", value_kind::string, true, max_text_bytes, 0},
         {"url", value_kind::string, true, max_text_bytes, 0},
     }};
     std::array<field_value, 2> v{};
     if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
     svc.sites.create(user.id, site_input{std::move(v[0].text), std::move(v[1].text)},
-                     answer_with<site_change>(c, *this, "site.create",
+                     answer_with<site_change>(c, *this, user.id, "site.create",
                                               [](const site_change& created) { return site_response(201, created.site); }));
   }
 
@@ -810,13 +757,13 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     const auto id = parse_site_id(c->r.param);
     if (!id) return c->reply(error_response(errc::invalid_request));
     svc.sites.get(user.id, site_id{*id},
-                  answer_with<site_record>(c, *this, "site.get", [](const site_record& site) { return site_response(200, site); }));
+                  answer_with<site_record>(c, *this, user.id, "site.status", [](const site_record& site) { return site_response(200, site); }));
   }
 
   void update_site(const call_ptr& c, const user_record& user) {
     const auto id = parse_site_id(c->r.param);
     if (!id) return c->reply(error_response(errc::invalid_request));
-    static constexpr std::array<field_rule, 2> rules{{
+    static constexpr std::array<body_rule, 2> rules{{
         {"name", value_kind::string, false, max_text_bytes, 0},
         {"url", value_kind::string, false, max_text_bytes, 0},
     }};
@@ -827,14 +774,14 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     if (v[0].present) changes.name = std::move(v[0].text);
     if (v[1].present) changes.url = std::move(v[1].text);
     svc.sites.update(user.id, site_id{*id}, std::move(changes),
-                     answer_with<site_change>(c, *this, "site.update",
+                     answer_with<site_change>(c, *this, user.id, "site.update",
                                               [](const site_change& updated) { return site_response(200, updated.site); }));
   }
 
   void delete_site(const call_ptr& c, const user_record& user) {
     const auto id = parse_site_id(c->r.param);
     if (!id) return c->reply(error_response(errc::invalid_request));
-    svc.sites.remove(user.id, site_id{*id}, answer_with<site_change>(c, *this, "site.delete", [](const site_change&) {
+    svc.sites.remove(user.id, site_id{*id}, answer_with<site_change>(c, *this, user.id, "site.delete", [](const site_change&) {
                        return json_response(200, R"({"success":true})");
                      }));
   }
@@ -842,11 +789,11 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   void deploy(const call_ptr& c, const user_record& user) {
     const auto id = parse_site_id(c->r.param);
     if (!id) return c->reply(error_response(errc::invalid_request));
-    static constexpr std::array<field_rule, 1> rules{{{"version", value_kind::string, false, max_text_bytes, 0}}};
+    static constexpr std::array<body_rule, 1> rules{{{"version", value_kind::string, false, max_text_bytes, 0}}};
     std::array<field_value, 1> v{};
     if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
     svc.sites.deploy(user.id, site_id{*id}, std::move(v[0].text),
-                     answer_with<site_change>(c, *this, "site.deploy", [](const site_change& started) {
+                     answer_with<site_change>(c, *this, user.id, "site.deploy", [](const site_change& started) {
                        std::string out = R"({"success":true,"request":)";
                        protocol::append_json_string(out, started.request->value());
                        out += '}';
@@ -870,11 +817,11 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       return refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
     const bool events_route = c->r.kind == route_kind::hub_events;
     const bool agent_route = c->r.kind == route_kind::verify_agent;
-    static constexpr std::array<field_rule, 2> agent_rules{{
+    static constexpr std::array<body_rule, 2> agent_rules{{
         {"agentId", value_kind::string, true, max_id_bytes, 0},
         {"agentKey", value_kind::string, true, max_key_bytes, 0},
     }};
-    static constexpr std::array<field_rule, 2> commander_rules{{
+    static constexpr std::array<body_rule, 2> commander_rules{{
         {"commanderId", value_kind::string, true, max_id_bytes, 0},
         {"commanderKey", value_kind::string, true, max_key_bytes, 0},
     }};
@@ -1069,12 +1016,12 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     std::array<field_value, 2> v{};
     errc parsed = errc::ok;
     if (grants_field.empty()) {
-      const std::array<field_rule, 1> rules{{{id_field, value_kind::string, true, max_id_bytes, 0}}};
+      const std::array<body_rule, 1> rules{{{id_field, value_kind::string, true, max_id_bytes, 0}}};
       std::array<field_value, 1> id{};
       parsed = parse(c->body, rules, id, false);
       v[0] = std::move(id[0]);
     } else {
-      const std::array<field_rule, 2> rules{{
+      const std::array<body_rule, 2> rules{{
           {id_field, value_kind::string, true, max_id_bytes, 0},
           {grants_field, value_kind::string_list, true, max_id_bytes, max_grants},
       }};
@@ -1101,7 +1048,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   void rotate_agent(const call_ptr& c, const user_record& user, std::string_view action) {
     if (!is_valid_wire_id(c->r.param)) return c->reply(error_response(errc::invalid_request));
-    static constexpr std::array<field_rule, 1> rules{{{"overlapSeconds", value_kind::integer, false, 0, 0}}};
+    static constexpr std::array<body_rule, 1> rules{{{"overlapSeconds", value_kind::integer, false, 0, 0}}};
     std::array<field_value, 1> v{};
     if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
     const std::chrono::seconds overlap = v[0].present ? std::chrono::seconds(v[0].number) : cfg.default_rotation_overlap;

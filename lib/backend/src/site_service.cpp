@@ -1,9 +1,12 @@
 #include "citrus/backend/site_service.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <unordered_map>
 #include <vector>
 
+#include "citrus/core/operation_limits.hpp"
 #include "citrus/core/protocol.hpp"
 #include "citrus/core/text.hpp"
 
@@ -148,22 +151,49 @@ void append_site_json(std::string& out, const site_record& s) {
 
 namespace {
 
+std::string user_actor(user_id user) { return "user:" + std::to_string(user.value()); }
+
 audit_event site_audit(wall_time at, user_id caller, std::string_view action, site_id site, std::string_view outcome,
                        std::string detail = {}) {
   const bool denied = outcome == "denied";
-  return audit_event{at, denied ? audit_kind::security_event : audit_kind::site_operation,
-                     "user:" + std::to_string(caller.value()), std::string(action), "site:" + std::to_string(site.value()),
-                     std::string(outcome), std::move(detail)};
+  return audit_event{at, denied ? audit_kind::security_event : audit_kind::site_operation, user_actor(caller),
+                     std::string(action), "site:" + std::to_string(site.value()), std::string(outcome), std::move(detail)};
 }
 
-/// The caller's site; another user's site and a missing one are both errc::unauthorized_access,
-/// audited as a denial (on the storage thread: `db` is that thread's).
-result<site_record> owned(storage& db, wall_time now, user_id caller, site_id id, std::string_view action) {
+/// "30/min, burst 10": an operation's per-user rate, for the audit trail.
+std::string rate_text(const rate& r) {
+  return std::to_string(std::llround(r.per_second * 60)) + "/min, burst " + std::to_string(std::llround(r.burst));
+}
+
+/// The table's ownership rule for an operation on site `id`, on a storage thread. site_owner, the only
+/// rule that fits an operation on a site (storage reaches a site only through its owner), asks for a
+/// site of the caller's: another user's site and a missing one are both errc::unauthorized_access.
+/// Any other rule is refused, never skipped.
+result<site_record> find_owned(storage& db, ownership rule, user_id caller, site_id id) {
+  if (rule != ownership::site_owner) return errc::forbidden_operation;
   auto site = db.sites().find_site(caller, id);
-  if (site) return site;
-  if (site.error() != make_error_code(errc::not_found)) return site.error();
-  db.audit().record(site_audit(now, caller, action, id, "denied"));
-  return errc::unauthorized_access;
+  if (!site && site.error() == make_error_code(errc::not_found)) return errc::unauthorized_access;
+  return site;
+}
+
+/// find_owned() on the write lane, where a denial is audited at once (`db` is that thread's).
+result<site_record> owned(storage& db, ownership rule, wall_time now, user_id caller, site_id id, std::string_view action) {
+  auto site = find_owned(db, rule, caller, id);
+  if (!site && site.error() == make_error_code(errc::unauthorized_access))
+    db.audit().record(site_audit(now, caller, action, id, "denied"));
+  return site;
+}
+
+/// Counted on the storage thread, read on the loop: shared by the work, never the service itself.
+using refusal_counter = std::shared_ptr<std::atomic<std::uint64_t>>;
+
+/// Fail closed, on the write lane: an operation's event is stored before the operation changes
+/// anything; when the trail does not take it, the operation is refused (errc::storage_unavailable:
+/// retryable) and counted.
+result<void> audit_first(storage& db, audit_event event, const refusal_counter& refused) {
+  if (db.audit().try_record(std::move(event))) return {};
+  refused->fetch_add(1, std::memory_order_relaxed);
+  return errc::storage_unavailable;
 }
 
 errc code_of(const std::error_code& e) { return static_cast<errc>(e.value()); }
@@ -178,8 +208,9 @@ site_change dispatched(site_record site, const result<request_id>& sent) {
 }  // namespace
 
 struct site_service::impl {
-  impl(site_service_config c, storage_executor& s, command_sink& k, user_notifier& u, const clock& clk, logger& l)
-      : cfg(std::move(c)), storage(s), commands(k), users(u), clock(clk), log(l) {}
+  impl(site_service_config c, const operation_registry& o, storage_executor& s, command_sink& k, user_notifier& u,
+       const clock& clk, logger& l)
+      : cfg(std::move(c)), ops(o), limiter(o), storage(s), commands(k), users(u), clock(clk), log(l) {}
 
   struct binding {
     user_id owner;
@@ -192,6 +223,10 @@ struct site_service::impl {
   static constexpr std::size_t max_early_updates = 64;
 
   site_service_config cfg;
+  const operation_registry& ops;
+  operation_limiter limiter;
+  std::uint64_t rate_limited = 0;
+  refusal_counter audit_refused = std::make_shared<std::atomic<std::uint64_t>>(0);
   storage_executor& storage;
   command_sink& commands;
   user_notifier& users;
@@ -216,6 +251,25 @@ struct site_service::impl {
     auto early = std::move(it->second.early);
     const binding b{it->second.owner, it->second.site, true, {}};
     for (const auto& u : early) push(u, b, std::nullopt);
+  }
+
+  /// The table's entry for `name`, once its per-user rate admits one more run by `caller`:
+  /// errc::forbidden_operation when the table has no such operation (nothing runs that it does not
+  /// declare), errc::rate_limited past the rate. A run of refusals is audited (and logged) once, at
+  /// its first: the trail gets at most one event per admitted run, however hard a client pushes.
+  result<const operation*> admit(std::string_view name, user_id caller) {
+    const operation* op = ops.find(name);
+    if (op == nullptr) return errc::forbidden_operation;
+    const std::string who = user_actor(caller);
+    const bucket_table::verdict verdict = limiter.admit(*op, who, clock.steady_now());
+    if (verdict == bucket_table::verdict::taken) return op;
+    ++rate_limited;
+    if (verdict == bucket_table::verdict::refused_first) {
+      log.log(log_level::warn, "operation_rate_limited", {field("user", caller.value()), field("op", op->name)});
+      audit_later(audit_event{clock.wall_now(), audit_kind::security_event, who, "rate_limited", "operation:" + op->name,
+                              "denied", rate_text(op->per_user)});
+    }
+    return errc::rate_limited;
   }
 
   /// Writes an audit event on the write lane, after everything submitted before it.
@@ -250,12 +304,20 @@ struct site_service::impl {
   }
 };
 
-site_service::site_service(site_service_config config, storage_executor& storage, command_sink& commands,
-                           user_notifier& users, const clock& clk, logger& log)
-    : impl_(std::make_shared<impl>(std::move(config), storage, commands, users, clk, log)) {}
+site_service::site_service(site_service_config config, const operation_registry& operations, storage_executor& storage,
+                           command_sink& commands, user_notifier& users, const clock& clk, logger& log)
+    : impl_(std::make_shared<impl>(std::move(config), operations, storage, commands, users, clk, log)) {}
 site_service::~site_service() = default;
 
 std::size_t site_service::in_flight() const noexcept { return impl_->sent.size(); }
+
+std::chrono::seconds site_service::retry_after(user_id caller, std::string_view op) const {
+  return impl_->limiter.retry_after(op, user_actor(caller), impl_->clock.steady_now());
+}
+
+site_service_counters site_service::counters() const noexcept {
+  return site_service_counters{impl_->rate_limited, impl_->audit_refused->load(std::memory_order_relaxed)};
+}
 
 // Each call below: work on the storage lane (capturing values only), then the loop part in `done`,
 // which holds the service weakly: a service destroyed meanwhile drops the answer.
@@ -266,26 +328,42 @@ void site_service::list(user_id caller, reply<std::vector<site_record>> done) {
 }
 
 void site_service::get(user_id caller, site_id id, reply<site_record> done) {
+  auto op = impl_->admit("site.status", caller);  // reading one site: the table's site.status
+  if (!op) return done(op.error());
+  const ownership rule = (*op)->owner_check;
   // A read: on the read lane, so that a write held up by a lock does not delay it. A denial is
   // audited on the write lane afterwards.
   std::weak_ptr<impl> weak = impl_;
   run_storage<site_record>(
-      impl_->storage, storage_lane::read, [caller, id](storage& db) { return db.sites().find_site(caller, id); },
+      impl_->storage, storage_lane::read, [caller, id, rule](storage& db) { return find_owned(db, rule, caller, id); },
       [weak, caller, id, done = std::move(done)](result<site_record> site) mutable {
-        if (site || site.error() != make_error_code(errc::not_found)) return done(std::move(site));
-        if (auto self = weak.lock()) self->audit_later(site_audit(self->clock.wall_now(), caller, "site.get", id, "denied"));
-        done(errc::unauthorized_access);
+        if (!site && site.error() == make_error_code(errc::unauthorized_access))
+          if (auto self = weak.lock()) self->audit_later(site_audit(self->clock.wall_now(), caller, "site.get", id, "denied"));
+        done(std::move(site));
       });
 }
 
 void site_service::create(user_id caller, site_input input, reply<site_change> done) {
-  if (auto ok = validate_site_input(input.name, input.url); !ok) return done(ok.error());
   impl& m = *impl_;
+  auto op = m.admit("site.create", caller);
+  if (!op) return done(op.error());
+  if ((*op)->owner_check != ownership::none) return done(errc::forbidden_operation);  // no site to own yet
+  if (auto ok = validate_site_input(input.name, input.url); !ok) return done(ok.error());
   const wall_time now = m.clock.wall_now();
   new_site row{std::move(input.name), std::move(input.url), caller, m.cfg.default_agent};
   std::weak_ptr<impl> weak = impl_;
   run_storage<site_record>(
-      m.storage, storage_lane::write, [row = std::move(row), now](storage& db) { return db.sites().create_site(row, now); },
+      m.storage, storage_lane::write,
+      [row = std::move(row), now, refused = m.audit_refused](storage& db) -> result<site_record> {
+        auto site = db.sites().create_site(row, now);
+        if (!site) return site;
+        // The event needs the new id: the row comes first, and goes again when its event is refused.
+        if (auto audited = audit_first(db, site_audit(now, row.owner, "site.create", site->id, "ok"), refused); !audited) {
+          (void)db.sites().delete_site(row.owner, site->id);
+          return audited.error();
+        }
+        return site;
+      },
       [weak, caller, done = std::move(done)](result<site_record> site) mutable {
         auto self = weak.lock();
         if (!self) return;
@@ -293,13 +371,13 @@ void site_service::create(user_id caller, site_input input, reply<site_change> d
         auto sent = self->send("site.create", site->agent, site_payload(*site), caller, site->id);
         const wall_time at = self->clock.wall_now();
         const std::string status = sent ? "creating" : "failed";
-        audit_event event = site_audit(at, caller, "site.create", site->id, sent ? "ok" : "failed",
-                                       sent ? "" : std::string(wire_code(code_of(sent.error()))));
+        std::optional<audit_event> failure;  // stored, but its agent was never told
+        if (!sent) failure = site_audit(at, caller, "site.create", site->id, "failed", std::string(wire_code(code_of(sent.error()))));
         const std::string by = sent ? self->cfg.backend_id : std::string();
         run_storage<site_record>(
             self->storage, storage_lane::write,
-            [row = *site, status, at, by, event = std::move(event)](storage& db) -> result<site_record> {
-              db.audit().record(event);
+            [row = *site, status, at, by, failure = std::move(failure)](storage& db) -> result<site_record> {
+              if (failure) db.audit().record(*failure);
               auto updated = db.sites().record_deploy(row.id, deploy_update{status, row.deployer_id, row.last_deploy_date, by}, at);
               return updated ? std::move(*updated) : row;
             },
@@ -313,19 +391,26 @@ void site_service::create(user_id caller, site_input input, reply<site_change> d
 
 void site_service::update(user_id caller, site_id id, site_changes changes, reply<site_change> done) {
   impl& m = *impl_;
+  auto op = m.admit("site.update", caller);
+  if (!op) return done(op.error());
+  const ownership rule = (*op)->owner_check;
   const wall_time now = m.clock.wall_now();
   std::weak_ptr<impl> weak = impl_;
   run_storage<site_record>(
       m.storage, storage_lane::write,
-      [=, changes = std::move(changes)](storage& db) -> result<site_record> {
-        auto current = owned(db, now, caller, id, "site.update");
+      [=, changes = std::move(changes), refused = m.audit_refused](storage& db) -> result<site_record> {
+        auto current = owned(db, rule, now, caller, id, "site.update");
         if (!current) return current.error();
         const std::string& name = changes.name ? *changes.name : current->name;
         const std::string& url = changes.url ? *changes.url : current->url;
         if (auto ok = validate_site_input(name, url); !ok) return ok.error();
+        if (auto audited = audit_first(db, site_audit(now, caller, "site.update", id, "ok"), refused); !audited)
+          return audited.error();
         auto site = db.sites().update_site(caller, id, changes, now);
-        if (!site) return site.error() == make_error_code(errc::not_found) ? make_error_code(errc::unauthorized_access) : site.error();
-        db.audit().record(site_audit(now, caller, "site.update", id, "ok"));
+        if (!site) {  // audited as done, then not done: the trail says so
+          db.audit().record(site_audit(now, caller, "site.update", id, "failed"));
+          return site.error() == make_error_code(errc::not_found) ? make_error_code(errc::unauthorized_access) : site.error();
+        }
         return site;
       },
       [weak, caller, id, done = std::move(done)](result<site_record> site) mutable {
@@ -342,15 +427,22 @@ void site_service::update(user_id caller, site_id id, site_changes changes, repl
 
 void site_service::remove(user_id caller, site_id id, reply<site_change> done) {
   impl& m = *impl_;
+  auto op = m.admit("site.delete", caller);
+  if (!op) return done(op.error());
+  const ownership rule = (*op)->owner_check;
   const wall_time now = m.clock.wall_now();
   std::weak_ptr<impl> weak = impl_;
   run_storage<site_record>(
       m.storage, storage_lane::write,
-      [=](storage& db) -> result<site_record> {
-        auto current = owned(db, now, caller, id, "site.delete");
+      [=, refused = m.audit_refused](storage& db) -> result<site_record> {
+        auto current = owned(db, rule, now, caller, id, "site.delete");
         if (!current) return current.error();
-        if (auto gone = db.sites().delete_site(caller, id); !gone) return gone.error();
-        db.audit().record(site_audit(now, caller, "site.delete", id, "ok"));
+        if (auto audited = audit_first(db, site_audit(now, caller, "site.delete", id, "ok"), refused); !audited)
+          return audited.error();
+        if (auto gone = db.sites().delete_site(caller, id); !gone) {
+          db.audit().record(site_audit(now, caller, "site.delete", id, "failed"));
+          return gone.error();
+        }
         return current;
       },
       [weak, caller, id, done = std::move(done)](result<site_record> site) mutable {
@@ -367,12 +459,23 @@ void site_service::remove(user_id caller, site_id id, reply<site_change> done) {
 }
 
 void site_service::deploy(user_id caller, site_id id, std::string version, reply<site_change> done) {
-  if (version.size() > 64 || has_control_chars(version)) return done(errc::invalid_payload);
   impl& m = *impl_;
+  auto op = m.admit("site.deploy", caller);
+  if (!op) return done(op.error());
+  const ownership rule = (*op)->owner_check;
+  if (version.size() > 64 || has_control_chars(version)) return done(errc::invalid_payload);
   const wall_time now = m.clock.wall_now();
   std::weak_ptr<impl> weak = impl_;
   run_storage<site_record>(
-      m.storage, storage_lane::write, [=](storage& db) { return owned(db, now, caller, id, "site.deploy"); },
+      m.storage, storage_lane::write,
+      [=, refused = m.audit_refused](storage& db) -> result<site_record> {
+        auto current = owned(db, rule, now, caller, id, "site.deploy");
+        if (!current) return current;
+        // Before the command goes out: "started", with its request id, follows once it has.
+        if (auto audited = audit_first(db, site_audit(now, caller, "site.deploy", id, "requested"), refused); !audited)
+          return audited.error();
+        return current;
+      },
       [weak, caller, id, version = std::move(version), done = std::move(done)](result<site_record> current) mutable {
         auto self = weak.lock();
         if (!self) return;

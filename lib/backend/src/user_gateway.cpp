@@ -79,6 +79,13 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
     send(s, out);
   }
 
+  /// A site call's failure; past the operation's per-user rate, with the seconds to wait.
+  void send_failure(user_session& s, user_id caller, std::string_view request, std::string_view op, errc code) {
+    if (code != errc::rate_limited || !sites) return send_error(s, request, code);
+    protocol::write_error(out, request, code, sites->retry_after(caller, op).count());
+    send(s, out);
+  }
+
   void reject(user_session& s, std::string_view request, errc code) {
     send_error(s, request, code);
     if (++s.strikes >= cfg.max_strikes)  // as the hub: a flood closes with rate_limited (4008), the rest too_many_errors
@@ -319,7 +326,7 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
       }
       session->busy = false;
       if (done) answer(*self, session, command_id, op, *done);
-      else self->send_error(*session, command_id, static_cast<errc>(done.error().value()));
+      else self->send_failure(*session, caller, command_id, op, static_cast<errc>(done.error().value()));
       self->resume(id);
     };
   }

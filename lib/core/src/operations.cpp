@@ -30,9 +30,13 @@ field_rule string_rule(std::string name, bool required, std::size_t min_length, 
   return r;
 }
 
-operation make(std::string name, std::vector<field_rule> payload, ownership owner,
+/// `per_minute` runs per user per minute, `burst` of them at once.
+rate per_minute(double per_minute, double burst) { return rate{per_minute / 60.0, burst}; }
+
+operation make(std::string name, std::vector<field_rule> payload, ownership owner, rate per_user,
                protocol::priority prio = protocol::priority::normal) {
   operation op;
+  op.per_user = per_user;
   op.name = std::move(name);
   op.payload = std::move(payload);
   op.allowed_roles = user_or_commander;
@@ -62,14 +66,17 @@ operation_registry operation_registry::defaults() {
     [[maybe_unused]] const bool added = static_cast<bool>(reg.add(std::move(op)));
     assert(added);
   };
+  // Rates per user: well above a person at a dashboard, far below a script. A deploy occupies an
+  // agent for a while, so it is the scarcest; a status read is cheap and the dashboard polls it.
   // site.create: the backend assigns site_id (the new row) before forwarding to the hub.
   must(make("site.create", {site_id_rule(false), string_rule("name", true, 1, 100), string_rule("url", true, 1, 255)},
-            ownership::none));
+            ownership::none, per_minute(30, 10)));
   must(make("site.update", {site_id_rule(true), string_rule("name", false, 1, 100), string_rule("url", false, 1, 255)},
-            ownership::site_owner));
-  must(make("site.delete", {site_id_rule(true)}, ownership::site_owner));
-  must(make("site.deploy", {site_id_rule(true), string_rule("version", false, 1, 64)}, ownership::site_owner));
-  must(make("site.status", {site_id_rule(true)}, ownership::site_owner, protocol::priority::high));
+            ownership::site_owner, per_minute(60, 20)));
+  must(make("site.delete", {site_id_rule(true)}, ownership::site_owner, per_minute(30, 10)));
+  must(make("site.deploy", {site_id_rule(true), string_rule("version", false, 1, 64)}, ownership::site_owner,
+            per_minute(30, 10)));
+  must(make("site.status", {site_id_rule(true)}, ownership::site_owner, per_minute(600, 60), protocol::priority::high));
   return reg;
 }
 
@@ -78,6 +85,14 @@ result<void> operation_registry::add(operation op) {
   if (find(op.name) != nullptr) return errc::conflict;
   ops_.push_back(std::move(op));
   return {};
+}
+
+void operation_registry::scale_rates(double factor) noexcept {
+  if (!(factor > 0)) return;
+  for (operation& op : ops_) {
+    op.per_user.per_second *= factor;
+    op.per_user.burst *= factor;
+  }
 }
 
 const operation* operation_registry::find(std::string_view name) const noexcept {

@@ -50,6 +50,7 @@ enum field_bit : std::uint32_t {
   f_expires_in = 1u << 17,
   f_site = 1u << 18,
   f_request = 1u << 19,
+  f_retry_after = 1u << 20,
 };
 
 /// `key` (whose size is N - 1) equals the literal: a fixed-size comparison the compiler inlines.
@@ -106,6 +107,7 @@ std::uint32_t envelope_bit(std::string_view key) noexcept {
       break;
     case 11:
       if (same(key, "commanderId")) return f_commander;
+      if (same(key, "retry_after")) return f_retry_after;  // second: only users' errors carry it
       break;
     default: break;
   }
@@ -133,7 +135,7 @@ constexpr type_rule type_rules[] = {
     // the agent, agent added by the hub), so both take the routing fields too.
     {message_type::result, "result",
      f_id | f_status | f_commander | f_agent | f_payload | f_code | f_message | f_site | f_op, f_id | f_status},
-    {message_type::error, "error", f_code | f_id | f_commander | f_agent | f_message | f_site | f_op, f_code},
+    {message_type::error, "error", f_code | f_id | f_commander | f_agent | f_message | f_site | f_op | f_retry_after, f_code},
     {message_type::presence, "presence", f_agent | f_state, f_agent | f_state},
     // Last: the backend's acknowledgement to users, which a hub sees only from a misbehaving client; the
     // lookups of the types above stay as they were.
@@ -608,7 +610,7 @@ void parser::impl::envelope_scalar(std::uint32_t bit, const scalar& s) {
   }
 
   // Integer fields.
-  if (bit & (f_percent | f_expires_in | f_site)) {
+  if (bit & (f_percent | f_expires_in | f_site | f_retry_after)) {
     std::int64_t v = 0;
     if (errc e = integer_of(s, v); e != errc::ok) return defer(e);
     if (bit == f_percent) {
@@ -617,6 +619,9 @@ void parser::impl::envelope_scalar(std::uint32_t bit, const scalar& s) {
     } else if (bit == f_expires_in) {
       if (v < 0) return defer(errc::invalid_value);
       env.expires_in = v;
+    } else if (bit == f_retry_after) {
+      if (v < 1) return defer(errc::invalid_value);
+      env.retry_after = v;
     } else {
       if (v < 1) return defer(errc::invalid_value);
       env.site = v;

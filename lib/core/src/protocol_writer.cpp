@@ -193,6 +193,7 @@ void write(std::string& out, const envelope& e) {
   w.string_field(",\"message\":", e.message);
   w.string_field(",\"state\":", e.state);
   w.integer_field(",\"expires_in\":", e.expires_in);
+  w.integer_field(",\"retry_after\":", e.retry_after);
   if (e.payload.empty()) {
     w.literal("}");
     out.resize(static_cast<std::size_t>(w.end() - out.data()));
@@ -205,13 +206,22 @@ void write(std::string& out, const envelope& e) {
   out.push_back('}');
 }
 
-void write_error(std::string& out, std::string_view id, errc code) {
+namespace {
+void write_error_with(std::string& out, std::string_view id, errc code, std::optional<std::int64_t> retry_after) {
   envelope e;
   e.type = message_type::error;
   e.id = id;
   e.code = wire_code(code);
   e.message = public_message(code);
+  e.retry_after = retry_after;
   write(out, e);
+}
+}  // namespace
+
+void write_error(std::string& out, std::string_view id, errc code) { write_error_with(out, id, code, std::nullopt); }
+
+void write_error(std::string& out, std::string_view id, errc code, std::int64_t retry_after) {
+  write_error_with(out, id, code, retry_after);
 }
 
 }  // namespace citrus::protocol

@@ -1,6 +1,7 @@
 #include "citrus/core/rate_limit.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 
 namespace citrus {
@@ -24,6 +25,49 @@ double token_bucket::available(steady_time now) noexcept {
   if (rate_.unlimited()) return rate_.burst;
   refill(now);
   return tokens_;
+}
+
+bucket_table::bucket_table(rate r, std::size_t capacity) : rate_(r), capacity_(std::max<std::size_t>(capacity, 1)) {}
+
+bucket_table::verdict bucket_table::admit(std::string_view key, steady_time now) {
+  if (rate_.unlimited()) return verdict::taken;
+  entry& e = touch(key, now);
+  if (e.bucket.try_take(now)) {
+    e.refusing = false;
+    return verdict::taken;
+  }
+  const bool first = !e.refusing;
+  e.refusing = true;
+  return first ? verdict::refused_first : verdict::refused_again;
+}
+
+bool bucket_table::has_token(std::string_view key, steady_time now) {
+  if (rate_.unlimited()) return true;
+  const auto it = index_.find(key);
+  return it == index_.end() || it->second->bucket.available(now) >= 1.0;
+}
+
+long long bucket_table::retry_after(std::string_view key, steady_time now) {
+  const auto it = index_.find(key);
+  if (rate_.unlimited() || it == index_.end()) return 1;
+  const double missing = 1.0 - it->second->bucket.available(now);
+  const double seconds = std::ceil(missing / rate_.per_second);
+  return seconds < 1.0 ? 1 : seconds > 3600.0 ? 3600 : static_cast<long long>(seconds);
+}
+
+bucket_table::entry& bucket_table::touch(std::string_view key, steady_time now) {
+  if (const auto it = index_.find(key); it != index_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return *it->second;
+  }
+  if (index_.size() >= capacity_) {
+    index_.erase(std::string_view(lru_.back().key));  // before the node its view points into goes
+    lru_.pop_back();
+  }
+  lru_.push_front(entry{std::string(key), token_bucket(rate_, now), false});
+  // The view points into the list node, which never moves (splice relinks nodes).
+  index_.emplace(std::string_view(lru_.front().key), lru_.begin());
+  return lru_.front();
 }
 
 const failure_throttle::entry* failure_throttle::find(std::string_view key) const {

@@ -32,7 +32,9 @@
 ///
 /// Checks, in this order: per-address token bucket (429), route (404), method (405), body size (413),
 /// Content-Type of a non-empty body (415), a body where none is taken (400), credentials (401), role
-/// (403), path id, query and body (400), then the operation. Another user's site and a missing site give the same 403 "Unauthorized access".
+/// (403), path id, query and body (400), then the operation: for a site route, its operations-table
+/// entry in site_service (per-user rate: 429 with Retry-After; ownership: another user's site and a
+/// missing site give the same 403 "Unauthorized access"; GET /api/sites/:id is site.status).
 /// Every error body is {"success":false,"message":"..."} with a public message: internal detail
 /// goes to the logger, never to the client. Keys, tokens and passwords are never logged or audited.
 ///

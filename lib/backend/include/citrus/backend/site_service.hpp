@@ -1,9 +1,16 @@
 #pragma once
-/// The backend's site logic, independent of HTTP and WebSocket. Every operation is scoped to the
-/// calling user: another user's site and a missing site get the very same answer,
-/// errc::unauthorized_access ("Unauthorized access"), so site ids cannot be probed.
+/// The backend's site logic, independent of HTTP and WebSocket. Every call is one operation of the
+/// operations table (citrus/core/operations.hpp: site.create, .update, .delete, .deploy, and
+/// site.status for get()), and the table alone decides its ownership rule and its per-user rate:
+/// another user's site and a missing site get the very same answer, errc::unauthorized_access
+/// ("Unauthorized access"), so site ids cannot be probed; a user past an operation's rate gets
+/// errc::rate_limited (retry_after() says when to come back), audited once per run of refusals.
+/// An operation that changes something is audited before it does (fail closed): when the trail
+/// refuses the event, the operation is refused with errc::storage_unavailable and counted.
 /// Agent updates for site commands are persisted (deploy_status, deployer_id, last_deploy_date),
 /// audited, and pushed only to the site owner's sessions. Loop thread only; storage runs off it.
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -13,6 +20,7 @@
 
 #include "citrus/core/commander_link.hpp"
 #include "citrus/core/logger.hpp"
+#include "citrus/core/operations.hpp"
 #include "citrus/core/storage.hpp"
 #include "citrus/core/storage_executor.hpp"
 
@@ -47,6 +55,11 @@ struct site_change {
   errc not_sent = errc::ok;           ///< no command went to the agent: why (hub_unavailable, too_many_in_flight)
 };
 
+struct site_service_counters {
+  std::uint64_t rate_limited = 0;   ///< calls refused for their operation's per-user rate
+  std::uint64_t audit_refused = 0;  ///< operations refused because the trail did not take their event
+};
+
 /// The answer of an asynchronous call, run on the loop thread exactly once.
 template <class T>
 using reply = std::function<void(result<T>)>;
@@ -58,8 +71,9 @@ using reply = std::function<void(result<T>)>;
 /// bound here to their (owner, site): the commander link knows only (agent, op, payload).
 class site_service final : public command_observer {
  public:
-  site_service(site_service_config config, storage_executor& storage, command_sink& commands, user_notifier& users,
-               const clock& clk, logger& log);
+  /// `operations` must outlive the service; its rates are read once, here.
+  site_service(site_service_config config, const operation_registry& operations, storage_executor& storage,
+               command_sink& commands, user_notifier& users, const clock& clk, logger& log);
   ~site_service() override;
   site_service(const site_service&) = delete;
   site_service& operator=(const site_service&) = delete;
@@ -83,6 +97,9 @@ class site_service final : public command_observer {
 
   /// Requests sent and not yet finished (each bound to its owner and site).
   std::size_t in_flight() const noexcept;
+  /// After errc::rate_limited: whole seconds until `caller` may run `op` again (at least 1).
+  std::chrono::seconds retry_after(user_id caller, std::string_view op) const;
+  site_service_counters counters() const noexcept;
 
  private:
   struct impl;

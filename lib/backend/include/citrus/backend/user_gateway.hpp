@@ -6,7 +6,8 @@
 /// the monotonic clock, whichever comes first: a wall-clock step back does not stretch a session). The
 /// user must still exist on auth, on re-auth and for every command: a session of a deleted user is
 /// refused with auth_failed and closed with close_code::auth_failed (audited). Users may send site commands (validated against the operations table
-/// for role::user, ownership enforced by site_service); updates are pushed only to the site owner.
+/// for role::user; the table's ownership rule and per-user rate enforced by site_service: past the rate,
+/// an error rate_limited with "retry_after"); updates are pushed only to the site owner.
 ///
 /// A command that sends an operation to an agent is answered `accepted`, naming the request id its
 /// progress and final result will carry; one that completes at once is answered `result` (or

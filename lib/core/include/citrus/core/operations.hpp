@@ -1,12 +1,15 @@
 #pragma once
-/// The operations table: which operations exist, their payload schema, who may send them, and
-/// whether they act on a site that must belong to the caller (sites.user_id).
+/// The operations table: which operations exist, their payload schema, who may send them, whether
+/// they act on a site that must belong to the caller (sites.user_id), and how often one user may
+/// run them. The backend enforces the ownership rule and the rate declared here for every site
+/// operation, over REST and WebSocket alike (citrus::site_service); nothing else decides them.
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "citrus/core/protocol.hpp"
+#include "citrus/core/rate_limit.hpp"
 #include "citrus/core/result.hpp"
 
 namespace citrus {
@@ -25,7 +28,10 @@ struct field_rule {
   std::int64_t max = INT64_MAX;   ///< integers
 };
 
-/// The ownership hook: what must be true of the caller before the operation may run.
+/// The ownership rule: what must be true of the caller before the operation may run. The backend
+/// applies the rule its table entry declares, and refuses (errc::forbidden_operation), never skips, an
+/// operation whose rule does not fit it: an operation on a site must declare site_owner (storage
+/// reaches a site only through its owner), one that names no site must declare none.
 enum class ownership : std::uint8_t {
   none,        ///< no site involved (e.g. site.create, which makes the caller the owner)
   site_owner,  ///< payload "site_id" must name a site whose user_id is the caller
@@ -37,13 +43,17 @@ struct operation {
   std::uint8_t allowed_roles = 0;   ///< bitmask of role values
   ownership owner_check = ownership::none;
   protocol::priority default_priority = protocol::priority::normal;
+  /// How often one user may run it, per backend (citrus::operation_limiter): `per_second` tokens
+  /// refill continuously up to `burst`. Unlimited when per_second is 0.
+  rate per_user{};
 
   bool allows(role r) const noexcept { return (allowed_roles & static_cast<std::uint8_t>(r)) != 0; }
 };
 
 class operation_registry {
  public:
-  /// The built-in table: site.create, site.update, site.delete, site.deploy, site.status.
+  /// The built-in table: site.create, site.update, site.delete, site.deploy, site.status, with their
+  /// per-user rates (docs/security.md, "Operations: ownership and rates").
   static operation_registry defaults();
 
   /// errc::conflict if the name exists.
@@ -51,6 +61,9 @@ class operation_registry {
   /// nullptr if unknown.
   const operation* find(std::string_view name) const noexcept;
   const std::vector<operation>& all() const noexcept { return ops_; }
+  /// Multiplies every per-user rate and burst by `factor` (> 0): a load test or a benchmark that
+  /// drives one user far beyond a person's pace keeps the table's proportions.
+  void scale_rates(double factor) noexcept;
 
   /// The full check of a command: a command at all (else errc::forbidden_operation), known operation
   /// (errc::unknown_operation), allowed for `sender` (errc::forbidden_operation), payload matches the

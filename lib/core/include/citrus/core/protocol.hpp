@@ -82,6 +82,7 @@ struct envelope {
   std::string_view state;      ///< presence: "online" or "offline"
   std::optional<std::int64_t> expires_in;  ///< auth_ok: seconds until the session's token expires
   std::optional<std::int64_t> site;        ///< backend↔user: the site a command/update concerns
+  std::optional<std::int64_t> retry_after; ///< error rate_limited, backend→user: seconds until the command may be sent again
 };
 
 /// Copies every member of `src` except its payload fields into `dst`, whose `fields` become empty: all
@@ -107,6 +108,7 @@ inline void copy_header(envelope& dst, const envelope& src) noexcept {
   dst.state = src.state;
   dst.expires_in = src.expires_in;
   dst.site = src.site;
+  dst.retry_after = src.retry_after;
 }
 
 /// Validating parser. Reuses its buffers: no allocation per message in the steady state.
@@ -129,7 +131,7 @@ class parser {
 
 /// Writes `e` as one message into `out` (cleared first; its capacity is reused). Fields in a fixed
 /// order: v, type, id, request, commanderId, agent, op, priority, site, role, status, percent, step, code,
-/// message, state, expires_in, payload. Absent fields are omitted. Strings are escaped; the payload is
+/// message, state, expires_in, retry_after, payload. Absent fields are omitted. Strings are escaped; the payload is
 /// copied verbatim. Never writes key or token (those travel only client→server).
 void write(std::string& out, const envelope& e);
 
@@ -139,5 +141,7 @@ void append_json_string(std::string& out, std::string_view text);
 /// Convenience: an error message {"v":1,"type":"error","id":..,"code":..,"message":..} with the
 /// public message of `code` (never internal detail). `id` may be empty.
 void write_error(std::string& out, std::string_view id, errc code);
+/// The same with "retry_after": seconds until the refused command may be sent again (rate_limited).
+void write_error(std::string& out, std::string_view id, errc code, std::int64_t retry_after);
 
 }  // namespace citrus::protocol

@@ -1,6 +1,7 @@
 #pragma once
-/// Flow control primitives: a token bucket, and a bounded failure counter with optional lockout
-/// (for brute-force protection of passwords and keys). Time is passed in: no hidden clock.
+/// Flow control primitives: a token bucket, a bounded table of buckets per key, and a bounded failure
+/// counter with optional lockout (for brute-force protection of passwords and keys). Time is passed
+/// in: no hidden clock.
 #include <chrono>
 #include <cstddef>
 #include <list>
@@ -32,6 +33,41 @@ class token_bucket {
   rate rate_{};
   double tokens_ = 0;
   steady_time last_{};
+};
+
+/// Token buckets per key (a client address, a hub id, a user), all with one rate, bounded: the least
+/// recently used key is forgotten when the table is full (it is the one most likely to have refilled
+/// anyway). An unlimited rate admits everything and tracks nothing.
+class bucket_table {
+ public:
+  bucket_table(rate r, std::size_t capacity);
+
+  enum class verdict {
+    taken,          ///< a token was taken
+    refused_first,  ///< no token: the first refusal since the key's last success
+    refused_again,  ///< no token, again: report a run of refusals once, count the rest
+  };
+  verdict admit(std::string_view key, steady_time now);
+  /// admit() == taken.
+  bool take(std::string_view key, steady_time now) { return admit(key, now) == verdict::taken; }
+  /// Whether `key` has a token, without taking it (an unknown key has a full bucket).
+  bool has_token(std::string_view key, steady_time now);
+  /// Whole seconds until `key` has a token again (1..3600).
+  long long retry_after(std::string_view key, steady_time now);
+  const rate& limit() const noexcept { return rate_; }
+  std::size_t size() const noexcept { return index_.size(); }
+
+ private:
+  struct entry {
+    std::string key;
+    token_bucket bucket;
+    bool refusing = false;  ///< the last admit() refused
+  };
+  entry& touch(std::string_view key, steady_time now);
+  rate rate_;
+  std::size_t capacity_;
+  std::list<entry> lru_;  ///< most recently used first
+  std::unordered_map<std::string_view, std::list<entry>::iterator> index_;  ///< views into the entries' keys
 };
 
 /// Counts failures per key (a client address, a (name, address) pair, an account, an identity) in a

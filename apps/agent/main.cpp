@@ -318,7 +318,8 @@ int run(int argc, char** argv) {
   citrus::agent::site_worker worker(
       executor, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, std::chrono::milliseconds(*delay), log);
   const citrus::operation_registry operations = citrus::operation_registry::defaults();
-  citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, log);
+  const citrus::system_clock clk;
+  citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, log, clk);
   if (auto bound = worker.bind(runtime); !bound) {
     citrus::app::print_error("citrus-agent", "cannot register the site operations: " + bound.error().message());
     return 1;
@@ -341,7 +342,10 @@ int run(int argc, char** argv) {
   // Ready once configured and running: the agent reconnects to the hub by itself, so a hub that is
   // down must not fail the agent's start.
   loop.post([] { citrus::app::notify_service_manager("READY=1\nSTATUS=connecting to the hub"); });
+  // Re-authenticates in band before the hub's session lifetime ends (auth_ok's expires_in).
+  citrus::wspp::timer reauth_ticker = loop.schedule_every(250ms, [&runtime] { runtime.tick(); });
   loop.run();
+  reauth_ticker.cancel();
   worker.stop();  // joins: the running step has finished or been abandoned at a safe point
   log.log(log_level::info, "agent_stopped", {});
   return 0;

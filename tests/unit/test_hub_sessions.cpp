@@ -324,6 +324,27 @@ TEST_SUITE("hub sessions") {
     CHECK(f.link->online());
     CHECK(f.hub().counters().sessions_revoked == 1);
   }
+
+  TEST_CASE("trust is enforced at the hub: a command from a commander the agent was not registered to trust is refused") {
+    sessions f;
+    // backend-1 is granted agent-3, but agent-3 was registered to trust backend-2 only.
+    const std::string agent3_key = *f.creds.register_principal(principal_kind::agent, "agent-3", {"backend-2"});
+    auto [agent3, agent3_end] = f.connect("agent", "agent-3", agent3_key);
+    agent3->messages.clear();
+    f.backend->messages.clear();
+    f.backend->send(command_frame("r1", "agent-3"));
+    f.backend->send(command_frame("r2", "agent-1"));  // agent-1 trusts backend-1: routed
+    f.net->run();
+    CHECK(agent3->messages.empty());
+    REQUIRE(f.backend->messages.size() == 1);
+    CHECK(contains(f.backend->messages[0], R"("id":"r1")"));
+    CHECK(contains(f.backend->messages[0], R"("code":"untrusted_commander")"));
+    CHECK(f.agent->messages.size() == 1);
+    CHECK(f.hub().requests_in_flight() == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "commander_not_trusted", "dropped") == 1);
+    CHECK(agent3_end->is_open());
+    CHECK(f.backend_end->is_open());
+  }
 }
 
 }  // namespace citrus::testing

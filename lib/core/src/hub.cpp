@@ -76,6 +76,13 @@ struct agent_state {
   connection_id conn;
   session* sess = nullptr;  ///< the session of `conn` while online
   bool online = false;
+  /// The commanders it trusts, as registered (the verifier's answer, read at each (re-)authentication):
+  /// the hub refuses the others' commands before they reach it.
+  bool trusts_all = false;
+  std::vector<std::string> trusted;  ///< sorted
+  bool trusts(std::string_view commander) const {
+    return trusts_all || std::binary_search(trusted.begin(), trusted.end(), commander);
+  }
   token_bucket bucket;
   std::optional<steady_time> last_takeover;  ///< the last take-over attempted (hub_config::takeover_window)
 };
@@ -500,6 +507,7 @@ struct hub::impl {
       a.conn = id;
       a.sess = &s;
       a.online = true;
+      set_trusted(a, std::move(p.grants));
     }
     ++stats.auth_ok;
     s.identity = p.id;
@@ -516,6 +524,12 @@ struct hub::impl {
       for (auto& [agent, a] : agents)
         if (a.online && s.commander->granted(agent)) send_presence(s, agent, true);
     }
+  }
+
+  static void set_trusted(agent_state& a, std::vector<std::string> trusted) {
+    a.trusts_all = std::find(trusted.begin(), trusted.end(), "*") != trusted.end();
+    std::sort(trusted.begin(), trusted.end());
+    a.trusted = std::move(trusted);
   }
 
   /// The session lives session_lifetime from now on; auth_ok tells the peer so.
@@ -580,10 +594,13 @@ struct hub::impl {
   }
 
   void reauth_success(session& s, connection_id id, verified_principal p) {
-    if (s.role == session_role::commander) {  // grants changed since the last check apply from now on
+    // Grants and trust changed since the last check apply from now on.
+    if (s.role == session_role::commander) {
       s.commander->all_agents = std::find(p.grants.begin(), p.grants.end(), "*") != p.grants.end();
       std::sort(p.grants.begin(), p.grants.end());
       s.commander->grants = std::move(p.grants);
+    } else {
+      set_trusted(*s.agent, std::move(p.grants));
     }
     ++stats.reauth_ok;
     svc.log.log(log_level::info, "reauth_ok",
@@ -829,6 +846,13 @@ struct hub::impl {
       reject(*s, item.from, item.request, errc::duplicate_request);
       return;
     }
+    session* a = online_agent(item.peer);
+    if (a && !a->agent->trusts(item.sender)) {  // the agent's registration, not only its own --trust flag
+      security_event(*s, item.from, "commander_not_trusted", "agent:" + item.peer, "dropped",
+                     "the agent was not registered to trust this commander");
+      reject(*s, item.from, item.request, errc::untrusted_commander);
+      return;
+    }
     // Fail closed: a command whose audit event cannot be accepted is not sent.
     if (cfg.audit_commands && !svc.audit.try_record(command_audit::routed(svc.clk.wall_now(), item.sender, item.peer,
                                                                           item.op, item.request))) {
@@ -836,7 +860,6 @@ struct hub::impl {
       reject(*s, item.from, item.request, errc::storage_unavailable);
       return;
     }
-    session* a = online_agent(item.peer);
     if (!a) {
       if (!(svc.peers && svc.peers->forward_command(item.peer, item.sender, item.request, item.frame))) {
         if (cfg.audit_commands)

@@ -51,6 +51,19 @@ struct sessions : hub_fixture {
   }
 };
 
+/// Verifies through another verifier and records what it is told to forget.
+struct remembering_verifier final : principal_verifier {
+  explicit remembering_verifier(principal_verifier& v) : inner(v) {}
+  void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) override {
+    inner.verify(kind, id, key, std::move(done));
+  }
+  void forget(principal_kind kind, std::string_view id) override {
+    forgotten.push_back(std::string(to_string(kind)) + ":" + std::string(id));
+  }
+  principal_verifier& inner;
+  std::vector<std::string> forgotten;
+};
+
 struct updates final : command_observer {
   std::vector<command_update> seen;
   void on_update(const command_update& u) override { seen.push_back(u); }
@@ -344,6 +357,25 @@ TEST_SUITE("hub sessions") {
     CHECK(f.audit_count(audit_kind::security_event, "commander_not_trusted", "dropped") == 1);
     CHECK(agent3_end->is_open());
     CHECK(f.backend_end->is_open());
+  }
+
+  TEST_CASE("revoke makes the verifier forget what it cached of the identity, so the revoked key cannot come back") {
+    hub_fixture f;
+    remembering_verifier verifier(f.verifier);
+    citrus::hub h(hub_config{}, hub_services{f.clk, f.log, f.db.audit(), verifier, f.ops, nullptr});
+    memory::loopback_transport net(h);
+    memory::recording_client agent;
+    auto& end = net.connect(agent);
+    net.run();
+    agent.send(auth_frame("agent", "agent-1", f.agent1_key));
+    net.run();
+    REQUIRE(h.agent_online("agent-1"));
+    CHECK(verifier.forgotten.empty());
+    CHECK(h.revoke(principal_kind::agent, "agent-1") == 1);
+    CHECK(h.revoke(principal_kind::commander, "backend-2") == 0);  // no session, but forgotten all the same
+    net.run();
+    CHECK(end.closed_with() == close_code::revoked);
+    CHECK(verifier.forgotten == std::vector<std::string>{"agent:agent-1", "commander:backend-2"});
   }
 }
 

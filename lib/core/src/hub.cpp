@@ -613,6 +613,7 @@ struct hub::impl {
   // ------------------------------------------------------------------ revocation
   /// Closes the live session of (kind, id) at once; `actor`: who asked, for the audit trail.
   std::size_t revoke(principal_kind kind, std::string_view identity, const std::string& actor) {
+    svc.verifier.forget(kind, identity);  // a cached answer must not let the revoked key straight back in
     session* s = kind == principal_kind::commander ? online_commander(identity)
                  : kind == principal_kind::agent   ? online_agent(identity)
                                                    : nullptr;

@@ -101,9 +101,10 @@ class hub_session final : public citrus::connection_handler {
     }
     const auto info = client_->last_close();
     const std::uint16_t remote = info ? info->remote_code : 1006;
-    if (remote == static_cast<std::uint16_t>(citrus::close_code::auth_failed)) {
-      // Retrying fast cannot fix a wrong id or key: wait the longest, and say so every time.
-      log_.log(log_level::error, "hub_auth_failed",
+    if (remote == static_cast<std::uint16_t>(citrus::close_code::auth_failed) ||
+        remote == static_cast<std::uint16_t>(citrus::close_code::revoked)) {
+      // Retrying fast cannot fix a wrong, expired or revoked key: wait the longest, and say so every time.
+      log_.log(log_level::error, remote == static_cast<std::uint16_t>(citrus::close_code::revoked) ? "hub_key_revoked" : "hub_auth_failed",
                {field("hint", "check --agent-id and the key"), field("retry_ms", static_cast<std::int64_t>(backoff_max.count()))});
       schedule_reconnect(backoff_max);
       return;
@@ -208,20 +209,6 @@ class hub_session final : public citrus::connection_handler {
   std::chrono::steady_clock::time_point stop_requested_{};
 };
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    std::string item = text.substr(start, comma - start);
-    const auto first = item.find_first_not_of(" \t");
-    const auto last = item.find_last_not_of(" \t");
-    if (first != std::string::npos) out.push_back(item.substr(first, last - first + 1));
-    start = comma + 1;
-  }
-  return out;
-}
-
 /// Creates `root` if needed and proves it is a writable directory. Empty on success, else the reason.
 std::string prepare_root(const std::filesystem::path& root) {
   std::error_code ec;
@@ -287,7 +274,7 @@ int run(int argc, char** argv) {
   }
   if (key.size() > 256) return fail_config("the agent key is longer than 256 bytes");
 
-  const std::vector<std::string> trusted = split_list(opts.get("trust"));
+  const std::vector<std::string> trusted = citrus::app::split_list(opts.get("trust"));
   if (trusted.empty()) return fail_config("--trust needs at least one commander id");
   for (const auto& id : trusted)
     if (!citrus::is_valid_wire_id(id)) return fail_config("--trust: '" + id + "' is not a valid commander id");
@@ -318,7 +305,8 @@ int run(int argc, char** argv) {
   citrus::agent::site_worker worker(
       executor, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, std::chrono::milliseconds(*delay), log);
   const citrus::operation_registry operations = citrus::operation_registry::defaults();
-  citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, log);
+  const citrus::system_clock clk;
+  citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, log, clk);
   if (auto bound = worker.bind(runtime); !bound) {
     citrus::app::print_error("citrus-agent", "cannot register the site operations: " + bound.error().message());
     return 1;
@@ -341,7 +329,10 @@ int run(int argc, char** argv) {
   // Ready once configured and running: the agent reconnects to the hub by itself, so a hub that is
   // down must not fail the agent's start.
   loop.post([] { citrus::app::notify_service_manager("READY=1\nSTATUS=connecting to the hub"); });
+  // Re-authenticates in band before the hub's session lifetime ends (auth_ok's expires_in).
+  citrus::wspp::timer reauth_ticker = loop.schedule_every(250ms, [&runtime] { runtime.tick(); });
   loop.run();
+  reauth_ticker.cancel();
   worker.stop();  // joins: the running step has finished or been abandoned at a safe point
   log.log(log_level::info, "agent_stopped", {});
   return 0;

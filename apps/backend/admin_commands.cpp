@@ -32,6 +32,7 @@ namespace citrus::backend {
 namespace {
 
 using app::option_spec;
+using app::split_list;
 
 option_spec db_option() {
   return {"db", "CITRUS_DB", "data/citrus.db", "SQLite database file (created if missing), or a postgresql:// URL", false};
@@ -60,21 +61,6 @@ struct admin_context {
     return true;
   }
 };
-
-/// Comma-separated items, blanks trimmed, empty items dropped.
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', start), text.size());
-    std::string item = text.substr(start, comma - start);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.erase(item.begin());
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.pop_back();
-    if (!item.empty()) items.push_back(std::move(item));
-    start = comma + 1;
-  }
-  return items;
-}
 
 constexpr const char* wire_id_rule = "1..128 characters of A-Z a-z 0-9 . _ : -";
 

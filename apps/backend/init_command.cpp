@@ -108,6 +108,8 @@ std::string hub_file(const init_plan& p) {
          "verify-url = " + quoted("http://" + p.backend_listen + "/api/verify-agent") + "\n"
          "hub-id = \"hub-1\"\n"
          "hub-key-file = " + quoted((p.keys_dir / "hub.key").string()) + "\n"
+         "# The backend whose revocations close a revoked key's live session at once.\n"
+         "revokers = \"backend-1\"\n"
          "log-level = \"info\"\n";
 }
 

@@ -174,6 +174,16 @@ void http_verifier::verify(principal_kind kind, std::string_view id, std::string
   s.ready.notify_one();
 }
 
+void http_verifier::forget(principal_kind kind, std::string_view id) {
+  if (local_) local_->forget(kind, id);
+  const std::string prefix = std::string(to_string(kind)) + '\n' + std::string(id) + '\n';
+  auto& cache = state_->cache;
+  for (auto it = cache.begin(); it != cache.end();) {
+    if (it->first.compare(0, prefix.size(), prefix) == 0) it = cache.erase(it);
+    else ++it;
+  }
+}
+
 http_verifier::stats http_verifier::counters() const { return state_->counters; }
 
 }  // namespace citrus::hubapp

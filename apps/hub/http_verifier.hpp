@@ -31,6 +31,8 @@ class http_verifier final : public principal_verifier {
   http_verifier(http_verifier_config config, wspp::event_loop& loop, principal_verifier* local, logger& log);
   ~http_verifier() override;
   void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) override;
+  /// Drops the cached answers about (kind, id): after a revocation its next connection is asked again.
+  void forget(principal_kind kind, std::string_view id) override;
 
   struct stats {
     std::uint64_t requests = 0, cache_hits = 0, failures = 0;

@@ -46,6 +46,12 @@ std::vector<option_spec> hub_options() {
       {"max-message-bytes", "", "65536", "Largest message accepted."},
       {"request-timeout-s", "", "300", "A request with no update for this long fails with request_timeout."},
       {"auth-timeout-ms", "", "5000", "Connections must authenticate within this time."},
+      {"session-lifetime-s", "", "3600",
+       "A commander or agent session ends this long after its last authentication unless the peer re-authenticates "
+       "in band (citrus-backend and citrus-agent do so by themselves); then it is closed with 4003."},
+      {"revokers", "", "",
+       "Commander ids (the trusted backends), comma-separated, whose revoke messages close a revoked identity's "
+       "live session at once. Default: none (a revoked key then ends its session at the next re-authentication)."},
       {"ping-interval-ms", "", "20000", "Keepalive ping period (a peer that does not answer is closed)."},
       {"max-connections", "", "10000", "TCP connections held at once; keep it below the descriptor limit (ulimit -n)."},
       {"max-connections-per-address", "", "0",
@@ -84,6 +90,11 @@ std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& ser
   counter("citrus_hub_takeovers_total", "Sessions closed because a newer connection took their identity over.", c.takeovers);
   counter("citrus_hub_takeovers_refused_total", "Connections refused: their identity was taken over too recently.",
           c.takeovers_refused);
+  counter("citrus_hub_reauth_ok_total", "Sessions extended by an in-band re-authentication.", c.reauth_ok);
+  counter("citrus_hub_reauth_failed_total", "Sessions closed because their re-authentication was refused.", c.reauth_failed);
+  counter("citrus_hub_sessions_expired_total", "Sessions closed at the end of their lifetime (no re-authentication).",
+          c.sessions_expired);
+  counter("citrus_hub_sessions_revoked_total", "Sessions closed because their key was revoked.", c.sessions_revoked);
   counter("citrus_hub_request_timeouts_total", "Requests failed by timeout.", c.timeouts);
   counter("citrus_hub_progress_coalesced_total", "Progress updates coalesced under backpressure.", c.coalesced);
   counter("citrus_hub_slow_consumers_total", "Connections closed as slow consumers.", c.slow_consumers);
@@ -136,6 +147,18 @@ int main(int argc, char** argv) {
   const auto max_connections = opts.get_int("max-connections");
   const auto connection_rate = opts.get_int("connection-rate");
   const auto identity_rate = opts.get_int("identity-rate");
+  const auto session_lifetime = opts.get_int("session-lifetime-s");
+  if (!session_lifetime || *session_lifetime < 1 || *session_lifetime > 365LL * 24 * 3600) {
+    citrus::app::print_error("citrus-hub", "--session-lifetime-s must be a number of seconds, 1..31536000");
+    return 2;
+  }
+  std::vector<std::string> revokers = citrus::app::split_list(opts.get("revokers"));
+  for (const auto& id : revokers) {
+    if (!citrus::is_valid_wire_id(id)) {
+      citrus::app::print_error("citrus-hub", "--revokers: '" + id + "' is not a valid commander id");
+      return 2;
+    }
+  }
   if (!max_connections || *max_connections < 1) {
     citrus::app::print_error("citrus-hub", "--max-connections must be a positive number");
     return 2;
@@ -259,6 +282,8 @@ int main(int argc, char** argv) {
   config.connection_rate = per_second(*connection_rate);
   config.identity_rate = per_second(*identity_rate);
   config.audit_commands = true;  // every routed command and its outcome, in the shared trail
+  config.session_lifetime = std::chrono::seconds(*session_lifetime);
+  config.revokers = std::move(revokers);
   citrus::hub hub(config, citrus::hub_services{clock, log, *audit, verifier, operations});
 
   citrus::wspp::server_options server_options;

@@ -97,7 +97,8 @@ struct worker_fixture {
   fs::path root;
   site_executor exec;
   operation_registry ops = operation_registry::defaults();
-  agent_runtime runtime{agent_runtime_config{"agent-1", "agent-key", {"backend-1"}, {}}, ops, log};
+  system_clock clk;
+  agent_runtime runtime{agent_runtime_config{"agent-1", "agent-key", {"backend-1"}, {}}, ops, log, clk};
   std::unique_ptr<site_worker> worker;
   fake_hub hub;
   memory::loopback_transport net{hub};

@@ -13,9 +13,14 @@
 //  - auth_ok only after a first authentication with a live key for exactly that principal; auth_failed
 //    never after one; one live session per identity; a take-over refused (identity_in_use, 4010) only
 //    while the identity has a session;
+//  - on a session, another auth_ok only after a reauth with a live key of its own identity; auth_failed
+//    (and its close, 4002) only after a reauth with another identity or a key that is not live;
+//    token_expired (4003) only from tick(), once the lifetime has passed since the last auth_ok; and no
+//    session outlives its lifetime past a tick();
 //  - an agent receives only auth_ok, errors and commands; every command is byte for byte one that an
 //    authenticated commander sent to that agent, tagged with that commander's id, for a granted agent,
-//    never while the same (commander, id) is in flight, and never beyond the in-flight cap;
+//    never while the same (commander, id) is in flight, never beyond the in-flight cap, and only to an agent
+//    registered to trust that commander (else untrusted_commander, only when true);
 //  - a commander receives only auth_ok, errors, presence of agents it is granted, and updates for requests
 //    it sent to that agent: each update is byte for byte one its agent sent for this commander (commanderId
 //    removed, agent set by the hub), for a request in flight, in the order the agent sent them, nothing
@@ -144,6 +149,9 @@ struct conn_state {
   bool authed = false;
   principal_kind kind = principal_kind::agent;
   std::string identity;
+  steady_time authed_at{};        ///< the last auth_ok: the session's lifetime counts from there
+  std::size_t valid_reauths = 0;  ///< reauths sent with a live key of its own identity, not yet answered
+  bool invalid_reauth = false;    ///< a reauth with another identity or a key that is not live was sent
 
   bool usable() const { return !client_closed && !server_closed; }
   /// The hub may route to or from it: authenticated, and the hub has not closed or dropped it.
@@ -306,6 +314,7 @@ struct world {
     cfg.inbound_queue_capacity = (b & 32) ? 3 : 1 << 16;
     cfg.request_timeout = 10s;
     cfg.auth_timeout = 3s;
+    cfg.session_lifetime = 30s;  // reached within a few steps of the clock
   }
 
   // ------------------------------------------------------------------------------ model helpers
@@ -329,12 +338,20 @@ struct world {
     return false;
   }
 
-  bool granted(std::string_view commander, std::string_view agent) const {
-    const auto index = principal_index(principal_kind::commander, commander);
+  /// `item` is in the grants of (kind, id), or they hold "*": a commander's agents, an agent's trusted commanders.
+  bool listed(principal_kind kind, std::string_view id, std::string_view item) const {
+    const auto index = principal_index(kind, id);
     if (!index) return false;
     for (const std::string& g : principals()[*index].grants)
-      if (g == "*" || g == agent) return true;
+      if (g == "*" || g == item) return true;
     return false;
+  }
+  bool granted(std::string_view commander, std::string_view agent) const {
+    return listed(principal_kind::commander, commander, agent);
+  }
+  /// The agent was registered to trust the commander.
+  bool trusts(std::string_view agent, std::string_view commander) const {
+    return listed(principal_kind::agent, agent, commander);
   }
 
   /// An authenticated session of `identity` the hub has not seen close.
@@ -406,6 +423,13 @@ struct world {
       return;
     }
     if (!c.live()) return;
+    if (e.type == proto::message_type::reauth) {
+      const bool own = e.token.empty() && (e.role == "commander") == (c.kind == principal_kind::commander) &&
+                       e.id == c.identity;
+      if (own && key_is_live(c.kind, e.id, e.key)) ++c.valid_reauths;
+      else c.invalid_reauth = true;
+      return;
+    }
     if (c.kind == principal_kind::commander && e.type == proto::message_type::command && !e.agent.empty() &&
         e.commander.empty() && ops.validate(e, role::commander)) {
       proto::envelope fwd = e;
@@ -453,6 +477,14 @@ struct world {
       if (e.agent.empty()) check_public(e, text);  // the hub's own; an agent's error is checked as an update
     }
     if (e.type == proto::message_type::auth_ok) return on_auth_ok(c, text);
+    if (c.authed && e.type == proto::message_type::error && e.agent.empty()) {
+      if (e.code == "auth_failed")
+        CITRUS_FUZZ_CHECK(c.invalid_reauth, "auth_failed on a session only after a reauth that is not its own live key",
+                          text);
+      if (e.code == "token_expired")
+        CITRUS_FUZZ_CHECK(ticking && clk.steady_now() - c.authed_at >= cfg.session_lifetime,
+                          "token_expired only from tick(), once the session's lifetime has passed", text);
+    }
     if (!c.authed) {
       CITRUS_FUZZ_CHECK(e.type == proto::message_type::error && e.agent.empty(),
                         "an unauthenticated connection receives only errors and auth_ok", text);
@@ -474,7 +506,13 @@ struct world {
   }
 
   void on_auth_ok(conn_state& c, std::string_view text) {
-    CITRUS_FUZZ_CHECK(!c.authed, "auth_ok is sent once per connection", text);
+    if (c.authed) {  // a re-authentication's answer
+      CITRUS_FUZZ_CHECK(c.valid_reauths > 0, "another auth_ok only after a reauth with a live key of its own identity",
+                        text);
+      --c.valid_reauths;
+      c.authed_at = clk.steady_now();
+      return;
+    }
     CITRUS_FUZZ_CHECK(c.has_first_auth && c.first_auth_valid,
                       "auth_ok only after a first authentication with a live key of that principal", c.first_id);
     for (const auto& [id, other] : conns)
@@ -484,6 +522,7 @@ struct world {
     c.authed = true;
     c.kind = c.first_kind;
     c.identity = c.first_id;
+    c.authed_at = clk.steady_now();
   }
 
   void to_agent(conn_state& c, const proto::envelope& e, std::string_view text) {
@@ -502,6 +541,8 @@ struct world {
     const expected_command cmd = *it;
     commands.erase(it);
     CITRUS_FUZZ_CHECK(granted(cmd.commander, cmd.agent), "commands reach only granted agents", text);
+    CITRUS_FUZZ_CHECK(trusts(cmd.agent, cmd.commander), "commands reach only agents registered to trust their commander",
+                      text);
     const auto key = std::make_pair(cmd.commander, cmd.request);
     if (auto old = routes.find(key); old != routes.end()) {
       // The hub may have ended an uncertain route silently (its commander went away); never a certain one.
@@ -582,11 +623,12 @@ struct world {
   /// An error about a message the commander sent (no agent field).
   void rejection(const std::string& me, const proto::envelope& e, std::string_view text) {
     const std::string request(e.id);
-    // The commands this rejection may be about, by the hub's order of checks: grant, cap, duplicate, online.
+    // The commands this rejection may be about, by the hub's order of checks: grant, cap, duplicate, trust, online.
     const auto fits = [&](const expected_command& x) {
       if (x.commander != me || x.request != request) return false;
       if (e.code == "agent_not_granted") return !granted(me, x.agent);
       if (!granted(me, x.agent)) return false;
+      if (e.code == "untrusted_commander") return live_session(principal_kind::agent, x.agent) && !trusts(x.agent, me);
       if (e.code == "agent_offline") return !live_session(principal_kind::agent, x.agent);
       return e.code == "duplicate_request" || e.code == "too_many_in_flight";
     };
@@ -595,6 +637,8 @@ struct world {
       if (fits(*it)) candidates.push_back(it);
     if (e.code == "agent_offline") {
       CITRUS_FUZZ_CHECK(!candidates.empty(), "agent_offline only for a granted agent that is not connected", text);
+    } else if (e.code == "untrusted_commander") {
+      CITRUS_FUZZ_CHECK(!candidates.empty(), "untrusted_commander only for a connected agent that does not trust it", text);
     } else if (e.code == "agent_not_granted") {
       CITRUS_FUZZ_CHECK(!candidates.empty(), "agent_not_granted only for an agent not granted", text);
     } else if (e.code == "duplicate_request") {
@@ -619,6 +663,12 @@ struct world {
     commander_disturbed(c);
     if (code == close_code::slow_consumer && c.authed && c.kind == principal_kind::agent)
       slow_closed_agents.insert(c.identity);
+    if (code == close_code::token_expired)
+      CITRUS_FUZZ_CHECK(ticking && c.authed && clk.steady_now() - c.authed_at >= cfg.session_lifetime,
+                        "a session is closed 4003 only from tick(), once its lifetime has passed", c.identity);
+    if (code == close_code::auth_failed && c.authed)
+      CITRUS_FUZZ_CHECK(c.invalid_reauth, "a session is closed 4002 only after a reauth that is not its own live key",
+                        c.identity);
     if (code == close_code::auth_timeout) {
       CITRUS_FUZZ_CHECK(ticking && !c.authed, "auth_timeout closes only unauthenticated connections, from tick()");
       CITRUS_FUZZ_CHECK(clk.steady_now() - c.opened_at >= cfg.auth_timeout, "auth_timeout only after the timeout");
@@ -682,23 +732,25 @@ struct world {
       default: key = own.empty() ? "ck_y" : own.back().key + "x"; break;
     }
     const bool escape = variant & 8;
+    // 0x20 without 0x10: the same frame as a reauth (of a session, or of nothing yet)
+    const std::string type = (variant & 0x30) == 0x20 ? "reauth" : "auth";
     std::string role(p.kind == principal_kind::commander ? "commander" : "agent");
     if ((variant & 0x30) == 0x30) role = role == "agent" ? "commander" : "agent";  // the key of the other kind
     switch (variant % 8) {
       case 0:
       case 1:
       case 2:
-        return R"({"v":1,"type":"auth","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + R"(,"key":")" +
+        return R"({"v":1,"type":")" + type + R"(","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + R"(,"key":")" +
                key + R"("})";
-      case 3: return R"({"v":1,"type":"auth","token":"eyJhbGciOiJIUzI1NiJ9.e30.c2ln"})";
-      case 4: return R"({"v":1,"type":"auth","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + "}";
+      case 3: return R"({"v":1,"type":")" + type + R"(","token":"eyJhbGciOiJIUzI1NiJ9.e30.c2ln"})";
+      case 4: return R"({"v":1,"type":")" + type + R"(","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + "}";
       case 5:
-        return R"({"v":1,"type":"auth","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + R"(,"key":")" +
+        return R"({"v":1,"type":")" + type + R"(","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + R"(,"key":")" +
                key + R"(","token":"t"})";
       case 6:
-        return R"({"type":"auth","key":")" + key + R"(","id":)" + id_literal(p.id, escape) + R"(,"v":1,"role":")" +
+        return R"({"type":")" + type + R"(","key":")" + key + R"(","id":)" + id_literal(p.id, escape) + R"(,"v":1,"role":")" +
                role + R"("})";
-      default: return R"({"v":1,"type":"auth","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + "}{}";
+      default: return R"({"v":1,"type":")" + type + R"(","role":")" + role + R"(","id":)" + id_literal(p.id, escape) + "}{}";
     }
   }
 
@@ -798,6 +850,9 @@ struct world {
         ticking = true;
         h->tick();
         ticking = false;
+        for (const auto& [id, c] : conns)
+          CITRUS_FUZZ_CHECK(!c->live() || clk.steady_now() - c->authed_at < cfg.session_lifetime,
+                            "no session outlives its lifetime past a tick()", c->identity);
         break;
       }
       case 13: {

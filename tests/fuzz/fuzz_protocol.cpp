@@ -91,11 +91,11 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
   // Required fields of each type.
   switch (e.type) {
     case message_type::auth:
+    case message_type::reauth:
       CITRUS_FUZZ_CHECK(!e.token.empty() ? (e.role.empty() && e.id.empty() && e.key.empty())
                                          : (!e.role.empty() && !e.id.empty() && !e.key.empty()),
-                        "auth is a token alone or role+id+key", text);
+                        "auth and reauth are a token alone or role+id+key", text);
       break;
-    case message_type::reauth: CITRUS_FUZZ_CHECK(!e.token.empty(), "reauth has a token", text); break;
     case message_type::command: CITRUS_FUZZ_CHECK(!e.id.empty() && !e.op.empty(), "command has id and op", text); break;
     case message_type::progress: CITRUS_FUZZ_CHECK(!e.id.empty(), "progress has an id", text); break;
     case message_type::result: CITRUS_FUZZ_CHECK(!e.id.empty() && !e.status.empty(), "result has id and status", text); break;
@@ -105,6 +105,10 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
       CITRUS_FUZZ_CHECK(!e.id.empty() && !e.request.empty(), "accepted has id and request", text);
       CITRUS_FUZZ_CHECK(e.agent.empty() && e.commander.empty() && e.status.empty() && e.code.empty(),
                         "accepted has no routing or outcome fields", text);
+      break;
+    case message_type::revoke:
+      CITRUS_FUZZ_CHECK(!e.role.empty() && !e.id.empty() && e.key.empty() && e.token.empty(),
+                        "revoke has a role and an id, and no credentials", text);
       break;
     case message_type::auth_ok: break;
   }

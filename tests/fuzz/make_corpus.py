@@ -21,7 +21,7 @@ AGENTS = ['agent-1', 'agent-2', 'agent-3', 'ghost-a', 'backend-1']
 COMMANDERS = ['backend-1', 'backend-2', 'backend-3', 'ghost-c', 'agent-1']
 KEYS = {'current': 0, 'first': 1, 'other': 2, 'wrong': 3, 'prefix': 4, 'suffix': 5}
 # auth variant (mod 8): 0 well-formed, 3 token, 4 no key, 5 key+token, 6 reordered, 7 trailing {}.
-# 0x30 set: the other role; 8 set: the id's first character escaped.
+# 0x30 set: the other role; 0x20 without 0x10: a reauth; 8 set: the id's first character escaped.
 CMDS = {'deploy': 0, 'status': 1, 'deploy_low': 2, 'create_high': 3, 'bad_payload': 4, 'unknown_op': 5,
         'forged_commander': 6, 'no_agent': 7, 'dup_key': 8, 'truncated': 9, 'update': 10, 'v2': 11,
         'delete': 12, 'no_payload': 13}
@@ -61,6 +61,9 @@ class Program:
         self.op('auth').out += bytes([byte(slot, 6), byte(PRINCIPALS.index(principal), 8), byte(KEYS[key], 6)])
         self.out.append(variant)
         return self
+
+    def reauth(self, slot, principal, key='current', form=0):  # the session lifetime is 30 s
+        return self.auth(slot, principal, key, 0x60 | form)
 
     def cmd(self, slot, request, agent, kind='deploy'):
         self.op('cmd').out += bytes([byte(slot, 6), byte(REQUESTS.index(request), 4), byte(AGENTS.index(agent), 5),
@@ -170,6 +173,18 @@ def hub_programs():
     p['rotation'] = Program().rotate('agent-1', 2).open(0).auth(0, 'agent-1', 'first').adv('4s').open(1) \
         .auth(1, 'agent-1', 'first').adv('2s').open(2).auth(2, 'agent-1', 'first').open(3).auth(3, 'agent-1') \
         .rotate('backend-1', 0).open(4).auth(4, 'backend-1', 'first').open(5).auth(5, 'backend-1')
+    p['reauth_in_time'] = Program().cast().cmd(0, 'r1', 'agent-1').adv('11s').adv('11s').reauth(2, 'agent-1') \
+        .reauth(0, 'backend-1').adv('11s').tick().upd(2, 'r1', 'backend-1', 'progress').adv('11s').tick() \
+        .upd(2, 'r1', 'backend-1', 'result').adv('11s').tick().cmd(0, 'r2', 'agent-1')
+    p['reauth_refused'] = Program().cast().reauth(2, 'agent-2').reauth(3, 'agent-2', 'wrong') \
+        .rotate('backend-1', 0).reauth(0, 'backend-1', 'first').reauth(1, 'backend-2', 'current', 3) \
+        .open(4).reauth(4, 'agent-1').open(5).auth(5, 'agent-3').reauth(5, 'agent-3', 'current', 6)
+    p['reauth_overlap'] = Program().cast().cmd(0, 'r1', 'agent-1').rotate('agent-1', 3).reauth(2, 'agent-1', 'first') \
+        .reauth(2, 'agent-1').adv('65s').reauth(2, 'agent-1', 'current').reauth(2, 'agent-1', 'first').tick() \
+        .upd(2, 'r1', 'backend-1', 'result')
+    p['session_expiry'] = Program().cast().cmd(0, 'r1', 'agent-1').adv('11s').open(4).auth(4, 'agent-3').adv('11s') \
+        .reauth(1, 'backend-2').adv('11s').tick().cmd(0, 'r2', 'agent-1').cmd(1, 'r2', 'agent-1').adv('11s').tick() \
+        .open(0).auth(0, 'backend-1').cmd(0, 'r3', 'agent-3')
     p['presence'] = Program().open(2).auth(2, 'agent-1').open(3).auth(3, 'agent-2').open(4).auth(4, 'agent-3') \
         .open(0).auth(0, 'backend-3').open(1).auth(1, 'backend-2').close(4).close(2).open(2).auth(2, 'agent-1')
     p['wildcard_commander'] = Program().open(2).auth(2, 'agent-3').open(0).auth(0, 'backend-3').cmd(0, 'r1', 'agent-3') \

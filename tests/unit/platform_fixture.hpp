@@ -49,15 +49,16 @@ struct platform_fixture : hub_fixture {
 
   user_record alice, bob;
 
-  explicit platform_fixture(user_gateway_config gateway_config = {}, bool manual = false)
-      : manual_storage(manual),
+  explicit platform_fixture(user_gateway_config gateway_config = {}, bool manual = false, hub_config hub_cfg = {})
+      : hub_fixture(hub_cfg),
+        manual_storage(manual),
         storage(manual ? static_cast<storage_executor&>(manual_lanes) : inline_lanes),
         backend(make_backend(gateway_config)),
         gateway(backend->gateway()) {
     link = &backend->link();
     sites = std::make_unique<sites_now>(sites_now{backend->sites()});
 
-    agent = std::make_unique<agent_runtime>(agent_runtime_config{"agent-1", agent1_key, {"backend-1"}}, ops, log);
+    agent = std::make_unique<agent_runtime>(agent_runtime_config{"agent-1", agent1_key, {"backend-1"}}, ops, log, clk);
     REQUIRE(agent->on("site.create", [](std::shared_ptr<agent_task> t) { t->succeed(); }));
     REQUIRE(agent->on("site.update", [](std::shared_ptr<agent_task> t) { t->succeed(); }));
     REQUIRE(agent->on("site.delete", [](std::shared_ptr<agent_task> t) { t->succeed(); }));

@@ -90,6 +90,14 @@ TEST_SUITE("protocol") {
       REQUIRE(r);
       CHECK((*r)->type == message_type::reauth);
     }
+    SUBCASE("reauth of a commander or agent: role, id and key, as auth") {
+      auto r = p.parse(R"({"v":1,"type":"reauth","role":"commander","id":"backend-1","key":"s3cr3t"})");
+      REQUIRE(r);
+      CHECK((*r)->type == message_type::reauth);
+      CHECK((*r)->role == "commander");
+      CHECK((*r)->id == "backend-1");
+      CHECK((*r)->key == "s3cr3t");
+    }
     SUBCASE("auth_ok with and without expires_in") {
       auto r = p.parse(R"({"v":1,"type":"auth_ok","expires_in":900})");
       REQUIRE(r);
@@ -368,7 +376,7 @@ TEST_SUITE("protocol") {
         {"commanderid spelled wrong", R"({"v":1,"type":"command","id":"r","op":"a","commanderid":"c"})",
          errc::unknown_field},
         {"auth with payload", R"({"v":1,"type":"auth","token":"t","payload":{}})", errc::unknown_field},
-        {"reauth with id", R"({"v":1,"type":"reauth","token":"t","id":"x"})", errc::unknown_field},
+        {"reauth with payload", R"({"v":1,"type":"reauth","token":"t","payload":{}})", errc::unknown_field},
         {"auth_ok with id", R"({"v":1,"type":"auth_ok","id":"x"})", errc::unknown_field},
         {"command with token", R"({"v":1,"type":"command","id":"r","op":"a","token":"t"})", errc::unknown_field},
         {"command with status", R"({"v":1,"type":"command","id":"r","op":"a","status":"ok"})", errc::unknown_field},
@@ -411,6 +419,7 @@ TEST_SUITE("protocol") {
         {"auth without role", R"({"v":1,"type":"auth","id":"a","key":"k"})", errc::missing_field},
         {"auth without id", R"({"v":1,"type":"auth","role":"commander","key":"k"})", errc::missing_field},
         {"reauth without token", R"({"v":1,"type":"reauth"})", errc::missing_field},
+        {"reauth without key", R"({"v":1,"type":"reauth","role":"agent","id":"a"})", errc::missing_field},
         {"command without id", R"({"v":1,"type":"command","op":"site.status"})", errc::missing_field},
         {"command without op", R"({"v":1,"type":"command","id":"r"})", errc::missing_field},
         {"progress without id", R"({"v":1,"type":"progress","percent":1})", errc::missing_field},
@@ -493,6 +502,7 @@ TEST_SUITE("protocol") {
         {"empty key", R"({"v":1,"type":"auth","role":"agent","id":"a","key":""})", errc::invalid_value},
         {"empty code", R"({"v":1,"type":"error","code":""})", errc::invalid_value},
         {"auth with token and role", R"({"v":1,"type":"auth","token":"t","role":"agent"})", errc::invalid_value},
+        {"reauth with token and id", R"({"v":1,"type":"reauth","token":"t","id":"x"})", errc::invalid_value},
         {"auth with token and all credentials", R"({"v":1,"type":"auth","token":"t","role":"agent","id":"a","key":"k"})",
          errc::invalid_value},
         {"payload number beyond double", command_with(R"({"x":1e400})"), errc::invalid_value},

@@ -20,7 +20,9 @@ struct backend_service::impl {
         login(c.login, s.storage, s.tokens, s.clk),
         rest(c.rest, rest_services{s.storage, sites, login, s.tokens, s.clk, s.random, s.log,
                                    [this] { return metrics ? metrics() : std::string("citrus_up 1\n"); },
-                                   [this] { return unready ? unready() : std::vector<std::string>{}; }}) {
+                                   [this] { return unready ? unready() : std::vector<std::string>{}; },
+                                   [this](principal_kind kind, const std::string& id) { revoke_sessions(kind, id); }}),
+        log(s.log) {
     observer.target = &sites;
     gateway.bind_sites(sites);
   }
@@ -33,6 +35,13 @@ struct backend_service::impl {
   rest_api rest;
   std::function<std::string()> metrics;
   std::function<std::vector<std::string>()> unready;
+  logger& log;
+
+  void revoke_sessions(principal_kind kind, std::string_view id) {
+    if (auto sent = link.revoke(kind, id); !sent)
+      log.log(log_level::warn, "hub_revoke_not_sent",
+              {field("target", std::string(to_string(kind)) + ":" + std::string(id)), field("code", wire_code(static_cast<errc>(sent.error().value())))});
+  }
 };
 
 backend_service::backend_service(backend_config config, backend_services services)
@@ -48,6 +57,7 @@ void backend_service::set_metrics(std::function<std::string()> metrics) { impl_-
 void backend_service::set_readiness(std::function<std::vector<std::string>()> unready) {
   impl_->unready = std::move(unready);
 }
+void backend_service::revoke_sessions(principal_kind kind, std::string_view id) { impl_->revoke_sessions(kind, id); }
 void backend_service::tick() {
   impl_->gateway.tick();
   impl_->link.tick();

@@ -1056,7 +1056,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     change_credentials(
         c, user, action, audit_target("agent", id), "overlap " + std::to_string(overlap.count()) + "s",
         [id, overlap](credential_service& credentials) { return credentials.rotate(principal_kind::agent, id, overlap); },
-        [id](const std::string& key) {
+        [id, overlap, revoked = svc.revoked](const std::string& key) {
+          if (overlap == std::chrono::seconds::zero() && revoked) revoked(principal_kind::agent, id);
           std::string out = R"({"success":true,"agentId":)";
           protocol::append_json_string(out, id);
           out += R"(,"key":)";

@@ -1,6 +1,9 @@
 #include "citrus/core/agent_runtime.hpp"
 
+#include "peer_credentials.hpp"
+
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 
 namespace citrus {
@@ -53,15 +56,18 @@ void agent_task::fail(std::string_view message) {
 }
 
 struct agent_runtime::impl {
-  impl(agent_runtime_config c, const operation_registry& o, logger& l) : cfg(std::move(c)), ops(o), log(l), parser(cfg.limits) {}
+  impl(agent_runtime_config c, const operation_registry& o, logger& l, const clock& k)
+      : cfg(std::move(c)), ops(o), log(l), clk(k), parser(cfg.limits) {}
 
   agent_runtime_config cfg;
   const operation_registry& ops;
   logger& log;
+  const clock& clk;
   protocol::parser parser;
   connection* conn = nullptr;
   std::uint64_t generation = 0;  ///< bumped per connection; tasks of an older one report nothing
   bool authenticated = false;
+  std::optional<steady_time> reauth_at;  ///< when to re-authenticate (from the last auth_ok's expires_in)
   std::unordered_map<std::string, handler> handlers;
   std::unordered_map<std::string, std::weak_ptr<agent_task>> tasks;  ///< request -> running task
   std::string out;
@@ -83,8 +89,9 @@ struct agent_runtime::impl {
   }
 };
 
-agent_runtime::agent_runtime(agent_runtime_config config, const operation_registry& operations, logger& log)
-    : impl_(std::make_unique<impl>(std::move(config), operations, log)) {}
+agent_runtime::agent_runtime(agent_runtime_config config, const operation_registry& operations, logger& log,
+                             const clock& clk)
+    : impl_(std::make_unique<impl>(std::move(config), operations, log, clk)) {}
 agent_runtime::~agent_runtime() {
   for (auto& [request, weak] : impl_->tasks)
     if (auto task = weak.lock()) task->runtime_ = nullptr;
@@ -119,12 +126,17 @@ void agent_runtime::on_open(connection& conn) {
   m.conn = &conn;
   ++m.generation;
   m.authenticated = false;
-  m.out.assign(R"({"v":1,"type":"auth","role":"agent","id":)");
-  protocol::append_json_string(m.out, m.cfg.agent_id);
-  m.out.append(R"(,"key":)");
-  protocol::append_json_string(m.out, m.cfg.key);
-  m.out.push_back('}');
+  m.reauth_at.reset();
+  peer_credentials::write(m.out, "auth", "agent", m.cfg.agent_id, m.cfg.key);
   conn.send(m.out);
+}
+
+void agent_runtime::tick() {
+  impl& m = *impl_;
+  if (!m.conn || !m.authenticated || !m.reauth_at || m.clk.steady_now() < *m.reauth_at) return;
+  m.reauth_at.reset();  // the next auth_ok sets the next one
+  peer_credentials::write(m.out, "reauth", "agent", m.cfg.agent_id, m.cfg.key);
+  m.conn->send(m.out);
 }
 
 void agent_runtime::on_message(connection_id, std::string_view text) {
@@ -138,8 +150,10 @@ void agent_runtime::on_message(connection_id, std::string_view text) {
   const protocol::envelope& e = **parsed;
   switch (e.type) {
     case protocol::message_type::auth_ok:
+      m.log.log(log_level::info, m.authenticated ? "agent_reauthenticated" : "agent_online", {field("agent", m.cfg.agent_id)});
       m.authenticated = true;
-      m.log.log(log_level::info, "agent_online", {field("agent", m.cfg.agent_id)});
+      if (e.expires_in) m.reauth_at = peer_credentials::reauth_time(m.clk.steady_now(), *e.expires_in);
+      else m.reauth_at.reset();
       return;
     case protocol::message_type::error:
       m.log.log(log_level::warn, "hub_error", {field("code", e.code), field("id", e.id)});
@@ -192,6 +206,7 @@ void agent_runtime::on_close(connection_id) {
   impl& m = *impl_;
   m.conn = nullptr;
   m.authenticated = false;
+  m.reauth_at.reset();
   m.log.log(log_level::warn, "agent_offline", {field("agent", m.cfg.agent_id)});
 }
 

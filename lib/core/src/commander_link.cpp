@@ -1,6 +1,9 @@
 #include "citrus/core/commander_link.hpp"
 
+#include "peer_credentials.hpp"
+
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -42,6 +45,7 @@ struct commander_link::impl {
   protocol::parser parser;
   connection* conn = nullptr;
   bool authenticated = false;
+  std::optional<steady_time> reauth_at;  ///< when to re-authenticate (from the last auth_ok's expires_in)
   std::uint64_t sequence = 0;
   std::string prefix;
   std::string out;
@@ -79,8 +83,11 @@ struct commander_link::impl {
     using protocol::message_type;
     switch (e.type) {
       case message_type::auth_ok:
+        log.log(log_level::info, authenticated ? "hub_link_reauthenticated" : "hub_link_online",
+                {field("commander", cfg.commander_id)});
         authenticated = true;
-        log.log(log_level::info, "hub_link_online", {field("commander", cfg.commander_id)});
+        if (e.expires_in) reauth_at = peer_credentials::reauth_time(clk.steady_now(), *e.expires_in);
+        else reauth_at.reset();
         return;
       case message_type::presence:
         if (e.state == "online") agents_online.insert(std::string(e.agent));
@@ -163,6 +170,11 @@ result<request_id> commander_link::send(const command_request& command) {
 void commander_link::tick() {
   impl& m = *impl_;
   const steady_time now = m.clk.steady_now();
+  if (m.conn && m.authenticated && m.reauth_at && now >= *m.reauth_at) {
+    m.reauth_at.reset();  // the next auth_ok sets the next one
+    peer_credentials::write(m.out, "reauth", "commander", m.cfg.commander_id, m.cfg.key);
+    m.conn->send(m.out);
+  }
   std::vector<std::string> expired;
   for (const auto& [id, p] : m.pending)
     if (now >= p.deadline) expired.push_back(id);
@@ -177,15 +189,26 @@ void commander_link::on_open(connection& conn) {
   impl& m = *impl_;
   m.conn = &conn;
   m.authenticated = false;
-  m.out.assign(R"({"v":1,"type":"auth","role":"commander","id":)");
-  protocol::append_json_string(m.out, m.cfg.commander_id);
-  m.out.append(R"(,"key":)");
-  protocol::append_json_string(m.out, m.cfg.key);
-  m.out.push_back('}');
+  m.reauth_at.reset();
+  peer_credentials::write(m.out, "auth", "commander", m.cfg.commander_id, m.cfg.key);
   conn.send(m.out);
 }
 
 void commander_link::on_message(connection_id, std::string_view text) { impl_->on_message(text); }
+
+result<void> commander_link::revoke(principal_kind kind, std::string_view id) {
+  impl& m = *impl_;
+  if (kind == principal_kind::hub || !is_valid_wire_id(id)) return errc::invalid_value;
+  if (!online()) return errc::hub_unavailable;
+  protocol::envelope e;
+  e.type = protocol::message_type::revoke;
+  e.role = to_string(kind);
+  e.id = id;
+  protocol::write(m.out, e);
+  if (m.conn->send(m.out) != send_status::ok) return errc::hub_unavailable;
+  m.log.log(log_level::info, "hub_revoke_sent", {field("target", std::string(to_string(kind)) + ":" + std::string(id))});
+  return {};
+}
 
 void commander_link::on_close(connection_id) {
   impl& m = *impl_;

@@ -43,6 +43,9 @@ struct session {
   commander_state* commander = nullptr;
   agent_state* agent = nullptr;
   steady_time auth_deadline{};
+  /// Authenticated: when the session ends unless a re-authentication extends it (hub_config::session_lifetime).
+  steady_time session_deadline{};
+  bool reauthing = false;  ///< a reauth is being verified (one at a time)
   token_bucket bucket;         ///< per connection
   token_bucket unauth_bucket;  ///< auth attempts
   std::size_t strikes = 0;
@@ -73,6 +76,13 @@ struct agent_state {
   connection_id conn;
   session* sess = nullptr;  ///< the session of `conn` while online
   bool online = false;
+  /// The commanders it trusts, as registered (the verifier's answer, read at each (re-)authentication):
+  /// the hub refuses the others' commands before they reach it.
+  bool trusts_all = false;
+  std::vector<std::string> trusted;  ///< sorted
+  bool trusts(std::string_view commander) const {
+    return trusts_all || std::binary_search(trusted.begin(), trusted.end(), commander);
+  }
   token_bucket bucket;
   std::optional<steady_time> last_takeover;  ///< the last take-over attempted (hub_config::takeover_window)
 };
@@ -497,6 +507,7 @@ struct hub::impl {
       a.conn = id;
       a.sess = &s;
       a.online = true;
+      set_trusted(a, std::move(p.grants));
     }
     ++stats.auth_ok;
     s.identity = p.id;
@@ -506,16 +517,131 @@ struct hub::impl {
                  field("identity", s.identity)});
     svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_auth",
                                  "", "ok", ""});
-    protocol::envelope ok;
-    ok.type = protocol::message_type::auth_ok;
-    protocol::write(out, ok);
-    send_bounded(s, out);
+    start_session_lifetime(s);
     if (s.role == session_role::agent) {
       announce_agent(s.identity, true);
     } else {
       for (auto& [agent, a] : agents)
         if (a.online && s.commander->granted(agent)) send_presence(s, agent, true);
     }
+  }
+
+  static void set_trusted(agent_state& a, std::vector<std::string> trusted) {
+    a.trusts_all = std::find(trusted.begin(), trusted.end(), "*") != trusted.end();
+    std::sort(trusted.begin(), trusted.end());
+    a.trusted = std::move(trusted);
+  }
+
+  /// The session lives session_lifetime from now on; auth_ok tells the peer so.
+  void start_session_lifetime(session& s) {
+    s.session_deadline = now() + cfg.session_lifetime;
+    protocol::envelope ok;
+    ok.type = protocol::message_type::auth_ok;
+    ok.expires_in = static_cast<std::int64_t>(cfg.session_lifetime.count());
+    protocol::write(out, ok);
+    send_bounded(s, out);
+  }
+
+  // ------------------------------------------------------------------ re-authentication
+  /// An authenticated commander or agent proves again that it holds a live key for its own identity.
+  /// Verified off-loop like auth; the session keeps routing meanwhile.
+  void handle_reauth(session& s, connection_id id, const protocol::envelope& e) {
+    const principal_kind kind = s.role == session_role::commander ? principal_kind::commander : principal_kind::agent;
+    std::string target = std::string(to_string(kind)) + ":" + s.identity;
+    if (!e.token.empty() || e.role != to_string(kind) || e.id != s.identity) {
+      const std::string named = e.token.empty() ? std::string(e.role) + ":" + std::string(e.id) : std::string("user token");
+      security_event(s, id, "hub_reauth_other_identity", named, "closed", "re-authentication names another identity");
+      reauth_refused(s, id, std::move(target), "another identity");
+      return;
+    }
+    if (s.reauthing) {  // one verification at a time per session
+      reject(s, id, {}, errc::rate_limited);
+      return;
+    }
+    s.reauthing = true;
+    const std::uint64_t ticket = ++s.verify_ticket;
+    std::weak_ptr<bool> guard = alive;
+    svc.verifier.verify(kind, e.id, e.key, [this, guard, id, ticket, kind, target](result<verified_principal> r) {
+      if (guard.expired()) return;
+      session* sp = find(id);
+      if (!sp || sp->verify_ticket != ticket || sp->closing || !sp->reauthing) return;
+      sp->reauthing = false;
+      const std::string_view identity = std::string_view(target).substr(target.find(':') + 1);
+      if (sp->role == session_role::pending || sp->identity != identity) return;  // replaced meanwhile
+      if (!r && r.error() != make_error_code(errc::auth_failed)) {
+        // Not the peer's fault: the session stays (until its deadline) and the peer may try again.
+        svc.log.log(log_level::warn, "reauth_unavailable",
+                    {field("conn", static_cast<std::int64_t>(id.value())), field("target", target)});
+        send_error(*sp, {}, errc::storage_unavailable);
+        return;
+      }
+      if (!r || r->kind != kind || r->id != identity) {
+        count_auth_failure(*sp, id, target);
+        security_event(*sp, id, "hub_reauth_refused", target, "closed", "wrong, expired or revoked key");
+        reauth_refused(*sp, id, target, "bad credentials");
+        return;
+      }
+      reauth_success(*sp, id, std::move(*r));
+    });
+  }
+
+  void reauth_refused(session& s, connection_id id, std::string target, std::string_view detail) {
+    ++stats.reauth_failed;
+    ++stats.auth_failed;
+    svc.log.log(log_level::warn, "reauth_failed",
+                {field("conn", static_cast<std::int64_t>(id.value())), field("target", target)});
+    refuse_auth(s, id, std::move(target), detail, errc::auth_failed, close_code::auth_failed, "authentication failed");
+  }
+
+  void reauth_success(session& s, connection_id id, verified_principal p) {
+    // Grants and trust changed since the last check apply from now on.
+    if (s.role == session_role::commander) {
+      s.commander->all_agents = std::find(p.grants.begin(), p.grants.end(), "*") != p.grants.end();
+      std::sort(p.grants.begin(), p.grants.end());
+      s.commander->grants = std::move(p.grants);
+    } else {
+      set_trusted(*s.agent, std::move(p.grants));
+    }
+    ++stats.reauth_ok;
+    svc.log.log(log_level::info, "reauth_ok",
+                {field("conn", static_cast<std::int64_t>(id.value())), field("identity", s.identity)});
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_reauth",
+                                 "", "ok", ""});
+    start_session_lifetime(s);
+  }
+
+  // ------------------------------------------------------------------ revocation
+  /// Closes the live session of (kind, id) at once; `actor`: who asked, for the audit trail.
+  std::size_t revoke(principal_kind kind, std::string_view identity, const std::string& actor) {
+    svc.verifier.forget(kind, identity);  // a cached answer must not let the revoked key straight back in
+    session* s = kind == principal_kind::commander ? online_commander(identity)
+                 : kind == principal_kind::agent   ? online_agent(identity)
+                                                   : nullptr;
+    if (!s) return 0;
+    ++stats.sessions_revoked;
+    ++stats.security_events;
+    const std::string target = std::string(to_string(kind)) + ":" + std::string(identity);
+    svc.log.log(log_level::warn, "session_revoked", {field("target", target), field("by", actor)});
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::security_event, actor, "hub_revoked", target,
+                                 "closed", "key revoked; the live session is closed"});
+    send_error(*s, {}, errc::auth_failed);
+    close(*s, close_code::revoked, "key revoked");
+    return 1;
+  }
+
+  /// A `revoke` message: obeyed only from a commander named in hub_config::revokers.
+  void on_revoke(session& s, connection_id id, const protocol::envelope& e) {
+    const bool trusted = s.role == session_role::commander &&
+                         std::find(cfg.revokers.begin(), cfg.revokers.end(), s.identity) != cfg.revokers.end();
+    if (!trusted) {
+      security_event(s, id, "hub_revoke_refused", std::string(e.role) + ":" + std::string(e.id), "dropped",
+                     "only the hub's revokers may revoke sessions");
+      reject(s, id, {}, errc::forbidden_operation);
+      return;
+    }
+    s.strikes = 0;
+    const principal_kind kind = e.role == "commander" ? principal_kind::commander : principal_kind::agent;
+    revoke(kind, e.id, actor_of(s, id));
   }
 
   /// The older connection of an identity that a newer one took over is closed with close_code::replaced.
@@ -589,6 +715,8 @@ struct hub::impl {
       case protocol::message_type::progress:
       case protocol::message_type::result:
       case protocol::message_type::error: on_update(s, id, e, t); break;
+      case protocol::message_type::reauth: handle_reauth(s, id, e); break;
+      case protocol::message_type::revoke: on_revoke(s, id, e); break;
       default: reject(s, id, e.id, errc::forbidden_operation); break;
     }
   }
@@ -719,6 +847,13 @@ struct hub::impl {
       reject(*s, item.from, item.request, errc::duplicate_request);
       return;
     }
+    session* a = online_agent(item.peer);
+    if (a && !a->agent->trusts(item.sender)) {  // the agent's registration, not only its own --trust flag
+      security_event(*s, item.from, "commander_not_trusted", "agent:" + item.peer, "dropped",
+                     "the agent was not registered to trust this commander");
+      reject(*s, item.from, item.request, errc::untrusted_commander);
+      return;
+    }
     // Fail closed: a command whose audit event cannot be accepted is not sent.
     if (cfg.audit_commands && !svc.audit.try_record(command_audit::routed(svc.clk.wall_now(), item.sender, item.peer,
                                                                           item.op, item.request))) {
@@ -726,7 +861,6 @@ struct hub::impl {
       reject(*s, item.from, item.request, errc::storage_unavailable);
       return;
     }
-    session* a = online_agent(item.peer);
     if (!a) {
       if (!(svc.peers && svc.peers->forward_command(item.peer, item.sender, item.request, item.frame))) {
         if (cfg.audit_commands)
@@ -832,6 +966,17 @@ struct hub::impl {
                 {field("conn", static_cast<std::int64_t>(id.value())), field("identity", s.identity)});
   }
 
+  /// The session's lifetime ended without a re-authentication (late, missing or still being verified).
+  void expire_session(session& s, std::uint64_t id) {
+    ++stats.sessions_expired;
+    svc.log.log(log_level::info, "session_expired",
+                {field("conn", static_cast<std::int64_t>(id)), field("identity", s.identity)});
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, connection_id{id}),
+                                 "hub_session_expired", "", "closed", "no re-authentication before the session ended"});
+    send_error(s, {}, errc::token_expired);
+    close(s, close_code::token_expired, "session expired");
+  }
+
   void fail_routes_of_agent(const std::string& agent) {
     for (auto rit = routes.begin(); rit != routes.end();) {
       if (rit->second.agent == agent) {
@@ -849,6 +994,9 @@ struct hub::impl {
       if ((s.role == session_role::pending || s.role == session_role::verifying) && !s.closing && t >= s.auth_deadline) {
         svc.log.log(log_level::info, "auth_timeout", {field("conn", static_cast<std::int64_t>(id))});
         close(s, close_code::auth_timeout, "authentication timeout");
+      } else if ((s.role == session_role::commander || s.role == session_role::agent) && !s.closing &&
+                 t >= s.session_deadline) {
+        expire_session(s, id);
       }
     }
     for (auto rit = routes.begin(); rit != routes.end();) {
@@ -898,6 +1046,8 @@ void hub::deliver_remote_update(std::string_view commander, std::string_view req
     it->second.deadline = m.now() + m.cfg.request_timeout;
   }
 }
+
+std::size_t hub::revoke(principal_kind kind, std::string_view id) { return impl_->revoke(kind, id, "admin"); }
 
 const hub_counters& hub::counters() const noexcept { return impl_->stats; }
 std::size_t hub::requests_in_flight() const noexcept { return impl_->routes.size(); }

@@ -60,6 +60,7 @@ std::string_view to_string(message_type type) noexcept {
     case message_type::error: return "error";
     case message_type::presence: return "presence";
     case message_type::accepted: return "accepted";
+    case message_type::revoke: return "revoke";
   }
   return "error";
 }

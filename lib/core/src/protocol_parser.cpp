@@ -126,7 +126,7 @@ struct type_rule {
 
 constexpr type_rule type_rules[] = {
     {message_type::auth, "auth", f_role | f_id | f_key | f_token, 0},  // token alone, or role+id+key
-    {message_type::reauth, "reauth", f_token, f_token},
+    {message_type::reauth, "reauth", f_role | f_id | f_key | f_token, 0},  // the same two forms as auth
     {message_type::auth_ok, "auth_ok", f_expires_in, 0},
     {message_type::command, "command", f_id | f_op | f_agent | f_commander | f_priority | f_payload | f_site,
      f_id | f_op},
@@ -140,6 +140,8 @@ constexpr type_rule type_rules[] = {
     // Last: the backend's acknowledgement to users, which a hub sees only from a misbehaving client; the
     // lookups of the types above stay as they were.
     {message_type::accepted, "accepted", f_id | f_request | f_op | f_site | f_payload, f_id | f_request},
+    // commander → hub: close the session of an identity whose key was revoked (trusted backends only).
+    {message_type::revoke, "revoke", f_role | f_id, f_role | f_id},
 };
 
 /// The message type named `text` (a name in type_rules). Sizes and first letters go first, so the only
@@ -688,7 +690,7 @@ errc parser::impl::check_type_rules() {
   for (const auto& rule : type_rules) {
     if (rule.type != env.type) continue;
     if (fields & ~rule.allowed) return errc::unknown_field;
-    if (rule.type == message_type::auth) {
+    if (rule.type == message_type::auth || rule.type == message_type::reauth) {
       const std::uint32_t credentials = f_role | f_id | f_key;
       if (fields & f_token) return (fields & credentials) ? errc::invalid_value : errc::ok;
       return (fields & credentials) == credentials ? errc::ok : errc::missing_field;

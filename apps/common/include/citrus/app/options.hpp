@@ -64,6 +64,9 @@ class options {
   bool help_ = false, version_ = false, strict_file_keys_ = true;
 };
 
+/// A comma-separated option value (--trust, --revokers): its items, blanks trimmed, empty items dropped.
+std::vector<std::string> split_list(const std::string& text);
+
 /// "host:port" → (host, port); false on a malformed value.
 bool split_host_port(const std::string& text, std::string& host, std::uint16_t& port);
 

@@ -60,6 +60,11 @@ class backend_service {
   void set_metrics(std::function<std::string()> metrics);
   /// GET /readyz: the dependencies down now (rest_services::unready); without it, always ready.
   void set_readiness(std::function<std::vector<std::string>()> unready);
+  /// Call after revoking a key of (kind, id): closes that identity's live session at the hub at once
+  /// (a `revoke` on the commander link; the hub obeys it when this backend is one of its --revokers).
+  /// When the hub cannot be told now it is logged (hub_revoke_not_sent), and the session ends at its
+  /// next re-authentication at the latest. The REST routes that revoke call it (rest_services::revoked).
+  void revoke_sessions(principal_kind kind, std::string_view id);
   /// Auth timeouts, token expiry, request timeouts. Call every few hundred milliseconds.
   void tick();
 

@@ -124,6 +124,10 @@ struct rest_services {
   /// GET /readyz: the dependencies that are down now ("hub_link", "database"); empty when ready.
   /// When unset, /readyz answers like /healthz.
   std::function<std::vector<std::string>()> unready = {};
+  /// A key was revoked (rotated with no overlap): close that identity's live session at the hub now,
+  /// not at its next re-authentication. backend_service sends it over its commander link
+  /// (commander_link::revoke); unset, nothing is told.
+  std::function<void(principal_kind, const std::string&)> revoked = {};
 };
 
 class rest_api {

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "citrus/core/clock.hpp"
 #include "citrus/core/error.hpp"
 #include "citrus/core/logger.hpp"
 #include "citrus/core/operations.hpp"
@@ -62,13 +63,18 @@ class agent_runtime final : public connection_handler {
  public:
   using handler = std::function<void(std::shared_ptr<agent_task>)>;
 
-  agent_runtime(agent_runtime_config config, const operation_registry& operations, logger& log);
+  /// `clk` times the in-band re-authentication (see tick()).
+  agent_runtime(agent_runtime_config config, const operation_registry& operations, logger& log, const clock& clk);
   ~agent_runtime() override;
 
   /// Registers the handler of an operation (it must exist in the operations table).
   result<void> on(std::string_view op, handler h);
   bool online() const noexcept;
   std::size_t running() const noexcept;
+  /// Re-authenticates in band once three quarters of the session lifetime the hub stated (auth_ok's
+  /// expires_in) have passed: the session goes on, and so do the tasks running. Call periodically
+  /// (e.g. every 250 ms).
+  void tick();
 
   void on_open(connection& conn) override;
   void on_message(connection_id id, std::string_view text) override;

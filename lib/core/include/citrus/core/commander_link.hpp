@@ -17,6 +17,7 @@
 #include "citrus/core/protocol.hpp"
 #include "citrus/core/random.hpp"
 #include "citrus/core/result.hpp"
+#include "citrus/core/storage.hpp"
 #include "citrus/core/transport.hpp"
 
 namespace citrus {
@@ -104,8 +105,13 @@ class commander_link final : public connection_handler, public command_sink {
   bool agent_online(std::string_view agent) const;
 
   result<request_id> send(const command_request& command) override;
-  /// Fails requests past the local timeout.
+  /// Fails requests past the local timeout; re-authenticates in band once three quarters of the session
+  /// lifetime the hub stated (auth_ok's expires_in) have passed, without disturbing the requests.
   void tick();
+  /// Asks the hub to close the live session of (kind, id), whose key was just revoked: a `revoke`
+  /// message, obeyed only when this commander is one of the hub's revokers. errc::hub_unavailable when
+  /// not connected; errc::invalid_value for a hub identity or an id that is not a wire id.
+  result<void> revoke(principal_kind kind, std::string_view id);
 
   void on_open(connection& conn) override;
   void on_message(connection_id id, std::string_view text) override;

@@ -54,6 +54,12 @@ class principal_verifier {
   virtual ~principal_verifier() = default;
   using callback = std::function<void(result<verified_principal>)>;
   virtual void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) = 0;
+  /// The keys of (kind, id) were revoked: forget any answer about them kept for later (a cache), so that
+  /// the next verification asks again. A verifier that keeps nothing has nothing to do.
+  virtual void forget(principal_kind kind, std::string_view id) {
+    (void)kind;
+    (void)id;
+  }
 };
 
 /// Verifies against storage off the event loop: the lookup and the key hash run on the executor's

@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "citrus/core/audit.hpp"
 #include "citrus/core/clock.hpp"
@@ -74,6 +76,14 @@ struct hub_config {
   /// id, outcome, milliseconds; never payloads). A command whose event the audit sink refuses
   /// (audit_sink::try_record false: its queue is full) is answered storage_unavailable and not sent.
   bool audit_commands = false;
+  /// Every commander and agent session ends this long after its last (re-)authentication: auth_ok's
+  /// expires_in says when. Before then the peer re-authenticates in band (reauth with its role, id and
+  /// key, verified off-loop like auth; its requests carry on meanwhile). A session that has not by the
+  /// end gets token_expired and close_code::token_expired (4003). citrus-hub --session-lifetime-s.
+  std::chrono::seconds session_lifetime{std::chrono::hours(1)};
+  /// Commanders whose `revoke` messages the hub obeys (the trusted backends: citrus-hub --revokers).
+  /// A revoke from any other commander is refused (forbidden_operation, security event).
+  std::vector<std::string> revokers{};
 };
 
 /// Plain counters, read on the hub's thread (the apps export them on /metrics).
@@ -92,6 +102,10 @@ struct hub_counters {
   std::uint64_t takeovers = 0;       ///< older sessions closed with close_code::replaced
   std::uint64_t takeovers_refused = 0;  ///< newer sessions refused with identity_in_use
   std::uint64_t audit_refused = 0;      ///< commands refused because their audit event was not accepted
+  std::uint64_t reauth_ok = 0;          ///< sessions extended by an in-band re-authentication
+  std::uint64_t reauth_failed = 0;      ///< sessions closed because their re-authentication was refused
+  std::uint64_t sessions_expired = 0;   ///< sessions closed at the end of their lifetime (no re-auth in time)
+  std::uint64_t sessions_revoked = 0;   ///< sessions closed by revoke() (close_code::revoked)
 };
 
 /// The scale-out seam: where a command goes when its agent is not connected to this hub, and where
@@ -142,6 +156,12 @@ class hub final : public connection_handler {
   /// Delivers an update that arrived from another hub for a command this hub forwarded there
   /// (see hub_peer_link); a final one ends the route.
   void deliver_remote_update(std::string_view commander, std::string_view request, bool final, std::string_view frame);
+
+  /// The key of (kind, id) was revoked: closes that identity's live session at once with
+  /// close_code::revoked (4012) after an error auth_failed, audited as a security event (hub_revoked).
+  /// Its requests in flight fail as on any close. Returns the number of sessions closed (0 or 1).
+  /// A `revoke` message from a commander in hub_config::revokers calls it.
+  std::size_t revoke(principal_kind kind, std::string_view id);
 
   const hub_counters& counters() const noexcept;
   std::size_t requests_in_flight() const noexcept;

@@ -28,11 +28,12 @@ enum class close_code : std::uint16_t {
   try_again_later = 1013,       ///< a dependency (the credential store or the backend) cannot answer now
   auth_timeout = 4001,          ///< no successful auth message within the auth timeout
   auth_failed = 4002,           ///< bad credentials or token
-  token_expired = 4003,         ///< the token expired and no re-auth arrived
+  token_expired = 4003,         ///< the token (user) or session lifetime (commander, agent) ended and no re-auth arrived
   rate_limited = 4008,          ///< kept sending after being rate limited
   slow_consumer = 4009,         ///< outbound buffer over the hard limit
   replaced = 4010,              ///< another connection holds the identity (took it over, or this take-over was refused)
   too_many_errors = 4011,       ///< kept sending invalid messages
+  revoked = 4012,               ///< (hub) the identity's key was revoked while its session was open
 };
 
 enum class send_status : std::uint8_t {

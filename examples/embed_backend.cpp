@@ -56,7 +56,7 @@ int main() {
   const auto operations = citrus::operation_registry::defaults();
   citrus::hub hub({}, citrus::hub_services{clock, log, db.audit(), verifier, operations});
   citrus::memory::loopback_transport hub_network(hub);
-  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, log);
+  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, log, clock);
   (void)agent.on("site.create", [](std::shared_ptr<citrus::agent_task> task) { task->succeed(); });
   (void)agent.on("site.deploy", [](std::shared_ptr<citrus::agent_task> task) {
     task->progress(50, "unpacking");

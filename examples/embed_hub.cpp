@@ -51,7 +51,7 @@ int main() {
   citrus::memory::loopback_transport network(hub);
 
   // An agent that deploys in two steps.
-  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, log);
+  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, log, clock);
   (void)agent.on("site.deploy", [](std::shared_ptr<citrus::agent_task> task) {
     task->progress(50, "unpacking v" + task->text("version").value_or("1"));
     task->succeed(R"({"deployed":true})");

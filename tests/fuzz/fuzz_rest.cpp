@@ -72,7 +72,7 @@ bool is_error_body(const std::string& body, const std::set<std::string_view>& me
     return false;
   }
   if (success || keys != (field.empty() ? 2u : 3u)) return false;
-  if (field.size() > 64 || field.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string_view::npos)
+  if (field.size() > 64 || field.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-[]") != std::string_view::npos)
     return false;
   for (std::string_view known : messages) {
     if (message.substr(0, known.size()) != known) continue;

@@ -820,19 +820,35 @@ TEST_SUITE("rest_api") {
     auto with = [&](const std::string& event) { return std::string(R"({"events":[)") + one + "," + event + "]}"; };
     const std::size_t before = f.db.audit().query({std::nullopt, 1000})->size();
     f.clk.advance(10s);  // a full bucket again
-    for (const auto& bad : {with(R"({"at":1,"kind":"site_operation","actor":"a","action":"site.create","outcome":"ok"})"),
-                            with(R"({"at":1,"kind":"administration","actor":"a","action":"b","outcome":"ok"})"),
-                            with(R"({"at":1,"kind":"security_event","actor":"a","action":"b","outcome":"c","extra":""})"),
-                            with(R"({"at":1,"kind":"security_event","actor":"a","action":"b"})"),
-                            with(R"({"at":-1,"kind":"security_event","actor":"a","action":"b","outcome":"c"})"),
-                            with(R"({"at":1,"kind":"security_event","actor":"","action":"b","outcome":"c"})"),
-                            with(R"({"at":1,"kind":"security_event","actor":")" + std::string(300, 'x') + R"(","action":"b","outcome":"c"})"),
-                            std::string(R"({"events":[1]})"), std::string(R"({"events":{}})"), std::string(R"({"other":[]})"),
-                            std::string(R"({"events":[[[[[[]]]]]]})"), std::string(R"({"events":[],"events":[]})"),
-                            std::string(R"([])")}) {
-      CAPTURE(bad);
+    // Each refusal names the field: the event's index in the batch, then its key.
+    struct bad_batch {
+      std::string body;
+      std::string field;  ///< "" when the body as a whole is wrong
+    };
+    const bad_batch bad_batches[] = {
+        {with(R"({"at":1,"kind":"site_operation","actor":"a","action":"site.create","outcome":"ok"})"), "events[1].action"},
+        {with(R"({"at":1,"kind":"administration","actor":"a","action":"b","outcome":"ok"})"), "events[1].kind"},
+        {with(R"({"at":1,"kind":"security_event","actor":"a","action":"b","outcome":"c","extra":""})"), "events[1].extra"},
+        {with(R"({"at":1,"kind":"security_event","actor":"a","action":"b"})"), "events[1].outcome"},
+        {with(R"({"at":-1,"kind":"security_event","actor":"a","action":"b","outcome":"c"})"), "events[1].at"},
+        {with(R"({"at":1,"kind":"security_event","actor":"","action":"b","outcome":"c"})"), "events[1].actor"},
+        {with(R"({"at":1,"kind":"security_event","actor":")" + std::string(300, 'x') + R"(","action":"b","outcome":"c"})"),
+         "events[1].actor"},
+        {R"({"events":[1]})", "events[0]"},
+        {R"({"events":{}})", "events"},
+        {R"({"other":[]})", "other"},
+        {R"({"events":[[[[[[]]]]]]})", ""},
+        {R"({"events":[],"events":[]})", "events"},
+        {R"([])", ""},
+    };
+    for (const bad_batch& bad : bad_batches) {
+      CAPTURE(bad.body);
       f.clk.advance(1s);
-      CHECK(f.call("POST", "/api/hub-events", bad, f.hub_auth()).status == 400);
+      auto r = f.call("POST", "/api/hub-events", bad.body, f.hub_auth());
+      CHECK(r.status == 400);
+      if (bad.field.empty()) CHECK(r.body.find(R"("field")") == std::string::npos);
+      else CHECK(r.body.find(R"(: )" + bad.field) != std::string::npos);
+      if (!bad.field.empty()) CHECK(r.body.find(R"("field":")" + bad.field + "\"}") != std::string::npos);
     }
     std::string many = R"({"events":[)";
     for (int i = 0; i < 101; ++i) many += (i ? "," : "") + one;

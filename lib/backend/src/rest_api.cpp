@@ -476,12 +476,14 @@ http_response error_response(int status, std::string_view message) {
   return json_response(status, std::move(body));
 }
 
-/// A name the client sent is repeated in an answer only when it is a short plain name: it lands in
-/// pages and logs.
+/// A name the client sent is repeated in an answer only when it is a short plain name (a list index
+/// such as "events[2].kind" included): it lands in pages and logs.
 bool echoable(std::string_view name) noexcept {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name)
-    if (!is_digit(c) && !(ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') && c != '_' && c != '-' && c != '.') return false;
+    if (!is_digit(c) && !(ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') && c != '_' && c != '-' && c != '.' && c != '[' &&
+        c != ']')
+      return false;
   return true;
 }
 
@@ -1033,11 +1035,11 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// A hub's audit events (hub_events.hpp): none of a bad batch. A store failing part-way answers 503
   /// and the hub sends the batch again: delivery is at least once.
   void append_hub_events(const call_ptr& c, const verified_principal& hub) {
-    auto events = hub_events::parse(c->body, hub.id, svc.clk.wall_now());
-    if (!events) return c->reply(error_response(to_errc(events.error())));
+    auto parsed = hub_events::parse(c->body, hub.id, svc.clk.wall_now());
+    if (parsed.refused != errc::ok) return c->reply(error_response({parsed.refused, std::move(parsed.field)}));
     with_storage<std::size_t>(
         c, storage_lane::write,
-        [events = std::move(*events)](storage& db) -> result<std::size_t> {
+        [events = std::move(parsed.events)](storage& db) -> result<std::size_t> {
           for (const auto& event : events)
             if (auto stored = db.audit().append(event); !stored) return stored.error();
           return events.size();

@@ -78,7 +78,8 @@ export function isSiteUrl(url) {
 export function siteFieldProblems(name, url) {
   const problems = {};
   if (!name) problems.name = 'Enter a name for the site.';
-  else if (byteLength(name) > 100) problems.name = 'The name is too long: use at most 100 characters.';
+  else if (byteLength(name) > 100)  // the server counts UTF-8 bytes
+    problems.name = 'The name is too long: use at most 100 characters (accented and other non-English letters count as two or more).';
   else if (CONTROL.test(name)) problems.name = 'The name must fit on one line.';
 
   if (!url) problems.url = 'Enter the address of the site.';

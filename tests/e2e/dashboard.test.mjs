@@ -406,7 +406,8 @@ scenario('the site form checks name and URL as the server does, next to each fie
     await visible(page.locator('#site-name-error'));
     assert.equal(await name.getAttribute('aria-invalid'), 'true');
     assert.ok((await name.getAttribute('aria-describedby')).split(' ').includes('site-name-error'));
-    assert.equal(await page.locator('#site-name-error').innerText(), 'The name is too long: use at most 100 characters.');
+    assert.equal(await page.locator('#site-name-error').innerText(),
+      'The name is too long: use at most 100 characters (accented and other non-English letters count as two or more).');
     assert.equal(await url.getAttribute('aria-invalid'), null);
     await screenshot(page, '03b-site-form-field-errors');
     await assertAccessible(page, 'the site form with a field error');

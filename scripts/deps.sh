@@ -15,6 +15,7 @@ else
     libsimdjson-dev doctest-dev libsodium-dev libssl-dev libcurl4-openssl-dev
     libpqxx-dev libpq-dev postgresql
     libcli11-dev
+    doxygen
     clang libclang-rt-dev
     "$@"
   )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs dependencies, builds with warnings as errors under
 # AddressSanitizer + UndefinedBehaviorSanitizer, checks that the installed package works for an
-# outside consumer (scripts/check_package.sh: CMake components, pkg-config, shared libraries), runs
+# outside consumer (scripts/check_package.sh: CMake components, pkg-config, shared libraries), builds
+# the C++ API reference without a warning (scripts/check_docs.sh), runs
 # the browser tests of the dashboard and a short fuzzing pass, then every other test with ctest, and
 # finally installs, starts and removes the Debian package (scripts/package_test.sh).
 set -euo pipefail
@@ -52,6 +53,9 @@ stage() {
   total_failed=$((total_failed + failed))
   counts+=("$name $passed/$((passed + failed))")
 }
+
+# The C++ API reference from the public headers of every lib/ target: doxygen, no warning allowed.
+stage docs "$root/scripts/check_docs.sh" "$build/api"
 
 # The installed package from outside: find_package with components, pkg-config, shared libraries.
 stage package "$root/scripts/check_package.sh" "$build"

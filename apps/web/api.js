@@ -1,20 +1,25 @@
 // The REST API of citrus-backend, and the words the dashboard uses for every failure.
 //
-// Every error body of the API is {"success":false,"message":"..."} with a short public message;
-// describeError() turns the status and that message into a sentence for the person at the screen.
+// Every error body of the API is {"success":false,"message":"..."} with a short public message, and
+// "field" when the error is about one field; describeError() turns the status and that message into a
+// sentence for the person at the screen.
 
 export const EXPIRED_MESSAGE = 'Your session has expired, please log in again.';
 export const INVALID_SESSION_MESSAGE = 'Your session is no longer valid, please log in again.';
 export const LOGGED_OUT_MESSAGE = 'You have logged out.';
 
-/** A failed API call: `status` 0 means the server could not be reached at all. */
+/**
+ * A failed API call: `status` 0 means the server could not be reached at all; `field` is the request
+ * field the server named (its answer's "field"), or ''.
+ */
 export class ApiError extends Error {
-  constructor(status, serverMessage, retryAfter) {
+  constructor(status, serverMessage, retryAfter, field) {
     super(serverMessage || `HTTP ${status}`);
     this.name = 'ApiError';
     this.status = status;
     this.serverMessage = serverMessage || '';
     this.retryAfter = retryAfter || 0;
+    this.field = field || '';
   }
 }
 
@@ -45,7 +50,8 @@ export async function request(method, path, { token, body } = {}) {
   if (!response.ok || data === null || typeof data !== 'object' || data.success === false) {
     const message = data && typeof data.message === 'string' ? data.message : '';
     const retry = Number.parseInt(response.headers.get('Retry-After') || '', 10);
-    throw new ApiError(response.ok ? 500 : response.status, message, Number.isFinite(retry) ? retry : 0);
+    const field = data && typeof data.field === 'string' ? data.field : '';
+    throw new ApiError(response.ok ? 500 : response.status, message, Number.isFinite(retry) ? retry : 0, field);
   }
   return data;
 }
@@ -67,9 +73,9 @@ export function describeError(err, context) {
     case 0:
       return 'The Citrus server cannot be reached. Check your connection and try again.';
     case 400:
-      if (context === 'site-form' && (m === 'Invalid payload for this operation' || m === 'A field has an invalid value'))
+      if (context === 'site-form' && (err.field === 'name' || err.field === 'url' || m.startsWith('A field has an invalid value')))
         return 'Check the site details: the name needs 1 to 100 characters on one line, and the URL must start with http:// or https:// (at most 255 characters).';
-      if (m === 'A field is too long') return 'Something you entered is too long. Shorten it and try again.';
+      if (m.startsWith('A field is too long')) return 'Something you entered is too long. Shorten it and try again.';
       if (context === 'login') return 'Enter both your username and your password.';
       return 'The server could not accept this request. Check what you entered and try again.';
     case 401:

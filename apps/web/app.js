@@ -16,6 +16,7 @@ import {
   request,
 } from './api.js';
 import { LiveConnection } from './live.js';
+import { isSiteUrl, serverFieldProblem, siteFieldProblems } from './site_fields.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -99,19 +100,8 @@ function deployerElement(site) {
   return span;
 }
 
-/** A link only for what the backend accepts as a site address (an http(s) URL with a host, no user
- * info, no spaces): a row stored before it checked addresses is shown as plain text. */
-function isSiteUrl(url) {
-  if (typeof url !== 'string' || !/^https?:\/\//i.test(url) || /[\s"<>\\]/.test(url)) return false;
-  try {
-    const parsed = new URL(url);
-    return (parsed.protocol === 'http:' || parsed.protocol === 'https:') && parsed.hostname !== '' &&
-      parsed.username === '' && parsed.password === '';
-  } catch {
-    return false;
-  }
-}
-
+/** A link only for what the backend accepts as a site address (isSiteUrl): a row stored before it
+ * checked addresses is shown as plain text. */
 function urlElement(url) {
   if (isSiteUrl(url)) {
     const a = document.createElement('a');
@@ -148,10 +138,6 @@ function announce(text) {
   setTimeout(() => {
     region.textContent = text;
   }, 50);
-}
-
-function byteLength(text) {
-  return new TextEncoder().encode(text).length;
 }
 
 /** A site as the API describes it, owned by the caller; anything else is ignored. */
@@ -799,33 +785,14 @@ function clearFieldError(id) {
   hide($(`${id}-error`));
 }
 
+/** The page's check of the site form, as the server checks it: each problem next to its field. */
 function validateSite(name, url) {
-  let valid = true;
   clearFieldError('site-name');
   clearFieldError('site-url');
-  // eslint-disable-next-line no-control-regex
-  const control = /[\u0000-\u001f\u007f]/;
-  if (!name) {
-    setFieldError('site-name', 'Enter a name for the site.');
-    valid = false;
-  } else if (byteLength(name) > 100) {
-    setFieldError('site-name', 'The name is too long: use at most 100 characters.');
-    valid = false;
-  } else if (control.test(name)) {
-    setFieldError('site-name', 'The name must fit on one line.');
-    valid = false;
-  }
-  if (!url) {
-    setFieldError('site-url', 'Enter the address of the site.');
-    valid = false;
-  } else if (!/^https?:\/\//.test(url)) {
-    setFieldError('site-url', 'The address must start with https:// or http://.');
-    valid = false;
-  } else if (byteLength(url) > 255 || control.test(url)) {
-    setFieldError('site-url', 'The address is too long or has a line break: use at most 255 characters on one line.');
-    valid = false;
-  }
-  return valid;
+  const problems = siteFieldProblems(name, url);
+  if (problems.name) setFieldError('site-name', problems.name);
+  if (problems.url) setFieldError('site-url', problems.url);
+  return !problems.name && !problems.url;
 }
 
 async function onSiteFormSubmit(event) {
@@ -868,6 +835,12 @@ async function onSiteFormSubmit(event) {
   } catch (err) {
     if (err instanceof SessionEnded) return;
     const doing = mode.mode === 'edit' ? 'The changes were not saved.' : 'The site was not created.';
+    const problem = err instanceof ApiError && err.status === 400 ? serverFieldProblem(err.field) : '';
+    if (problem) {  // the server named the field: say it there too
+      const id = err.field === 'name' ? 'site-name' : 'site-url';
+      setFieldError(id, problem);
+      $(id).focus();
+    }
     show($('site-form-error'), `${doing} ${describeError(err, 'site-form')}`);
   } finally {
     submit.disabled = false;

@@ -375,6 +375,77 @@ scenario('alice creates sites; the form says what is wrong; names are shown as p
   await screenshot(page, '03-sites');
 });
 
+scenario('the site form checks name and URL as the server does, next to each field, and sends nothing until they are right', async () => {
+  const { page } = alice;
+  const posted = [];
+  const onRequest = (r) => {
+    if (r.method() === 'POST' && new URL(r.url()).pathname === '/api/sites') posted.push(r.postData());
+  };
+  page.on('request', onRequest);
+  try {
+    await page.getByRole('button', { name: 'New site' }).click();
+    await visible(page.getByRole('heading', { name: 'New site' }));
+    const name = page.getByLabel('Name', { exact: true });
+    const url = page.getByLabel('URL', { exact: true });
+    const submit = page.getByRole('button', { name: 'Create site' });
+    // The addresses of issue #14, and others the server refuses: each is named next to the URL field.
+    for (const bad of ['https://not a url', 'https://', 'http://a b', 'https://bank.test@evil.test/', 'https://x.test:70000/', 'https://x..test/']) {
+      await name.fill('checked-site');
+      await url.fill(bad);
+      await submit.click();
+      await visible(page.locator('#site-url-error'));
+      assert.equal(await url.getAttribute('aria-invalid'), 'true', bad);
+      assert.ok((await url.getAttribute('aria-describedby')).split(' ').includes('site-url-error'));
+      assert.match(await page.locator('#site-url-error').innerText(), /address/, bad);
+      assert.equal(await name.getAttribute('aria-invalid'), null, `the name was right (${bad})`);
+      assert.ok(await url.evaluate((el) => el === document.activeElement), 'the wrong field has the focus');
+    }
+    await name.fill('é'.repeat(51));  // 51 characters (the field takes 100), 102 bytes: the server counts bytes
+    await url.fill('https://fine.test/');
+    await submit.click();
+    await visible(page.locator('#site-name-error'));
+    assert.equal(await name.getAttribute('aria-invalid'), 'true');
+    assert.ok((await name.getAttribute('aria-describedby')).split(' ').includes('site-name-error'));
+    assert.equal(await page.locator('#site-name-error').innerText(),
+      'The name is too long: use at most 100 characters (accented and other non-English letters count as two or more).');
+    assert.equal(await url.getAttribute('aria-invalid'), null);
+    await screenshot(page, '03b-site-form-field-errors');
+    await assertAccessible(page, 'the site form with a field error');
+    assert.deepEqual(posted, [], 'nothing is sent while a field is wrong');
+
+    // The page's check and the server's agree on every address of the shared list (the unit test
+    // test_site_service.cpp runs the server's check over the same list).
+    const cases = JSON.parse(fs.readFileSync(path.join(root, 'tests/site_urls.json'), 'utf8'));
+    const verdicts = await page.evaluate(async ({ valid, invalid }) => {
+      const fields = await import('/site_fields.js');
+      const ok = (u) => fields.siteFieldProblems('n', u).url === undefined;
+      return { valid: valid.filter((u) => !ok(u)), invalid: invalid.filter((u) => ok(u)) };
+    }, cases);
+    assert.deepEqual(verdicts, { valid: [], invalid: [] }, 'the page and the server disagree on these addresses');
+
+    // An error the server names a field for is shown next to that field too.
+    await page.route('**/api/sites', (route) => route.fulfill({
+      status: 400,
+      contentType: 'application/json',
+      body: JSON.stringify({ success: false, message: 'Invalid name: 1 to 100 characters, no control characters', field: 'name' }),
+    }));
+    await name.fill('server-refused');
+    await url.fill('https://fine.test/');
+    await submit.click();
+    await visible(page.locator('#site-name-error'));
+    assert.equal(await name.getAttribute('aria-invalid'), 'true');
+    assert.match(await page.locator('#site-name-error').innerText(), /did not accept this name/);
+    await visible(page.getByText('The site was not created.', { exact: false }));
+    await page.unroute('**/api/sites');
+    await page.locator('#site-form-cancel').click();
+    await hidden(page.locator('#site-form'));
+    assert.equal(await siteRow(page, 'server-refused').count(), 0);
+    assert.equal(posted.length, 1, 'only the request the page let through was sent');
+  } finally {
+    page.off('request', onRequest);
+  }
+});
+
 scenario('alice deploys a site and sees the progress live until it is deployed', async () => {
   const { page, w } = alice;
   const row = siteRow(page, ALICE_SITE);

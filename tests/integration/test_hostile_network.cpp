@@ -623,7 +623,8 @@ TEST_SUITE("hostile_network") {
         auto r = http("GET", p.backend_url() + "/api/sites/" + id, {}, {bearer(token)});
         INFO(id);
         CHECK(r.status == 400);
-        CHECK(r.body == R"({"success":false,"message":"Invalid request"})");
+        CHECK(r.body ==
+              R"j({"success":false,"message":"A field has an invalid value: id (a positive decimal without leading zeros)","field":"id"})j");
       }
     }
 

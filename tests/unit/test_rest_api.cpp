@@ -21,6 +21,11 @@ std::string error_body(std::string_view message) {
   return std::string(R"({"success":false,"message":")") + std::string(message) + R"("})";
 }
 
+/// The error body of a request that is wrong about one field: the message names it, and so does "field".
+std::string field_error_body(std::string_view message, std::string_view field) {
+  return std::string(R"({"success":false,"message":")") + std::string(message) + R"(","field":")" + std::string(field) + R"("})";
+}
+
 const std::string unauthorized_body = error_body("Unauthorized access");
 const std::string auth_required_body = error_body("Authentication required");
 
@@ -223,6 +228,29 @@ TEST_SUITE("rest_api") {
     CHECK(f.call("GET", "/healthz?probe=1").status == 200);
   }
 
+  TEST_CASE("rest_routes() is the table the router serves: each pattern answers its methods and refuses the others") {
+    rest_fixture f;
+    const std::vector<rest_route> routes = rest_routes();
+    REQUIRE(!routes.empty());
+    std::set<std::string> patterns;
+    for (const rest_route& route : routes) {
+      CAPTURE(route.pattern);
+      CHECK(patterns.insert(std::string(route.pattern)).second);  // each once
+      std::string path;  // the pattern with "1" for its parameter, a value every route's parameter accepts
+      for (std::size_t i = 0; i < route.pattern.size();) {
+        if (route.pattern[i] == ':') {
+          path += '1';
+          i = std::min(route.pattern.find('/', i), route.pattern.size());
+        } else {
+          path += route.pattern[i++];
+        }
+      }
+      auto refused = f.call("PATCH", path);  // no route takes PATCH
+      CHECK(refused.status == 405);
+      CHECK(refused.header("Allow") == route.methods);
+    }
+  }
+
   TEST_CASE("an exception inside a handler becomes a bare 500") {
     rest_fixture f;
     f.metrics = []() -> std::string { throw std::runtime_error("sqlite: database is locked in std::map exception"); };
@@ -332,7 +360,7 @@ TEST_SUITE("rest_api") {
                             f.id_of(f.bob) + R"(,"name":"bob","role":"user"}})");
     CHECK(f.call("POST", "/api/token/refresh", "{}", "Bearer " + token).status == 200);
     CHECK(f.call("POST", "/api/token/refresh", R"({"token":"x"})", "Bearer " + token).body ==
-          error_body("Message has an unknown field"));
+          field_error_body("Message has an unknown field: token", "token"));
 
     auto missing = f.call("POST", "/api/token/refresh");
     CHECK(missing.status == 401);
@@ -429,9 +457,10 @@ TEST_SUITE("rest_api") {
   TEST_CASE("site input is validated") {
     rest_fixture f;
     const std::string alice = f.bearer(f.alice);
-    const std::string invalid = error_body("Invalid payload for this operation");
-    const std::string bad_name = error_body(public_message(errc::invalid_site_name));
-    const std::string bad_url = error_body(public_message(errc::invalid_site_url));
+    const std::string invalid_version =
+        field_error_body("Invalid payload for this operation: version (up to 64 characters, no control characters)", "version");
+    const std::string bad_name = field_error_body(public_message(errc::invalid_site_name), "name");
+    const std::string bad_url = field_error_body(public_message(errc::invalid_site_url), "url");
     for (const auto& [body, answer] : std::vector<std::pair<std::string, std::string>>{
              {R"({"name":"","url":"https://x.test"})", bad_name},
              {R"({"name":"tab\there","url":"https://x.test"})", bad_name},
@@ -447,26 +476,39 @@ TEST_SUITE("rest_api") {
     }
     CHECK(bad_url.find("url") != std::string::npos);  // the message names the field
     CHECK(bad_name.find("name") != std::string::npos);
-    CHECK(f.call("POST", "/api/sites", R"({"name":"ok"})", alice).body == error_body("Message lacks a required field"));
+    CHECK(f.call("POST", "/api/sites", R"({"name":"ok"})", alice).body ==
+          field_error_body("Message lacks a required field: url", "url"));
+    CHECK(f.call("POST", "/api/sites", R"({"url":"https://x.test"})", alice).body ==
+          field_error_body("Message lacks a required field: name", "name"));
+    CHECK(f.call("POST", "/api/sites", R"({"name":"ok","url":7})", alice).body ==
+          field_error_body("A field has the wrong type: url (expected a string)", "url"));
+    CHECK(f.call("POST", "/api/sites", R"({"name":"ok","url":"https://x.test","owner":2})", alice).body ==
+          field_error_body("Message has an unknown field: owner", "owner"));
+    CHECK(f.call("POST", "/api/sites", R"({"name":"a","name":"b","url":"https://x.test"})", alice).body ==
+          field_error_body("Message repeats a key: name", "name"));
+    CHECK(f.call("POST", "/api/sites", R"({"name":")" + std::string(4097, 'n') + R"(","url":"https://x.test"})", alice).body ==
+          field_error_body("A field is too long: name (at most 4096 bytes)", "name"));
     CHECK(f.sites->list(f.alice.id)->empty());
 
     const site_record site = f.make_site(f.alice, "mine");
     const std::string before = site_body(*f.sites->get(f.alice.id, site.id));
     auto empty_change = f.call("PUT", f.site_path(site), "{}", alice);
     CHECK(empty_change.status == 400);
-    CHECK(empty_change.body == error_body("Message lacks a required field"));
+    CHECK(empty_change.body == error_body("Message lacks a required field (name or url, or both)"));
     CHECK(f.call("PUT", f.site_path(site), R"({"url":"ftp://x"})", alice).body == bad_url);
     auto long_version = f.call("POST", f.site_path(site, "/deploy"), R"({"version":")" + std::string(65, 'v') + "\"}", alice);
     CHECK(long_version.status == 400);
-    CHECK(long_version.body == invalid);
+    CHECK(long_version.body == invalid_version);
     CHECK(site_body(*f.sites->get(f.alice.id, site.id)) == before);
 
+    const std::string bad_site_id =
+        field_error_body("A field has an invalid value: id (a positive decimal without leading zeros)", "id");
     for (const char* id : {"0", "-1", "01", "abc", "1.5", "9007199254740993", "99999999999999999999", "%31", ""}) {
       CAPTURE(id);
       auto r = f.call("GET", std::string("/api/sites/") + id, {}, alice);
       CHECK(r.status == 400);
-      CHECK(r.body == error_body("Invalid request"));
-      CHECK(f.call("PUT", std::string("/api/site/") + id, R"({"name":"x"})", alice).status == 400);
+      CHECK(r.body == bad_site_id);
+      CHECK(f.call("PUT", std::string("/api/site/") + id, R"({"name":"x"})", alice).body == bad_site_id);
       CHECK(f.call("DELETE", std::string("/api/sites/") + id, {}, alice).status == 400);
       CHECK(f.call("POST", std::string("/api/sites/") + id + "/deploy", {}, alice).status == 400);
     }
@@ -722,9 +764,9 @@ TEST_SUITE("rest_api") {
 
     // The body is checked like any other, once the hub is known.
     CHECK(f.call("POST", "/api/verify-agent", R"({"agentId":"agent-1"})", f.hub_auth()).body ==
-          error_body("Message lacks a required field"));
+          field_error_body("Message lacks a required field: agentKey", "agentKey"));
     CHECK(f.call("POST", "/api/verify-agent", R"({"agentId":"agent-1","agentKey":1})", f.hub_auth()).body ==
-          error_body("A field has the wrong type"));
+          field_error_body("A field has the wrong type: agentKey (expected a string)", "agentKey"));
     // A hub id may contain ':' (keys never do).
     const std::string eu_key = *f.creds.register_principal(principal_kind::hub, "eu:hub-2", {});
     CHECK(f.call("POST", "/api/verify-agent", ok_body, "Bearer eu:hub-2:" + eu_key).status == 200);
@@ -799,19 +841,35 @@ TEST_SUITE("rest_api") {
     auto with = [&](const std::string& event) { return std::string(R"({"events":[)") + one + "," + event + "]}"; };
     const std::size_t before = f.db.audit().query({std::nullopt, 1000})->size();
     f.clk.advance(10s);  // a full bucket again
-    for (const auto& bad : {with(R"({"at":1,"kind":"site_operation","actor":"a","action":"site.create","outcome":"ok"})"),
-                            with(R"({"at":1,"kind":"administration","actor":"a","action":"b","outcome":"ok"})"),
-                            with(R"({"at":1,"kind":"security_event","actor":"a","action":"b","outcome":"c","extra":""})"),
-                            with(R"({"at":1,"kind":"security_event","actor":"a","action":"b"})"),
-                            with(R"({"at":-1,"kind":"security_event","actor":"a","action":"b","outcome":"c"})"),
-                            with(R"({"at":1,"kind":"security_event","actor":"","action":"b","outcome":"c"})"),
-                            with(R"({"at":1,"kind":"security_event","actor":")" + std::string(300, 'x') + R"(","action":"b","outcome":"c"})"),
-                            std::string(R"({"events":[1]})"), std::string(R"({"events":{}})"), std::string(R"({"other":[]})"),
-                            std::string(R"({"events":[[[[[[]]]]]]})"), std::string(R"({"events":[],"events":[]})"),
-                            std::string(R"([])")}) {
-      CAPTURE(bad);
+    // Each refusal names the field: the event's index in the batch, then its key.
+    struct bad_batch {
+      std::string body;
+      std::string field;  ///< "" when the body as a whole is wrong
+    };
+    const bad_batch bad_batches[] = {
+        {with(R"({"at":1,"kind":"site_operation","actor":"a","action":"site.create","outcome":"ok"})"), "events[1].action"},
+        {with(R"({"at":1,"kind":"administration","actor":"a","action":"b","outcome":"ok"})"), "events[1].kind"},
+        {with(R"({"at":1,"kind":"security_event","actor":"a","action":"b","outcome":"c","extra":""})"), "events[1].extra"},
+        {with(R"({"at":1,"kind":"security_event","actor":"a","action":"b"})"), "events[1].outcome"},
+        {with(R"({"at":-1,"kind":"security_event","actor":"a","action":"b","outcome":"c"})"), "events[1].at"},
+        {with(R"({"at":1,"kind":"security_event","actor":"","action":"b","outcome":"c"})"), "events[1].actor"},
+        {with(R"({"at":1,"kind":"security_event","actor":")" + std::string(300, 'x') + R"(","action":"b","outcome":"c"})"),
+         "events[1].actor"},
+        {R"({"events":[1]})", "events[0]"},
+        {R"({"events":{}})", "events"},
+        {R"({"other":[]})", "other"},
+        {R"({"events":[[[[[[]]]]]]})", ""},
+        {R"({"events":[],"events":[]})", "events"},
+        {R"([])", ""},
+    };
+    for (const bad_batch& bad : bad_batches) {
+      CAPTURE(bad.body);
       f.clk.advance(1s);
-      CHECK(f.call("POST", "/api/hub-events", bad, f.hub_auth()).status == 400);
+      auto r = f.call("POST", "/api/hub-events", bad.body, f.hub_auth());
+      CHECK(r.status == 400);
+      if (bad.field.empty()) CHECK(r.body.find(R"("field")") == std::string::npos);
+      else CHECK(r.body.find(R"(: )" + bad.field) != std::string::npos);
+      if (!bad.field.empty()) CHECK(r.body.find(R"("field":")" + bad.field + "\"}") != std::string::npos);
     }
     std::string many = R"({"events":[)";
     for (int i = 0; i < 101; ++i) many += (i ? "," : "") + one;
@@ -951,28 +1009,36 @@ TEST_SUITE("rest_api") {
     CHECK(again.body == error_body("Already exists"));
     auto bad_id = f.call("POST", "/api/admin/agents", R"({"agentId":"bad id!","trustedCommanders":[]})", root);
     CHECK(bad_id.status == 400);
-    CHECK(bad_id.body == error_body("A field has an invalid value"));
+    CHECK(bad_id.body == field_error_body("A field has an invalid value: agentId (1 to 128 characters of A-Z a-z 0-9 . _ : -)", "agentId"));
     CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8","trustedCommanders":["x y"]})", root).body ==
-          error_body("A field has an invalid value"));
+          field_error_body("A field has an invalid value: trustedCommanders (ids as 1 to 128 characters of A-Z a-z 0-9 . _ : -, or *)", "trustedCommanders"));
+    CHECK(f.call("POST", "/api/admin/commanders", R"({"commanderId":"c 1","agents":[]})", root).body ==
+          field_error_body("A field has an invalid value: commanderId (1 to 128 characters of A-Z a-z 0-9 . _ : -)", "commanderId"));
+    CHECK(f.call("POST", "/api/admin/commanders", R"({"commanderId":"c-1","agents":["a","b c"]})", root).body ==
+          field_error_body("A field has an invalid value: agents (ids as 1 to 128 characters of A-Z a-z 0-9 . _ : -, or *)", "agents"));
+    CHECK(f.call("POST", "/api/admin/hubs", R"({"hubId":""})", root).body ==
+          field_error_body("A field has an invalid value: hubId (1 to 128 characters of A-Z a-z 0-9 . _ : -)", "hubId"));
     CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8","trustedCommanders":"backend-1"})", root).body ==
-          error_body("A field has the wrong type"));
+          field_error_body("A field has the wrong type: trustedCommanders (expected an array of strings)", "trustedCommanders"));
     CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8","trustedCommanders":[1]})", root).body ==
-          error_body("A field has the wrong type"));
+          field_error_body("A field has the wrong type: trustedCommanders (expected an array of strings)", "trustedCommanders"));
     CHECK(f.call("POST", "/api/admin/agents", R"({"agentId":"agent-8"})", root).body ==
-          error_body("Message lacks a required field"));
+          field_error_body("Message lacks a required field: trustedCommanders", "trustedCommanders"));
 
     auto unknown = f.call("POST", "/api/admin/agents/ghost/rotate", "{}", root);
     CHECK(unknown.status == 404);
     CHECK(unknown.body == error_body("Not found"));
-    CHECK(f.call("POST", "/api/admin/agents/bad%20id/rotate", {}, root).body == error_body("Invalid request"));
-    CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":-5})", root).body ==
-          error_body("A field has an invalid value"));
+    CHECK(f.call("POST", "/api/admin/agents/bad%20id/rotate", {}, root).body ==
+          field_error_body("A field has an invalid value: agentId (1 to 128 characters of A-Z a-z 0-9 . _ : -)", "agentId"));
+    const std::string bad_overlap = field_error_body("A field has an invalid value: overlapSeconds (0 to 31536000 seconds)", "overlapSeconds");
+    CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":-5})", root).body == bad_overlap);
+    CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":31536001})", root).body == bad_overlap);
     CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":1.5})", root).body ==
-          error_body("A field has the wrong type"));
+          field_error_body("A field has the wrong type: overlapSeconds (expected an integer)", "overlapSeconds"));
     CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":18446744073709551615})", root).body ==
-          error_body("A field has an invalid value"));
+          field_error_body("A field has an invalid value: overlapSeconds (out of range)", "overlapSeconds"));
     CHECK(f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":"60"})", root).body ==
-          error_body("A field has the wrong type"));
+          field_error_body("A field has the wrong type: overlapSeconds (expected an integer)", "overlapSeconds"));
 
     auto commander = f.call("POST", "/api/admin/commanders", R"({"commanderId":"backend-9","agents":["agent-9"]})", root);
     CHECK(commander.status == 201);
@@ -990,7 +1056,7 @@ TEST_SUITE("rest_api") {
     CHECK(hub.body == R"({"success":true,"hubId":"hub-9","key":")" + hub_key + R"("})");
     CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-9", agent_key), "Bearer hub-9:" + hub_key).status == 200);
     CHECK(f.call("POST", "/api/admin/hubs", R"({"hubId":"hub-8","agents":[]})", root).body ==
-          error_body("Message has an unknown field"));
+          field_error_body("Message has an unknown field: agents", "agents"));
 
     auto rotated = f.call("POST", "/api/admin/agents/agent-9/rotate", R"({"overlapSeconds":0})", root);
     CHECK(rotated.status == 200);
@@ -1000,7 +1066,7 @@ TEST_SUITE("rest_api") {
 
     CHECK(f.audit_count(audit_kind::administration, "agent.register", "ok") == 1);
     CHECK(f.audit_count(audit_kind::administration, "agent.register", "failed") == 3);
-    CHECK(f.audit_count(audit_kind::administration, "agent.rotate", "failed") == 2);
+    CHECK(f.audit_count(audit_kind::administration, "agent.rotate", "failed") == 3);  // ghost, -5 s and 31536001 s
     CHECK(f.audit_count(audit_kind::administration, "agent.rotate", "ok") == 1);
     CHECK(f.audit_count(audit_kind::administration, "commander.register", "ok") == 1);
     CHECK(f.audit_count(audit_kind::administration, "hub.register", "ok") == 1);
@@ -1101,40 +1167,69 @@ TEST_SUITE("rest_api") {
     auto post = f.call("POST", "/api/admin/audit", "{}", root);
     CHECK(post.status == 405);
     CHECK(post.header("Allow") == "GET");
-    CHECK(f.call("GET", "/api/admin/audit", "{}", root).body == error_body("Invalid request"));  // no body taken
+    CHECK(f.call("GET", "/api/admin/audit", "{}", root).body == error_body("Invalid request (this route takes no body)"));
     CHECK(f.call("GET", "/api/admin/audit/1", {}, root).status == 404);
   }
 
   TEST_CASE("audit review queries: bad values, unknown and repeated parameters are 400, bounds are accepted") {
     rest_fixture f;
     const std::string root = f.bearer(f.root);
-    const std::string invalid_value = error_body("A field has an invalid value");
-    const std::string unknown = error_body("Message has an unknown field");
-    const std::string repeated = error_body("Message repeats a key");
-    const std::string malformed = error_body("Invalid request");
-    const std::pair<const char*, const std::string*> bad[] = {
-        {"kind=", &invalid_value},           {"kind=Security_event", &invalid_value},
-        {"kind=security_event%20", &invalid_value}, {"kind=security_event,authentication", &invalid_value},
-        {"limit=0", &invalid_value},          {"limit=10001", &invalid_value},
-        {"limit=-1", &invalid_value},         {"limit=+5", &invalid_value},
-        {"limit=05", &invalid_value},         {"limit=1.5", &invalid_value},
-        {"limit=", &invalid_value},           {"limit=%31", &invalid_value},
-        {"limit=99999999999999999999999", &invalid_value},
-        {"since=-1", &invalid_value},         {"since=4102444801", &invalid_value},
-        {"since=1e9", &invalid_value},        {"since= 1", &invalid_value},
-        {"since=18446744073709551616", &invalid_value},
-        {"foo=1", &unknown},                  {"Kind=administration", &unknown},
-        {"=5", &unknown},                     {"limit=5&kind=administration&page=2", &unknown},
-        {"limit=5&limit=6", &repeated},       {"kind=administration&kind=administration", &repeated},
-        {"limit", &malformed},                {"limit=5&", &malformed},
-        {"&limit=5", &malformed},             {"limit=5&&kind=administration", &malformed},
+    // Each answer names the parameter (when it is a plain name) and what it takes.
+    struct bad_query {
+      const char* query;
+      std::string body;
     };
-    for (const auto& [query, body] : bad) {
-      CAPTURE(query);
-      auto r = f.call("GET", std::string("/api/admin/audit?") + query, {}, root);
+    const std::string kind = field_error_body("A field has an invalid value: kind (an audit kind)", "kind");
+    const std::string limit = field_error_body("A field has an invalid value: limit (1 to 10000)", "limit");
+    const std::string since = field_error_body("A field has an invalid value: since (Unix seconds)", "since");
+    const bad_query bad[] = {
+        {"kind=", kind},
+        {"kind=Security_event", kind},
+        {"kind=security_event%20", kind},
+        {"kind=security_event,authentication", kind},
+        {"limit=0", limit},
+        {"limit=10001", limit},
+        {"limit=-1", limit},
+        {"limit=+5", limit},
+        {"limit=05", limit},
+        {"limit=1.5", limit},
+        {"limit=", limit},
+        {"limit=%31", limit},
+        {"limit=99999999999999999999999", limit},
+        {"since=-1", since},
+        {"since=4102444801", since},
+        {"since=1e9", since},
+        {"since= 1", since},
+        {"since=18446744073709551616", since},
+        {"foo=1", field_error_body("Message has an unknown field: foo", "foo")},
+        {"Kind=administration", field_error_body("Message has an unknown field: Kind", "Kind")},
+        {"=5", error_body("Message has an unknown field")},  // no name to repeat
+        {"k%3Cscript%3E=1", error_body("Message has an unknown field")},  // not a plain name: not repeated
+        {"limit=5&kind=administration&page=2", field_error_body("Message has an unknown field: page", "page")},
+        {"limit=5&limit=6", field_error_body("Message repeats a key: limit", "limit")},
+        {"kind=administration&kind=administration", field_error_body("Message repeats a key: kind", "kind")},
+        {"limit", field_error_body("Invalid request: limit (name=value pairs joined by &)", "limit")},
+        {"limit=5&", error_body("Invalid request (name=value pairs joined by &)")},
+        {"&limit=5", error_body("Invalid request (name=value pairs joined by &)")},
+        {"limit=5&&kind=administration", error_body("Invalid request (name=value pairs joined by &)")},
+    };
+    for (const bad_query& c : bad) {
+      CAPTURE(c.query);
+      auto r = f.call("GET", std::string("/api/admin/audit?") + c.query, {}, root);
       CHECK(r.status == 400);
-      CHECK(r.body == *body);
+      CHECK(r.body == c.body);
     }
+    // The review route names its parameters the same way.
+    CHECK(f.call("GET", "/api/admin/audit/flagged?unacknowledged=2", {}, root).body ==
+          field_error_body("A field has an invalid value: unacknowledged (0 or 1)", "unacknowledged"));
+    CHECK(f.call("GET", "/api/admin/audit/flagged?until=x", {}, root).body ==
+          field_error_body("A field has an invalid value: until (Unix seconds)", "until"));
+    CHECK(f.call("GET", "/api/admin/audit/flagged?actor=", {}, root).body ==
+          field_error_body("A field has an invalid value: actor (1 to 256 bytes)", "actor"));
+    CHECK(f.call("GET", "/api/admin/audit/flagged?since=1&page=2", {}, root).body ==
+          field_error_body("Message has an unknown field: page", "page"));
+    CHECK(f.call("POST", "/api/admin/audit/01/ack", {}, root).body ==
+          field_error_body("A field has an invalid value: id (a positive decimal without leading zeros)", "id"));
     for (const char* query : {"", "limit=1", "limit=10000", "since=0", "since=4102444800", "kind=site_operation",
                               "kind=security_event", "kind=authentication", "kind=administration",
                               "since=0&kind=administration&limit=9"}) {
@@ -1152,45 +1247,51 @@ TEST_SUITE("rest_api") {
     const std::string alice = f.bearer(f.alice);
     struct bad_body {
       std::string body;
-      const char* message;
+      std::string answer;
     };
     const std::string truncated_utf8 = std::string(R"({"username":"al)") + "\xc3" + R"(","password":"p"})";
+    const std::string not_an_object = error_body("Invalid request (the body must be a JSON object)");
+    const std::string username_type = field_error_body("A field has the wrong type: username (expected a string)", "username");
     const bad_body cases[] = {
-        {"not json", "Message is not valid JSON"},
-        {"", "Message is not valid JSON"},
-        {"   ", "Message is not valid JSON"},
-        {R"({"username":"alice","password":"alice-pw"} x)", "Message is not valid JSON"},
-        {R"({"username":"alice","password":"alice-pw"}{})", "Message is not valid JSON"},
-        {R"({"username":"alice","password":"alice-pw",})", "Message is not valid JSON"},
-        {R"({"username":'alice',"password":"alice-pw"})", "Message is not valid JSON"},
-        {R"({"username":"alice","username":"root","password":"alice-pw"})", "Message repeats a key"},
-        {R"({"username":"alice","password":"alice-pw","admin":true})", "Message has an unknown field"},
-        {R"({"Username":"alice","password":"alice-pw"})", "Message has an unknown field"},
-        {R"({"username":1,"password":"alice-pw"})", "A field has the wrong type"},
-        {R"({"username":null,"password":"alice-pw"})", "A field has the wrong type"},
-        {R"({"username":["alice"],"password":"alice-pw"})", "A field has the wrong type"},
-        {R"({"username":{"a":"b"},"password":"alice-pw"})", "A field has the wrong type"},
-        {R"({"username":"alice"})", "Message lacks a required field"},
-        {R"({})", "Message lacks a required field"},
-        {R"(["alice","alice-pw"])", "Invalid request"},
-        {R"("alice")", "Invalid request"},
-        {"42", "Invalid request"},
-        {"null", "Invalid request"},
-        {R"({"username":[[[["alice"]]]],"password":"x"})", "Message is nested too deeply"},
-        {truncated_utf8, "Message is not valid UTF-8"},
-        {R"({"username":")" + std::string(300, 'a') + R"(","password":"x"})", "A field is too long"},
+        {"not json", error_body("Message is not valid JSON")},
+        {"", error_body("Message is not valid JSON")},
+        {"   ", error_body("Message is not valid JSON")},
+        {R"({"username":"alice","password":"alice-pw"} x)", error_body("Message is not valid JSON")},
+        {R"({"username":"alice","password":"alice-pw"}{})", error_body("Message is not valid JSON")},
+        {R"({"username":"alice","password":"alice-pw",})", error_body("Message is not valid JSON")},
+        {R"({"username":'alice',"password":"alice-pw"})", error_body("Message is not valid JSON")},
+        {R"({"username":"alice","username":"root","password":"alice-pw"})", field_error_body("Message repeats a key: username", "username")},
+        {R"({"username":"alice","password":"alice-pw","admin":true})", field_error_body("Message has an unknown field: admin", "admin")},
+        {R"({"Username":"alice","password":"alice-pw"})", field_error_body("Message has an unknown field: Username", "Username")},
+        {R"({"user name":"alice","password":"alice-pw"})", error_body("Message has an unknown field")},  // not repeated
+        {R"({")" + std::string(65, 'k') + R"(":"alice","password":"alice-pw"})", error_body("Message has an unknown field")},
+        {R"({"username":1,"password":"alice-pw"})", username_type},
+        {R"({"username":null,"password":"alice-pw"})", username_type},
+        {R"({"username":["alice"],"password":"alice-pw"})", username_type},
+        {R"({"username":{"a":"b"},"password":"alice-pw"})", username_type},
+        {R"({"username":"alice","password":false})", field_error_body("A field has the wrong type: password (expected a string)", "password")},
+        {R"({"username":"alice"})", field_error_body("Message lacks a required field: password", "password")},
+        {R"({})", field_error_body("Message lacks a required field: username", "username")},
+        {R"(["alice","alice-pw"])", not_an_object},
+        {R"("alice")", not_an_object},
+        {"42", not_an_object},
+        {"null", not_an_object},
+        {R"({"username":[[[["alice"]]]],"password":"x"})", error_body("Message is nested too deeply")},
+        {truncated_utf8, error_body("Message is not valid UTF-8")},
+        {R"({"username":")" + std::string(300, 'a') + R"(","password":"x"})",
+         field_error_body("A field is too long: username (at most 256 bytes)", "username")},
     };
     for (const auto& c : cases) {
       CAPTURE(c.body);
       auto r = f.call("POST", "/api/login", c.body);
       CHECK(r.status == 400);
-      CHECK(r.body == error_body(c.message));
+      CHECK(r.body == c.answer);
       // Same rules after authentication.
       CHECK(f.call("POST", "/api/sites", c.body, alice).status == 400);
     }
     // A body on a request that takes none.
-    CHECK(f.call("GET", "/api/sites", "{}", alice).body == error_body("Invalid request"));
-    CHECK(f.call("DELETE", "/api/sites/1", "{}", alice).body == error_body("Invalid request"));
+    CHECK(f.call("GET", "/api/sites", "{}", alice).body == error_body("Invalid request (this route takes no body)"));
+    CHECK(f.call("DELETE", "/api/sites/1", "{}", alice).body == error_body("Invalid request (this route takes no body)"));
     CHECK(f.sites->list(f.alice.id)->empty());
     // None of that was a failed login: Alice is not locked out.
     CHECK(f.call("POST", "/api/login", R"({"username":"alice","password":"alice-pw"})").status == 200);

@@ -1,4 +1,5 @@
 #include <doctest/doctest.h>
+#include <simdjson.h>
 
 #include "platform_fixture.hpp"
 
@@ -78,26 +79,28 @@ TEST_SUITE("site_service") {
   }
 
   TEST_CASE("site addresses: an http(s) URL with a host, nothing a link could be misread from") {
-    for (const char* good : {"http://a.b", "https://example.com", "HTTPS://Example.COM/", "https://x.test:8443/a/b?c=d&e=f#top",
-                             "https://xn--bcher-kva.example/", "http://[::1]:8080/", "https://[2001:db8::1]/",
-                             "https://a-b.c/%20x", "https://host/~user/(1);x=y,z*+!$'@:"}) {
-      CAPTURE(good);
-      CHECK(validate_site_input("n", good));
+    // One list for the server and the dashboard's own check (tests/e2e/dashboard.test.mjs).
+    const std::string path = std::string(CITRUS_SOURCE_DIR) + "/tests/site_urls.json";
+    simdjson::padded_string text;
+    REQUIRE_MESSAGE(simdjson::padded_string::load(path).get(text) == simdjson::SUCCESS, path);
+    simdjson::dom::parser parser;
+    simdjson::dom::element cases;
+    REQUIRE(parser.parse(text).get(cases) == simdjson::SUCCESS);
+    std::size_t checked = 0;
+    for (const bool valid : {true, false}) {
+      simdjson::dom::array list;
+      REQUIRE(cases[valid ? "valid" : "invalid"].get(list) == simdjson::SUCCESS);
+      for (auto item : list) {
+        std::string_view url;
+        REQUIRE(item.get(url) == simdjson::SUCCESS);
+        CAPTURE(url);
+        const auto verdict = validate_site_input("n", url);
+        if (valid) CHECK(verdict);
+        else CHECK(verdict.error() == make_error_code(errc::invalid_site_url));
+        ++checked;
+      }
     }
-    for (const char* bad : {"", "https://", "http://", "https://not a url", "http://a b", "https:// x.test",
-                            "ftp://x.test", "javascript:alert(1)", "//x.test", "https:x.test", "https://x.test/a b",
-                            "https://x.test/\"q\"", "https://x.test/<script>", "https://bank.test@evil.test/",
-                            "https://:80/", "https://x.test:/", "https://x.test:0/", "https://x.test:65536/",
-                            "https://x.test:8o/", "https://-x.test/", "https://x-.test/", "https://x..test/",
-                            "https://x.test./", "https://[::1/", "https://[zz::1]/", "https://[::1]x/",
-                            "https://x.test/%zz", "https://x.test/%4", "https://bücher.example/", "https://x.test/\x7f",
-                            "https://x.test/\\path"}) {
-      CAPTURE(bad);
-      CHECK(validate_site_input("n", bad).error() == make_error_code(errc::invalid_site_url));
-    }
-    CHECK(validate_site_input("n", "https://x.test/" + std::string(240, 'a')));  // 255 bytes
-    CHECK(validate_site_input("n", "https://x.test/" + std::string(241, 'a')).error() == make_error_code(errc::invalid_site_url));
-    CHECK(validate_site_input("n", "https://" + std::string(64, 'a') + ".test/").error() == make_error_code(errc::invalid_site_url));
+    CHECK(checked >= 40);
   }
 
   TEST_CASE("the agent disconnecting mid-deploy fails the deploy for the owner and marks the site failed") {

@@ -8,7 +8,7 @@
 #include "query_string.hpp"
 
 namespace citrus::audit_review_api {
-errc parse_query(std::string_view target, audit_review_query& q) {
+query_string::problem parse_query(std::string_view target, audit_review_query& q) {
   static constexpr std::array<std::string_view, 7> names{"kind",  "actor", "outcome",       "since",
                                                          "until", "limit", "unacknowledged"};
   return query_string::parse(target, names, [&q](std::size_t which, std::string_view value) {
@@ -40,6 +40,15 @@ errc parse_query(std::string_view target, audit_review_query& q) {
         return errc::ok;
     }
   });
+}
+
+std::string expected_value(std::string_view name) {
+  if (name == "kind") return "an audit kind";
+  if (name == "actor" || name == "outcome") return "1 to 256 bytes";
+  if (name == "since" || name == "until") return "Unix seconds";
+  if (name == "limit") return "1 to " + std::to_string(max_audit_review_limit);
+  if (name == "unacknowledged") return "0 or 1";
+  return {};
 }
 
 std::optional<std::int64_t> parse_event_id(std::string_view segment) noexcept {

@@ -2,6 +2,7 @@
 // Private to citrus::backend: the body of POST /api/hub-events, where a hub without a database hands its
 // audit events to the backend. Only the parsing and the bounds live here; rest_api authenticates the
 // hub first and appends what this returns.
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -19,6 +20,11 @@ constexpr std::size_t max_events = 100;  ///< per request (the hub sends at most
 /// `now` becomes `now` (a hub's clock may run ahead; the trail is reviewed by time). Any other kind, an
 /// unknown, missing, duplicate or oversized field, or more than max_events: the whole batch is refused
 /// with the errc for the client, and nothing is appended.
-result<std::vector<audit_event>> parse(std::string_view body, std::string_view hub_id, wall_time now);
+struct batch {
+  std::vector<audit_event> events;
+  errc refused = errc::ok;  ///< not ok: why the batch is refused (and `events` is empty)
+  std::string field;        ///< what the refusal is about: "events", "events[2].kind"; "" for the body as a whole
+};
+batch parse(std::string_view body, std::string_view hub_id, wall_time now);
 
 }  // namespace citrus::hub_events

@@ -36,6 +36,7 @@ std::string_view http_response::header(std::string_view name) const noexcept {
 
 namespace {
 
+using text::ascii_lower;
 using text::iequals;
 using text::is_digit;
 using text::trim;
@@ -59,6 +60,26 @@ struct field_value {
   std::int64_t number = 0;
 };
 
+/// What is wrong with a request, and where: the body field, query parameter or path parameter the
+/// error is about, as the route spells it (empty: the whole request), and what was expected there.
+struct request_error {
+  request_error(errc c = errc::ok, std::string f = {}, std::string x = {})  // NOLINT: errc converts
+      : code(c), field(std::move(f)), expected(std::move(x)) {}
+  errc code;
+  std::string field;
+  std::string expected;
+  bool ok() const noexcept { return code == errc::ok; }
+};
+
+std::string expected_kind(value_kind kind) {
+  switch (kind) {
+    case value_kind::string: return "a string";
+    case value_kind::string_list: return "an array of strings";
+    case value_kind::integer: return "an integer";
+  }
+  return {};
+}
+
 /// Bodies are flat objects whose values are at most arrays of strings: depth 2. One more level makes
 /// a nested value a wrong_type instead of a too_deep, which tells the client more.
 constexpr std::size_t max_json_depth = 3;
@@ -79,7 +100,7 @@ class body_parser {
 
   /// Parses `body` as one JSON object against `rules` (out[i] receives rules[i]). An empty body is an
   /// empty object when `empty_ok`.
-  errc parse(std::string_view body, const body_rule* rules, field_value* out, std::size_t n, bool empty_ok) {
+  request_error parse(std::string_view body, const body_rule* rules, field_value* out, std::size_t n, bool empty_ok) {
     if (body.empty() && empty_ok) return errc::ok;
     if (body.size() > max_bytes_) return errc::message_too_large;
     if (!ready_) {
@@ -95,24 +116,38 @@ class body_parser {
     if (const auto e = json_.parse(buffer_.get(), body.size(), false).get(root); e != simdjson::SUCCESS)
       return map_simdjson(e);
     simdjson::dom::object object;
-    if (root.get_object().get(object) != simdjson::SUCCESS) return errc::invalid_request;
+    if (root.get_object().get(object) != simdjson::SUCCESS)
+      return request_error(errc::invalid_request, {}, "the body must be a JSON object");
 
     std::uint64_t seen = 0;  // rules are few (asserted below)
     for (const auto member : object) {
       std::size_t i = 0;
       while (i < n && rules[i].name != member.key) ++i;
-      if (i == n) return errc::unknown_field;
-      if (seen & (std::uint64_t{1} << i)) return errc::duplicate_key;
+      if (i == n) return request_error(errc::unknown_field, std::string(member.key));
+      const body_rule& rule = rules[i];
+      if (seen & (std::uint64_t{1} << i)) return request_error(errc::duplicate_key, std::string(rule.name));
       seen |= std::uint64_t{1} << i;
-      if (const errc e = read_value(member.value, rules[i], out[i]); e != errc::ok) return e;
+      if (const errc e = read_value(member.value, rule, out[i]); e != errc::ok) return field_problem(e, rule);
       out[i].present = true;
     }
     for (std::size_t i = 0; i < n; ++i)
-      if (rules[i].required && !(seen & (std::uint64_t{1} << i))) return errc::missing_field;
+      if (rules[i].required && !(seen & (std::uint64_t{1} << i))) return request_error(errc::missing_field, std::string(rules[i].name));
     return errc::ok;
   }
 
  private:
+  /// A value's error, named after its rule, with what the rule expects.
+  static request_error field_problem(errc e, const body_rule& rule) {
+    std::string expected;
+    if (e == errc::wrong_type) expected = "expected " + expected_kind(rule.kind);
+    if (e == errc::invalid_value) expected = "out of range";
+    if (e == errc::field_too_long)
+      expected = rule.kind == value_kind::string_list && rule.max_items > 0
+                     ? "at most " + std::to_string(rule.max_items) + " items of at most " + std::to_string(rule.max_bytes) + " bytes"
+                     : "at most " + std::to_string(rule.max_bytes) + " bytes";
+    return request_error(e, std::string(rule.name), std::move(expected));
+  }
+
   static errc read_string(simdjson::dom::element value, std::size_t max_bytes, std::string& out) {
     std::string_view text;
     if (value.get_string().get(text) != simdjson::SUCCESS) return errc::wrong_type;
@@ -179,6 +214,37 @@ enum class route_kind {
   admin_audit_ack,      // /api/admin/audit/:id/ack
 };
 
+/// Every route, in match order: a request goes to the first pattern whose segments all match (a
+/// ":name" segment matches any one segment and becomes route::param). rest_routes() publishes this
+/// table, so the documented routes (docs/openapi.json, checked by a test) are the served ones.
+struct route_def {
+  route_kind kind;
+  std::string_view pattern;  ///< the template, for logs (never the raw target)
+  std::string_view allow;    ///< methods, as the Allow header lists them
+};
+
+constexpr std::array<route_def, 19> route_table{{
+    {route_kind::healthz, "/healthz", "GET"},
+    {route_kind::readyz, "/readyz", "GET"},
+    {route_kind::metrics, "/metrics", "GET"},
+    {route_kind::login, "/api/login", "POST"},
+    {route_kind::refresh, "/api/token/refresh", "POST"},
+    {route_kind::sites, "/api/sites", "GET, POST"},
+    {route_kind::site, "/api/sites/:id", "GET, PUT, DELETE"},
+    {route_kind::deploy, "/api/sites/:id/deploy", "POST"},
+    {route_kind::site_legacy, "/api/site/:id", "PUT"},
+    {route_kind::verify_agent, "/api/verify-agent", "POST"},
+    {route_kind::verify_commander, "/api/verify-commander", "POST"},
+    {route_kind::hub_events, "/api/hub-events", "POST"},
+    {route_kind::admin_agents, "/api/admin/agents", "POST"},
+    {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST"},
+    {route_kind::admin_commanders, "/api/admin/commanders", "POST"},
+    {route_kind::admin_hubs, "/api/admin/hubs", "POST"},
+    {route_kind::admin_audit, "/api/admin/audit", "GET"},
+    {route_kind::admin_audit_flagged, "/api/admin/audit/flagged", "GET"},
+    {route_kind::admin_audit_ack, "/api/admin/audit/:id/ack", "POST"},
+}};
+
 struct route {
   route_kind kind = route_kind::none;
   std::string_view name = "unmatched";  ///< the template, for logs (never the raw target)
@@ -186,50 +252,28 @@ struct route {
   std::string_view param;               ///< the :id / :agentId segment
 };
 
+/// Whether `path` (after its leading '/') fits `pattern` segment by segment; `param` gets the
+/// segment a ":name" matched (patterns have at most one).
+bool fits(std::string_view path, std::string_view pattern, std::string_view& param) noexcept {
+  pattern.remove_prefix(1);
+  while (true) {
+    const std::size_t p_end = pattern.find('/'), s_end = path.find('/');
+    const std::string_view want = pattern.substr(0, p_end), got = path.substr(0, s_end);
+    if (!want.empty() && want.front() == ':') param = got;
+    else if (want != got) return false;
+    if (p_end == std::string_view::npos || s_end == std::string_view::npos) return p_end == s_end;
+    pattern.remove_prefix(p_end + 1);
+    path.remove_prefix(s_end + 1);
+  }
+}
+
 route match(std::string_view target) noexcept {
   const std::string_view path = target.substr(0, target.find('?'));
   if (path.empty() || path.front() != '/') return {};
-  std::array<std::string_view, 5> seg{};
-  std::size_t n = 0;
-  std::string_view rest = path.substr(1);
-  while (true) {
-    if (n == seg.size()) return {};
-    const std::size_t slash = rest.find('/');
-    seg[n++] = rest.substr(0, slash);
-    if (slash == std::string_view::npos) break;
-    rest.remove_prefix(slash + 1);
+  for (const route_def& def : route_table) {
+    std::string_view param;
+    if (fits(path.substr(1), def.pattern, param)) return {def.kind, def.pattern, def.allow, param};
   }
-  if (n == 1 && seg[0] == "healthz") return {route_kind::healthz, "/healthz", "GET", {}};
-  if (n == 1 && seg[0] == "readyz") return {route_kind::readyz, "/readyz", "GET", {}};
-  if (n == 1 && seg[0] == "metrics") return {route_kind::metrics, "/metrics", "GET", {}};
-  if (seg[0] != "api") return {};
-  if (n == 2) {
-    if (seg[1] == "login") return {route_kind::login, "/api/login", "POST", {}};
-    if (seg[1] == "sites") return {route_kind::sites, "/api/sites", "GET, POST", {}};
-    if (seg[1] == "verify-agent") return {route_kind::verify_agent, "/api/verify-agent", "POST", {}};
-    if (seg[1] == "verify-commander") return {route_kind::verify_commander, "/api/verify-commander", "POST", {}};
-    if (seg[1] == "hub-events") return {route_kind::hub_events, "/api/hub-events", "POST", {}};
-    return {};
-  }
-  if (n == 3) {
-    if (seg[1] == "token" && seg[2] == "refresh") return {route_kind::refresh, "/api/token/refresh", "POST", {}};
-    if (seg[1] == "sites") return {route_kind::site, "/api/sites/:id", "GET, PUT, DELETE", seg[2]};
-    if (seg[1] == "site") return {route_kind::site_legacy, "/api/site/:id", "PUT", seg[2]};
-    if (seg[1] == "admin" && seg[2] == "agents") return {route_kind::admin_agents, "/api/admin/agents", "POST", {}};
-    if (seg[1] == "admin" && seg[2] == "commanders")
-      return {route_kind::admin_commanders, "/api/admin/commanders", "POST", {}};
-    if (seg[1] == "admin" && seg[2] == "hubs") return {route_kind::admin_hubs, "/api/admin/hubs", "POST", {}};
-    if (seg[1] == "admin" && seg[2] == "audit") return {route_kind::admin_audit, "/api/admin/audit", "GET", {}};
-    return {};
-  }
-  if (n == 4 && seg[1] == "admin" && seg[2] == "audit" && seg[3] == "flagged")
-    return {route_kind::admin_audit_flagged, "/api/admin/audit/flagged", "GET", {}};
-  if (n == 5 && seg[1] == "admin" && seg[2] == "audit" && seg[4] == "ack")
-    return {route_kind::admin_audit_ack, "/api/admin/audit/:id/ack", "POST", seg[3]};
-  if (n == 4 && seg[1] == "sites" && seg[3] == "deploy")
-    return {route_kind::deploy, "/api/sites/:id/deploy", "POST", seg[2]};
-  if (n == 5 && seg[1] == "admin" && seg[2] == "agents" && seg[4] == "rotate")
-    return {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST", seg[3]};
   return {};
 }
 
@@ -278,7 +322,7 @@ std::optional<std::int64_t> parse_site_id(std::string_view text) noexcept {
 
 /// The query of GET /api/admin/audit: kind=<audit kind>, limit=1..max_audit_review_limit and
 /// since=0..max_audit_since (Unix seconds), each at most once and nothing else (query_string.hpp).
-errc parse_audit_query(std::string_view target, audit_query& q) {
+query_string::problem parse_audit_query(std::string_view target, audit_query& q) {
   static constexpr std::array<std::string_view, 3> names{"kind", "limit", "since"};
   return query_string::parse(target, names, [&q](std::size_t which, std::string_view value) {
     if (which == 0) {
@@ -316,6 +360,7 @@ constexpr std::string_view msg_not_found = "Not found";
 constexpr std::string_view msg_method_not_allowed = "Method not allowed";
 constexpr std::string_view msg_unsupported_media = "Content-Type must be application/json";
 constexpr std::string_view msg_bad_login = "Invalid username or password";
+constexpr char msg_wire_id[] = "1 to 128 characters of A-Z a-z 0-9 . _ : -";
 
 errc to_errc(std::error_code e) noexcept {
   if (!e) return errc::ok;
@@ -371,10 +416,55 @@ http_response error_response(int status, std::string_view message) {
   return json_response(status, std::move(body));
 }
 
+/// A name the client sent is repeated in an answer only when it is a short plain name (a list index
+/// such as "events[2].kind" included): it lands in pages and logs.
+bool echoable(std::string_view name) noexcept {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name)
+    if (!is_digit(c) && !(ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') && c != '_' && c != '-' && c != '.' && c != '[' &&
+        c != ']')
+      return false;
+  return true;
+}
+
+/// The site_service codes that are about one field; their public message names it already.
+std::string_view field_of(errc e) noexcept {
+  switch (e) {
+    case errc::invalid_site_name: return "name";
+    case errc::invalid_site_url: return "url";
+    default: return {};
+  }
+}
+
+/// {"success":false,"message":"<public message>[: <field>][ (<expected>)]"[,"field":"<field>"]}.
+http_response error_response(const request_error& e) {
+  const int status = status_for(e.code);
+  if (status == 500) return error_response(500, public_message(errc::internal_error));
+  std::string message(public_message(e.code));
+  std::string_view field = e.field.empty() ? field_of(e.code) : std::string_view(e.field);
+  if (!echoable(field)) field = {};
+  if (!field.empty() && field_of(e.code).empty()) message.append(": ").append(field);
+  if (!e.expected.empty()) message.append(" (").append(e.expected).append(")");
+  std::string body = R"({"success":false,"message":)";
+  protocol::append_json_string(body, message);
+  if (!field.empty()) {
+    body += R"(,"field":)";
+    protocol::append_json_string(body, field);
+  }
+  body += '}';
+  return json_response(status, std::move(body));
+}
+
 /// The public answer for a failure; codes without a REST meaning become 500 "Internal error".
-http_response error_response(errc e) {
-  const int status = status_for(e);
-  return error_response(status, public_message(status == 500 ? errc::internal_error : e));
+http_response error_response(errc e) { return error_response(request_error(e)); }
+
+/// A :id path segment that is not a site or event id.
+request_error bad_path_id() { return {errc::invalid_value, "id", "a positive decimal without leading zeros"}; }
+
+/// A query parameter's error, with what the parameter takes.
+request_error query_error(const query_string::problem& p, std::string_view expected) {
+  if (p.code == errc::invalid_request) return request_error(p.code, std::string(p.name), "name=value pairs joined by &");
+  return request_error(p.code, std::string(p.name), p.code == errc::invalid_value ? std::string(expected) : std::string());
 }
 
 void append_string_list(std::string& out, const std::vector<std::string>& items) {
@@ -409,6 +499,12 @@ constexpr std::size_t max_grants = 1024;
 
 }  // namespace
 
+std::vector<rest_route> rest_routes() {
+  std::vector<rest_route> out;
+  out.reserve(route_table.size());
+  for (const route_def& def : route_table) out.push_back({def.pattern, def.allow});
+  return out;
+}
 
 // --------------------------------------------------------------------------------------------- impl
 
@@ -517,12 +613,12 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     if (req.body.size() > cfg.max_body_bytes) return error_response(errc::message_too_large);
     if (req.body.empty()) return std::nullopt;
     if (!is_json_media_type(req.content_type)) return error_response(415, msg_unsupported_media);
-    if (policy == body_policy::none) return error_response(errc::invalid_request);
+    if (policy == body_policy::none) return error_response({errc::invalid_request, {}, "this route takes no body"});
     return std::nullopt;
   }
 
   template <std::size_t N>
-  errc parse(std::string_view text, const std::array<body_rule, N>& rules, std::array<field_value, N>& out,
+  request_error parse(std::string_view text, const std::array<body_rule, N>& rules, std::array<field_value, N>& out,
              bool empty_ok) {
     static_assert(N <= 64, "one bit per rule");
     return body.parse(text, rules.data(), out.data(), N, empty_ok);
@@ -685,7 +781,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
         {"password", value_kind::string, true, max_password_bytes, 0},
     }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
     std::string name = v[0].text;
     std::weak_ptr<impl> weak = weak_from_this();
     svc.login.login(std::move(v[0].text), std::move(v[1].text), c->address,
@@ -718,7 +814,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     if (token.empty()) return c->reply(unauthenticated(public_message(errc::auth_required)));
     static constexpr std::array<body_rule, 0> rules{};
     std::array<field_value, 0> v{};
-    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, true); !e.ok()) return c->reply(error_response(e));
     std::weak_ptr<impl> weak = weak_from_this();
     svc.login.refresh(std::string(token), [weak, c](result<login_result> done) {
       auto self = weak.lock();
@@ -747,7 +843,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
         {"url", value_kind::string, true, max_text_bytes, 0},
     }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
     svc.sites.create(user.id, site_input{std::move(v[0].text), std::move(v[1].text)},
                      answer_with<site_change>(c, *this, user.id, "site.create",
                                               [](const site_change& created) { return site_response(201, created.site); }));
@@ -755,21 +851,22 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   void get_site(const call_ptr& c, const user_record& user) {
     const auto id = parse_site_id(c->r.param);
-    if (!id) return c->reply(error_response(errc::invalid_request));
+    if (!id) return c->reply(error_response(bad_path_id()));
     svc.sites.get(user.id, site_id{*id},
                   answer_with<site_record>(c, *this, user.id, "site.status", [](const site_record& site) { return site_response(200, site); }));
   }
 
   void update_site(const call_ptr& c, const user_record& user) {
     const auto id = parse_site_id(c->r.param);
-    if (!id) return c->reply(error_response(errc::invalid_request));
+    if (!id) return c->reply(error_response(bad_path_id()));
     static constexpr std::array<body_rule, 2> rules{{
         {"name", value_kind::string, false, max_text_bytes, 0},
         {"url", value_kind::string, false, max_text_bytes, 0},
     }};
     std::array<field_value, 2> v{};
-    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
-    if (!v[0].present && !v[1].present) return c->reply(error_response(errc::missing_field));
+    if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
+    if (!v[0].present && !v[1].present)
+      return c->reply(error_response({errc::missing_field, {}, "name or url, or both"}));
     site_changes changes;
     if (v[0].present) changes.name = std::move(v[0].text);
     if (v[1].present) changes.url = std::move(v[1].text);
@@ -780,7 +877,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   void delete_site(const call_ptr& c, const user_record& user) {
     const auto id = parse_site_id(c->r.param);
-    if (!id) return c->reply(error_response(errc::invalid_request));
+    if (!id) return c->reply(error_response(bad_path_id()));
     svc.sites.remove(user.id, site_id{*id}, answer_with<site_change>(c, *this, user.id, "site.delete", [](const site_change&) {
                        return json_response(200, R"({"success":true})");
                      }));
@@ -788,17 +885,18 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   void deploy(const call_ptr& c, const user_record& user) {
     const auto id = parse_site_id(c->r.param);
-    if (!id) return c->reply(error_response(errc::invalid_request));
+    if (!id) return c->reply(error_response(bad_path_id()));
     static constexpr std::array<body_rule, 1> rules{{{"version", value_kind::string, false, max_text_bytes, 0}}};
     std::array<field_value, 1> v{};
-    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, true); !e.ok()) return c->reply(error_response(e));
     svc.sites.deploy(user.id, site_id{*id}, std::move(v[0].text),
                      answer_with<site_change>(c, *this, user.id, "site.deploy", [](const site_change& started) {
                        std::string out = R"({"success":true,"request":)";
                        protocol::append_json_string(out, started.request->value());
                        out += '}';
                        return json_response(202, std::move(out));
-                     }));
+                     },
+                     request_error(errc::invalid_payload, "version", "up to 64 characters, no control characters")));
   }
 
   // --- hub routes: verify-agent, verify-commander, hub-events ----------------------------------------
@@ -827,7 +925,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     }};
     std::array<field_value, 2> v{};
     // Answered only once the hub is known.
-    const errc parsed = events_route ? errc::ok : parse(c->body, agent_route ? agent_rules : commander_rules, v, false);
+    const request_error parsed = events_route ? request_error() : parse(c->body, agent_route ? agent_rules : commander_rules, v, false);
     const principal_kind kind = agent_route ? principal_kind::agent : principal_kind::commander;
     struct verdict {
       result<verified_principal> hub = errc::auth_failed;
@@ -844,7 +942,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           credential_service keys(db.credentials(), clk, random);
           verdict out;
           out.hub = keys.verify(principal_kind::hub, hub_id, hub_key);
-          if (out.hub && parsed == errc::ok && !events_route) out.peer = keys.verify(kind, peer, peer_key);
+          if (out.hub && parsed.ok() && !events_route) out.peer = keys.verify(kind, peer, peer_key);
           return out;
         },
         [c, hub_id, peer, parsed, events_route, agent_route, kind](impl& self, result<verdict> answer) {
@@ -858,7 +956,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           }
           if (!self.hubs.take(hub->id, at)) return c->reply(self.too_many(self.hubs, hub->id, at));
           if (events_route) return self.append_hub_events(c, *hub);
-          if (parsed != errc::ok) return c->reply(error_response(parsed));
+          if (!parsed.ok()) return c->reply(error_response(parsed));
           const std::string_view action = agent_route ? "verify_agent" : "verify_commander";
           const auto& verified = answer->peer;
           if (!verified) {
@@ -879,11 +977,11 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// A hub's audit events (hub_events.hpp): none of a bad batch. A store failing part-way answers 503
   /// and the hub sends the batch again: delivery is at least once.
   void append_hub_events(const call_ptr& c, const verified_principal& hub) {
-    auto events = hub_events::parse(c->body, hub.id, svc.clk.wall_now());
-    if (!events) return c->reply(error_response(to_errc(events.error())));
+    auto parsed = hub_events::parse(c->body, hub.id, svc.clk.wall_now());
+    if (parsed.refused != errc::ok) return c->reply(error_response({parsed.refused, std::move(parsed.field)}));
     with_storage<std::size_t>(
         c, storage_lane::write,
-        [events = std::move(*events)](storage& db) -> result<std::size_t> {
+        [events = std::move(parsed.events)](storage& db) -> result<std::size_t> {
           for (const auto& event : events)
             if (auto stored = db.audit().append(event); !stored) return stored.error();
           return events.size();
@@ -933,7 +1031,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// is a security event like every other administration route's.
   void read_audit(const call_ptr& c) {
     audit_query q;
-    if (const errc e = parse_audit_query(c->target, q); e != errc::ok) return c->reply(error_response(e));
+    if (const auto e = parse_audit_query(c->target, q); e.code != errc::ok)
+      return c->reply(error_response(query_error(e, e.name == "kind" ? "an audit kind" : e.name == "limit" ? "1 to " + std::to_string(max_audit_review_limit) : "Unix seconds")));
     with_storage<std::vector<audit_event>>(c, storage_lane::read, [q](storage& db) { return db.audit().query(q); },
                                            [c](impl& self, result<std::vector<audit_event>> events) {
                                              if (!events) return c->reply(self.failure(events.error(), "audit.read"));
@@ -950,7 +1049,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// GET /api/admin/audit/flagged: flagged events with their ids and acknowledgements, newest first.
   void read_flagged(const call_ptr& c) {
     audit_review_query q;
-    if (const errc e = audit_review_api::parse_query(c->target, q); e != errc::ok) return c->reply(error_response(e));
+    if (const auto e = audit_review_api::parse_query(c->target, q); e.code != errc::ok)
+      return c->reply(error_response(query_error(e, audit_review_api::expected_value(e.name))));
     struct review {
       std::vector<audit_record> records;
       std::uint64_t open = 0;
@@ -972,7 +1072,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// POST /api/admin/audit/:id/ack: the store records who and when, and appends the audited ack.
   void acknowledge(const call_ptr& c, const user_record& user) {
     const auto id = audit_review_api::parse_event_id(c->r.param);
-    if (!id) return c->reply(error_response(errc::invalid_request));
+    if (!id) return c->reply(error_response(bad_path_id()));
     const wall_time now = svc.clk.wall_now();
     with_storage<bool>(c, storage_lane::write,
                        [event = *id, by = user_actor(user), now](storage& db) -> result<bool> {
@@ -986,9 +1086,10 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   }
 
   /// Runs a credential change on the write lane with its audit event (ok or failed) in the same work.
+  /// `invalid` is the answer when the change refuses a value (errc::invalid_value): the field to blame.
   template <class Change, class Make>
   void change_credentials(const call_ptr& c, const user_record& user, std::string_view action, std::string target,
-                          std::string ok_detail, Change change, Make make) {
+                          std::string ok_detail, request_error invalid, Change change, Make make) {
     const clock& clk = svc.clk;
     random_source& random = svc.random;
     audit_event ok = event(audit_kind::administration, user_actor(user), action, target, "ok", std::move(ok_detail));
@@ -1005,7 +1106,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           db.audit().record(e);
           return key;
         },
-        [c, action, make = std::move(make)](impl& self, result<std::string> key) {
+        [c, action, invalid = std::move(invalid), make = std::move(make)](impl& self, result<std::string> key) {
+          if (!key && key.error() == make_error_code(errc::invalid_value)) return c->reply(error_response(invalid));
           if (!key) return c->reply(self.failure(key.error(), action));
           c->reply(make(*key));
         });
@@ -1014,7 +1116,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   void register_principal(const call_ptr& c, const user_record& user, std::string_view action, principal_kind kind,
                           std::string_view id_field, std::string_view grants_field) {
     std::array<field_value, 2> v{};
-    errc parsed = errc::ok;
+    request_error parsed;
     if (grants_field.empty()) {
       const std::array<body_rule, 1> rules{{{id_field, value_kind::string, true, max_id_bytes, 0}}};
       std::array<field_value, 1> id{};
@@ -1027,10 +1129,14 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       }};
       parsed = parse(c->body, rules, v, false);
     }
-    if (parsed != errc::ok) return c->reply(error_response(parsed));
+    if (!parsed.ok()) return c->reply(error_response(parsed));
     std::string id = std::move(v[0].text);
+    // credential_service refuses a bad id or a bad grant alike (audited as a failed change): which one.
+    request_error refused = is_valid_wire_id(id)
+                                ? request_error(errc::invalid_value, std::string(grants_field), "ids as " + std::string(msg_wire_id) + ", or *")
+                                : request_error(errc::invalid_value, std::string(id_field), msg_wire_id);
     change_credentials(
-        c, user, action, audit_target(to_string(kind), id), {},
+        c, user, action, audit_target(to_string(kind), id), {}, std::move(refused),
         [kind, id, grants = std::move(v[1].items)](credential_service& credentials) {
           return credentials.register_principal(kind, id, grants);
         },
@@ -1047,14 +1153,15 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   }
 
   void rotate_agent(const call_ptr& c, const user_record& user, std::string_view action) {
-    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response(errc::invalid_request));
+    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response({errc::invalid_value, "agentId", msg_wire_id}));
     static constexpr std::array<body_rule, 1> rules{{{"overlapSeconds", value_kind::integer, false, 0, 0}}};
     std::array<field_value, 1> v{};
-    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, true); !e.ok()) return c->reply(error_response(e));
     const std::chrono::seconds overlap = v[0].present ? std::chrono::seconds(v[0].number) : cfg.default_rotation_overlap;
     std::string id(c->r.param);
     change_credentials(
         c, user, action, audit_target("agent", id), "overlap " + std::to_string(overlap.count()) + "s",
+        request_error(errc::invalid_value, "overlapSeconds", "0 to 31536000 seconds"),  // credential_service's bound
         [id, overlap](credential_service& credentials) { return credentials.rotate(principal_kind::agent, id, overlap); },
         [id, overlap, revoked = svc.revoked](const std::string& key) {
           if (overlap == std::chrono::seconds::zero() && revoked) revoked(principal_kind::agent, id);

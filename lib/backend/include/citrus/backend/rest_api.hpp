@@ -4,39 +4,19 @@
 /// the http_response back when it comes. Loop thread only: handle() returns at once, the storage work
 /// of a request runs on the storage executor, and the answer arrives on the loop.
 ///
-/// Routes (every body is JSON; ids in paths are canonical positive decimals <= 2^53):
-///
-///   GET    /healthz                          liveness, never rate limited
-///   GET    /readyz                           readiness: 200 {"status":"ready"}, or 503 "Not ready: waiting for
-///                                            hub_link, database" while a dependency is down; never rate limited
-///   GET    /metrics                          Prometheus text (rest_services::metrics; Bearer rest_config::metrics_token when set)
-///   POST   /api/login                        {"username","password"} -> token (answer possibly held back: http_response::hold_back)
-///   POST   /api/token/refresh                Bearer <user token> -> fresh token
-///   GET    /api/sites                        the caller's sites
-///   POST   /api/sites                        {"name","url"} -> 201
-///   GET    /api/sites/:id
-///   PUT    /api/sites/:id, PUT /api/site/:id {"name"?,"url"?}
-///   DELETE /api/sites/:id
-///   POST   /api/sites/:id/deploy             {"version"?} (or no body) -> 202
-///   POST   /api/verify-agent                 Bearer <hub id>:<hub key>; {"agentId","agentKey"} -> {"valid",..}
-///   POST   /api/verify-commander             Bearer <hub id>:<hub key>; {"commanderId","commanderKey"} -> {"valid",..}
-///   POST   /api/hub-events                   Bearer <hub id>:<hub key>; {"events":[..]} (append_audit_json's shape,
-///                                            kinds security_event, authentication, and site_operation for routed commands) -> appended, actor
-///                                            "hub:<hub id>/<actor>"
-///   POST   /api/admin/agents                 admin; {"agentId","trustedCommanders":[..]} -> 201, key shown once
-///   POST   /api/admin/agents/:agentId/rotate admin; {"overlapSeconds"?} (or no body)
-///   POST   /api/admin/commanders             admin; {"commanderId","agents":[..]} -> 201
-///   POST   /api/admin/hubs                   admin; {"hubId"} -> 201
-///   GET    /api/admin/audit                  admin; ?kind=&limit=&since= -> {"success":true,"events":[..]},
-///                                            newest first (append_audit_json); successful reads not audited
+/// The routes are rest_routes(); docs/openapi.json describes each one (bodies, answers, who may call
+/// it), and a test checks that it documents exactly the routes of that table. Every body is JSON; ids
+/// in paths are canonical positive decimals no greater than 2^53.
 ///
 /// Checks, in this order: per-address token bucket (429), route (404), method (405), body size (413),
 /// Content-Type of a non-empty body (415), a body where none is taken (400), credentials (401), role
 /// (403), path id, query and body (400), then the operation: for a site route, its operations-table
 /// entry in site_service (per-user rate: 429 with Retry-After; ownership: another user's site and a
-/// missing site give the same 403 "Unauthorized access"; GET /api/sites/:id is site.status).
-/// Every error body is {"success":false,"message":"..."} with a public message: internal detail
-/// goes to the logger, never to the client. Keys, tokens and passwords are never logged or audited.
+/// missing site give the same 403 "Unauthorized access"). Every error body is {"success":false,"message":"..."}
+/// with a public message: internal detail goes to the logger, never to the client. An error about one
+/// field of the body, the query or the path names it in the message and in a "field" member (the name
+/// as the route spells it; a name the client sent only when it is a short plain name). Keys, tokens
+/// and passwords are never logged or audited.
 ///
 /// Rate limits: one token bucket per client address (the port is ignored, IPv4-mapped IPv6 counts as
 /// IPv4, other IPv6 addresses are grouped by /64), in a table bounded by rest_config::max_addresses
@@ -129,6 +109,16 @@ struct rest_services {
   /// (commander_link::revoke); unset, nothing is told.
   std::function<void(principal_kind, const std::string&)> revoked = {};
 };
+
+/// One route the REST API serves.
+struct rest_route {
+  std::string_view pattern;  ///< "/api/sites/:id": literal segments, and ":name" for one path parameter
+  std::string_view methods;  ///< "GET, PUT, DELETE": as the Allow header of a 405 lists them
+};
+
+/// Every route rest_api::handle() serves, in the order it matches them: the router's own table, so
+/// it cannot drift from what is served. The views are static.
+std::vector<rest_route> rest_routes();
 
 class rest_api {
  public:

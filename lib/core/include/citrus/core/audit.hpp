@@ -31,7 +31,7 @@ constexpr long long max_audit_review_limit = 10000;  ///< events per review (at 
 constexpr long long max_audit_since = 4102444800;    ///< the latest `since`: 2100-01-01 in Unix seconds
 
 /// One event as the operators' review shows it (`citrus-backend audit`, GET /api/admin/audit):
-/// {"at":<unix seconds>,"kind":"...","actor":"...","action":"...","target":"...","outcome":"...","detail":"..."}
+/// `{"at":<unix seconds>,"kind":"...","actor":"...","action":"...","target":"...","outcome":"...","detail":"..."}`
 void append_audit_json(std::string& out, const audit_event& event);
 
 class audit_sink {

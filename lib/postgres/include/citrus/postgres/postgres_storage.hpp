@@ -79,7 +79,7 @@ class postgres_storage final : public citrus::storage {
   /// migrations as citrus::sqlite's.
   static constexpr int schema_version = 5;
 
-  /// Connects to `connection` — a libpq URL (postgresql://user@host:port/db?param=value) or key=value
+  /// Connects to `connection` — a libpq URL (`postgresql://user@host:port/db?param=value`) or key=value
   /// string — and applies the pending migrations in one transaction. Connection parameters given in it
   /// win over the options' connect_timeout and tcp_user_timeout; statement_timeout is always the
   /// options'. Never throws: the error is an open_errc (or errc::storage_unavailable / storage_full).

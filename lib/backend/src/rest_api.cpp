@@ -684,14 +684,19 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   }
 
   /// A site_service answer as a REST response; `op` names the operation (and the log line). Past
-  /// the operation's per-user rate: 429 with Retry-After.
+  /// the operation's per-user rate: 429 with Retry-After. `bad_payload` names the field behind an
+  /// errc::invalid_payload (site_service's code for a value it refuses).
   template <class T, class Make>
-  static auto answer_with(const call_ptr& c, impl& api, user_id caller, std::string_view op, Make make) {
-    return [c, weak = api.weak_from_this(), caller, op, make = std::move(make)](result<T> done) {
+  static auto answer_with(const call_ptr& c, impl& api, user_id caller, std::string_view op, Make make,
+                          request_error bad_payload = {}) {
+    return [c, weak = api.weak_from_this(), caller, op, make = std::move(make),
+            bad_payload = std::move(bad_payload)](result<T> done) {
       auto self = weak.lock();
       if (!self) return;
       self->guarded(c, [&] {
         if (done) return c->reply(make(*done));
+        if (!bad_payload.ok() && done.error() == make_error_code(errc::invalid_payload))
+          return c->reply(error_response(bad_payload));
         http_response r = self->failure(done.error(), op);
         if (to_errc(done.error()) == errc::rate_limited)
           r.headers.push_back({"Retry-After", std::to_string(self->svc.sites.retry_after(caller, op).count())});

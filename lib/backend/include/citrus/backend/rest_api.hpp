@@ -130,6 +130,10 @@ struct rest_services {
   std::function<void(principal_kind, const std::string&)> revoked = {};
 };
 
+/// The pattern of the route `target` names ("/api/sites/:id", "/metrics"; "unmatched" for none), from
+/// a fixed set: a metric label that never carries a raw path, an id or a query.
+std::string_view rest_route_pattern(std::string_view target) noexcept;
+
 class rest_api {
  public:
   rest_api(rest_config config, rest_services services);

@@ -246,4 +246,21 @@ TEST_SUITE("integration") {
     CHECK(unknown_names({R"(rate(citrus_hub_auth_failed_total[5m]) > 0 and citrus_hub_auth_total{outcome="failed"})"}, usable) ==
           std::set<std::string>{"citrus_hub_auth_failed_total"});
   }
+
+  TEST_CASE("monitoring: --metrics-max-agents bounds the per-agent series, the count stays; bad values are refused") {
+    platform::options options;
+    options.hub_args = {"--metrics-max-agents", "0"};
+    platform p(options);
+    p.start_all();
+    const std::string hub_text = scrape("http://127.0.0.1:" + std::to_string(p.hub_port));
+    CHECK(metric(hub_text, "citrus_hub_agents_online") == 1);
+    CHECK(hub_text.find("citrus_hub_agent_online{") == std::string::npos);
+    CHECK(hub_text.find("# TYPE citrus_hub_agent_online gauge") != std::string::npos);
+
+    CHECK(run_command({CITRUS_HUB_EXE, "--metrics-max-agents", "-1", "--check-config"}).first == 2);
+    const std::string key_file = p.dir + "/agent.key";
+    std::ofstream(key_file) << p.agent_key;
+    CHECK(run_command({CITRUS_AGENT_EXE, "--key-file", key_file, "--metrics-listen", "nowhere", "--check-config"}).first == 2);
+    CHECK(run_command({CITRUS_AGENT_EXE, "--key-file", key_file, "--metrics-listen", "127.0.0.1:0", "--check-config"}).first == 0);
+  }
 }

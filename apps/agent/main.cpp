@@ -26,7 +26,6 @@
 #include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/agent_runtime.hpp"
-#include "citrus/core/http_auth.hpp"
 #include "citrus/core/commander_link.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/operations.hpp"
@@ -381,30 +380,8 @@ int run(int argc, char** argv) {
     server_options.max_http_body_bytes = 1024;
     metrics_server = std::make_unique<citrus::wspp::server>(loop, no_websockets, server_options, log);
     metrics_server->set_http_handler([&](const citrus::wspp::http_request& request) {
-      const auto began = std::chrono::steady_clock::now();
-      citrus::wspp::http_response response;
-      response.headers.push_back({"Cache-Control", "no-store"});
-      response.headers.push_back({"Content-Type", "application/json"});
-      const char* route = "unmatched";
-      if (request.method == "GET" && request.target == "/healthz") {
-        route = "/healthz";
-        response.body = R"({"status":"ok"})";
-      } else if (request.method == "GET" && request.target == "/metrics") {
-        route = "/metrics";
-        if (!metrics_token.empty() && !citrus::bearer_matches(request.header("Authorization"), metrics_token)) {
-          response.status = 401;
-          response.headers.push_back({"WWW-Authenticate", "Bearer"});
-          response.body = R"({"success":false,"message":"Authentication required"})";
-        } else {
-          response.headers.back().value = "text/plain; version=0.0.4";
-          response.body = metrics_text(session, runtime, log, http_metrics);
-        }
-      } else {
-        response.status = 404;
-        response.body = R"({"success":false,"message":"Not found"})";
-      }
-      http_metrics.record(route, request.method, response.status, std::chrono::steady_clock::now() - began);
-      return response;
+      return citrus::app::serve_health_and_metrics(
+          request, metrics_token, [&] { return metrics_text(session, runtime, log, http_metrics); }, http_metrics);
     });
     auto bound = metrics_server->listen();
     if (!bound) {

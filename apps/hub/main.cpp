@@ -19,7 +19,6 @@
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
-#include "citrus/core/http_auth.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
 #include "citrus/worker/storage_worker.hpp"
@@ -334,32 +333,7 @@ int main(int argc, char** argv) {
   citrus::app::http_metrics http_metrics("citrus_hub");
   const metrics_sources sources{hub, server, log, *audit, http_metrics, static_cast<std::size_t>(*max_agent_series)};
   server.set_http_handler([&](const citrus::wspp::http_request& request) {
-    const auto began = std::chrono::steady_clock::now();
-    citrus::wspp::http_response response;
-    response.headers.push_back({"Cache-Control", "no-store"});
-    const char* route = "unmatched";  // the route's pattern, never the raw target: bounded labels
-    if (request.method == "GET" && request.target == "/healthz") {
-      route = "/healthz";
-      response.headers.push_back({"Content-Type", "application/json"});
-      response.body = R"({"status":"ok"})";
-    } else if (request.method == "GET" && request.target == "/metrics" && !metrics_token.empty() &&
-               !citrus::bearer_matches(request.header("Authorization"), metrics_token)) {
-      route = "/metrics";
-      response.status = 401;
-      response.headers.push_back({"WWW-Authenticate", "Bearer"});
-      response.headers.push_back({"Content-Type", "application/json"});
-      response.body = R"({"success":false,"message":"Authentication required"})";
-    } else if (request.method == "GET" && request.target == "/metrics") {
-      route = "/metrics";
-      response.headers.push_back({"Content-Type", "text/plain; version=0.0.4"});
-      response.body = metrics_text(sources);
-    } else {
-      response.status = 404;
-      response.headers.push_back({"Content-Type", "application/json"});
-      response.body = R"({"success":false,"message":"Not found"})";
-    }
-    http_metrics.record(route, request.method, response.status, std::chrono::steady_clock::now() - began);
-    return response;
+    return citrus::app::serve_health_and_metrics(request, metrics_token, [&] { return metrics_text(sources); }, http_metrics);
   });
 
   // Routing runs in batches: messages of one I/O burst are queued, then routed by priority.

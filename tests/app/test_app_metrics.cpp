@@ -100,3 +100,47 @@ TEST_CASE("http_metrics: requests by route, method and code; durations by route 
   CHECK(app::method_label("DELETE") == "DELETE");
   CHECK(app::method_label("get") == "other");
 }
+
+TEST_CASE("serve_health_and_metrics: /healthz, /metrics behind its token, 404 otherwise, every answer recorded") {
+  app::http_metrics http("citrus_x");
+  int renders = 0;
+  auto render = [&] {
+    ++renders;
+    return std::string("citrus_x_up 1\n");
+  };
+  auto call = [&](const std::string& method, const std::string& target, const std::string& token,
+                  const std::string& authorization = {}) {
+    wspp::http_request r;
+    r.method = method;
+    r.target = target;
+    if (!authorization.empty()) r.headers.push_back({"Authorization", authorization});
+    return app::serve_health_and_metrics(r, token, render, http);
+  };
+  auto type_of = [](const wspp::http_response& r) {
+    for (const auto& h : r.headers)
+      if (h.name == "Content-Type") return h.value;
+    return std::string();
+  };
+  const auto health = call("GET", "/healthz", "secret-token-0123456789");
+  CHECK(health.status == 200);
+  CHECK(health.body == R"({"status":"ok"})");
+  const auto open = call("GET", "/metrics", "");
+  CHECK(open.status == 200);
+  CHECK(open.body == "citrus_x_up 1\n");
+  CHECK(type_of(open) == "text/plain; version=0.0.4");
+  const auto refused = call("GET", "/metrics", "secret-token-0123456789", "Bearer wrong");
+  CHECK(refused.status == 401);
+  CHECK(type_of(refused) == "application/json");
+  CHECK(call("GET", "/metrics", "secret-token-0123456789", "Bearer secret-token-0123456789").status == 200);
+  CHECK(renders == 2);  // never rendered for a refused scrape
+  CHECK(call("POST", "/metrics", "").status == 404);
+  CHECK(call("GET", "/metrics/../etc", "").status == 404);
+
+  metrics::exposition out;
+  http.append(out);
+  CHECK(has_line(out.text(), R"(citrus_x_http_requests_total{route="/metrics",method="GET",code="200"} 2)"));
+  CHECK(has_line(out.text(), R"(citrus_x_http_requests_total{route="/metrics",method="GET",code="401"} 1)"));
+  CHECK(has_line(out.text(), R"(citrus_x_http_requests_total{route="unmatched",method="GET",code="404"} 1)"));
+  CHECK(has_line(out.text(), R"(citrus_x_http_requests_total{route="unmatched",method="POST",code="404"} 1)"));
+  CHECK(out.text().find("etc") == std::string::npos);
+}

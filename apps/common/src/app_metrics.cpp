@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "citrus/core/http_auth.hpp"
 #include "citrus/version.hpp"
 
 #ifndef CITRUS_REVISION
@@ -148,6 +149,35 @@ void http_metrics::append(metrics::exposition& out) const {
   out.family(prefix_ + "_http_request_duration_seconds", metrics::type::histogram,
              "HTTP request durations, from the request read to the answer handed to the socket, by route pattern and method.");
   for (const auto& [key, h] : durations_) out.histogram({{"route", key.first}, {"method", key.second}}, h);
+}
+
+wspp::http_response serve_health_and_metrics(const wspp::http_request& request, const std::string& metrics_token,
+                                             const std::function<std::string()>& render, http_metrics& http) {
+  const auto began = std::chrono::steady_clock::now();
+  wspp::http_response response;
+  response.headers.push_back({"Cache-Control", "no-store"});
+  std::string_view route = "unmatched";  // the route's pattern, never the raw target: bounded labels
+  std::string_view type = "application/json";
+  if (request.method == "GET" && request.target == "/healthz") {
+    route = "/healthz";
+    response.body = R"({"status":"ok"})";
+  } else if (request.method == "GET" && request.target == "/metrics") {
+    route = "/metrics";
+    if (!metrics_token.empty() && !bearer_matches(request.header("Authorization"), metrics_token)) {
+      response.status = 401;
+      response.headers.push_back({"WWW-Authenticate", "Bearer"});
+      response.body = R"({"success":false,"message":"Authentication required"})";
+    } else {
+      type = "text/plain; version=0.0.4";
+      response.body = render();
+    }
+  } else {
+    response.status = 404;
+    response.body = R"({"success":false,"message":"Not found"})";
+  }
+  response.headers.push_back({"Content-Type", std::string(type)});
+  http.record(route, request.method, response.status, std::chrono::steady_clock::now() - began);
+  return response;
 }
 
 }  // namespace citrus::app

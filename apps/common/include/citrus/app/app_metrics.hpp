@@ -5,6 +5,7 @@
 /// route, method and code with their durations. Loop thread only, like the servers they describe.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -68,5 +69,11 @@ class http_metrics {
 
 /// A bounded method label: the standard ones as they are, anything else "other".
 std::string_view method_label(std::string_view method) noexcept;
+
+/// The plain HTTP side of the hub and the agent: GET /healthz, GET /metrics (`render()`; with a
+/// `metrics_token`, only for "Authorization: Bearer <token>", else 401), 404 for anything else; each
+/// request recorded in `http` under its route pattern.
+wspp::http_response serve_health_and_metrics(const wspp::http_request& request, const std::string& metrics_token,
+                                             const std::function<std::string()>& render, http_metrics& http);
 
 }  // namespace citrus::app

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "citrus/app/app_metrics.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/options.hpp"
@@ -31,6 +32,7 @@
 #include "citrus/core/random.hpp"
 #include "citrus/wspp/client.hpp"
 #include "citrus/wspp/event_loop.hpp"
+#include "citrus/wspp/server.hpp"
 #include "site_executor.hpp"
 #include "site_worker.hpp"
 
@@ -86,6 +88,9 @@ class hub_session final : public citrus::connection_handler {
   }
 
   void on_drain(citrus::connection_id id) override { runtime_.on_drain(id); }
+
+  /// Authenticated at the hub on the current connection.
+  bool online() const noexcept { return online_; }
 
   void on_close(citrus::connection_id id) override {
     runtime_.on_close(id);
@@ -209,6 +214,27 @@ class hub_session final : public citrus::connection_handler {
   std::chrono::steady_clock::time_point stop_requested_{};
 };
 
+/// The metrics listener's WebSocket side: it serves HTTP only, so an upgrade is closed at once.
+class http_only final : public citrus::connection_handler {
+ public:
+  void on_open(citrus::connection& conn) override { conn.close(citrus::close_code::policy_violation, "metrics only"); }
+  void on_message(citrus::connection_id, std::string_view) override {}
+  void on_close(citrus::connection_id) override {}
+};
+
+std::string metrics_text(const hub_session& session, const citrus::agent_runtime& runtime,
+                         const citrus::app::json_logger& log, const citrus::app::http_metrics& http) {
+  citrus::metrics::exposition out;
+  citrus::app::append_build_info(out);
+  if (auto process = citrus::app::read_process_sample()) citrus::app::append_process_metrics(out, *process);
+  out.gauge("citrus_agent_hub_online", "1 while the hub has accepted this agent's credentials.", session.online() ? 1 : 0);
+  out.gauge("citrus_agent_operations_running", "Site operations running or waiting for the worker.",
+            static_cast<double>(runtime.running()));
+  http.append(out);
+  out.counter("citrus_agent_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
+  return out.take();
+}
+
 /// Creates `root` if needed and proves it is a writable directory. Empty on success, else the reason.
 std::string prepare_root(const std::filesystem::path& root) {
   std::error_code ec;
@@ -244,6 +270,11 @@ int run(int argc, char** argv) {
           {"keep-releases", "CITRUS_AGENT_KEEP_RELEASES", "5", "Releases kept per site after a deploy (1..1000)."},
           {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)."},
           {"tls-ca-file", "CITRUS_TLS_CA_FILE", "", "PEM file of the CAs trusted for wss:// (default: the system's)."},
+          {"metrics-listen", "", "",
+           "HOST:PORT to serve GET /metrics and /healthz on (port 0: any free port; default: no listener)."},
+          {"metrics-token-file", "", "",
+           "File holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (default: /metrics is open)."},
+          {"ready-file", "", "", "Write the metrics listener's bound port to this file once listening (for tests)."},
           {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).",
            true, true},
       });
@@ -292,6 +323,18 @@ int run(int argc, char** argv) {
   if (root.empty()) return fail_config("--root must not be empty");
   if (!opts.get("tls-ca-file").empty() && !citrus::app::read_secret_file(opts.get("tls-ca-file")))
     return fail_config("cannot read --tls-ca-file '" + opts.get("tls-ca-file") + "'");
+  std::string metrics_host;
+  std::uint16_t metrics_port = 0;
+  const bool serve_metrics = !opts.get("metrics-listen").empty();
+  if (serve_metrics && !citrus::app::split_host_port(opts.get("metrics-listen"), metrics_host, metrics_port))
+    return fail_config("--metrics-listen must be HOST:PORT");
+  std::string metrics_token;  // empty: /metrics is open
+  if (!opts.get("metrics-token-file").empty()) {
+    std::string error;
+    auto token = citrus::app::read_token_file(opts.get("metrics-token-file"), error);
+    if (!token) return fail_config("--metrics-token-file: " + error);
+    metrics_token = std::move(*token);
+  }
   if (opts.has("check-config")) {  // before prepare_root: checking creates nothing
     citrus::app::print_line(citrus::app::stream::out, "citrus-agent: configuration OK");
     return 0;
@@ -324,6 +367,36 @@ int run(int argc, char** argv) {
            field("step_delay_ms", static_cast<std::int64_t>(*delay))});
   if (auto started = session.start(); !started)
     return fail_config("cannot connect to --hub-url '" + hub_url + "': " + started.error().message());
+
+  // GET /metrics and /healthz on their own port (--metrics-listen): the agent accepts no other connection.
+  http_only no_websockets;
+  citrus::app::http_metrics http_metrics("citrus_agent");
+  std::unique_ptr<citrus::wspp::server> metrics_server;
+  if (serve_metrics) {
+    citrus::wspp::server_options server_options;
+    server_options.bind_address = metrics_host;
+    server_options.port = metrics_port;
+    server_options.max_connections = 64;
+    server_options.max_http_body_bytes = 1024;
+    metrics_server = std::make_unique<citrus::wspp::server>(loop, no_websockets, server_options, log);
+    metrics_server->set_http_handler([&](const citrus::wspp::http_request& request) {
+      return citrus::app::serve_health_and_metrics(
+          request, metrics_token, [&] { return metrics_text(session, runtime, log, http_metrics); }, http_metrics);
+    });
+    auto bound = metrics_server->listen();
+    if (!bound) {
+      citrus::app::print_error("citrus-agent", "cannot listen on --metrics-listen " + opts.get("metrics-listen") + ": " +
+                                                   bound.error().message());
+      return 1;
+    }
+    log.log(log_level::info, "metrics_listening", {field("port", static_cast<std::int64_t>(*bound))});
+    if (!opts.get("ready-file").empty()) {
+      if (std::FILE* f = std::fopen(opts.get("ready-file").c_str(), "w")) {
+        std::fprintf(f, "%u\n", static_cast<unsigned>(*bound));
+        std::fclose(f);
+      }
+    }
+  }
 
   citrus::app::signal_watcher signals([&loop, &session](int signal) { loop.post([&session, signal] { session.shutdown(signal); }); });
   // Ready once configured and running: the agent reconnects to the hub by itself, so a hub that is

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "backend.hpp"
+#include "citrus/app/app_metrics.hpp"
 #include "citrus/app/async_audit.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
@@ -43,6 +44,7 @@
 #include "citrus/core/operations.hpp"
 #include "citrus/core/random.hpp"
 #include "citrus/backend/backend_service.hpp"
+#include "citrus/backend/rest_api.hpp"
 #include "citrus/backend/site_recovery.hpp"
 #include "citrus/core/storage_executor.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
@@ -372,12 +374,6 @@ class hub_connector final : public connection_handler {
 
 // ----------------------------------------------------------------------------------------- metrics
 
-void metric(std::string& out, std::string_view name, std::string_view type, std::string_view help, std::uint64_t value) {
-  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
-  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
-  out.append(name).append(" ").append(std::to_string(value)).append("\n");
-}
-
 struct metric_sources {
   const user_gateway& gateway;
   const commander_link& link;
@@ -387,6 +383,7 @@ struct metric_sources {
   const wspp::server* server = nullptr;
   const app::async_audit* audit = nullptr;
   const app::json_logger& log;
+  const app::http_metrics& http;
   std::string default_agent;
   /// Flagged events nobody has acknowledged, as last counted on the read lane (never on the loop);
   /// empty when the database could not answer.
@@ -394,61 +391,53 @@ struct metric_sources {
 };
 
 std::string prometheus_text(const metric_sources& m) {
-  std::string out;
-  metric(out, "citrus_up", "gauge", "The backend is serving.", 1);
-  metric(out, "citrus_backend_user_sessions", "gauge", "Users' WebSocket sessions (authenticated or authenticating).",
-         m.gateway.sessions());
-  metric(out, "citrus_backend_hub_link_online", "gauge", "1 when the hub accepted this backend's commander credentials.",
-         m.link.online() ? 1 : 0);
-  out += "# HELP citrus_backend_agent_online 1 when the hub reports the default agent connected.\n"
-         "# TYPE citrus_backend_agent_online gauge\ncitrus_backend_agent_online{agent=\"" + m.default_agent + "\"} " +
-         (m.link.agent_online(m.default_agent) ? "1" : "0") + "\n";
-  metric(out, "citrus_backend_hub_requests_in_flight", "gauge", "Commands sent to the hub without a final status yet.",
-         m.link.in_flight());
-  if (m.hub) metric(out, "citrus_backend_hub_reconnect_attempts_total", "counter", "Reconnection attempts to the hub.", m.hub->attempts());
-  if (m.server) {
-    const wspp::server_counters c = m.server->counters();
-    metric(out, "citrus_backend_ws_connections", "gauge", "Open WebSocket connections.", m.server->connection_count());
-    metric(out, "citrus_backend_tcp_accepted_total", "counter", "TCP connections accepted.", c.accepted);
-    metric(out, "citrus_backend_tcp_refused_total", "counter", "TCP connections refused at the connection cap.", c.refused_connections);
-    metric(out, "citrus_backend_tcp_refused_per_address_total", "counter",
-           "TCP connections refused at the per-address cap.", c.refused_per_address);
-    metric(out, "citrus_backend_ws_opened_total", "counter", "WebSocket handshakes completed.", c.opened);
-    metric(out, "citrus_backend_ws_closed_total", "counter", "WebSocket connections closed.", c.closed);
-    metric(out, "citrus_backend_ws_handshake_failures_total", "counter", "Failed or refused WebSocket handshakes.", c.handshake_failures);
-    metric(out, "citrus_backend_ws_origin_rejected_total", "counter", "Handshakes refused for their Origin.", c.origin_rejected);
-    metric(out, "citrus_backend_http_requests_total", "counter", "Plain HTTP requests.", c.http_requests);
-    metric(out, "citrus_backend_ws_unsupported_data_total", "counter", "Connections closed for a binary message.", c.unsupported_data);
-    metric(out, "citrus_backend_ws_pong_timeouts_total", "counter", "Connections closed for not answering a ping.", c.pong_timeouts);
-    metric(out, "citrus_backend_ws_slow_consumers_total", "counter", "Connections closed as slow consumers.", c.slow_consumers);
-    metric(out, "citrus_backend_ws_control_frames_rate_limited_total", "counter",
-           "Connections closed for sending pings or pongs too fast.", c.control_rate_limited);
-    metric(out, "citrus_backend_handler_exceptions_total", "counter", "Exceptions caught from handlers.", c.handler_exceptions);
-  }
+  metrics::exposition out;
+  app::append_build_info(out);
+  if (auto process = app::read_process_sample()) app::append_process_metrics(out, *process);
+  out.gauge("citrus_up", "The backend is serving.", 1);
+  out.gauge("citrus_backend_user_sessions", "Users' WebSocket sessions (authenticated or authenticating).",
+            static_cast<double>(m.gateway.sessions()));
+  out.gauge("citrus_backend_hub_link_online", "1 when the hub accepted this backend's commander credentials.",
+            m.link.online() ? 1 : 0);
+  out.family("citrus_backend_agent_online", metrics::type::gauge,
+             "1 when the hub reports the default agent connected (every agent: citrus_hub_agent_online at the hub).");
+  out.sample({{"agent", m.default_agent}}, m.link.agent_online(m.default_agent) ? 1.0 : 0.0);
+  out.gauge("citrus_backend_hub_requests_in_flight", "Commands sent to the hub without a final status yet.",
+            static_cast<double>(m.link.in_flight()));
+  out.family("citrus_backend_command_duration_seconds", metrics::type::histogram,
+             "Commands from being sent to the hub to their final status, by outcome (ok; failed: an error, a timeout "
+             "or the hub link lost).");
+  out.histogram({{"outcome", "ok"}}, m.link.command_seconds(true));
+  out.histogram({{"outcome", "failed"}}, m.link.command_seconds(false));
+  if (m.hub) out.counter("citrus_backend_hub_reconnect_attempts_total", "Reconnection attempts to the hub.", m.hub->attempts());
+  if (m.server) app::append_server_metrics(out, "citrus_backend", m.server->connection_count(), m.server->counters());
+  m.http.append(out);
   const site_service_counters site_ops = m.sites.counters();
   if (m.audit) {
-    metric(out, "citrus_backend_audit_dropped_total", "counter", "Gateway audit events dropped (queue full).", m.audit->dropped());
-    metric(out, "citrus_backend_audit_failed_total", "counter", "Gateway audit events that failed to be stored.", m.audit->failed());
+    out.family("citrus_backend_audit_lost_total", metrics::type::counter,
+               "Gateway audit events not stored: queue_full (dropped at once), not_stored (a failed write).");
+    out.sample({{"reason", "queue_full"}}, m.audit->dropped());
+    out.sample({{"reason", "not_stored"}}, m.audit->failed());
   }
-  metric(out, "citrus_backend_audit_refused_total", "counter",
-         "Operations refused because the audit trail did not take their event (fail closed): site operations, and "
-         "gateway events refused by a full queue.",
-         site_ops.audit_refused + (m.audit ? m.audit->refused() : 0));
-  metric(out, "citrus_backend_operations_rate_limited_total", "counter",
-         "Site operations refused for their per-user rate (the operations table).", site_ops.rate_limited);
+  out.counter("citrus_backend_audit_refused_total",
+              "Operations refused because the audit trail did not take their event (fail closed): site operations, "
+              "and gateway events refused by a full queue.",
+              site_ops.audit_refused + (m.audit ? m.audit->refused() : 0));
+  out.counter("citrus_backend_operations_rate_limited_total",
+              "Site operations refused for their per-user rate (the operations table).", site_ops.rate_limited);
   if (m.unacknowledged && *m.unacknowledged) {
     // Absent when the database cannot answer: an alert on the gauge then fires on its absence.
-    metric(out, "citrus_backend_audit_unacknowledged", "gauge",
-           "Flagged audit events (security events, failed authentications) nobody has acknowledged.", **m.unacknowledged);
+    out.gauge("citrus_backend_audit_unacknowledged",
+              "Flagged audit events (security events, failed authentications) nobody has acknowledged.",
+              static_cast<double>(**m.unacknowledged));
   }
-  metric(out, "citrus_backend_log_dropped_total", "counter", "Log lines dropped (queue full).", m.log.dropped());
-  out += "# HELP citrus_backend_storage_queued Storage calls waiting for their lane's thread.\n"
-         "# TYPE citrus_backend_storage_queued gauge\n"
-         "citrus_backend_storage_queued{lane=\"read\"} " + std::to_string(m.storage.queued(storage_lane::read)) + "\n"
-         "citrus_backend_storage_queued{lane=\"write\"} " + std::to_string(m.storage.queued(storage_lane::write)) + "\n";
-  metric(out, "citrus_backend_storage_refused_total", "counter",
-         "Storage calls refused because their lane's queue was full (answered storage_unavailable).", m.storage.refused());
-  return out;
+  out.counter("citrus_backend_log_dropped_total", "Log lines dropped (queue full).", m.log.dropped());
+  out.family("citrus_backend_storage_queued", metrics::type::gauge, "Storage calls waiting for their lane's thread.");
+  out.sample({{"lane", "read"}}, static_cast<double>(m.storage.queued(storage_lane::read)));
+  out.sample({{"lane", "write"}}, static_cast<double>(m.storage.queued(storage_lane::write)));
+  out.counter("citrus_backend_storage_refused_total",
+              "Storage calls refused because their lane's queue was full (answered storage_unavailable).", m.storage.refused());
+  return out.take();
 }
 
 // ------------------------------------------------------------------------------------------- serve
@@ -554,7 +543,9 @@ int serve(const serve_settings& s) {
   config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   config.rest.metrics_token = s.metrics_token;
   backend_service backend(std::move(config), backend_services{*storage, tokens, clk, random, log, gateway_audit, operations});
+  app::http_metrics http_metrics("citrus_backend");
   metric_sources sources{backend.gateway(), backend.link(), backend.sites(), *storage, nullptr, nullptr, &gateway_audit, log,
+                         http_metrics,
                          s.default_agent};
   std::optional<std::uint64_t> unacknowledged;
   sources.unacknowledged = &unacknowledged;
@@ -585,12 +576,20 @@ int serve(const serve_settings& s) {
   sources.server = &server;
   const static_files* pages = files ? &*files : nullptr;
   // Answers the REST API holds back (a login under brute force) wait on the loop's timers.
-  server.set_async_http_handler([&backend, &held, pages, tls](const wspp::http_request& request, wspp::http_responder responder) {
+  server.set_async_http_handler([&backend, &held, &http_metrics, pages, tls](const wspp::http_request& request,
+                                                                             wspp::http_responder responder) {
     // std::function needs a copyable target; the responder is move-only.
     auto waiting = std::make_shared<wspp::http_responder>(std::move(responder));
-    handle_http(request, backend, pages, tls, [&held, waiting](http_answer answer) {
-      held.send_after(answer.hold_back, std::move(*waiting), std::move(answer.response));
-    });
+    // Labels: the route's pattern (static files: "static"), never the raw path. The duration ends when
+    // the answer is ready; a login answer held back under brute force is not the service's latency.
+    const std::string_view route = pages && !is_api_target(request.target) ? std::string_view("static")
+                                                                           : rest_route_pattern(request.target);
+    handle_http(request, backend, pages, tls,
+                [&held, &http_metrics, waiting, route, method = std::string(app::method_label(request.method)),
+                 began = std::chrono::steady_clock::now()](http_answer answer) {
+                  http_metrics.record(route, method, answer.response.status, std::chrono::steady_clock::now() - began);
+                  held.send_after(answer.hold_back, std::move(*waiting), std::move(answer.response));
+                });
   });
 
   auto port = server.listen();

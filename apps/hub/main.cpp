@@ -3,9 +3,12 @@
 // Thin wiring: every rule lives in citrus::core (hub.hpp).
 #include <cstdio>
 #include <memory>
-#include <sstream>
+#include <chrono>
+#include <utility>
+#include <vector>
 #include <string>
 
+#include "citrus/app/app_metrics.hpp"
 #include "citrus/app/async_audit.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
@@ -16,7 +19,6 @@
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
-#include "citrus/core/http_auth.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
 #include "citrus/worker/storage_worker.hpp"
@@ -61,6 +63,8 @@ std::vector<option_spec> hub_options() {
       {"identity-rate", "", "50000",
        "Messages per second one commander or agent id may send over all its connections, in bursts of twice as "
        "many; 0: no limit."},
+      {"metrics-max-agents", "", "1000",
+       "Agents listed one by one on /metrics (citrus_hub_agent_online{agent}); beyond it only their count."},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug logs every message's metadata; info, warn, error."},
       {"ready-file", "", "", "Write the bound port to this file once listening (for tests and scripts)."},
       {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).", true,
@@ -68,52 +72,76 @@ std::vector<option_spec> hub_options() {
   };
 }
 
-std::string metrics_text(const citrus::hub& hub, const citrus::wspp::server& server, const citrus::app::json_logger& log,
-                         const citrus::app::async_audit& audit) {
-  const auto& c = hub.counters();
-  const auto sc = server.counters();
-  std::ostringstream out;
-  auto counter = [&](const char* name, const char* help, std::uint64_t value) {
-    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n" << name << ' ' << value << '\n';
-  };
-  auto gauge = [&](const char* name, const char* help, std::uint64_t value) {
-    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n" << name << ' ' << value << '\n';
-  };
-  counter("citrus_hub_messages_received_total", "Messages received.", c.received);
-  counter("citrus_hub_messages_routed_total", "Commands forwarded and updates delivered.", c.routed);
-  counter("citrus_hub_messages_rejected_total", "Messages answered with an error.", c.rejected);
-  counter("citrus_hub_messages_dropped_total", "Messages discarded (forged, unknown request, commander gone).", c.dropped);
-  counter("citrus_hub_rate_limited_total", "Messages refused by a rate limit.", c.rate_limited);
-  counter("citrus_hub_auth_ok_total", "Successful authentications.", c.auth_ok);
-  counter("citrus_hub_auth_failed_total", "Failed authentications.", c.auth_failed);
-  counter("citrus_hub_security_events_total", "Security events recorded.", c.security_events);
-  counter("citrus_hub_takeovers_total", "Sessions closed because a newer connection took their identity over.", c.takeovers);
-  counter("citrus_hub_takeovers_refused_total", "Connections refused: their identity was taken over too recently.",
-          c.takeovers_refused);
-  counter("citrus_hub_reauth_ok_total", "Sessions extended by an in-band re-authentication.", c.reauth_ok);
-  counter("citrus_hub_reauth_failed_total", "Sessions closed because their re-authentication was refused.", c.reauth_failed);
-  counter("citrus_hub_sessions_expired_total", "Sessions closed at the end of their lifetime (no re-authentication).",
-          c.sessions_expired);
-  counter("citrus_hub_sessions_revoked_total", "Sessions closed because their key was revoked.", c.sessions_revoked);
-  counter("citrus_hub_request_timeouts_total", "Requests failed by timeout.", c.timeouts);
-  counter("citrus_hub_progress_coalesced_total", "Progress updates coalesced under backpressure.", c.coalesced);
-  counter("citrus_hub_slow_consumers_total", "Connections closed as slow consumers.", c.slow_consumers);
-  gauge("citrus_hub_requests_in_flight", "Requests routed and not finished.", hub.requests_in_flight());
-  gauge("citrus_hub_connections", "Open WebSocket connections.", server.connection_count());
-  counter("citrus_hub_connections_refused_total", "Connections refused at accept (limit).", sc.refused_connections);
-  counter("citrus_hub_connections_refused_per_address_total", "Connections refused at accept (per-address limit).",
-          sc.refused_per_address);
-  counter("citrus_hub_handshake_failures_total", "Failed or timed-out handshakes.", sc.handshake_failures);
-  counter("citrus_hub_control_frames_rate_limited_total", "Connections closed for sending pings or pongs too fast.",
-          sc.control_rate_limited);
-  counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", log.dropped());
-  counter("citrus_hub_audit_dropped_total", "Audit events dropped (queue full).", audit.dropped());
-  counter("citrus_hub_audit_refused_total", "Commands refused because the audit queue was full (fail closed).",
-          c.audit_refused);
-  counter("citrus_hub_audit_failed_total",
-          "Audit events not stored: a failed database write, refused by the backend, or undelivered at exit.",
-          audit.failed());
-  return out.str();
+/// What /metrics reads, on the loop thread.
+struct metrics_sources {
+  const citrus::hub& hub;
+  const citrus::wspp::server& server;
+  const citrus::app::json_logger& log;
+  const citrus::app::async_audit& audit;
+  const citrus::app::http_metrics& http;
+  std::size_t max_agent_series;  ///< per-agent presence lines beyond it are left out (the count stays)
+};
+
+std::string metrics_text(const metrics_sources& m) {
+  namespace metrics = citrus::metrics;
+  const auto& c = m.hub.counters();
+  metrics::exposition out;
+  citrus::app::append_build_info(out);
+  if (auto process = citrus::app::read_process_sample()) citrus::app::append_process_metrics(out, *process);
+  out.counter("citrus_hub_messages_received_total", "Messages received.", c.received);
+  out.family("citrus_hub_messages_handled_total", metrics::type::counter,
+             "Messages by outcome: routed (commands forwarded, updates delivered), rejected (answered with an error), "
+             "dropped (forged, unknown request, commander gone).");
+  out.sample({{"outcome", "routed"}}, c.routed);
+  out.sample({{"outcome", "rejected"}}, c.rejected);
+  out.sample({{"outcome", "dropped"}}, c.dropped);
+  out.counter("citrus_hub_rate_limited_total", "Messages refused by a rate limit.", c.rate_limited);
+  out.family("citrus_hub_auth_total", metrics::type::counter,
+             "Authentications by the role claimed (commander, agent, none) and outcome (ok, failed).");
+  for (const auto& [role, counts] : {std::pair<const char*, const citrus::auth_counts&>{"commander", c.auth_commander},
+                                     {"agent", c.auth_agent}, {"none", c.auth_no_role}}) {
+    out.sample({{"role", role}, {"outcome", "ok"}}, counts.ok);
+    out.sample({{"role", role}, {"outcome", "failed"}}, counts.failed);
+  }
+  out.counter("citrus_hub_security_events_total", "Security events recorded.", c.security_events);
+  out.family("citrus_hub_takeovers_total", metrics::type::counter,
+             "Take-overs of an identity by a newer connection: replaced (the older session closed), refused (the "
+             "identity was taken over too recently).");
+  out.sample({{"outcome", "replaced"}}, c.takeovers);
+  out.sample({{"outcome", "refused"}}, c.takeovers_refused);
+  out.family("citrus_hub_reauth_total", metrics::type::counter,
+             "In-band re-authentications: ok (the session extended), failed (the session closed).");
+  out.sample({{"outcome", "ok"}}, c.reauth_ok);
+  out.sample({{"outcome", "failed"}}, c.reauth_failed);
+  out.family("citrus_hub_sessions_closed_total", metrics::type::counter,
+             "Sessions the hub ended: expired (no re-authentication within their lifetime), revoked (their key revoked).");
+  out.sample({{"reason", "expired"}}, c.sessions_expired);
+  out.sample({{"reason", "revoked"}}, c.sessions_revoked);
+  out.counter("citrus_hub_request_timeouts_total", "Requests failed by timeout.", c.timeouts);
+  out.counter("citrus_hub_progress_coalesced_total", "Progress updates coalesced under backpressure.", c.coalesced);
+  out.counter("citrus_hub_slow_consumers_total", "Connections closed as slow consumers.", c.slow_consumers);
+  out.gauge("citrus_hub_requests_in_flight", "Requests routed and not finished.", static_cast<double>(m.hub.requests_in_flight()));
+  out.family("citrus_hub_command_duration_seconds", metrics::type::histogram,
+             "Routed commands from routing to their final update, by outcome (ok results; failed: everything else).");
+  out.histogram({{"outcome", "ok"}}, c.command_ok_seconds);
+  out.histogram({{"outcome", "failed"}}, c.command_failed_seconds);
+  const std::vector<std::string> agents = m.hub.online_agents();
+  out.gauge("citrus_hub_agents_online", "Agents authenticated on this hub.", static_cast<double>(agents.size()));
+  out.family("citrus_hub_agent_online", citrus::metrics::type::gauge,
+             "1 for each agent authenticated on this hub (at most --metrics-max-agents series; an agent that leaves "
+             "disappears).");
+  for (std::size_t i = 0; i < agents.size() && i < m.max_agent_series; ++i) out.sample({{"agent", agents[i]}}, 1.0);
+  citrus::app::append_server_metrics(out, "citrus_hub", m.server.connection_count(), m.server.counters());
+  m.http.append(out);
+  out.counter("citrus_hub_log_dropped_total", "Log lines dropped (queue full).", m.log.dropped());
+  out.family("citrus_hub_audit_lost_total", metrics::type::counter,
+             "Audit events not stored: queue_full (dropped at once), not_stored (a failed database write, refused by "
+             "the backend, or undelivered at exit).");
+  out.sample({{"reason", "queue_full"}}, m.audit.dropped());
+  out.sample({{"reason", "not_stored"}}, m.audit.failed());
+  out.counter("citrus_hub_audit_refused_total", "Commands refused because the audit queue was full (fail closed).",
+              c.audit_refused);
+  return out.take();
 }
 
 }  // namespace
@@ -161,6 +189,11 @@ int main(int argc, char** argv) {
   }
   if (!max_connections || *max_connections < 1) {
     citrus::app::print_error("citrus-hub", "--max-connections must be a positive number");
+    return 2;
+  }
+  const auto max_agent_series = opts.get_int("metrics-max-agents");
+  if (!max_agent_series || *max_agent_series < 0) {
+    citrus::app::print_error("citrus-hub", "--metrics-max-agents must be a number >= 0");
     return 2;
   }
   std::string metrics_token;  // empty: /metrics is open
@@ -297,27 +330,10 @@ int main(int argc, char** argv) {
   server_options.tls_certificate_file = opts.get("tls-cert");
   server_options.tls_private_key_file = opts.get("tls-key");
   citrus::wspp::server server(loop, hub, server_options, log);
+  citrus::app::http_metrics http_metrics("citrus_hub");
+  const metrics_sources sources{hub, server, log, *audit, http_metrics, static_cast<std::size_t>(*max_agent_series)};
   server.set_http_handler([&](const citrus::wspp::http_request& request) {
-    citrus::wspp::http_response response;
-    response.headers.push_back({"Cache-Control", "no-store"});
-    if (request.method == "GET" && request.target == "/healthz") {
-      response.headers.push_back({"Content-Type", "application/json"});
-      response.body = R"({"status":"ok"})";
-    } else if (request.method == "GET" && request.target == "/metrics" && !metrics_token.empty() &&
-               !citrus::bearer_matches(request.header("Authorization"), metrics_token)) {
-      response.status = 401;
-      response.headers.push_back({"WWW-Authenticate", "Bearer"});
-      response.headers.push_back({"Content-Type", "application/json"});
-      response.body = R"({"success":false,"message":"Authentication required"})";
-    } else if (request.method == "GET" && request.target == "/metrics") {
-      response.headers.push_back({"Content-Type", "text/plain; version=0.0.4"});
-      response.body = metrics_text(hub, server, log, *audit);
-    } else {
-      response.status = 404;
-      response.headers.push_back({"Content-Type", "application/json"});
-      response.body = R"({"success":false,"message":"Not found"})";
-    }
-    return response;
+    return citrus::app::serve_health_and_metrics(request, metrics_token, [&] { return metrics_text(sources); }, http_metrics);
   });
 
   // Routing runs in batches: messages of one I/O burst are queued, then routed by priority.

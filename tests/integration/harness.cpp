@@ -318,9 +318,15 @@ void platform::start_hub() {
 }
 
 void platform::start_agent(const std::string& key) {
+  std::vector<std::string> argv{CITRUS_AGENT_EXE, "--hub-url", hub_url(), "--agent-id", "agent-1", "--trust", "backend-1",
+                                "--root", sites_root, "--step-delay-ms", std::to_string(opts_.step_delay_ms)};
+  if (opts_.agent_metrics) {
+    fs::remove(dir + "/agent-metrics.port");
+    for (const char* arg : {"--metrics-listen", "127.0.0.1:0", "--ready-file"}) argv.emplace_back(arg);
+    argv.push_back(dir + "/agent-metrics.port");
+  }
   agent = std::make_unique<process>(
-      std::vector<std::string>{CITRUS_AGENT_EXE, "--hub-url", hub_url(), "--agent-id", "agent-1", "--trust", "backend-1",
-                               "--root", sites_root, "--step-delay-ms", std::to_string(opts_.step_delay_ms)},
+      std::move(argv),
       dir + "/agent-" + std::to_string(++agent_starts_) + ".log",
       std::vector<std::string>{"CITRUS_AGENT_KEY=" + (key.empty() ? agent_key : key)});
 }
@@ -340,6 +346,9 @@ void platform::kill_agent() {
 std::string platform::backend_url() const { return "http://127.0.0.1:" + std::to_string(backend_port); }
 std::string platform::backend_ws() const { return "ws://127.0.0.1:" + std::to_string(backend_port) + "/ws"; }
 std::string platform::hub_url() const { return "ws://127.0.0.1:" + std::to_string(hub_port) + "/"; }
+std::string platform::agent_metrics_url() const {
+  return "http://127.0.0.1:" + std::to_string(wait_for_port(dir + "/agent-metrics.port"));
+}
 
 std::string platform::login(const std::string& user, const std::string& password) {
   auto r = http("POST", backend_url() + "/api/login", R"({"username":")" + user + R"(","password":")" + password + R"("})");

@@ -116,6 +116,7 @@ class platform {
     std::vector<std::string> hub_args;         ///< more hub flags, after the others
     bool hub_db = true;  ///< false: the hub gets no --db and verifies everything through the backend
     std::vector<std::string> server_env;       ///< more NAME=value environment for the backend and the hub
+    bool agent_metrics = false;  ///< the agent serves /metrics (--metrics-listen on a free port): agent_metrics_url()
   };
   explicit platform(options opts);
   platform() : platform(options{}) {}
@@ -132,6 +133,8 @@ class platform {
   std::string backend_url() const;  ///< http://127.0.0.1:PORT
   std::string backend_ws() const;   ///< ws://127.0.0.1:PORT/ws
   std::string hub_url() const;      ///< ws://127.0.0.1:PORT/
+  /// http://127.0.0.1:PORT of the agent's metrics listener (options::agent_metrics), once it listens.
+  std::string agent_metrics_url() const;
   std::string login(const std::string& user, const std::string& password);
   /// Waits until the backend reports the agent online (its deploys then reach it).
   bool wait_agent_online(std::chrono::milliseconds timeout = 15s);

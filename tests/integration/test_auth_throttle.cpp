@@ -93,7 +93,7 @@ TEST_SUITE("auth_throttle") {
     CHECK(audit_count(p, audit_kind::security_event, "verify_agent", 12, "denied") == 12);  // the backend saw each
     CHECK(audit_count(p, audit_kind::security_event, "hub_auth_failures", 1, "flagged") == 1);
     CHECK(audit_count(p, audit_kind::security_event, "hub_auth_lockout", 0) == 0);
-    CHECK(metric(hub_metrics(p), "citrus_hub_auth_failed_total") == 12);
+    CHECK(metric(hub_metrics(p), R"(citrus_hub_auth_total{role="agent",outcome="failed"})") == 12);
     const std::string alice = p.login("alice", "alice-pw");
     auto alice_ws = user_socket(p, alice);
     auto created = http("POST", p.backend_url() + "/api/sites", R"({"name":"after-guesses","url":"https://a.test"})", {bearer(alice)});
@@ -115,7 +115,7 @@ TEST_SUITE("auth_throttle") {
     CHECK(audit_count(p, audit_kind::security_event, "hub_auth_lockout", 1, "locked") == 1);
     CHECK(audit_count(p, audit_kind::authentication, "hub_auth", 51, "denied") == 51);
     CHECK(audit_count(p, audit_kind::security_event, "verify_agent", 50, "denied") == 50);  // the locked one never reached it
-    CHECK(metric(hub_metrics(p), "citrus_hub_takeovers_total") == 0);  // the right key from there took nothing over
+    CHECK(metric(hub_metrics(p), R"(citrus_hub_takeovers_total{outcome="replaced"})") == 0);  // the right key from there took nothing over
     CHECK(p.wait_agent_online(1s));
     // Another address is not affected: its guess is verified, and refused as wrong, not as locked.
     auto [other_code, other_texts] = hub_attempt(p, "127.0.0.4", "agent", "agent-1", "ak_other");
@@ -198,13 +198,13 @@ TEST_SUITE("auth_throttle") {
                   twin_root, "--step-delay-ms", "50"},
                  p.dir + "/agent-twin.log", {"CITRUS_AGENT_KEY=" + p.agent_key});
     const auto deadline = std::chrono::steady_clock::now() + 15s;
-    while (metric(hub_metrics(p), "citrus_hub_takeovers_total") < 1 && std::chrono::steady_clock::now() < deadline)
+    while (metric(hub_metrics(p), R"(citrus_hub_takeovers_total{outcome="replaced"})") < 1 && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(100ms);
-    REQUIRE(metric(hub_metrics(p), "citrus_hub_takeovers_total") == 1);
+    REQUIRE(metric(hub_metrics(p), R"(citrus_hub_takeovers_total{outcome="replaced"})") == 1);
     std::this_thread::sleep_for(4s);  // a few seconds in which two fighting processes would swap many times
     std::string metrics = hub_metrics(p);
-    CHECK(metric(metrics, "citrus_hub_takeovers_total") == 1);
-    CHECK(metric(metrics, "citrus_hub_takeovers_refused_total") == 0);  // the first one did not even retry yet
+    CHECK(metric(metrics, R"(citrus_hub_takeovers_total{outcome="replaced"})") == 1);
+    CHECK(metric(metrics, R"(citrus_hub_takeovers_total{outcome="refused"})") == 0);  // the first one did not even retry yet
     CHECK(log_lines(first_log, "hub_session_replaced") == 1);  // one clear line, then it waits 60 s
     CHECK(log_lines(first_log, "hub_connection_open") == 1);
     CHECK(log_lines(twin.log_file(), "hub_session_replaced") == 0);
@@ -223,8 +223,8 @@ TEST_SUITE("auth_throttle") {
             R"({"v":1,"type":"error","code":"identity_in_use","message":"This identity is in use by another connection"})");
     }
     metrics = hub_metrics(p);
-    CHECK(metric(metrics, "citrus_hub_takeovers_total") == 1);
-    CHECK(metric(metrics, "citrus_hub_takeovers_refused_total") == 5);
+    CHECK(metric(metrics, R"(citrus_hub_takeovers_total{outcome="replaced"})") == 1);
+    CHECK(metric(metrics, R"(citrus_hub_takeovers_total{outcome="refused"})") == 5);
     CHECK(audit_count(p, audit_kind::security_event, "hub_takeover", 1, "replaced") == 1);
     CHECK(audit_count(p, audit_kind::security_event, "hub_takeover_refused", 5, "refused") == 5);
     CHECK(log_lines(twin.log_file(), "hub_session_replaced") == 0);
@@ -235,7 +235,7 @@ TEST_SUITE("auth_throttle") {
     REQUIRE(hub_login(intruder, p, "commander", "backend-1", p.commander_key));
     intruder.pump(3s);
     CHECK(intruder.open());  // not displaced back
-    CHECK(metric(hub_metrics(p), "citrus_hub_takeovers_total") == 2);
+    CHECK(metric(hub_metrics(p), R"(citrus_hub_takeovers_total{outcome="replaced"})") == 2);
     CHECK(log_lines(p.backend->log_file(), "hub_session_replaced") == 1);
   }
 }

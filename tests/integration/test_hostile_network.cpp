@@ -187,7 +187,7 @@ TEST_SUITE("hostile_network") {
     }
     long long probes_refused = 0;
     REQUIRE(serves(hub_http(p) + "/healthz", &probes_refused));
-    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, "citrus_hub_connections_refused_total") == 14 + probes_refused);
+    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, R"(citrus_hub_tcp_refused_total{reason="max_connections"})") == 14 + probes_refused);
 
     {
       // The backend holds alice's WebSocket: 7 of 20 new ones fit.
@@ -198,7 +198,7 @@ TEST_SUITE("hostile_network") {
     }
     probes_refused = 0;
     REQUIRE(serves(p.backend_url() + "/healthz", &probes_refused));
-    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, "citrus_backend_tcp_refused_total") == 13 + probes_refused);
+    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, R"(citrus_backend_tcp_refused_total{reason="max_connections"})") == 13 + probes_refused);
 
     CHECK(p.hub->running());
     CHECK(p.backend->running());
@@ -218,9 +218,9 @@ TEST_SUITE("hostile_network") {
     std::vector<std::unique_ptr<raw_socket>> held;
     CHECK(flood(p.hub_port, "/", 20, held, "127.0.0.2") == 4);
     CHECK(flood(p.backend_port, "/ws", 20, held, "127.0.0.2") == 4);
-    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, "citrus_hub_connections_refused_per_address_total") == 16);
-    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, "citrus_backend_tcp_refused_per_address_total") == 16);
-    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, "citrus_hub_connections_refused_total") == 0);
+    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, R"(citrus_hub_tcp_refused_total{reason="per_address"})") == 16);
+    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, R"(citrus_backend_tcp_refused_total{reason="per_address"})") == 16);
+    CHECK(metric(http("GET", hub_http(p) + "/metrics").body, R"(citrus_hub_tcp_refused_total{reason="max_connections"})") == 0);
 
     // Another address still gets in at both, while the flood holds its four.
     raw_socket other_hub(p.hub_port, 0, "127.0.0.3");
@@ -379,7 +379,7 @@ TEST_SUITE("hostile_network") {
     // What the kernel had buffered for it: a few pongs, then the close frame.
     CHECK(flooder.drain_to_close(2s) == 4008);
     const std::string m = http("GET", hub_http(p) + "/metrics").body;
-    CHECK(metric(m, "citrus_hub_control_frames_rate_limited_total") == 1);
+    CHECK(metric(m, R"(citrus_hub_ws_closed_by_server_total{reason="control_frames_rate_limited"})") == 1);
     CHECK(p.hub->running());
     check_deploy_end_to_end(p, alice, *alice_ws, "after-ping-flood");
   }
@@ -409,7 +409,7 @@ TEST_SUITE("hostile_network") {
     CHECK(flood.dropped);
     CHECK(flood.rss_growth_kib < (4 << 10) + (8 << 10));
     CHECK(flooder.drain_to_close(2s) == 4008);
-    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, "citrus_backend_ws_control_frames_rate_limited_total") == 1);
+    CHECK(metric(http("GET", p.backend_url() + "/metrics").body, R"(citrus_backend_ws_closed_by_server_total{reason="control_frames_rate_limited"})") == 1);
     CHECK(p.backend->running());
     check_still_serving(p);
   }
@@ -556,8 +556,8 @@ TEST_SUITE("hostile_network") {
     CHECK(audit_count(p, audit_kind::authentication, "hub_auth", 5, "denied") == 5);
     CHECK(audit_count(p, audit_kind::security_event, "verify_agent", 5, "denied") == 5);  // the backend saw each guess
     const std::string metrics = http("GET", hub_http(p) + "/metrics").body;
-    CHECK(metric(metrics, "citrus_hub_auth_failed_total") == 5);
-    CHECK(metric(metrics, "citrus_hub_takeovers_total") == 0);
+    CHECK(metric(metrics, R"(citrus_hub_auth_total{role="agent",outcome="failed"})") == 5);
+    CHECK(metric(metrics, R"(citrus_hub_takeovers_total{outcome="replaced"})") == 0);
 
     // POST /api/verify-agent: an unknown agent and a wrong key get the very same answer.
     const std::vector<std::string> hub_auth = {"Authorization: Bearer hub-1:" + p.hub_key};

@@ -47,6 +47,33 @@ TEST_SUITE("commander_link") {
     CHECK(run1.rfind("r5f0c2a9e41d3-", 0) == 0);
     CHECK(run2.rfind("rb71e08c4d295-", 0) == 0);
   }
+
+  TEST_CASE("command latency: send() to the final update, a success apart from a failure") {
+    hub_fixture f;
+    ignore_updates quiet;
+    commander_link link(commander_link_config{"backend-1", f.backend_key}, f.clk, f.log, quiet);
+    auto& end = f.net->connect(link);
+    auto [agent, agent_end] = f.connect("agent", "agent-1", f.agent1_key);
+    f.net->run();
+    REQUIRE(link.online());
+    auto ok = link.send(command_request{"site.status", agent_id{"agent-1"}, R"({"site_id":1})"});
+    auto lost = link.send(command_request{"site.status", agent_id{"agent-1"}, R"({"site_id":2})"});
+    REQUIRE(ok);
+    REQUIRE(lost);
+    f.net->run();
+    f.clk.advance(std::chrono::milliseconds(200));
+    agent->send(result_frame(ok->value(), "backend-1"));
+    f.net->run();
+    CHECK(link.command_seconds(true).count() == 1);
+    CHECK(link.command_seconds(true).sum() == doctest::Approx(0.2));
+    CHECK(link.command_seconds(false).count() == 0);
+    f.clk.advance(std::chrono::milliseconds(300));
+    end.close(close_code::going_away, "backend stopping");  // the other one fails: hub_unavailable
+    f.net->run();
+    CHECK(link.command_seconds(false).count() == 1);
+    CHECK(link.command_seconds(false).sum() == doctest::Approx(0.5));
+    CHECK(link.command_seconds(true).count() == 1);
+  }
 }
 
 }  // namespace citrus::testing

@@ -242,6 +242,45 @@ TEST_SUITE("hub") {
     CHECK(f.hub().counters().timeouts == 2);
   }
 
+  TEST_CASE("command latency: routing to the final update, by outcome, on the hub's clock") {
+    hub_config cfg;
+    cfg.request_timeout = 10s;
+    routed f(cfg);
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.backend->send(command_frame("r2", "agent-1"));
+    f.backend->send(command_frame("r3", "agent-2"));
+    f.net->run();
+    f.clk.advance(30ms);
+    f.agent1->send(result_frame("r1", "backend-1"));
+    f.agent1->send(result_frame("r2", "backend-1", "failed"));
+    f.net->run();
+    f.clk.advance(11s);
+    f.hub().tick();  // r3 times out: a failure after 11.03 s
+    f.net->run();
+    const auto& ok = f.hub().counters().command_ok_seconds;
+    const auto& failed = f.hub().counters().command_failed_seconds;
+    CHECK(ok.count() == 1);
+    CHECK(ok.sum() == doctest::Approx(0.03));
+    CHECK(failed.count() == 2);
+    CHECK(failed.sum() == doctest::Approx(0.03 + 11.03));
+    // 0.03 s lands in the le="0.05" bucket, 11.03 s in le="30".
+    const auto& bounds = failed.upper_bounds();
+    const auto at = [&](double le) { return std::find(bounds.begin(), bounds.end(), le) - bounds.begin(); };
+    CHECK(failed.bucket_counts()[static_cast<std::size_t>(at(0.05))] == 1);
+    CHECK(failed.bucket_counts()[static_cast<std::size_t>(at(30))] == 1);
+  }
+
+  TEST_CASE("online_agents lists the authenticated agents only, sorted, and forgets one that leaves") {
+    routed f;
+    CHECK(f.hub().online_agents() == std::vector<std::string>{"agent-1", "agent-2"});
+    f.connect("agent", "agent-0", "ak_wrong");  // refused: never listed
+    f.agent1_end->close(close_code::going_away, "bye");
+    f.net->run();
+    CHECK(f.hub().online_agents() == std::vector<std::string>{"agent-2"});
+    CHECK(f.hub().counters().auth_agent.ok == 2);
+    CHECK(f.hub().counters().auth_commander.ok == 2);
+  }
+
   TEST_CASE("duplicate request ids and the in-flight cap") {
     hub_config cfg;
     cfg.max_in_flight_per_commander = 2;
@@ -307,7 +346,10 @@ TEST_SUITE("hub_auth") {
     }
     CHECK(e1->closed_with() == close_code::auth_failed);
     CHECK_FALSE(f.hub().agent_online("agent-1"));
-    CHECK(f.hub().counters().auth_failed == 3);
+    // Counted by the role each claimed: the user token claimed none.
+    CHECK(f.hub().counters().auth_agent.failed == 1);
+    CHECK(f.hub().counters().auth_commander.failed == 1);
+    CHECK(f.hub().counters().auth_no_role.failed == 1);
     CHECK_FALSE(f.log.mentions("ak_wrong"));
     CHECK_FALSE(f.log.mentions(f.backend_key));
   }
@@ -447,7 +489,9 @@ TEST_SUITE("hub_auth") {
     REQUIRE(real.first->messages.size() == 1);
     CHECK(contains(real.first->messages[0], R"("type":"auth_ok")"));
     CHECK(f.hub().agent_online("agent-1"));
-    CHECK(f.hub().counters().auth_failed == 12);
+    CHECK(f.hub().counters().auth_agent.failed == 12);
+    CHECK(f.hub().counters().auth_agent.ok == 1);
+    CHECK(f.hub().counters().auth_commander.failed == 0);
     CHECK(f.audit_count(audit_kind::authentication, "hub_auth", "denied") == 12);
     auto events = f.db.audit().query({audit_kind::security_event, 100});
     REQUIRE(events);

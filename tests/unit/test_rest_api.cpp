@@ -173,11 +173,11 @@ TEST_SUITE("rest_api") {
     CHECK(metrics.status == 200);
     CHECK(metrics.body == "citrus_up 1\n");
     CHECK(metrics.content_type == "text/plain; version=0.0.4");
-    f.metrics = [] { return std::string("citrus_hub_routed_total 42\n"); };
+    f.metrics = [] { return std::string("citrus_hub_messages_received_total 42\n"); };
     rest_api with_metrics(no_address_limit(), f.services());
     auto custom = rest_fixture::call_on(with_metrics, "GET", "/metrics");
     CHECK(custom.status == 200);
-    CHECK(custom.body == "citrus_hub_routed_total 42\n");
+    CHECK(custom.body == "citrus_hub_messages_received_total 42\n");
 
     // With a metrics token, only the scraper that presents it reads them.
     rest_config guarded = no_address_limit();
@@ -189,11 +189,11 @@ TEST_SUITE("rest_api") {
       auto refused = rest_fixture::call_on(with_token, "GET", "/metrics", {}, authorization);
       CHECK(refused.status == 401);
       CHECK(refused.header("WWW-Authenticate") == "Bearer");
-      CHECK(refused.body.find("citrus_hub_routed_total") == std::string::npos);
+      CHECK(refused.body.find("citrus_hub_messages_received_total") == std::string::npos);
     }
     auto scraped = rest_fixture::call_on(with_token, "GET", "/metrics", {}, "bearer  scrape-secret-0123456789 ");
     CHECK(scraped.status == 200);
-    CHECK(scraped.body == "citrus_hub_routed_total 42\n");
+    CHECK(scraped.body == "citrus_hub_messages_received_total 42\n");
     CHECK_FALSE(f.log.mentions("scrape-secret"));
 
     for (const char* path : {"/nope", "/api", "/api/", "/api/sites/1/deploy/now", "/api/admin", "/api/token",
@@ -1442,5 +1442,15 @@ TEST_SUITE("rest_api") {
     CHECK(f.call("GET", "/api/admin/audit/flagged").status == 401);
     CHECK(f.audit_count(audit_kind::security_event, "audit.ack", "denied") == 1);
     CHECK(f.audit_count(audit_kind::security_event, "audit.read", "denied") == 1);
+  }
+
+  TEST_CASE("rest_route_pattern: the route's pattern for metric labels, never the raw path or query") {
+    CHECK(rest_route_pattern("/api/sites/42") == "/api/sites/:id");
+    CHECK(rest_route_pattern("/api/sites/42/deploy?x=1") == "/api/sites/:id/deploy");
+    CHECK(rest_route_pattern("/api/admin/agents/agent-7/rotate") == "/api/admin/agents/:agentId/rotate");
+    CHECK(rest_route_pattern("/api/admin/audit?actor=user:1") == "/api/admin/audit");
+    CHECK(rest_route_pattern("/metrics") == "/metrics");
+    CHECK(rest_route_pattern("/api/sites/1/deploy/now") == "unmatched");
+    CHECK(rest_route_pattern("/etc/passwd") == "unmatched");
   }
 }

@@ -1182,6 +1182,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
 // ------------------------------------------------------------------------------------------ rest_api
 
+std::string_view rest_route_pattern(std::string_view target) noexcept { return match(target).name; }
+
 rest_api::rest_api(rest_config config, rest_services services)
     : impl_(std::make_shared<impl>(config, std::move(services))) {}
 

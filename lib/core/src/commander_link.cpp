@@ -27,6 +27,7 @@ struct pending_request {
   std::string op;
   std::string agent;
   steady_time deadline{};
+  steady_time sent{};  ///< for the latency histograms
 };
 }  // namespace
 
@@ -51,9 +52,12 @@ struct commander_link::impl {
   std::string out;
   std::unordered_map<std::string, pending_request> pending;
   std::unordered_set<std::string> agents_online;
+  metrics::histogram succeeded_seconds{metrics::command_latency_buckets()};
+  metrics::histogram failed_seconds{metrics::command_latency_buckets()};
 
   void finish(const std::string& request, pending_request p, command_update::kind what, std::string code,
               std::string message, std::string payload) {
+    (what == command_update::kind::succeeded ? succeeded_seconds : failed_seconds).observe(clk.steady_now() - p.sent);
     command_update u;
     u.what = what;
     u.request = request_id{request};
@@ -144,6 +148,9 @@ commander_link::~commander_link() = default;
 
 bool commander_link::online() const noexcept { return impl_->conn && impl_->authenticated; }
 std::size_t commander_link::in_flight() const noexcept { return impl_->pending.size(); }
+const metrics::histogram& commander_link::command_seconds(bool succeeded) const noexcept {
+  return succeeded ? impl_->succeeded_seconds : impl_->failed_seconds;
+}
 bool commander_link::agent_online(std::string_view agent) const {
   return impl_->agents_online.count(std::string(agent)) > 0;
 }
@@ -162,8 +169,8 @@ result<request_id> commander_link::send(const command_request& command) {
   e.payload = command.payload_json;
   protocol::write(m.out, e);
   if (m.conn->send(m.out) != send_status::ok) return errc::hub_unavailable;
-  m.pending.emplace(id, pending_request{command.op, command.agent.value(),
-                                        m.clk.steady_now() + m.cfg.request_timeout});
+  const steady_time now = m.clk.steady_now();
+  m.pending.emplace(id, pending_request{command.op, command.agent.value(), now + m.cfg.request_timeout, now});
   return request_id{std::move(id)};
 }
 

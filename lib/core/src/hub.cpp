@@ -93,7 +93,7 @@ struct route {
   std::string request;
   steady_time deadline{};
   std::string op;         ///< for the audit trail's final event
-  steady_time started{};  ///< when it was routed: the final event's timing
+  steady_time started{};  ///< when it was routed: the latency histograms and the final event's timing
 };
 
 enum class outbound_kind { command, progress, final };
@@ -173,9 +173,9 @@ struct hub::impl {
 
   /// Records a route, reusing a spare node when there is one.
   void add_route(const std::string& key, std::string_view commander, std::string_view agent, std::string_view request,
-                 steady_time deadline) {
+                 steady_time deadline, steady_time started) {
     if (spare_routes.empty()) {
-      routes.emplace(key, route{std::string(commander), std::string(agent), std::string(request), deadline, {}, {}});
+      routes.emplace(key, route{std::string(commander), std::string(agent), std::string(request), deadline, {}, started});
       return;
     }
     route_map::node_type node = std::move(spare_routes.back());
@@ -186,6 +186,7 @@ struct hub::impl {
     r.agent.assign(agent.data(), agent.size());
     r.request.assign(request.data(), request.size());
     r.deadline = deadline;
+    r.started = started;
     routes.insert(std::move(node));
   }
 
@@ -368,7 +369,7 @@ struct hub::impl {
       return;
     }
     if (e.token.size() > 0 || e.role.empty()) {  // user tokens belong to the backend, not the hub
-      auth_failure(s, id, "user token offered to hub", "");
+      auth_failure(s, id, "user token offered to hub", "", stats.auth_no_role);
       return;
     }
     const principal_kind kind = e.role == "commander" ? principal_kind::commander : principal_kind::agent;
@@ -377,7 +378,7 @@ struct hub::impl {
     // A locked address is refused unverified, so brute force from it learns nothing, not even from
     // the right key. The identity itself is never locked: its owner connects from elsewhere.
     if (auth_by_address.locked(s.address, now())) {
-      ++stats.auth_failed;
+      ++auth_stats(kind).failed;
       refuse_auth(s, id, std::move(target), "address locked out", errc::account_locked, close_code::auth_failed,
                   "too many failed attempts from this address");
       return;
@@ -404,7 +405,7 @@ struct hub::impl {
         // Only a definite refusal counts towards a lockout: an unreachable verifier is nobody's guess.
         // It is answered as retryable (storage_unavailable, 1013), not as a wrong key.
         if (!r && r.error() != make_error_code(errc::auth_failed)) {
-          ++stats.auth_failed;
+          ++auth_stats(kind).failed;
           svc.log.log(log_level::warn, "auth_unavailable",
                       {field("conn", static_cast<std::int64_t>(id.value())), field("target", target)});
           refuse_auth(*sp, id, target, "verification unavailable", errc::storage_unavailable,
@@ -412,7 +413,7 @@ struct hub::impl {
           return;
         }
         count_auth_failure(*sp, id, target);
-        auth_failure(*sp, id, "bad credentials", target);
+        auth_failure(*sp, id, "bad credentials", target, auth_stats(kind));
         return;
       }
       auth_success(*sp, id, std::move(*r));
@@ -440,8 +441,12 @@ struct hub::impl {
                      "address locked for " + std::to_string(cfg.auth_failures_per_address.lockout.count()) + " s");
   }
 
-  void auth_failure(session& s, connection_id id, std::string_view detail, std::string target) {
-    ++stats.auth_failed;
+  auth_counts& auth_stats(principal_kind kind) {
+    return kind == principal_kind::commander ? stats.auth_commander : stats.auth_agent;
+  }
+
+  void auth_failure(session& s, connection_id id, std::string_view detail, std::string target, auth_counts& counts) {
+    ++counts.failed;
     svc.log.log(log_level::warn, "auth_failed",
                 {field("conn", static_cast<std::int64_t>(id.value())), field("remote", s.conn->remote_address()),
                  field("target", target)});
@@ -509,7 +514,7 @@ struct hub::impl {
       a.online = true;
       set_trusted(a, std::move(p.grants));
     }
-    ++stats.auth_ok;
+    ++auth_stats(p.kind).ok;
     s.identity = p.id;
     s.strikes = 0;
     svc.log.log(log_level::info, "auth_ok",
@@ -587,7 +592,8 @@ struct hub::impl {
 
   void reauth_refused(session& s, connection_id id, std::string target, std::string_view detail) {
     ++stats.reauth_failed;
-    ++stats.auth_failed;
+    // A refused re-authentication is a failed authentication of that role too.
+    ++(s.role == session_role::commander ? stats.auth_commander : stats.auth_agent).failed;
     svc.log.log(log_level::warn, "reauth_failed",
                 {field("conn", static_cast<std::int64_t>(id.value())), field("target", target)});
     refuse_auth(s, id, std::move(target), detail, errc::auth_failed, close_code::auth_failed, "authentication failed");
@@ -872,12 +878,8 @@ struct hub::impl {
     } else {
       deliver(*a, item.frame, outbound_kind::command, item.request);
     }
-    add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout);
-    if (cfg.audit_commands) {
-      route& added = routes.find(key)->second;
-      added.op = item.op;
-      added.started = t;
-    }
+    add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout, t);
+    if (cfg.audit_commands) routes.find(key)->second.op = item.op;
     ++c.in_flight;
     ++stats.routed;
     if (svc.log.enabled(log_level::debug))
@@ -919,8 +921,11 @@ struct hub::impl {
     }
   }
 
-  /// The final event of a routed command: after the fact, so record() (a full queue counts it dropped).
+  /// The final event of a routed command, timed (the latency histograms) and audited: after the fact,
+  /// so record() (a full queue counts it dropped).
   void audit_final(const route& r, std::string_view outcome, steady_time t) {
+    // A peer hub's final update carries no outcome the hub read ("remote"): timed there, not here.
+    if (outcome != "remote") (outcome == "ok" ? stats.command_ok_seconds : stats.command_failed_seconds).observe(t - r.started);
     if (!cfg.audit_commands) return;
     svc.audit.record(command_audit::finished(svc.clk.wall_now(), r.commander, r.agent, r.op, r.request, outcome,
                                              std::chrono::duration_cast<std::chrono::milliseconds>(t - r.started)));
@@ -1055,6 +1060,13 @@ std::size_t hub::queued() const noexcept { return impl_->queue.size(); }
 bool hub::agent_online(std::string_view agent) const {
   auto it = impl_->agents.find(std::string(agent));
   return it != impl_->agents.end() && it->second.online;
+}
+std::vector<std::string> hub::online_agents() const {
+  std::vector<std::string> out;
+  for (const auto& [id, a] : impl_->agents)
+    if (a.online) out.push_back(id);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 bool hub::commander_online(std::string_view commander) const {
   auto it = impl_->commanders.find(std::string(commander));

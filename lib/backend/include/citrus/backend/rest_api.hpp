@@ -120,6 +120,10 @@ struct rest_route {
 /// it cannot drift from what is served. The views are static.
 std::vector<rest_route> rest_routes();
 
+/// The pattern of the route `target` names ("/api/sites/:id", "/metrics"; "unmatched" for none), from
+/// a fixed set: a metric label that never carries a raw path, an id or a query.
+std::string_view rest_route_pattern(std::string_view target) noexcept;
+
 class rest_api {
  public:
   rest_api(rest_config config, rest_services services);

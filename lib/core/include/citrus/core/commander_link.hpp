@@ -14,6 +14,7 @@
 #include "citrus/core/clock.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/logger.hpp"
+#include "citrus/core/metrics.hpp"
 #include "citrus/core/protocol.hpp"
 #include "citrus/core/random.hpp"
 #include "citrus/core/result.hpp"
@@ -101,6 +102,9 @@ class commander_link final : public connection_handler, public command_sink {
   /// True once the hub accepted our credentials on the current connection.
   bool online() const noexcept;
   std::size_t in_flight() const noexcept;
+  /// Commands from send() to their final update (a result, an error, a local timeout or the link
+  /// lost): those that succeeded, or the others.
+  const metrics::histogram& command_seconds(bool succeeded) const noexcept;
   /// Agents the hub reported online (presence messages).
   bool agent_online(std::string_view agent) const;
 

@@ -21,6 +21,7 @@
 #include "citrus/core/clock.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/logger.hpp"
+#include "citrus/core/metrics.hpp"
 #include "citrus/core/operations.hpp"
 #include "citrus/core/protocol.hpp"
 #include "citrus/core/rate_limit.hpp"
@@ -86,6 +87,12 @@ struct hub_config {
   std::vector<std::string> revokers{};
 };
 
+/// Authentications of one claimed role.
+struct auth_counts {
+  std::uint64_t ok = 0;
+  std::uint64_t failed = 0;  ///< refused: wrong key, locked address, verifier unavailable
+};
+
 /// Plain counters, read on the hub's thread (the apps export them on /metrics).
 struct hub_counters {
   std::uint64_t received = 0;        ///< messages in
@@ -93,8 +100,9 @@ struct hub_counters {
   std::uint64_t rejected = 0;        ///< answered with an error (invalid, forbidden, offline, ...)
   std::uint64_t dropped = 0;         ///< discarded without delivery (forged, unknown request, commander gone)
   std::uint64_t rate_limited = 0;
-  std::uint64_t auth_ok = 0;
-  std::uint64_t auth_failed = 0;
+  auth_counts auth_commander;  ///< by the role the auth message claimed
+  auth_counts auth_agent;
+  auth_counts auth_no_role;    ///< refused before a role was claimed (a user token offered to the hub)
   std::uint64_t security_events = 0;
   std::uint64_t timeouts = 0;
   std::uint64_t coalesced = 0;       ///< progress updates replaced by a newer one under backpressure
@@ -106,6 +114,10 @@ struct hub_counters {
   std::uint64_t reauth_failed = 0;      ///< sessions closed because their re-authentication was refused
   std::uint64_t sessions_expired = 0;   ///< sessions closed at the end of their lifetime (no re-auth in time)
   std::uint64_t sessions_revoked = 0;   ///< sessions closed by revoke() (close_code::revoked)
+  /// Routed commands, from routing to their final update (a result, an error, a timeout or the agent
+  /// lost), by outcome: "ok" results, and everything else.
+  metrics::histogram command_ok_seconds{metrics::command_latency_buckets()};
+  metrics::histogram command_failed_seconds{metrics::command_latency_buckets()};
 };
 
 /// The scale-out seam: where a command goes when its agent is not connected to this hub, and where
@@ -168,6 +180,9 @@ class hub final : public connection_handler {
   std::size_t queued() const noexcept;
   bool agent_online(std::string_view agent) const;
   bool commander_online(std::string_view commander) const;
+  /// The agents authenticated on this hub now, sorted (for per-agent presence on /metrics: at most one
+  /// per authenticated connection, so bounded by the connection cap and the registered agents).
+  std::vector<std::string> online_agents() const;
 
  private:
   struct impl;

@@ -82,6 +82,7 @@ struct platform_fixture : hub_fixture {
     backend_config setup{commander_link_config{"backend-1", backend_key}, site_service_config{agent_id{"agent-1"}, "backend-1"}};
     setup.link.instance = "t";
     setup.gateway = gateway_config;
+    setup.rest.password_hashing = password_cost::minimum();  // the admin routes' hashing: cheap in tests
     return std::make_unique<backend_service>(std::move(setup),
                                              backend_services{storage, tokens, clk, random, log, db.audit(), ops});
   }

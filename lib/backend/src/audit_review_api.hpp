@@ -17,6 +17,9 @@ namespace citrus::audit_review_api {
 /// (1..max_audit_review_limit), unacknowledged (1 or 0); each at most once and nothing else. Values are
 /// taken literally (no percent-decoding). errc::ok, invalid_request, unknown_field, duplicate_key or invalid_value.
 errc parse_query(std::string_view target, audit_review_query& q);
+/// The query of GET /api/admin/audit: the same parameters but unacknowledged, over every event
+/// (sets q.flagged_only to false).
+errc parse_trail_query(std::string_view target, audit_review_query& q);
 
 /// An event id of the :id segment: 1..2^63-1 in decimal, nothing else.
 std::optional<std::int64_t> parse_event_id(std::string_view segment) noexcept;

@@ -23,12 +23,25 @@
 ///   POST   /api/hub-events                   Bearer <hub id>:<hub key>; {"events":[..]} (append_audit_json's shape,
 ///                                            kinds security_event, authentication, and site_operation for routed commands) -> appended, actor
 ///                                            "hub:<hub id>/<actor>"
-///   POST   /api/admin/agents                 admin; {"agentId","trustedCommanders":[..]} -> 201, key shown once
-///   POST   /api/admin/agents/:agentId/rotate admin; {"overlapSeconds"?} (or no body)
-///   POST   /api/admin/commanders             admin; {"commanderId","agents":[..]} -> 201
-///   POST   /api/admin/hubs                   admin; {"hubId"} -> 201
-///   GET    /api/admin/audit                  admin; ?kind=&limit=&since= -> {"success":true,"events":[..]},
-///                                            newest first (append_audit_json); successful reads not audited
+///   POST   /api/logout                       Bearer <user token>; no body -> {"success":true}: that token is refused
+///                                            from now on (every backend of the database), its WebSocket sessions close (4012)
+///   Administrators only (anyone else: the same 403 "Operation not allowed" on every route below, audited):
+///   GET    /api/admin/agents|commanders|hubs list: {"<id field>","grants","created_at","keys":[{"created_at","expires_at"}]},
+///                                            agents with "presence":{"online","since","last_seen"}|null; never a key
+///   POST   /api/admin/agents                 {"agentId","trustedCommanders":[..]} -> 201, key shown once
+///   POST   /api/admin/commanders             {"commanderId","agents":[..]} -> 201, key shown once
+///   POST   /api/admin/hubs                   {"hubId"} -> 201, key shown once
+///   POST   /api/admin/<coll>/:id/rotate      {"overlapSeconds"?} (or no body) -> new key, shown once
+///   DELETE /api/admin/<coll>/:id             revoke: its keys stop verifying, its hub session closes (rest_services::revoked)
+///   PUT    /api/admin/agents|commanders/:id/grants {"grants":[..]} -> the principal as listed
+///   GET    /api/admin/users                  {"users":[{"id","name","role","disabled","created_at"}]}
+///   POST   /api/admin/users                  {"username","password","role"?: "user"|"admin"} -> 201 {"user":..}
+///   POST   /api/admin/users/:id/disable      (and /enable) -> {"user":..}; disabling closes their sessions (4012)
+///   POST   /api/admin/users/:id/password     {"password"} -> {"user":..}
+///   DELETE /api/admin/users/:id              the user and their sites; their sessions close (4012)
+///                                            (the caller's own id: 409 for disable and delete)
+///   GET    /api/admin/audit                  admin; ?kind=&actor=&outcome=&since=&until=&limit= -> {"success":true,
+///                                            "events":[..]}, newest recorded first (append_audit_json); reads not audited
 ///
 /// Checks, in this order: per-address token bucket (429), route (404), method (405), body size (413),
 /// Content-Type of a non-empty body (415), a body where none is taken (400), credentials (401), role
@@ -54,6 +67,8 @@
 
 #include "citrus/core/client_address.hpp"  // client_address_key, used by the REST limits
 #include "citrus/core/clock.hpp"
+#include "citrus/core/commander_link.hpp"  // agent_presence
+#include "citrus/core/password.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/http_auth.hpp"  // bearer_credentials
 #include "citrus/core/logger.hpp"
@@ -106,6 +121,8 @@ struct rest_config {
   std::size_t max_hubs = 1000;             ///< hub ids tracked at once
   /// POST /api/admin/agents/:id/rotate without "overlapSeconds": how long the old key keeps working.
   std::chrono::seconds default_rotation_overlap{3600};
+  /// How POST /api/admin/users and /api/admin/users/:id/password hash passwords (on the write lane).
+  password_cost password_hashing = password_cost::interactive();
   /// Not empty: GET /metrics answers only "Authorization: Bearer <metrics_token>" (else 401), for a
   /// Prometheus scraper's bearer_token_file. Empty: /metrics is open (keep it off public interfaces).
   std::string metrics_token;
@@ -128,6 +145,13 @@ struct rest_services {
   /// not at its next re-authentication. backend_service sends it over its commander link
   /// (commander_link::revoke); unset, nothing is told.
   std::function<void(principal_kind, const std::string&)> revoked = {};
+  /// GET /api/admin/agents: what the hub link knows of each agent's presence (commander_link::presence).
+  std::function<std::vector<agent_presence>()> presence = {};
+  /// After an administrator disabled or deleted `user`: close their live sessions here at once
+  /// (user_gateway::end_user_sessions).
+  std::function<void(user_id user, std::string_view why)> end_user_sessions = {};
+  /// After POST /api/logout: close the sessions of that token here (user_gateway::end_token_sessions).
+  std::function<void(user_id user, std::string_view token_id)> end_token_sessions = {};
 };
 
 class rest_api {

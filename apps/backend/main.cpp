@@ -557,6 +557,7 @@ int serve(const serve_settings& s) {
   backend_config config{commander_link_config{s.commander_id, s.commander_key},
                         site_service_config{agent_id{s.default_agent}, s.commander_id}};
   config.link.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
+  config.link.hub_name = s.hub_url;              // presence says which hub reported an agent
   config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   config.rest.metrics_token = s.metrics_token;
   config.login.max_session = s.session_max;

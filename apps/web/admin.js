@@ -176,6 +176,12 @@ export function createAdmin(deps) {
       const presence = p.presence;
       const cell = document.createElement('td');
       cell.append(badge(Boolean(presence && presence.online), 'Online', presence ? 'Offline' : 'Not seen'));
+      if (presence && presence.hub) {
+        const hub = document.createElement('span');
+        hub.className = 'help presence-hub';
+        hub.textContent = `on ${presence.hub}`;
+        cell.append(hub);
+      }
       row.append(cell, timeCell(presence && presence.since), timeCell(presence && presence.last_seen));
     } else {
       row.append(timeCell(p.created_at));

@@ -632,6 +632,7 @@ scenario('the administrator registers an agent, sees its key once, rotates it an
   // agent-1 is online on the hub this backend is linked to, since it connected.
   const agent1 = adminRow(page, 'agents-body', 'agent-1');
   await visible(agent1.getByText('Online'));
+  await visible(agent1.getByText(`on ws://127.0.0.1:${platform.hubPort}/`));
   assert.equal(await agent1.locator('time').count(), 2, 'since and last seen are shown');
   await visible(adminRow(page, 'commanders-body', 'backend-1'));
   await visible(adminRow(page, 'hubs-body', 'hub-1'));

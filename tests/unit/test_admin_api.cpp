@@ -250,7 +250,7 @@ TEST_SUITE("admin_api") {
     auto agents = f.call("GET", "/api/admin/agents", {}, root);
     CHECK(agents.status == 200);
     CHECK(contains(agents.body, R"("agentId":"agent-1","grants":["backend-1","backend-2"])"));
-    CHECK(contains(agents.body, R"("presence":{"online":true,"since":)"));
+    CHECK(contains(agents.body, R"("presence":{"hub":"hub-test","online":true,"since":)"));
     CHECK_FALSE(contains(agents.body, f.agent1_key));
     CHECK_FALSE(contains(agents.body, "hash"));
     auto commanders = f.call("GET", "/api/admin/commanders", {}, root);
@@ -302,6 +302,7 @@ TEST_SUITE("admin_api") {
     REQUIRE(before.size() == 1);
     CHECK(before[0].agent == "agent-1");
     CHECK(before[0].online);
+    CHECK(before[0].hub == "hub-test");
     const auto since = before[0].since;
     f.clk.advance(std::chrono::seconds(30));
     auto site = f.make_site(f.alice, "blog");  // the agent answers: seen again
@@ -315,7 +316,7 @@ TEST_SUITE("admin_api") {
     auto gone = f.link->presence();
     CHECK_FALSE(gone[0].online);
     CHECK(gone[0].since > since);
-    CHECK(contains(f.call("GET", "/api/admin/agents", {}, root).body, R"("presence":{"online":false)"));
+    CHECK(contains(f.call("GET", "/api/admin/agents", {}, root).body, R"("presence":{"hub":"hub-test","online":false)"));
   }
 
   TEST_CASE("the audit trail filters by actor, kind, outcome and time range, over every event") {

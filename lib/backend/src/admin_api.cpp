@@ -213,7 +213,9 @@ std::string principals_body(principal_kind kind, const std::vector<principal_rec
       if (seen == presence.end()) {
         out += "null";
       } else {
-        out += R"({"online":)";
+        out += R"({"hub":)";
+        protocol::append_json_string(out, seen->hub);
+        out += R"(,"online":)";
         out += seen->online ? "true" : "false";
         out += R"(,"since":)";
         append_time(out, seen->since);

@@ -61,7 +61,7 @@ std::string user_body(const user_record& user);
 /// {"success":true,"users":[..]}, ordered by id.
 std::string users_body(const std::vector<user_record>& users);
 /// {"success":true,"<collection>":[{"<id field>","grants","created_at","keys":[{"created_at","expires_at"}]
-/// (agents also "presence":{"online","since","last_seen"} or null when the hub never reported it)}]}:
+/// (agents also "presence":{"hub","online","since","last_seen"} or null when no hub reported it)}]}:
 /// never a key or its hash.
 std::string principals_body(principal_kind kind, const std::vector<principal_record>& principals,
                             const std::vector<agent_presence>& presence);

@@ -59,7 +59,7 @@ struct commander_link::impl {
     auto it = agents.find(agent);
     if (it == agents.end()) {
       if (agents.size() >= max_presence && !forget_one_offline()) return;
-      it = agents.emplace(std::string(agent), agent_presence{std::string(agent), !online, now, now}).first;
+      it = agents.emplace(std::string(agent), agent_presence{std::string(agent), cfg.hub_name, !online, now, now}).first;
     }
     if (it->second.online != online) it->second.since = now;
     it->second.online = online;

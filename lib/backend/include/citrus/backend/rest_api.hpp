@@ -27,7 +27,7 @@
 ///                                            from now on (every backend of the database), its WebSocket sessions close (4012)
 ///   Administrators only (anyone else: the same 403 "Operation not allowed" on every route below, audited):
 ///   GET    /api/admin/agents|commanders|hubs list: {"<id field>","grants","created_at","keys":[{"created_at","expires_at"}]},
-///                                            agents with "presence":{"online","since","last_seen"}|null; never a key
+///                                            agents with "presence":{"hub","online","since","last_seen"}|null; never a key
 ///   POST   /api/admin/agents                 {"agentId","trustedCommanders":[..]} -> 201, key shown once
 ///   POST   /api/admin/commanders             {"commanderId","agents":[..]} -> 201, key shown once
 ///   POST   /api/admin/hubs                   {"hubId"} -> 201, key shown once

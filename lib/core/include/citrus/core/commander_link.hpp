@@ -70,6 +70,8 @@ struct commander_link_config {
   /// while the hub may still hold an earlier run's routes: give each run random bytes (the backend
   /// does). Empty: the construction time in unix seconds, which a clock stepped back can repeat.
   std::string instance{};
+  /// How presence names the hub this link connects to (citrus-backend: its --hub-url).
+  std::string hub_name{};
 };
 
 /// Exponential backoff with full jitter, for reconnecting (pure: the caller owns the timer).
@@ -98,6 +100,7 @@ inline constexpr std::chrono::seconds hub_identity_in_use_retry{60};
 /// a restarted backend knows only what its hub reported since). Wall-clock times, for people.
 struct agent_presence {
   std::string agent;
+  std::string hub;        ///< commander_link_config::hub_name: the hub that reported it
   bool online = false;
   wall_time since{};      ///< when it came online (or went offline, or the link dropped)
   wall_time last_seen{};  ///< the last presence or update of it the hub sent

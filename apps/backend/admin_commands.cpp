@@ -91,16 +91,8 @@ bool print_key(const std::string& key) {
 
 // ------------------------------------------------------------------------------------------ users
 
-/// User names: 1..64 characters of A-Z a-z 0-9 . _ @ + - (they appear in tokens and logs).
-bool valid_user_name(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                    c == '_' || c == '@' || c == '+' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
+/// User names: 1..64 characters of A-Z a-z 0-9 . _ @ + - (is_valid_user_name, shared with the REST API).
+bool valid_user_name(const std::string& name) { return is_valid_user_name(name); }
 
 /// The first line of stdin, without its line ending; echo is off while a terminal types it.
 std::optional<std::string> read_password() {

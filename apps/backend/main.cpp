@@ -88,6 +88,7 @@ std::vector<app::option_spec> serve_specs() {
       {"metrics-token-file", "CITRUS_METRICS_TOKEN_FILE", "", "file holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (16..256 bytes; default: /metrics is open)", false},
       {"token-lifetime-s", "CITRUS_TOKEN_LIFETIME_S", "900", "lifetime of user tokens in seconds (1..3600)", false},
       {"token-leeway-s", "CITRUS_TOKEN_LEEWAY_S", "30", "clock skew tolerated on token times, seconds (0..600)", false},
+      {"session-max-s", "CITRUS_SESSION_MAX_S", "43200", "absolute session lifetime in seconds: token refreshes never extend a session past this long after its login (60..2592000)", false},
       {"rest-rate", "CITRUS_REST_RATE", "10", "REST requests per second per client address (burst: 3x)", false},
       {"operation-rate-scale", "", "1", "multiplies every per-user operation rate and burst of the operations table, e.g. site.deploy's 30 per minute, burst 10 (1..100000; load tests and benchmarks raise it)", false},
       {"max-connections", "CITRUS_MAX_CONNECTIONS", "0", "TCP connections held at once, HTTP and WebSocket together; beyond it a connection is closed at accept (0: the descriptor budget, ulimit -n minus 64, at most 10000; never more than that budget)", false},
@@ -136,6 +137,7 @@ struct serve_settings {
   std::string jwt_secret;     ///< empty: generate one
   std::string metrics_token;  ///< empty: /metrics is open
   std::chrono::seconds token_lifetime{900};
+  std::chrono::seconds session_max{43200};  ///< login_config::max_session
   std::chrono::seconds token_leeway{30};
   std::string default_agent;
   long long rest_rate = 10;
@@ -251,6 +253,10 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
   if (!lifetime || *lifetime < 1 || *lifetime > 3600)
     return usage_error("invalid --token-lifetime-s '" + opts.get("token-lifetime-s") + "' (1..3600)");
   s.token_lifetime = std::chrono::seconds(*lifetime);
+  const auto session_max = opts.get_int("session-max-s");
+  if (!session_max || *session_max < 60 || *session_max > 2592000)
+    return usage_error("invalid --session-max-s '" + opts.get("session-max-s") + "' (60..2592000)");
+  s.session_max = std::chrono::seconds(*session_max);
 
   s.web_root = opts.get("web-root");
   s.allowed_origins = split_commas(opts.get_all("allowed-origin"));
@@ -540,8 +546,10 @@ int serve(const serve_settings& s) {
   backend_config config{commander_link_config{s.commander_id, s.commander_key},
                         site_service_config{agent_id{s.default_agent}, s.commander_id}};
   config.link.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
+  config.link.hub_name = s.hub_url;              // presence says which hub reported an agent
   config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   config.rest.metrics_token = s.metrics_token;
+  config.login.max_session = s.session_max;
   backend_service backend(std::move(config), backend_services{*storage, tokens, clk, random, log, gateway_audit, operations});
   app::http_metrics http_metrics("citrus_backend");
   metric_sources sources{backend.gateway(), backend.link(), backend.sites(), *storage, nullptr, nullptr, &gateway_audit, log,

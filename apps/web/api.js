@@ -7,6 +7,7 @@
 export const EXPIRED_MESSAGE = 'Your session has expired, please log in again.';
 export const INVALID_SESSION_MESSAGE = 'Your session is no longer valid, please log in again.';
 export const LOGGED_OUT_MESSAGE = 'You have logged out.';
+export const ENDED_BY_ADMIN_MESSAGE = 'An administrator ended your session. Ask them if you think this is a mistake.';
 
 /**
  * A failed API call: `status` 0 means the server could not be reached at all; `field` is the request
@@ -77,6 +78,8 @@ export function describeError(err, context) {
         return 'Check the site details: the name needs 1 to 100 characters on one line, and the URL must start with http:// or https:// (at most 255 characters).';
       if (m.startsWith('A field is too long')) return 'Something you entered is too long. Shorten it and try again.';
       if (context === 'login') return 'Enter both your username and your password.';
+      if (context === 'admin' && m === 'A field has an invalid value')
+        return 'Check what you entered: ids use letters, digits and . _ : - (up to 128); user names 1 to 64 letters, digits and . _ @ + -.';
       return 'The server could not accept this request. Check what you entered and try again.';
     case 401:
       if (context === 'login')
@@ -86,9 +89,14 @@ export function describeError(err, context) {
       return m === 'Session expired' ? EXPIRED_MESSAGE : INVALID_SESSION_MESSAGE;
     case 403:
       if (m === 'Unauthorized access') return 'You do not have access to this site.';
+      if (m === 'This account is disabled') return 'This account is disabled. Ask an administrator to enable it.';
       return 'Your account is not allowed to do this.';
     case 404:
+      if (context === 'admin') return 'That no longer exists. The list has been reloaded.';
       return 'That page or site does not exist.';
+    case 409:
+      if (m === 'Already exists') return 'That id is already registered. Choose another one, or rotate the existing key.';
+      return m ? `${m}.` : 'That conflicts with what is already there.';
     case 413:
       return 'What you entered is too long. Shorten it and try again.';
     case 429:

@@ -6,8 +6,10 @@
 // storage, a cookie or the URL. Reloading the page means logging in again.
 // Everything shown is built with DOM calls and textContent, never by parsing HTML.
 
+import { createAdmin } from './admin.js';
 import {
   ApiError,
+  ENDED_BY_ADMIN_MESSAGE,
   EXPIRED_MESSAGE,
   INVALID_SESSION_MESSAGE,
   LOGGED_OUT_MESSAGE,
@@ -39,6 +41,12 @@ let formMode = null;
 /** The site shown by #/sites/<id>: {id, site, error, panel}. */
 let detail = null;
 let listReload = null;
+/** The administration console (admin.js), created by init(). */
+let admin = null;
+
+function isAdmin() {
+  return session !== null && session.user.role === 'admin';
+}
 
 // ------------------------------------------------------------------------------------ formatting
 
@@ -233,9 +241,11 @@ function startSession(data) {
     onMessage: handlePush,
     onExpired: () => endSession(EXPIRED_MESSAGE),
     onRejected: () => endSession(INVALID_SESSION_MESSAGE),
+    onRevoked: (reason) => endSession(reason === 'logged out' ? LOGGED_OUT_MESSAGE : ENDED_BY_ADMIN_MESSAGE),
     onState: setConnectionState,
   });
   $('user-name').textContent = data.user.name;
+  $('main-nav').hidden = data.user.role !== 'admin';
   $('session-bar').hidden = false;
   session.live.start();
   sitesLoaded = false;
@@ -262,6 +272,9 @@ function endSession(message) {
   rows.clear();
   detail = null;
   clearDetailView();
+  admin.clear();
+  $('admin-view').hidden = true;
+  $('main-nav').hidden = true;
   sitesLoaded = false;
   closeSiteForm();
   const dialog = $('delete-dialog');
@@ -322,6 +335,7 @@ const SLOW_LOGIN_MESSAGE =
 function showLogin(message) {
   $('sites-view').hidden = true;
   $('site-view').hidden = true;
+  $('admin-view').hidden = true;
   $('login-view').hidden = false;
   const notice = $('login-notice');
   if (message) show(notice, message);
@@ -370,16 +384,34 @@ async function onLogin(event) {
   }
 }
 
-function onLogout() {
-  endSession(LOGGED_OUT_MESSAGE);
+/** Tells the server first (the token stops working there, on every backend), then forgets the session. */
+async function onLogout() {
+  const current = session;
+  if (!current) return;
+  const button = $('logout');
+  button.disabled = true;
+  current.live.stop();  // the server closes this token's socket too; no reconnect meanwhile
+  let told = true;
+  try {
+    await request('POST', '/api/logout', { token: current.token });
+  } catch (err) {
+    // An expired or already refused token is logged out anyway; anything else is worth saying.
+    told = err instanceof ApiError && err.status === 401;
+  } finally {
+    button.disabled = false;
+  }
+  if (session !== current) return;
+  endSession(told ? LOGGED_OUT_MESSAGE
+    : 'You have logged out on this device, but the server could not be told: your session ends when it expires.');
 }
 
 // ---------------------------------------------------------------------------------------- routing
 
-/** "#/sites/<id>" opens one site; anything else is the list. */
+/** "#/sites/<id>" opens one site, "#/admin" the administration (administrators); anything else is the list. */
 function parseRoute() {
   const match = /^#\/sites\/(\d{1,15})\/?$/.exec(window.location.hash);
   if (match) return { view: 'site', id: Number(match[1]) };
+  if (/^#\/admin\/?$/.test(window.location.hash) && isAdmin()) return { view: 'admin' };
   return { view: 'list' };
 }
 
@@ -390,6 +422,23 @@ function route() {
   }
   $('login-view').hidden = true;
   const r = parseRoute();
+  for (const [id, current] of [['nav-admin', r.view === 'admin'], ['nav-sites', r.view !== 'admin']]) {
+    if (current) $(id).setAttribute('aria-current', 'page');
+    else $(id).removeAttribute('aria-current');
+  }
+  if (r.view === 'admin') {
+    detail = null;
+    clearDetailView();
+    $('sites-view').hidden = true;
+    $('site-view').hidden = true;
+    $('admin-view').hidden = false;
+    document.title = 'Administration — Citrus';
+    $('admin-title').focus();
+    admin.show();
+    return;
+  }
+  admin.clear();
+  $('admin-view').hidden = true;
   if (r.view === 'site' && r.id > 0) {
     $('sites-view').hidden = true;
     $('site-view').hidden = false;
@@ -946,6 +995,13 @@ function renderDetail() {
 // ------------------------------------------------------------------------------------------ start
 
 function init() {
+  admin = createAdmin({
+    call,
+    describeError,
+    announce,
+    currentUser: () => (session ? session.user : null),
+    sessionEnded: (err) => err instanceof SessionEnded,
+  });
   $('login-form').addEventListener('submit', onLogin);
   $('logout').addEventListener('click', onLogout);
   $('new-site').addEventListener('click', () => openSiteForm({ mode: 'create' }));

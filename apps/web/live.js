@@ -2,12 +2,14 @@
 //
 // The token travels in the first message ({"v":1,"type":"auth","token":...}), never in the URL; a
 // fresh token is handed over on the same socket with {"v":1,"type":"reauth","token":...}. The
-// server closes with 4003 when the session's token expired and 4002 when it refused the token:
-// both end the session. Any other close is a lost connection: it is retried with exponential
+// server closes with 4003 when the session's token expired, 4002 when it refused the token and 4012
+// when an administrator disabled or deleted the account (or the token logged out): all end the session. Any other close is a lost connection: it is retried with exponential
 // backoff and full jitter, authenticating again with the token held in memory.
 
 export const CLOSE_AUTH_FAILED = 4002;
 export const CLOSE_TOKEN_EXPIRED = 4003;
+/** The account was disabled or deleted by an administrator, or this token logged out. */
+export const CLOSE_REVOKED = 4012;
 
 const MIN_DELAY_MS = 250;
 const BASE_DELAY_MS = 500;
@@ -16,7 +18,7 @@ const MAX_DELAY_MS = 10000;
 export class LiveConnection {
   /**
    * handlers: getToken() -> string; onAuthOk(message, {reconnected}); onMessage(message);
-   * onExpired(); onRejected(); onState('connecting' | 'live' | 'reconnecting').
+   * onExpired(); onRejected(); onRevoked(reason); onState('connecting' | 'live' | 'reconnecting').
    */
   constructor(handlers) {
     this.handlers = handlers;
@@ -105,6 +107,11 @@ export class LiveConnection {
       if (event.code === CLOSE_TOKEN_EXPIRED || this.expired) {
         this.stopped = true;
         this.handlers.onExpired();
+        return;
+      }
+      if (event.code === CLOSE_REVOKED) {
+        this.stopped = true;
+        this.handlers.onRevoked(event.reason);
         return;
       }
       if (event.code === CLOSE_AUTH_FAILED) {

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { Platform, USERS, httpGet } from './platform.mjs';
+import { ADMIN, Platform, USERS, httpGet } from './platform.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const axeSource = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -150,13 +150,14 @@ async function openDashboard(name, backend, viewport = DESKTOP) {
 }
 
 async function logIn(page, user, password = USERS[user]) {
-  await page.getByLabel('Username').fill(user);
-  await page.getByLabel('Password').fill(password);
+  const form = page.locator('#login-form');  // the admin console has username and password fields too
+  await form.getByLabel('Username').fill(user);
+  await form.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Log in' }).click();
 }
 
-async function logInAndWait(page, user) {
-  await logIn(page, user);
+async function logInAndWait(page, user, password = USERS[user]) {
+  await logIn(page, user, password);
   await visible(page.getByRole('heading', { name: 'Your sites', level: 1 }));
   await visible(page.getByText('Live updates on'));
   await page.waitForFunction(() => document.getElementById('sites-loading').hidden);
@@ -267,7 +268,7 @@ scenario('the backend serves the dashboard with a strict CSP, security headers a
   assert.doesNotMatch(page.body, /\sstyle\s*=/i);
   assert.doesNotMatch(page.body, /\son[a-z]+\s*=/i);
   assert.doesNotMatch(page.body, /(src|href)\s*=\s*"(https?:)?\/\//i);
-  for (const [file, type] of [['app.js', /^text\/javascript/], ['api.js', /^text\/javascript/], ['live.js', /^text\/javascript/], ['app.css', /^text\/css/]]) {
+  for (const [file, type] of [['app.js', /^text\/javascript/], ['api.js', /^text\/javascript/], ['live.js', /^text\/javascript/], ['admin.js', /^text\/javascript/], ['app.css', /^text\/css/]]) {
     const r = await httpGet(`${main.origin}/${file}`);
     assert.equal(r.status, 200, file);
     assert.match(r.headers.get('content-type'), type, file);
@@ -664,7 +665,7 @@ scenario('a token that expires mid-session leads back to the login form', async 
   await page.route('**/api/token/refresh', (route) => route.abort('connectionrefused'));
   await visible(page.getByText(EXPIRED_TEXT), (SHORT_LIFETIME_S + 6) * 1000);
   await visible(page.getByRole('heading', { name: 'Log in to Citrus' }));
-  await visible(page.getByLabel('Username'));
+  await visible(page.locator('#login-form').getByLabel('Username'));
   assert.equal(await page.locator('#sites-view').isHidden(), true);
   assert.equal(await page.locator('tr.site-row').count(), 0, "nothing of the user's stays on the page");
   assert.equal(await page.getByText('Signed in as').isHidden(), true);
@@ -678,10 +679,199 @@ scenario('a token that expires mid-session leads back to the login form', async 
   await visible(siteRow(page, ALICE_SITE));
 });
 
-scenario('logging out forgets the session', async () => {
+// ------------------------------------------------------------------------------ administration
+
+const ENDED_BY_ADMIN_TEXT = 'An administrator ended your session. Ask them if you think this is a mistake.';
+const CAROL = { name: 'carol', password: 'carol-password-4' };
+let admin;
+
+function adminRow(page, tbody, name) {
+  return page.locator(`#${tbody} tr`, { has: page.locator('th', { hasText: new RegExp(`^${name}$`) }) });
+}
+
+async function openAdmin(page) {
+  await page.getByRole('link', { name: 'Admin' }).click();
+  await visible(page.getByRole('heading', { name: 'Administration', level: 1 }));
+  await visible(adminRow(page, 'agents-body', 'agent-1'));
+}
+
+scenario('the administrator registers an agent, sees its key once, rotates it and revokes it', async () => {
+  admin = await openDashboard('root', main);
+  await logInAndWait(admin.page, ADMIN.name, ADMIN.password);
+  const { page } = admin;
+  await openAdmin(page);
+  // agent-1 is online on the hub this backend is linked to, since it connected.
+  const agent1 = adminRow(page, 'agents-body', 'agent-1');
+  await visible(agent1.getByText('Online'));
+  await visible(agent1.getByText(`on ws://127.0.0.1:${platform.hubPort}/`));
+  assert.equal(await agent1.locator('time').count(), 2, 'since and last seen are shown');
+  await visible(adminRow(page, 'commanders-body', 'backend-1'));
+  await visible(adminRow(page, 'hubs-body', 'hub-1'));
+  await visible(adminRow(page, 'users-body', 'alice'));
+
+  await page.getByLabel('Agent id').fill('agent-e2e');
+  await page.getByLabel('Trusted commanders', { exact: true }).fill('backend-1');
+  await page.getByRole('button', { name: 'Register agent' }).click();
+  const panel = page.getByRole('region', { name: 'New key for agent agent-e2e' });
+  await visible(panel);
+  const key = await page.locator('#admin-key-value').textContent();
+  assert.match(key, /^ak_/);
+  await visible(page.getByRole('button', { name: 'Copy key' }));
+  await screenshot(page, '20-admin-new-key');
+  await assertAccessible(page, 'the admin console with a new key');
+  await page.getByRole('button', { name: 'I have stored it' }).click();
+  await hidden(panel);
+  await visible(adminRow(page, 'agents-body', 'agent-e2e'));
+  assert.equal(await page.evaluate((k) => document.documentElement.outerHTML.includes(k), key), false,
+    'the key is gone from the page once stored');
+  await visible(adminRow(page, 'agents-body', 'agent-e2e').getByText('Not seen'));
+
+  await page.getByRole('button', { name: 'Rotate the key of agent-e2e' }).click();
+  await visible(panel);
+  const rotated = await page.locator('#admin-key-value').textContent();
+  assert.match(rotated, /^ak_/);
+  assert.notEqual(rotated, key);
+  await page.getByRole('button', { name: 'I have stored it' }).click();
+  await hidden(panel);
+  // Lists never carry keys.
+  const listed = await page.evaluate(async () => {
+    const login = await fetch('/api/login', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username: 'root', password: 'root-password-3' }) }).then((r) => r.json());
+    return fetch('/api/admin/agents', { headers: { Authorization: `Bearer ${login.token}` } }).then((r) => r.text());
+  });
+  assert.ok(listed.includes('agent-e2e') && !listed.includes(key) && !listed.includes(rotated));
+
+  await page.getByRole('button', { name: 'Revoke agent-e2e' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Revoke agent agent-e2e?' });
+  await visible(dialog);
+  await dialog.getByRole('button', { name: 'Revoke' }).click();
+  await hidden(adminRow(page, 'agents-body', 'agent-e2e'));
+  await screenshot(page, '21-admin-console', { fullPage: true });
+  await assertAccessible(page, 'the admin console');
+});
+
+scenario("the administrator adds, disables and deletes a user; the user's open dashboard is logged out at once", async () => {
+  const { page } = admin;
+  const addUser = page.getByRole('form', { name: 'Add a user' });
+  await addUser.getByLabel('Username').fill(CAROL.name);
+  await addUser.getByLabel('Password').fill(CAROL.password);
+  await page.getByRole('button', { name: 'Add user' }).click();
+  await visible(adminRow(page, 'users-body', CAROL.name));
+
+  const carol = await openDashboard('carol', main);
+  await logInAndWait(carol.page, CAROL.name, CAROL.password);
+  assert.equal(await carol.page.locator('#main-nav').isHidden(), true, 'no Admin section for a user');
+
+  await page.getByRole('button', { name: `Disable ${CAROL.name}` }).click();
+  await visible(adminRow(page, 'users-body', CAROL.name).getByText('Disabled'));
+  // Closed by the server at once, not at carol's next request.
+  await visible(carol.page.getByText(ENDED_BY_ADMIN_TEXT), 3000);
+  await visible(carol.page.getByRole('heading', { name: 'Log in to Citrus' }));
+  await logIn(carol.page, CAROL.name, CAROL.password);
+  await visible(carol.page.getByRole('alert').filter({ hasText: 'This account is disabled. Ask an administrator to enable it.' }));
+
+  await page.getByRole('button', { name: `Enable ${CAROL.name}` }).click();
+  await visible(adminRow(page, 'users-body', CAROL.name).getByText('Active'));
+  await logInAndWait(carol.page, CAROL.name, CAROL.password);
+
+  await page.getByRole('button', { name: `Delete ${CAROL.name}` }).click();
+  const dialog = page.getByRole('dialog', { name: `Delete ${CAROL.name}?` });
+  await visible(dialog);
+  await dialog.getByRole('button', { name: 'Delete user' }).click();
+  await hidden(adminRow(page, 'users-body', CAROL.name));
+  await visible(carol.page.getByText(ENDED_BY_ADMIN_TEXT), 3000);
+  const closes = parsedFrames(carol.w.received).filter((m) => m.type === 'error');
+  assert.ok(closes.length >= 2, 'each ended session was told before its socket closed');
+  await logIn(carol.page, CAROL.name, CAROL.password);
+  await visible(carol.page.getByRole('alert').filter({ hasText: 'The username or password is not right.' }));
+  await screenshot(carol.page, '22-deleted-user-logged-out');
+});
+
+scenario('the administrator reviews the flagged events, acknowledges one, and filters the trail', async () => {
+  const { page } = admin;
+  // bob's wrong password and his look at alice's site were flagged earlier.
+  await page.getByRole('link', { name: 'Sites', exact: true }).click();
+  await openAdmin(page);
+  const summary = page.locator('#flagged-summary');
+  await page.waitForFunction(() => /wait for review/.test(document.getElementById('flagged-summary').textContent));
+  const before = Number.parseInt(await summary.textContent(), 10);
+  assert.ok(before >= 1, `flagged events wait for review: ${await summary.textContent()}`);
+  const first = page.locator('#flagged-body tr').filter({ has: page.getByRole('button', { name: /^Acknowledge event/ }) }).first();
+  await first.getByRole('button', { name: /^Acknowledge event/ }).click();
+  await page.waitForFunction((n) => Number.parseInt(document.getElementById('flagged-summary').textContent, 10) === n, before - 1);
+  await visible(page.locator('#flagged-body').getByText('By user:3').first());
+
+  // The trail, filtered: the administration events with outcome ok, then a time range with none.
+  await page.getByLabel('Kind').selectOption('administration');
+  await page.getByLabel('Outcome').fill('ok');
+  await page.getByRole('button', { name: 'Show events' }).click();
+  // agent.register twice: the seed's (actor cli) and the console's.
+  await visible(page.locator('#audit-body tr').filter({ hasText: 'agent.register' }).filter({ hasText: 'user:3' }));
+  await visible(page.locator('#audit-body').getByText('user.delete', { exact: true }));
+  assert.equal(await page.locator('#audit-body').getByText('denied').count(), 0);
+  await page.getByLabel('Actor').fill('user:3');
+  await page.getByLabel('From').fill('2099-01-01T00:00');
+  await page.getByRole('button', { name: 'Show events' }).click();
+  await visible(page.locator('#audit-body').getByText('No events match.'));
+  await screenshot(page, '23-admin-audit', { fullPage: true });
+  await assertAccessible(page, 'the audit review');
+});
+
+scenario('a non-administrator sees no Admin section and gets the same refusal on every admin route', async () => {
+  const { page } = alice;
+  assert.equal(await page.locator('#main-nav').isHidden(), true);
+  await page.evaluate(() => {
+    window.location.hash = '#/admin';
+  });
+  await visible(page.getByRole('heading', { name: 'Your sites', level: 1 }));
+  assert.equal(await page.locator('#admin-view').isHidden(), true);
+  const answers = await page.evaluate(async (password) => {
+    const login = await fetch('/api/login', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username: 'alice', password }) }).then((r) => r.json());
+    const calls = [
+      ['GET', '/api/admin/agents'], ['POST', '/api/admin/agents', { agentId: 'x', trustedCommanders: [] }],
+      ['POST', '/api/admin/agents/agent-1/rotate'], ['DELETE', '/api/admin/agents/agent-1'],
+      ['PUT', '/api/admin/agents/agent-1/grants', { grants: [] }],
+      ['GET', '/api/admin/commanders'], ['POST', '/api/admin/commanders', { commanderId: 'x', agents: [] }],
+      ['POST', '/api/admin/commanders/backend-1/rotate'], ['DELETE', '/api/admin/commanders/backend-1'],
+      ['PUT', '/api/admin/commanders/backend-1/grants', { grants: [] }],
+      ['GET', '/api/admin/hubs'], ['POST', '/api/admin/hubs', { hubId: 'x' }],
+      ['POST', '/api/admin/hubs/hub-1/rotate'], ['DELETE', '/api/admin/hubs/hub-1'],
+      ['GET', '/api/admin/users'], ['POST', '/api/admin/users', { username: 'x', password: 'y' }],
+      ['POST', '/api/admin/users/2/disable'], ['POST', '/api/admin/users/2/enable'],
+      ['POST', '/api/admin/users/2/password', { password: 'z' }], ['DELETE', '/api/admin/users/2'],
+      ['GET', '/api/admin/audit'], ['GET', '/api/admin/audit/flagged'], ['POST', '/api/admin/audit/1/ack'],
+    ];
+    const out = [];
+    for (const [method, path, body] of calls) {
+      const init = { method, headers: { Authorization: `Bearer ${login.token}` } };
+      if (body) {
+        init.headers['Content-Type'] = 'application/json';
+        init.body = JSON.stringify(body);
+      }
+      const r = await fetch(path, init);
+      out.push({ route: `${method} ${path}`, status: r.status, body: await r.text() });
+      await new Promise((resolve) => setTimeout(resolve, 120));  // under the per-address rate
+    }
+    return out;
+  }, USERS.alice);
+  for (const a of answers) {
+    assert.equal(a.status, 403, a.route);
+    assert.equal(a.body, '{"success":false,"message":"Operation not allowed"}', a.route);
+  }
+  await visible(page.getByText('Live updates on'));  // still logged in, nothing changed for alice
+});
+
+scenario('logging out forgets the session, and the server refuses its token from then on', async () => {
   const { page, w } = bob;
+  const tokens = parsedFrames(w.sent).filter((m) => m.type === 'auth' || m.type === 'reauth').map((m) => m.token);
+  const token = tokens[tokens.length - 1];
+  const sitesWith = (t) => fetch(`${main.origin}/api/sites`, { headers: { Authorization: `Bearer ${t}` } }).then((r) => r.status);
+  assert.equal(await sitesWith(token), 200);
   await page.getByRole('button', { name: 'Log out' }).click();
   await visible(page.getByText('You have logged out.'));
+  assert.equal(await sitesWith(token), 401, 'the token no longer works at the server');
+  assert.ok(w.responses.some((r) => r.url.endsWith('/api/logout') && r.status === 200), 'the page told the server');
   await page.evaluate(() => {
     window.location.hash = '#/';
   });

@@ -12,6 +12,8 @@ export const USERS = {
   alice: 'alice-password-1',
   bob: 'bob-password-2',
 };
+/** The administrator the seed creates (user id 3, after alice and bob). */
+export const ADMIN = { name: 'root', password: 'root-password-3' };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -151,6 +153,7 @@ export class Platform {
   async seed() {
     for (const [name, password] of Object.entries(USERS))
       await this.cli(['user', 'add', name, '--password-cost', 'minimum'], `${password}\n`);
+    await this.cli(['user', 'add', ADMIN.name, '--admin', '--password-cost', 'minimum'], `${ADMIN.password}\n`);
     this.agentKey = lastLine(await this.cli(['agent', 'register', 'agent-1', '--trust', 'backend-1']));
     this.commanderKey = lastLine(await this.cli(['commander', 'register', 'backend-1', '--agents', 'agent-1']));
     this.hubKey = lastLine(await this.cli(['hub', 'register', 'hub-1']));

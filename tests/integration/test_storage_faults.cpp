@@ -137,6 +137,49 @@ int fill_until_full(const std::string& path) {
 }  // namespace
 
 TEST_SUITE("storage_faults") {
+  TEST_CASE("an administrator disabling a user closes her open WebSocket at once (4012); a logged-out token stays refused after a restart") {
+    platform p;
+    const std::string db = p.dir + "/citrus.db";
+    REQUIRE(run_command({CITRUS_BACKEND_EXE, "user", "add", "root", "--admin", "--db", db, "--password-cost", "minimum"},
+                        "root-pw\n").first == 0);
+    p.start_backend();
+    auto alice_login = login(p, "alice", "alice-pw");
+    REQUIRE(alice_login.status == 200);
+    const std::string alice = json_string(alice_login.body, "token");
+    const long long alice_id = json_int(alice_login.body, "id");
+    const std::string root = json_string(login(p, "root", "root-pw").body, "token");
+    REQUIRE_FALSE(root.empty());
+    auto ws = user_socket(p, alice);
+
+    // Alice sends nothing: the backend closes her session itself, right after the change.
+    const auto asked = std::chrono::steady_clock::now();
+    auto disabled = http("POST", p.backend_url() + "/api/admin/users/" + std::to_string(alice_id) + "/disable", {},
+                         {bearer(root)});
+    REQUIRE(disabled.status == 200);
+    REQUIRE(ws->wait_for([&] { return ws->closed; }, 5s));
+    CHECK(std::chrono::steady_clock::now() - asked < 1s);
+    CHECK(ws->close_code() == 4012);
+    for (const auto& m : ws->messages) check_no_leak(m);
+    CHECK(http("GET", p.backend_url() + "/api/sites", {}, {bearer(alice)}).status == 401);
+    auto refused = login(p, "alice", "alice-pw");
+    CHECK(refused.status == 403);
+    CHECK(json_string(refused.body, "message") == "This account is disabled");
+    CHECK(audit_count(db, audit_kind::administration, [&](const audit_event& e) {
+      return e.action == "user.disable" && e.target == "user:" + std::to_string(alice_id) && e.outcome == "ok";
+    }, 1) == 1);
+
+    // Logout: bob's token is refused at once, and still after the backend restarts (same JWT secret).
+    const std::string bob = json_string(login(p, "bob", "bob-pw").body, "token");
+    REQUIRE(http("GET", p.backend_url() + "/api/sites", {}, {bearer(bob)}).status == 200);
+    REQUIRE(http("POST", p.backend_url() + "/api/logout", {}, {bearer(bob)}).status == 200);
+    CHECK(http("GET", p.backend_url() + "/api/sites", {}, {bearer(bob)}).status == 401);
+    p.backend.reset();
+    p.start_backend();
+    CHECK(http("GET", p.backend_url() + "/api/sites", {}, {bearer(bob)}).status == 401);
+    CHECK(http("POST", p.backend_url() + "/api/token/refresh", {}, {bearer(bob)}).status == 401);
+    CHECK(login(p, "bob", "bob-pw").status == 200);
+  }
+
   TEST_CASE("a valid token of a deleted user is refused on REST, its open WebSocket closed, audited, the id never reused") {
     platform p;
     const std::string db = p.dir + "/citrus.db";

@@ -56,8 +56,13 @@ postgres_options logged(citrus::memory::recording_logger& log) {
   return options;
 }
 
-/// Takes a database back from schema 5 to schema 4 (no hash chain, no acknowledgements).
+/// Takes a database back from schema 6 to schema 5 (no disabled accounts, no revoked tokens).
+constexpr const char* undo_schema_6 =
+    "DROP TABLE revoked_tokens; ALTER TABLE users DROP COLUMN disabled; UPDATE citrus_schema SET version = 5; ";
+
+/// Takes a database back from schema 6 to schema 4 (no hash chain, no acknowledgements).
 constexpr const char* undo_schema_5 =
+    "DROP TABLE revoked_tokens; ALTER TABLE users DROP COLUMN disabled; "
     "DROP TABLE audit_acks; ALTER TABLE audit_events DROP COLUMN hash; ALTER TABLE audit_events DROP COLUMN prev_hash; "
     "UPDATE citrus_schema SET version = 4; ";
 
@@ -313,6 +318,26 @@ TEST_SUITE("storage_postgres") {
                                             clock.wall_now());
     REQUIRE(changed);
     CHECK(changed->revision == 2);
+  }
+
+  TEST_CASE("postgres: a version 5 database is upgraded in place: its users are enabled, logout works") {
+    auto& pg = server::shared();
+    const std::string db = pg.create_database();
+    citrus::memory::manual_clock clock;
+    {
+      auto s = open_ok(pg.url(db));
+      conformance::make_user(*s, "alice", clock.wall_now());
+    }
+    pg.exec(db, undo_schema_6);
+    auto s = open_ok(pg.url(db));
+    CHECK(pg.exec(db, "SELECT version FROM citrus_schema") == std::to_string(postgres_storage::schema_version));
+    auto alice = s->users().find_user(citrus::user_id{1});
+    REQUIRE(alice);
+    CHECK_FALSE(alice->disabled);
+    REQUIRE(s->users().set_disabled(alice->id, true));
+    REQUIRE(s->users().revoke_token("jti", clock.wall_now() + 60s, clock.wall_now()));
+    CHECK(*s->users().is_token_revoked("jti"));
+    CHECK(pg.exec(db, "SELECT disabled FROM users WHERE id = 1") == "t");
   }
 
   TEST_CASE("postgres: a database from a newer version is refused and left untouched") {

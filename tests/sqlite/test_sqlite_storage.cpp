@@ -92,8 +92,14 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   out << bytes;
 }
 
-/// Takes a database back from schema 5 to schema 4 (no hash chain, no acknowledgements).
+/// Takes a database back from schema 6 to schema 5 (no disabled accounts, no revoked tokens).
+void undo_schema_6(SQLite::Database& raw) {
+  raw.exec("DROP TABLE revoked_tokens; ALTER TABLE users DROP COLUMN disabled; PRAGMA user_version = 5");
+}
+
+/// Takes a database back from schema 6 to schema 4 (no hash chain, no acknowledgements).
 void undo_schema_5(SQLite::Database& raw) {
+  undo_schema_6(raw);
   raw.exec("DROP TABLE audit_acks; ALTER TABLE audit_events DROP COLUMN hash; "
            "ALTER TABLE audit_events DROP COLUMN prev_hash; PRAGMA user_version = 4");
 }
@@ -209,6 +215,32 @@ TEST_SUITE("storage_sqlite") {
                                             clock.wall_now());
     REQUIRE(changed);
     CHECK(changed->revision == 2);
+  }
+
+  TEST_CASE("sqlite: a version 5 database is upgraded in place: its users are enabled, logout works") {
+    temp_dir dir;
+    const auto path = dir.file("v5.db");
+    citrus::memory::manual_clock clock;
+    {
+      auto s = open_ok(path);
+      citrus::conformance::make_user(*s, "alice", clock.wall_now());
+    }
+    {
+      SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+      undo_schema_6(raw);
+    }
+    CHECK(raw_user_version(path) == 5);
+    auto s = open_ok(path);
+    CHECK(raw_user_version(path) == sqlite_storage::schema_version);
+    auto alice = s->users().find_user(citrus::user_id{1});
+    REQUIRE(alice);
+    CHECK(alice->name == "alice");
+    CHECK_FALSE(alice->disabled);
+    REQUIRE(s->users().set_disabled(alice->id, true));
+    REQUIRE(s->users().revoke_token("jti", clock.wall_now() + 60s, clock.wall_now()));
+    CHECK(*s->users().is_token_revoked("jti"));
+    SQLite::Database raw(path, SQLite::OPEN_READONLY);
+    CHECK(raw.execAndGet("SELECT disabled FROM users WHERE id = 1").getInt() == 1);
   }
 
   TEST_CASE("sqlite: a database from a newer version is refused and left untouched") {

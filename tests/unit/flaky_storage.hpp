@@ -24,6 +24,15 @@ struct flaky_storage final : storage {
     }
     result<std::vector<user_record>> list_users() override { return inner->list_users(); }
     result<void> delete_user(user_id id) override { return inner->delete_user(id); }
+    result<void> set_disabled(user_id id, bool disabled) override { return inner->set_disabled(id, disabled); }
+    result<void> set_password_hash(user_id id, std::string_view h) override { return inner->set_password_hash(id, h); }
+    result<void> revoke_token(std::string_view t, wall_time expires_at, wall_time now) override {
+      return inner->revoke_token(t, expires_at, now);
+    }
+    result<bool> is_token_revoked(std::string_view t) override {
+      if (down) return errc::storage_unavailable;
+      return inner->is_token_revoked(t);
+    }
   };
   struct audit_t final : audit_store {
     audit_store* inner = nullptr;

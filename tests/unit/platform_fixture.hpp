@@ -81,7 +81,9 @@ struct platform_fixture : hub_fixture {
   std::unique_ptr<backend_service> make_backend(user_gateway_config gateway_config) {
     backend_config setup{commander_link_config{"backend-1", backend_key}, site_service_config{agent_id{"agent-1"}, "backend-1"}};
     setup.link.instance = "t";
+    setup.link.hub_name = "hub-test";
     setup.gateway = gateway_config;
+    setup.rest.password_hashing = password_cost::minimum();  // the admin routes' hashing: cheap in tests
     return std::make_unique<backend_service>(std::move(setup),
                                              backend_services{storage, tokens, clk, random, log, db.audit(), ops});
   }

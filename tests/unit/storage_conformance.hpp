@@ -989,6 +989,18 @@ inline void audit_review_filters(const storage_factory& make) {
   q = {};
   q.limit = 1;
   CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{5});
+  // Every event, with the same filters.
+  q = {};
+  q.flagged_only = false;
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{5, 4, 3, 2, 1});
+  q.actor = "addr:10.0.0.1";
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{3, 2});
+  q.outcome = "ok";
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{3});
+  q = {};
+  q.flagged_only = false;
+  q.since = t0 + 3s;
+  CHECK(ids(*s->audit().review(q)) == std::vector<std::int64_t>{5, 4});
   CHECK(*s->audit().count_unacknowledged() == 3);
 }
 
@@ -1029,6 +1041,44 @@ inline void audit_acknowledge(const storage_factory& make) {
   CHECK(verifier.intact());
 }
 
+// ------------------------------------------------------------------ account state and logout
+
+inline void users_disable_and_password(const storage_factory& make) {
+  memory::manual_clock clock;
+  auto s = make();
+  const auto alice = make_user(*s, "alice", clock.wall_now());
+  CHECK_FALSE(alice.disabled);
+  REQUIRE(s->users().set_disabled(alice.id, true));
+  CHECK(s->users().find_user(alice.id)->disabled);
+  CHECK(s->users().find_user_by_name("alice")->disabled);
+  CHECK(s->users().list_users()->at(0).disabled);
+  REQUIRE(s->users().set_disabled(alice.id, false));
+  CHECK_FALSE(s->users().find_user(alice.id)->disabled);
+
+  REQUIRE(s->users().set_password_hash(alice.id, "hash-new"));
+  CHECK(s->users().find_user(alice.id)->password_hash == "hash-new");
+  CHECK(s->users().set_disabled(user_id{99}, true).error() == errc::not_found);
+  CHECK(s->users().set_password_hash(user_id{99}, "x").error() == errc::not_found);
+}
+
+inline void users_revoked_tokens(const storage_factory& make) {
+  memory::manual_clock clock;
+  auto s = make();
+  const wall_time now = clock.wall_now();
+  CHECK_FALSE(*s->users().is_token_revoked("jti-1"));
+  REQUIRE(s->users().revoke_token("jti-1", now + 60s, now));
+  REQUIRE(s->users().revoke_token("jti-1", now + 60s, now));  // twice is not an error
+  REQUIRE(s->users().revoke_token("jti-2", now + 3600s, now));
+  CHECK(*s->users().is_token_revoked("jti-1"));
+  CHECK(*s->users().is_token_revoked("jti-2"));
+  CHECK_FALSE(*s->users().is_token_revoked("jti-3"));
+  // A record whose token has expired is forgotten at the next revocation; the others stay.
+  REQUIRE(s->users().revoke_token("jti-3", now + 7200s, now + 120s));
+  CHECK_FALSE(*s->users().is_token_revoked("jti-1"));
+  CHECK(*s->users().is_token_revoked("jti-2"));
+  CHECK(*s->users().is_token_revoked("jti-3"));
+}
+
 }  // namespace citrus::conformance
 
 // ------------------------------------------------------------------ registration
@@ -1043,6 +1093,8 @@ inline void audit_acknowledge(const storage_factory& make) {
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "users list ordered by id", users_list_ordered)                \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "delete_user cascades to sites", users_delete_cascades_to_sites) \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "user ids never reused", users_ids_never_reused)               \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "users disabled and password reset", users_disable_and_password) \
+  CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "revoked tokens", users_revoked_tokens)                        \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "sites create and find", sites_create_and_find)                \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "create_site for unknown owner", sites_create_for_unknown_owner) \
   CITRUS_STORAGE_CONFORMANCE_CASE(prefix, factory, "sites owner-scoped reads", sites_owner_scoped_reads)          \

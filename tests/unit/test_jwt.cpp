@@ -328,6 +328,43 @@ TEST_SUITE("jwt") {
           errc::auth_failed);
   }
 
+  TEST_CASE_FIXTURE(fixture, "auth_time: the login's time, kept by renew, which never passes not_after") {
+    auto first = service.issue(alice(), at(t0));
+    REQUIRE(first);
+    auto login = service.verify(*first, at(t0 + 1));
+    REQUIRE(login);
+    CHECK(login->authenticated_at == at(t0));
+    CHECK(b64url_decode(split(*first)[1]).find(R"("auth_time":1800000000)") != std::string::npos);
+
+    // A refresh 600 s later: a new iat and exp, the login's auth_time.
+    auto renewed = service.renew(alice(), at(t0 + 600), login->authenticated_at, at(t0 + 3600));
+    REQUIRE(renewed);
+    auto claims = service.verify(*renewed, at(t0 + 601));
+    REQUIRE(claims);
+    CHECK(claims->issued_at == at(t0 + 600));
+    CHECK(claims->expires_at == at(t0 + 1500));
+    CHECK(claims->authenticated_at == at(t0));
+    // Near the end of the session: the token ends with it, not a lifetime later.
+    auto last = service.renew(alice(), at(t0 + 3300), at(t0), at(t0 + 3600));
+    REQUIRE(last);
+    CHECK(service.verify(*last, at(t0 + 3301))->expires_at == at(t0 + 3600));
+    auto over = service.renew(alice(), at(t0 + 3600), at(t0), at(t0 + 3600));
+    REQUIRE_FALSE(over);
+    CHECK(over.error() == errc::token_expired);
+  }
+
+  TEST_CASE_FIXTURE(fixture, "auth_time: optional (then iat), else an integer no later than iat") {
+    auto without = service.verify(sign(good_header, standard_claims().json()), at(t0 + 10));
+    REQUIRE(without);
+    CHECK(without->authenticated_at == at(t0));
+    CHECK(accepts(sign(good_header, standard_claims().set("auth_time", std::to_string(t0 - 500)).json())));
+    for (const std::string& bad : {std::to_string(t0 + 1), std::string("1.5"), std::string(R"("1800000000")"),
+                                   std::string("-1"), std::string("null")}) {
+      CAPTURE(bad);
+      CHECK(verify_error(sign(good_header, standard_claims().set("auth_time", bad).json())) == errc::auth_failed);
+    }
+  }
+
   TEST_CASE_FIXTURE(fixture, "every claim is required") {
     for (const char* claim : {"iss", "aud", "sub", "name", "role", "jti", "iat", "nbf", "exp"}) {
       CAPTURE(claim);

@@ -214,7 +214,8 @@ TEST_SUITE("rest_api") {
                            wrong{"PATCH", "/api/sites/1", "GET, PUT, DELETE"}, wrong{"GET", "/api/site/1", "PUT"},
                            wrong{"POST", "/healthz", "GET"}, wrong{"get", "/healthz", "GET"},
                            wrong{"PUT", "/metrics", "GET"}, wrong{"GET", "/api/verify-agent", "POST"},
-                           wrong{"GET", "/api/sites/1/deploy", "POST"}, wrong{"GET", "/api/admin/hubs", "POST"},
+                           wrong{"GET", "/api/sites/1/deploy", "POST"}, wrong{"PUT", "/api/admin/hubs", "GET, POST"},
+                           wrong{"GET", "/api/admin/users/1", "DELETE"}, wrong{"GET", "/api/admin/agents/a/grants", "PUT"},
                            wrong{"HEAD", "/api/token/refresh", "POST"}}) {
       CAPTURE(w.method);
       CAPTURE(w.path);
@@ -386,6 +387,33 @@ TEST_SUITE("rest_api") {
             return e.action == "token_refresh" && e.outcome == "denied" &&
                    e.target == "user:" + std::to_string(f.bob.id.value());
           }) == 1);  // the deleted user's refresh only, not the garbage or expired ones
+  }
+
+  TEST_CASE("token refresh never extends a session past its absolute lifetime") {
+    rest_fixture f;
+    const auto max_session = f.login_cfg.max_session;
+    REQUIRE(max_session == std::chrono::hours(12));
+    auto first = f.call("POST", "/api/login", R"({"username":"bob","password":"bob-pw"})");
+    std::string token = between(first.body, R"("token":")", "\"");
+    // Refreshing every 4 minutes keeps the session alive until 12 hours after the login, not longer.
+    const auto login_at = f.clk.wall_now();
+    while (f.clk.wall_now() + 240s < login_at + max_session) {
+      f.clk.advance(240s);
+      auto fresh = f.call("POST", "/api/token/refresh", {}, "Bearer " + token);
+      REQUIRE(fresh.status == 200);
+      token = between(fresh.body, R"("token":")", "\"");
+    }
+    auto claims = f.tokens.verify(token, f.clk.wall_now());
+    REQUIRE(claims);
+    CHECK(claims->expires_at <= login_at + max_session);
+    CHECK(claims->authenticated_at == from_unix_seconds(to_unix_seconds(login_at)));
+    f.clk.advance(std::chrono::duration_cast<std::chrono::seconds>(login_at + max_session - f.clk.wall_now()));
+    auto ended = f.call("POST", "/api/token/refresh", {}, "Bearer " + token);
+    CHECK(ended.status == 401);
+    CHECK(ended.body == error_body("Session expired"));
+    CHECK(f.audit_mentions("absolute session lifetime reached"));
+    // A new login starts a new session.
+    CHECK(f.call("POST", "/api/login", R"({"username":"bob","password":"bob-pw"})").status == 200);
   }
 
   TEST_CASE("sites: create, list, get, update on both paths, deploy, delete") {

@@ -8,37 +8,44 @@
 #include "query_string.hpp"
 
 namespace citrus::audit_review_api {
+namespace {
+/// One parameter of either query, by its index in the flagged review's list of names.
+errc parse_parameter(audit_review_query& q, std::size_t which, std::string_view value) {
+  switch (which) {
+    case 0:
+      q.kind = parse_audit_kind(value);
+      return q.kind ? errc::ok : errc::invalid_value;
+    case 1:
+    case 2:
+      if (value.empty() || value.size() > 256) return errc::invalid_value;
+      (which == 1 ? q.actor : q.outcome) = std::string(value);
+      return errc::ok;
+    case 3:
+    case 4: {
+      const auto t = query_string::decimal(value, max_audit_since);
+      if (!t) return errc::invalid_value;
+      (which == 3 ? q.since : q.until) = from_unix_seconds(*t);
+      return errc::ok;
+    }
+    case 5: {
+      const auto n = query_string::decimal(value, max_audit_review_limit);
+      if (!n || *n < 1) return errc::invalid_value;
+      q.limit = static_cast<std::size_t>(*n);
+      return errc::ok;
+    }
+    default:
+      if (value != "0" && value != "1") return errc::invalid_value;
+      q.unacknowledged_only = value == "1";
+      return errc::ok;
+  }
+}
+}  // namespace
+
 query_string::problem parse_query(std::string_view target, audit_review_query& q) {
   static constexpr std::array<std::string_view, 7> names{"kind",  "actor", "outcome",       "since",
                                                          "until", "limit", "unacknowledged"};
   return query_string::parse(target, names, [&q](std::size_t which, std::string_view value) {
-    switch (which) {
-      case 0:
-        q.kind = parse_audit_kind(value);
-        return q.kind ? errc::ok : errc::invalid_value;
-      case 1:
-      case 2:
-        if (value.empty() || value.size() > 256) return errc::invalid_value;
-        (which == 1 ? q.actor : q.outcome) = std::string(value);
-        return errc::ok;
-      case 3:
-      case 4: {
-        const auto t = query_string::decimal(value, max_audit_since);
-        if (!t) return errc::invalid_value;
-        (which == 3 ? q.since : q.until) = from_unix_seconds(*t);
-        return errc::ok;
-      }
-      case 5: {
-        const auto n = query_string::decimal(value, max_audit_review_limit);
-        if (!n || *n < 1) return errc::invalid_value;
-        q.limit = static_cast<std::size_t>(*n);
-        return errc::ok;
-      }
-      default:
-        if (value != "0" && value != "1") return errc::invalid_value;
-        q.unacknowledged_only = value == "1";
-        return errc::ok;
-    }
+    return parse_parameter(q, which, value);
   });
 }
 
@@ -49,6 +56,14 @@ std::string expected_value(std::string_view name) {
   if (name == "limit") return "1 to " + std::to_string(max_audit_review_limit);
   if (name == "unacknowledged") return "0 or 1";
   return {};
+}
+
+query_string::problem parse_trail_query(std::string_view target, audit_review_query& q) {
+  static constexpr std::array<std::string_view, 6> names{"kind", "actor", "outcome", "since", "until", "limit"};
+  q.flagged_only = false;
+  return query_string::parse(target, names, [&q](std::size_t which, std::string_view value) {
+    return parse_parameter(q, which, value);
+  });
 }
 
 std::optional<std::int64_t> parse_event_id(std::string_view segment) noexcept {

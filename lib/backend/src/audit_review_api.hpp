@@ -22,6 +22,9 @@ query_string::problem parse_query(std::string_view target, audit_review_query& q
 
 /// What the parameter `name` of parse_query() takes, for an error answer ("" for an unknown name).
 std::string expected_value(std::string_view name);
+/// The query of GET /api/admin/audit: the same parameters but unacknowledged, over every event
+/// (sets q.flagged_only to false).
+query_string::problem parse_trail_query(std::string_view target, audit_review_query& q);
 
 /// An event id of the :id segment: 1..2^63-1 in decimal, nothing else.
 std::optional<std::int64_t> parse_event_id(std::string_view segment) noexcept;

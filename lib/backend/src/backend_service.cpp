@@ -21,7 +21,10 @@ struct backend_service::impl {
         rest(c.rest, rest_services{s.storage, sites, login, s.tokens, s.clk, s.random, s.log,
                                    [this] { return metrics ? metrics() : std::string("citrus_up 1\n"); },
                                    [this] { return unready ? unready() : std::vector<std::string>{}; },
-                                   [this](principal_kind kind, const std::string& id) { revoke_sessions(kind, id); }}),
+                                   [this](principal_kind kind, const std::string& id) { revoke_sessions(kind, id); },
+                                   [this] { return link.presence(); },
+                                   [this](user_id user, std::string_view why) { gateway.end_user_sessions(user, why); },
+                                   [this](user_id user, std::string_view token) { gateway.end_token_sessions(user, token); }}),
         log(s.log) {
     observer.target = &sites;
     gateway.bind_sites(sites);

@@ -173,6 +173,10 @@ void login_service::login(std::string name, std::string password, std::string ad
           return done({errc::auth_failed, hold});
         }
         m.by_user_address.record_success(pair_key(name, address));  // the name's own count stays: it slows guessers elsewhere
+        if (checked->user.disabled) {  // told only to whoever knows the password: it reveals nothing to a guesser
+          m.audit_later(event(audit_kind::authentication, "login", "denied", "account disabled"));
+          return done({errc::account_disabled, hold});
+        }
         auto token = m.tokens.issue(checked->user, m.clk.wall_now());
         if (!token) return done({token.error(), hold});
         auto claims = m.tokens.verify(*token, m.clk.wall_now());
@@ -195,10 +199,26 @@ void login_service::refresh(std::string token, std::function<void(result<login_r
   auto claims = me.tokens.verify(token, me.clk.wall_now());
   if (!claims) return done(claims.error());
   const user_id who = claims->user;
+  const wall_time session_start = claims->authenticated_at;
+  const wall_time session_end = session_start + me.cfg.max_session;
+  if (me.clk.wall_now() >= session_end) {  // no storage work for a session that ended anyway
+    const std::string actor = "user:" + std::to_string(who.value());
+    me.audit_later(audit_event{me.clk.wall_now(), audit_kind::authentication, actor, "token_refresh", actor, "denied",
+                               "absolute session lifetime reached"});
+    return done(errc::token_expired);
+  }
   std::weak_ptr<impl> weak = impl_;
   run_storage<user_record>(
-      me.storage, storage_lane::read, [who](storage& db) { return db.users().find_user(who); },
-      [weak, who, done = std::move(done)](result<user_record> user) mutable {
+      me.storage, storage_lane::read,
+      [who, jti = claims->token_id](storage& db) -> result<user_record> {
+        auto user = db.users().find_user(who);
+        if (!user) return user;
+        auto revoked = db.users().is_token_revoked(jti);
+        if (!revoked) return revoked.error();
+        if (*revoked || user->disabled) return errc::auth_failed;  // logged out, or disabled since
+        return user;
+      },
+      [weak, who, session_start, session_end, done = std::move(done)](result<user_record> user) mutable {
         auto self = weak.lock();
         if (!self) return;
         impl& m = *self;
@@ -208,8 +228,14 @@ void login_service::refresh(std::string token, std::function<void(result<login_r
                                     "user no longer exists"});
           return done(errc::auth_failed);
         }
+        if (!user && user.error() == make_error_code(errc::auth_failed)) {
+          const std::string actor = "user:" + std::to_string(who.value());
+          m.audit_later(audit_event{m.clk.wall_now(), audit_kind::authentication, actor, "token_refresh", actor, "denied",
+                                    "account disabled or token logged out"});
+          return done(errc::auth_failed);
+        }
         if (!user) return done(user.error());  // the store failed: not the token's fault
-        auto fresh = m.tokens.issue(*user, m.clk.wall_now());
+        auto fresh = m.tokens.renew(*user, m.clk.wall_now(), session_start, session_end);
         if (!fresh) return done(fresh.error());
         auto fresh_claims = m.tokens.verify(*fresh, m.clk.wall_now());
         if (!fresh_claims) return done(fresh_claims.error());

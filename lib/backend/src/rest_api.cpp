@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "citrus/core/audit.hpp"
+#include "admin_api.hpp"
 #include "audit_review_api.hpp"
 #include "citrus/core/ids.hpp"
 #include "citrus/core/protocol.hpp"
@@ -205,10 +206,16 @@ enum class route_kind {
   verify_agent,
   verify_commander,
   hub_events,  // a hub's audit events, from a hub without a database
-  admin_agents,
-  admin_rotate,  // /api/admin/agents/:agentId/rotate
+  logout,
+  admin_agents,      // GET lists, POST registers
+  admin_rotate,      // /api/admin/{agents,commanders,hubs}/:id/rotate
   admin_commanders,
   admin_hubs,
+  admin_principal,   // DELETE /api/admin/{agents,commanders,hubs}/:id: revoke
+  admin_grants,      // PUT /api/admin/{agents,commanders}/:id/grants
+  admin_users,       // GET lists, POST adds
+  admin_user,        // DELETE /api/admin/users/:id
+  admin_user_action, // POST /api/admin/users/:id/{disable,enable,password}
   admin_audit,
   admin_audit_flagged,  // /api/admin/audit/flagged
   admin_audit_ack,      // /api/admin/audit/:id/ack
@@ -219,15 +226,17 @@ enum class route_kind {
 /// table, so the documented routes (docs/openapi.json, checked by a test) are the served ones.
 struct route_def {
   route_kind kind;
-  std::string_view pattern;  ///< the template, for logs (never the raw target)
-  std::string_view allow;    ///< methods, as the Allow header lists them
+  std::string_view pattern;         ///< the template, for logs (never the raw target)
+  std::string_view allow;           ///< methods, as the Allow header lists them
+  std::string_view collection = {}; ///< admin routes: "agents", "commanders", "hubs", or the user action
 };
 
-constexpr std::array<route_def, 19> route_table{{
+constexpr std::array<route_def, 32> route_table{{
     {route_kind::healthz, "/healthz", "GET"},
     {route_kind::readyz, "/readyz", "GET"},
     {route_kind::metrics, "/metrics", "GET"},
     {route_kind::login, "/api/login", "POST"},
+    {route_kind::logout, "/api/logout", "POST"},
     {route_kind::refresh, "/api/token/refresh", "POST"},
     {route_kind::sites, "/api/sites", "GET, POST"},
     {route_kind::site, "/api/sites/:id", "GET, PUT, DELETE"},
@@ -236,10 +245,22 @@ constexpr std::array<route_def, 19> route_table{{
     {route_kind::verify_agent, "/api/verify-agent", "POST"},
     {route_kind::verify_commander, "/api/verify-commander", "POST"},
     {route_kind::hub_events, "/api/hub-events", "POST"},
-    {route_kind::admin_agents, "/api/admin/agents", "POST"},
-    {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST"},
-    {route_kind::admin_commanders, "/api/admin/commanders", "POST"},
-    {route_kind::admin_hubs, "/api/admin/hubs", "POST"},
+    {route_kind::admin_agents, "/api/admin/agents", "GET, POST", "agents"},
+    {route_kind::admin_principal, "/api/admin/agents/:agentId", "DELETE", "agents"},
+    {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST", "agents"},
+    {route_kind::admin_grants, "/api/admin/agents/:agentId/grants", "PUT", "agents"},
+    {route_kind::admin_commanders, "/api/admin/commanders", "GET, POST", "commanders"},
+    {route_kind::admin_principal, "/api/admin/commanders/:commanderId", "DELETE", "commanders"},
+    {route_kind::admin_rotate, "/api/admin/commanders/:commanderId/rotate", "POST", "commanders"},
+    {route_kind::admin_grants, "/api/admin/commanders/:commanderId/grants", "PUT", "commanders"},
+    {route_kind::admin_hubs, "/api/admin/hubs", "GET, POST", "hubs"},
+    {route_kind::admin_principal, "/api/admin/hubs/:hubId", "DELETE", "hubs"},
+    {route_kind::admin_rotate, "/api/admin/hubs/:hubId/rotate", "POST", "hubs"},
+    {route_kind::admin_users, "/api/admin/users", "GET, POST"},
+    {route_kind::admin_user, "/api/admin/users/:id", "DELETE"},
+    {route_kind::admin_user_action, "/api/admin/users/:id/disable", "POST", "disable"},
+    {route_kind::admin_user_action, "/api/admin/users/:id/enable", "POST", "enable"},
+    {route_kind::admin_user_action, "/api/admin/users/:id/password", "POST", "password"},
     {route_kind::admin_audit, "/api/admin/audit", "GET"},
     {route_kind::admin_audit_flagged, "/api/admin/audit/flagged", "GET"},
     {route_kind::admin_audit_ack, "/api/admin/audit/:id/ack", "POST"},
@@ -250,6 +271,7 @@ struct route {
   std::string_view name = "unmatched";  ///< the template, for logs (never the raw target)
   std::string_view allow;               ///< methods, as the Allow header lists them
   std::string_view param;               ///< the :id / :agentId segment
+  std::string_view collection = {};     ///< admin routes: "agents", "commanders", "hubs", or the user action
 };
 
 /// Whether `path` (after its leading '/') fits `pattern` segment by segment; `param` gets the
@@ -272,7 +294,7 @@ route match(std::string_view target) noexcept {
   if (path.empty() || path.front() != '/') return {};
   for (const route_def& def : route_table) {
     std::string_view param;
-    if (fits(path.substr(1), def.pattern, param)) return {def.kind, def.pattern, def.allow, param};
+    if (fits(path.substr(1), def.pattern, param)) return {def.kind, def.pattern, def.allow, param, def.collection};
   }
   return {};
 }
@@ -297,7 +319,15 @@ body_policy policy_for(route_kind kind, std::string_view method) noexcept {
     case route_kind::metrics:
     case route_kind::admin_audit:
     case route_kind::admin_audit_flagged: return body_policy::none;
-    case route_kind::admin_audit_ack: return body_policy::optional;
+    case route_kind::admin_audit_ack:
+    case route_kind::logout: return body_policy::optional;
+    case route_kind::admin_principal:
+    case route_kind::admin_user: return body_policy::none;
+    case route_kind::admin_agents:
+    case route_kind::admin_commanders:
+    case route_kind::admin_hubs:
+    case route_kind::admin_users: return method == "POST" ? body_policy::required : body_policy::none;
+    case route_kind::admin_user_action: return body_policy::optional;
     case route_kind::refresh:
     case route_kind::deploy:
     case route_kind::admin_rotate: return body_policy::optional;
@@ -318,23 +348,6 @@ std::optional<std::int64_t> parse_site_id(std::string_view text) noexcept {
   }
   if (value > max_id) return std::nullopt;
   return value;
-}
-
-/// The query of GET /api/admin/audit: kind=<audit kind>, limit=1..max_audit_review_limit and
-/// since=0..max_audit_since (Unix seconds), each at most once and nothing else (query_string.hpp).
-query_string::problem parse_audit_query(std::string_view target, audit_query& q) {
-  static constexpr std::array<std::string_view, 3> names{"kind", "limit", "since"};
-  return query_string::parse(target, names, [&q](std::size_t which, std::string_view value) {
-    if (which == 0) {
-      q.kind = parse_audit_kind(value);
-      return q.kind ? errc::ok : errc::invalid_value;
-    }
-    const auto number = query_string::decimal(value, which == 1 ? max_audit_review_limit : max_audit_since);
-    if (!number || (which == 1 && *number < 1)) return errc::invalid_value;
-    if (which == 1) q.limit = static_cast<std::size_t>(*number);
-    else q.since = from_unix_seconds(*number);
-    return errc::ok;
-  });
 }
 
 bool is_json_media_type(std::string_view value) noexcept {
@@ -361,6 +374,7 @@ constexpr std::string_view msg_method_not_allowed = "Method not allowed";
 constexpr std::string_view msg_unsupported_media = "Content-Type must be application/json";
 constexpr std::string_view msg_bad_login = "Invalid username or password";
 constexpr char msg_wire_id[] = "1 to 128 characters of A-Z a-z 0-9 . _ : -";
+constexpr std::string_view msg_own_account = "An administrator cannot disable or delete their own account";
 
 errc to_errc(std::error_code e) noexcept {
   if (!e) return errc::ok;
@@ -387,6 +401,7 @@ int status_for(errc e) noexcept {
     case errc::auth_failed:
     case errc::token_expired: return 401;
     case errc::forbidden_operation:
+    case errc::account_disabled:
     case errc::unauthorized_access: return 403;
     case errc::not_found: return 404;
     case errc::conflict: return 409;
@@ -514,6 +529,7 @@ struct rest_call {
   std::string method, target, body, authorization, content_type;
   std::string address;
   route r;
+  std::optional<token_claims> claims;         ///< once authenticate() accepted the Bearer token
   std::function<void(http_response)> answer;  ///< exactly once, on the loop thread
   bool answered = false;
 
@@ -625,8 +641,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   }
 
   /// The user behind a Bearer token: signature and expiry checked on the loop, then the user must
-  /// still exist (read lane). A genuine token of a user that no longer exists (`citrus-backend user
-  /// delete`) is audited: only this backend can have issued it.
+  /// still exist, not be disabled, and the token must not have been logged out (read lane). A genuine
+  /// token refused that way is audited: only a backend of this database can have issued it.
   template <class Next>
   void authenticate(const call_ptr& c, Next&& next) {
     const std::string_view token = bearer_credentials(c->authorization);
@@ -637,11 +653,23 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       return c->reply(auth_failure(make_error_code(code), c->address));
     }
     const user_id who = claims->user;
-    with_storage<user_record>(c, storage_lane::read, [who](storage& db) { return db.users().find_user(who); },
+    c->claims = *claims;
+    with_storage<user_record>(c, storage_lane::read,
+                              [who, jti = claims->token_id](storage& db) -> result<user_record> {
+                                auto user = db.users().find_user(who);
+                                if (!user) return user;
+                                auto revoked = db.users().is_token_revoked(jti);
+                                if (!revoked) return revoked.error();
+                                if (*revoked || user->disabled) return errc::auth_failed;
+                                return user;
+                              },
                               [c, who, next = std::forward<Next>(next)](impl& self, result<user_record> user) mutable {
-                                if (!user && to_errc(user.error()) == errc::not_found) {
+                                const errc refused = user ? errc::ok : to_errc(user.error());
+                                if (refused == errc::not_found || refused == errc::auth_failed) {
                                   self.audit(audit_kind::authentication, "addr:" + c->address, "rest_auth",
-                                             "user:" + std::to_string(who.value()), "denied", "user no longer exists");
+                                             "user:" + std::to_string(who.value()), "denied",
+                                             refused == errc::not_found ? "user no longer exists"
+                                                                        : "account disabled or token logged out");
                                   return c->reply(self.auth_failure(make_error_code(errc::auth_failed), c->address));
                                 }
                                 if (!user) return c->reply(self.auth_failure(user.error(), c->address));
@@ -750,10 +778,16 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
         return update_site(c, user);
       case route_kind::site_legacy: return update_site(c, user);
       case route_kind::deploy: return deploy(c, user);
+      case route_kind::logout: return logout(c, user);
       case route_kind::admin_agents:
       case route_kind::admin_rotate:
       case route_kind::admin_commanders:
       case route_kind::admin_hubs:
+      case route_kind::admin_principal:
+      case route_kind::admin_grants:
+      case route_kind::admin_users:
+      case route_kind::admin_user:
+      case route_kind::admin_user_action:
       case route_kind::admin_audit:
       case route_kind::admin_audit_flagged:
       case route_kind::admin_audit_ack: return admin(c, user);
@@ -1005,50 +1039,260 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   // --- administration ---------------------------------------------------------------------------
 
-  void admin(const call_ptr& c, const user_record& user) {
-    std::string_view action;
-    switch (c->r.kind) {
-      case route_kind::admin_agents: action = "agent.register"; break;
-      case route_kind::admin_rotate: action = "agent.rotate"; break;
-      case route_kind::admin_commanders: action = "commander.register"; break;
+  /// The audit action of an administration route (also the action of its refusal).
+  static std::string admin_action(const route& r) {
+    const auto kind = admin_api::collection_kind(r.collection);
+    const std::string who = kind ? std::string(to_string(*kind)) : std::string("agent");
+    switch (r.kind) {
+      case route_kind::admin_agents:
+      case route_kind::admin_commanders:
+      case route_kind::admin_hubs: return who + ".register";
+      case route_kind::admin_rotate: return who + ".rotate";
+      case route_kind::admin_principal: return who + ".revoke";
+      case route_kind::admin_grants: return who + ".grants";
+      case route_kind::admin_users: return "user.create";
+      case route_kind::admin_user: return "user.delete";
+      case route_kind::admin_user_action:
+        return r.collection == "password" ? "user.password_reset" : "user." + std::string(r.collection);
       case route_kind::admin_audit:
-      case route_kind::admin_audit_flagged: action = "audit.read"; break;
-      case route_kind::admin_audit_ack: action = "audit.ack"; break;
-      default: action = "hub.register"; break;
+      case route_kind::admin_audit_flagged: return "audit.read";
+      case route_kind::admin_audit_ack: return "audit.ack";
+      default: return "admin";
     }
+  }
+
+  /// Administrators only. Every other user gets the same 403 on every administration route, before
+  /// its path, query or body is looked at (so nothing about them can be probed), and it is audited.
+  void admin(const call_ptr& c, const user_record& user) {
+    const bool reading = c->method == "GET";
+    std::string action = admin_action(c->r);
+    if (reading && c->r.kind != route_kind::admin_audit && c->r.kind != route_kind::admin_audit_flagged)
+      action = action.substr(0, action.find('.')) + ".list";
     if (user.role != user_role::admin) {
       audit(audit_kind::security_event, user_actor(user), action, {}, "denied", "not an administrator");
       return c->reply(error_response(errc::forbidden_operation));
     }
+    const auto kind = admin_api::collection_kind(c->r.collection);
     switch (c->r.kind) {
-      case route_kind::admin_agents: return register_principal(c, user, action, principal_kind::agent, "agentId", "trustedCommanders");
-      case route_kind::admin_commanders: return register_principal(c, user, action, principal_kind::commander, "commanderId", "agents");
-      case route_kind::admin_hubs: return register_principal(c, user, action, principal_kind::hub, "hubId", {});
+      case route_kind::admin_agents:
+      case route_kind::admin_commanders:
+      case route_kind::admin_hubs:
+        if (reading) return list_principals(c, *kind);
+        return register_principal(c, user, admin_action(c->r), *kind, admin_api::id_field(*kind),
+                                  admin_api::grants_field(*kind));
+      case route_kind::admin_rotate: return rotate_principal(c, user, *kind);
+      case route_kind::admin_principal: return revoke_principal(c, user, *kind);
+      case route_kind::admin_grants: return set_grants(c, user, *kind);
+      case route_kind::admin_users: return reading ? list_users(c) : add_user(c, user);
+      case route_kind::admin_user: return delete_user(c, user);
+      case route_kind::admin_user_action:
+        return c->r.collection == "password" ? reset_password(c, user) : set_user_disabled(c, user, c->r.collection == "disable");
       case route_kind::admin_audit: return read_audit(c);
       case route_kind::admin_audit_flagged: return read_flagged(c);
       case route_kind::admin_audit_ack: return acknowledge(c, user);
-      default: return rotate_agent(c, user, action);
+      default: return c->reply(error_response(404, msg_not_found));
     }
+  }
+
+  admin_api::change_context change_by(const user_record& user) const {
+    return admin_api::change_context{user_actor(user), svc.clk.wall_now()};
+  }
+
+  /// GET /api/admin/{agents,commanders,hubs}: no keys, no hashes; agents with what the hub link knows
+  /// of their presence (read on the loop when the list comes back).
+  void list_principals(const call_ptr& c, principal_kind kind) {
+    with_storage<std::vector<principal_record>>(
+        c, storage_lane::read, [kind](storage& db) { return db.credentials().list_principals(kind); },
+        [c, kind](impl& self, result<std::vector<principal_record>> found) {
+          if (!found) return c->reply(self.failure(found.error(), "principal.list"));
+          const auto presence = self.svc.presence ? self.svc.presence() : std::vector<agent_presence>{};
+          c->reply(json_response(200, admin_api::principals_body(kind, *found, presence)));
+        });
+  }
+
+  /// DELETE /api/admin/{agents,commanders,hubs}/:id: its keys stop verifying at once; a live session
+  /// at the hub (commanders, agents) is closed through rest_services::revoked.
+  void revoke_principal(const call_ptr& c, const user_record& user, principal_kind kind) {
+    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response(errc::invalid_request));
+    std::string id(c->r.param);
+    with_storage<bool>(c, storage_lane::write,
+                       [ctx = change_by(user), kind, id](storage& db) -> result<bool> {
+                         if (auto gone = admin_api::revoke_principal(db, ctx, kind, id); !gone) return gone.error();
+                         return true;
+                       },
+                       [c, kind, id](impl& self, result<bool> gone) {
+                         if (!gone) return c->reply(self.failure(gone.error(), "principal.revoke"));
+                         if (self.svc.revoked && kind != principal_kind::hub) self.svc.revoked(kind, id);
+                         std::string out = R"({"success":true,)";
+                         protocol::append_json_string(out, admin_api::id_field(kind));
+                         out += ':';
+                         protocol::append_json_string(out, id);
+                         c->reply(json_response(200, out + R"(,"revoked":true})"));
+                       });
+  }
+
+  /// PUT /api/admin/{agents,commanders}/:id/grants {"grants":[..]}.
+  void set_grants(const call_ptr& c, const user_record& user, principal_kind kind) {
+    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response(errc::invalid_request));
+    static constexpr std::array<body_rule, 1> rules{{{"grants", value_kind::string_list, true, max_id_bytes, max_grants}}};
+    std::array<field_value, 1> v{};
+    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    with_storage<principal_record>(
+        c, storage_lane::write,
+        [ctx = change_by(user), kind, id = std::string(c->r.param), grants = std::move(v[0].items)](storage& db) {
+          return admin_api::set_grants(db, ctx, kind, id, grants);
+        },
+        [c, kind](impl& self, result<principal_record> changed) {
+          if (!changed) return c->reply(self.failure(changed.error(), "principal.grants"));
+          const auto presence = self.svc.presence ? self.svc.presence() : std::vector<agent_presence>{};
+          c->reply(json_response(200, admin_api::principals_body(kind, {*changed}, presence)));
+        });
+  }
+
+  void list_users(const call_ptr& c) {
+    with_storage<std::vector<user_record>>(c, storage_lane::read, [](storage& db) { return db.users().list_users(); },
+                                           [c](impl& self, result<std::vector<user_record>> users) {
+                                             if (!users) return c->reply(self.failure(users.error(), "user.list"));
+                                             c->reply(json_response(200, admin_api::users_body(*users)));
+                                           });
+  }
+
+  /// POST /api/admin/users {"username","password","role"?}: 201 with the user (never the password).
+  void add_user(const call_ptr& c, const user_record& user) {
+    static constexpr std::array<body_rule, 3> rules{{
+        {"username", value_kind::string, true, max_name_bytes, 0},
+        {"password", value_kind::string, true, max_password_bytes, 0},
+        {"role", value_kind::string, false, max_name_bytes, 0},
+    }};
+    std::array<field_value, 3> v{};
+    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    const auto role = v[2].present ? admin_api::parse_role(v[2].text) : std::optional<user_role>(user_role::user);
+    if (!role) return c->reply(error_response(errc::invalid_value));
+    with_storage<user_record>(
+        c, storage_lane::write,
+        [ctx = change_by(user), name = std::move(v[0].text), password = std::move(v[1].text), role = *role,
+         cost = cfg.password_hashing](storage& db) { return admin_api::add_user(db, ctx, name, password, role, cost); },
+        [c](impl& self, result<user_record> created) {
+          if (!created) {
+            if (to_errc(created.error()) == errc::conflict) return c->reply(error_response(409, "That user name is taken"));
+            return c->reply(self.failure(created.error(), "user.create"));
+          }
+          c->reply(json_response(201, admin_api::user_body(*created)));
+        });
+  }
+
+  /// The target of /api/admin/users/:id, unless it is the caller's own account (which an
+  /// administrator may not disable or delete: there would be nobody left to undo it).
+  std::optional<user_id> other_user(const call_ptr& c, const user_record& user) {
+    const auto target = admin_api::parse_user_id(c->r.param);
+    if (!target) {
+      c->reply(error_response(errc::invalid_request));
+      return std::nullopt;
+    }
+    if (*target == user.id) {
+      audit(audit_kind::administration, user_actor(user), admin_action(c->r), "user:" + std::to_string(target->value()),
+            "denied", "own account");
+      c->reply(error_response(409, msg_own_account));
+      return std::nullopt;
+    }
+    return target;
+  }
+
+  /// POST /api/admin/users/:id/disable (or enable). Disabling closes the user's live WebSocket sessions
+  /// on this backend at once; elsewhere their tokens are refused at the next use.
+  void set_user_disabled(const call_ptr& c, const user_record& user, bool disabled) {
+    if (auto bad = no_body(c)) return c->reply(std::move(*bad));
+    const auto target = other_user(c, user);
+    if (!target) return;
+    with_storage<user_record>(c, storage_lane::write,
+                              [ctx = change_by(user), who = *target, disabled](storage& db) {
+                                return admin_api::set_user_disabled(db, ctx, who, disabled);
+                              },
+                              [c, disabled](impl& self, result<user_record> changed) {
+                                if (!changed) return c->reply(self.failure(changed.error(), "user.disable"));
+                                if (disabled && self.svc.end_user_sessions)
+                                  self.svc.end_user_sessions(changed->id, "account disabled");
+                                c->reply(json_response(200, admin_api::user_body(*changed)));
+                              });
+  }
+
+  /// DELETE /api/admin/users/:id: the user and their sites; their live sessions close at once.
+  void delete_user(const call_ptr& c, const user_record& user) {
+    const auto target = other_user(c, user);
+    if (!target) return;
+    with_storage<user_record>(c, storage_lane::write,
+                              [ctx = change_by(user), who = *target](storage& db) { return admin_api::delete_user(db, ctx, who); },
+                              [c](impl& self, result<user_record> deleted) {
+                                if (!deleted) return c->reply(self.failure(deleted.error(), "user.delete"));
+                                if (self.svc.end_user_sessions) self.svc.end_user_sessions(deleted->id, "account deleted");
+                                c->reply(json_response(200, admin_api::user_body(*deleted)));
+                              });
+  }
+
+  /// POST /api/admin/users/:id/password {"password"}. The user's sessions stay open.
+  void reset_password(const call_ptr& c, const user_record& user) {
+    const auto target = admin_api::parse_user_id(c->r.param);
+    if (!target) return c->reply(error_response(errc::invalid_request));
+    static constexpr std::array<body_rule, 1> rules{{{"password", value_kind::string, true, max_password_bytes, 0}}};
+    std::array<field_value, 1> v{};
+    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    with_storage<user_record>(c, storage_lane::write,
+                              [ctx = change_by(user), who = *target, password = std::move(v[0].text),
+                               cost = cfg.password_hashing](storage& db) {
+                                return admin_api::reset_password(db, ctx, who, password, cost);
+                              },
+                              [c](impl& self, result<user_record> reset) {
+                                if (!reset) return c->reply(self.failure(reset.error(), "user.password_reset"));
+                                c->reply(json_response(200, admin_api::user_body(*reset)));
+                              });
+  }
+
+  /// A 400 for a body where the route takes none but an empty object, or nullopt.
+  std::optional<http_response> no_body(const call_ptr& c) {
+    static constexpr std::array<body_rule, 0> rules{};
+    std::array<field_value, 0> v{};
+    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return error_response(e);
+    return std::nullopt;
+  }
+
+  /// POST /api/logout: the caller's token is refused from now on by every backend of the database
+  /// (revoked by its "jti" until its own expiry), and its live WebSocket sessions here close at once.
+  void logout(const call_ptr& c, const user_record& user) {
+    if (auto bad = no_body(c)) return c->reply(std::move(*bad));
+    const token_claims claims = *c->claims;
+    with_storage<bool>(c, storage_lane::write,
+                       [claims, e = event(audit_kind::authentication, user_actor(user), "logout", user_actor(user), "ok"),
+                        now = svc.clk.wall_now()](storage& db) -> result<bool> {
+                         if (auto revoked = db.users().revoke_token(claims.token_id, claims.expires_at, now); !revoked)
+                           return revoked.error();
+                         db.audit().record(e);
+                         return true;
+                       },
+                       [c, claims](impl& self, result<bool> done) {
+                         if (!done) return c->reply(self.failure(done.error(), "logout"));
+                         if (self.svc.end_token_sessions) self.svc.end_token_sessions(claims.user, claims.token_id);
+                         c->reply(json_response(200, R"({"success":true})"));
+                       });
   }
 
   /// GET /api/admin/audit. A successful read is not audited itself (a dashboard polling the trail
   /// would otherwise fill it with its own reads); the request log line records it, and a refused one
   /// is a security event like every other administration route's.
   void read_audit(const call_ptr& c) {
-    audit_query q;
-    if (const auto e = parse_audit_query(c->target, q); e.code != errc::ok)
-      return c->reply(error_response(query_error(e, e.name == "kind" ? "an audit kind" : e.name == "limit" ? "1 to " + std::to_string(max_audit_review_limit) : "Unix seconds")));
-    with_storage<std::vector<audit_event>>(c, storage_lane::read, [q](storage& db) { return db.audit().query(q); },
-                                           [c](impl& self, result<std::vector<audit_event>> events) {
-                                             if (!events) return c->reply(self.failure(events.error(), "audit.read"));
-                                             std::string out = R"({"success":true,"events":[)";
-                                             for (std::size_t i = 0; i < events->size(); ++i) {
-                                               if (i) out += ',';
-                                               append_audit_json(out, (*events)[i]);
-                                             }
-                                             out += "]}";
-                                             c->reply(json_response(200, std::move(out)));
-                                           });
+    audit_review_query q;
+    if (const auto e = audit_review_api::parse_trail_query(c->target, q); e.code != errc::ok)
+      return c->reply(error_response(query_error(e, audit_review_api::expected_value(e.name))));
+    with_storage<std::vector<audit_record>>(c, storage_lane::read, [q](storage& db) { return db.audit().review(q); },
+                                            [c](impl& self, result<std::vector<audit_record>> records) {
+                                              if (!records) return c->reply(self.failure(records.error(), "audit.read"));
+                                              std::string out = R"({"success":true,"events":[)";
+                                              for (std::size_t i = 0; i < records->size(); ++i) {
+                                                if (i) out += ',';
+                                                append_audit_json(out, (*records)[i].event);
+                                              }
+                                              out += "]}";
+                                              c->reply(json_response(200, std::move(out)));
+                                            });
   }
 
   /// GET /api/admin/audit/flagged: flagged events with their ids and acknowledgements, newest first.
@@ -1093,7 +1337,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// Runs a credential change on the write lane with its audit event (ok or failed) in the same work.
   /// `invalid` is the answer when the change refuses a value (errc::invalid_value): the field to blame.
   template <class Change, class Make>
-  void change_credentials(const call_ptr& c, const user_record& user, std::string_view action, std::string target,
+  void change_credentials(const call_ptr& c, const user_record& user, std::string action, std::string target,
                           std::string ok_detail, request_error invalid, Change change, Make make) {
     const clock& clk = svc.clk;
     random_source& random = svc.random;
@@ -1111,14 +1355,14 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           db.audit().record(e);
           return key;
         },
-        [c, action, invalid = std::move(invalid), make = std::move(make)](impl& self, result<std::string> key) {
+        [c, action = std::move(action), invalid = std::move(invalid), make = std::move(make)](impl& self, result<std::string> key) {
           if (!key && key.error() == make_error_code(errc::invalid_value)) return c->reply(error_response(invalid));
           if (!key) return c->reply(self.failure(key.error(), action));
           c->reply(make(*key));
         });
   }
 
-  void register_principal(const call_ptr& c, const user_record& user, std::string_view action, principal_kind kind,
+  void register_principal(const call_ptr& c, const user_record& user, std::string action, principal_kind kind,
                           std::string_view id_field, std::string_view grants_field) {
     std::array<field_value, 2> v{};
     request_error parsed;
@@ -1141,7 +1385,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
                                 ? request_error(errc::invalid_value, std::string(grants_field), "ids as " + std::string(msg_wire_id) + ", or *")
                                 : request_error(errc::invalid_value, std::string(id_field), msg_wire_id);
     change_credentials(
-        c, user, action, audit_target(to_string(kind), id), {}, std::move(refused),
+        c, user, std::move(action), audit_target(to_string(kind), id), {}, std::move(refused),
         [kind, id, grants = std::move(v[1].items)](credential_service& credentials) {
           return credentials.register_principal(kind, id, grants);
         },
@@ -1157,20 +1401,24 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
         });
   }
 
-  void rotate_agent(const call_ptr& c, const user_record& user, std::string_view action) {
-    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response({errc::invalid_value, "agentId", msg_wire_id}));
+  /// POST /api/admin/{agents,commanders,hubs}/:id/rotate {"overlapSeconds"?}: the new key, shown once.
+  void rotate_principal(const call_ptr& c, const user_record& user, principal_kind kind) {
+    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
     static constexpr std::array<body_rule, 1> rules{{{"overlapSeconds", value_kind::integer, false, 0, 0}}};
     std::array<field_value, 1> v{};
     if (auto e = parse(c->body, rules, v, true); !e.ok()) return c->reply(error_response(e));
     const std::chrono::seconds overlap = v[0].present ? std::chrono::seconds(v[0].number) : cfg.default_rotation_overlap;
     std::string id(c->r.param);
     change_credentials(
-        c, user, action, audit_target("agent", id), "overlap " + std::to_string(overlap.count()) + "s",
+        c, user, admin_action(c->r), audit_target(to_string(kind), id), "overlap " + std::to_string(overlap.count()) + "s",
         request_error(errc::invalid_value, "overlapSeconds", "0 to 31536000 seconds"),  // credential_service's bound
-        [id, overlap](credential_service& credentials) { return credentials.rotate(principal_kind::agent, id, overlap); },
-        [id, overlap, revoked = svc.revoked](const std::string& key) {
-          if (overlap == std::chrono::seconds::zero() && revoked) revoked(principal_kind::agent, id);
-          std::string out = R"({"success":true,"agentId":)";
+        [kind, id, overlap](credential_service& credentials) { return credentials.rotate(kind, id, overlap); },
+        [kind, id, overlap, revoked = svc.revoked](const std::string& key) {
+          // No overlap: the old key is revoked, so its live session at the hub closes now.
+          if (overlap == std::chrono::seconds::zero() && revoked && kind != principal_kind::hub) revoked(kind, id);
+          std::string out = R"({"success":true,)";
+          protocol::append_json_string(out, admin_api::id_field(kind));
+          out += ':';
           protocol::append_json_string(out, id);
           out += R"(,"key":)";
           protocol::append_json_string(out, key);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -11,11 +12,26 @@
 namespace citrus {
 namespace {
 
+/// The user behind a session, if it may still be served: errc::not_found when deleted,
+/// errc::auth_failed when disabled or when its token (`token_id`) was logged out.
+result<user_record> active_user(storage& db, user_id user, const std::string& token_id) {
+  auto found = db.users().find_user(user);
+  if (!found) return found;
+  if (found->disabled) return errc::auth_failed;
+  if (!token_id.empty()) {
+    auto revoked = db.users().is_token_revoked(token_id);
+    if (!revoked) return revoked.error();
+    if (*revoked) return errc::auth_failed;
+  }
+  return found;
+}
+
 struct user_session {
   connection* conn = nullptr;
   bool authenticated = false;
   bool closing = false;
   user_id user;
+  std::string token_id;          ///< the current token's "jti": a logout of that token ends the session
   wall_time expires_at{};        ///< the token's "exp" (wall clock, as the token service checks it)
   steady_time expires_steady{};  ///< the same lifetime on the monotonic clock: a wall-clock step back
                                  ///< must not stretch a session beyond its token's real lifetime
@@ -144,11 +160,13 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
     // (`citrus-backend user delete`). Checked on auth and on every re-auth.
     const token_claims granted = *claims;
     const std::string request(e.id);
-    lookup_user(s, id, granted.user, [granted, reauth, request](impl& self, user_session& session, connection_id conn,
-                                                               result<user_record> user) {
+    lookup_user(s, id, granted.user, granted.token_id, [granted, reauth, request](impl& self, user_session& session,
+                                                                               connection_id conn, result<user_record> user) {
       if (!user) {
         if (user.error() == make_error_code(errc::not_found)) {
           self.auth_failed(session, conn, errc::auth_failed, "user no longer exists", granted.user, request);
+        } else if (user.error() == make_error_code(errc::auth_failed)) {
+          self.auth_failed(session, conn, errc::auth_failed, "account disabled or token logged out", granted.user, request);
         } else {  // the store failed: not the client's fault, and not a reason to end the session
           self.log.log(log_level::warn, "user_auth_store_failed", {field("conn", static_cast<std::int64_t>(conn.value()))});
           self.send_error(session, request, to_store_errc(user.error()));
@@ -171,6 +189,7 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
       s.user = claims.user;
       s.authenticated = true;
     }
+    s.token_id = claims.token_id;
     s.expires_at = claims.expires_at;
     s.expires_steady = clk.steady_now() + std::max(std::chrono::steady_clock::duration::zero(),
                                                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -184,11 +203,16 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
   /// Looks `user` up on the read lane; the session waits (busy) meanwhile. `next(self, session, id,
   /// user)` runs on the loop when the session still exists; then its waiting messages resume, unless
   /// `next` left it busy (it called hold()) for a storage call of its own.
+  /// A user that exists but may not be served (disabled account, logged-out token) is answered
+  /// errc::auth_failed; one that no longer exists errc::not_found.
   template <class Next>
-  void lookup_user(user_session& s, connection_id id, user_id user, Next next) {
+  void lookup_user(user_session& s, connection_id id, user_id user, std::string token_id, Next next) {
     s.busy = true;
     std::weak_ptr<impl> weak = weak_from_this();
-    run_storage<user_record>(storage, storage_lane::read, [user](citrus::storage& db) { return db.users().find_user(user); },
+    run_storage<user_record>(storage, storage_lane::read,
+                             [user, token_id = std::move(token_id)](citrus::storage& db) -> result<user_record> {
+                               return active_user(db, user, token_id);
+                             },
                              [weak, id, next = std::move(next)](result<user_record> found) mutable {
                                auto self = weak.lock();
                                if (!self) return;
@@ -289,8 +313,8 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
       return send_error(s, e.id, errc::rate_limited);
     }
     if (changes_state) recent.reserve(caller, e.id);
-    lookup_user(s, id, caller, [text = std::string(text), caller, changes_state](impl& self, user_session& session,
-                                                                                 connection_id conn, result<user_record> user) {
+    lookup_user(s, id, caller, s.token_id, [text = std::string(text), caller, changes_state](
+                                               impl& self, user_session& session, connection_id conn, result<user_record> user) {
       auto parsed = self.parser.parse(text);
       if (!parsed) return;  // it parsed a moment ago
       const protocol::envelope& command = **parsed;
@@ -298,6 +322,8 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
         if (changes_state) self.recent.release(caller, command.id);
         if (user.error() == make_error_code(errc::not_found)) {
           self.auth_failed(session, conn, errc::auth_failed, "user no longer exists", caller, command.id);
+        } else if (user.error() == make_error_code(errc::auth_failed)) {
+          self.auth_failed(session, conn, errc::auth_failed, "account disabled or token logged out", caller, command.id);
         } else {
           self.log.log(log_level::warn, "user_lookup_failed", {field("conn", static_cast<std::int64_t>(conn.value()))});
           self.send_error(session, command.id, to_store_errc(user.error()));
@@ -432,6 +458,26 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
     }
   }
 
+  /// Closes the sessions of `user` (all of them, or only those of the token `token_id` when it is
+  /// not empty) at once: an error frame first, then close_code::revoked.
+  std::size_t end_sessions(user_id user, std::string_view token_id, std::string_view why) {
+    auto it = by_user.find(user.value());
+    if (it == by_user.end()) return 0;
+    std::size_t closed = 0;
+    const std::vector<std::uint64_t> ids = it->second;  // a transport may call on_close() inside close()
+    for (std::uint64_t cid : ids) {
+      user_session* s = find(connection_id{cid});
+      if (!s || s->closing || !s->authenticated || s->user != user) continue;
+      if (!token_id.empty() && s->token_id != token_id) continue;
+      log.log(log_level::info, "user_session_ended", {field("conn", static_cast<std::int64_t>(cid)),
+                                                      field("user", user.value()), field("why", why)});
+      send_error(*s, {}, errc::auth_failed);
+      close(*s, close_code::revoked, why);
+      ++closed;
+    }
+    return closed;
+  }
+
   void notify(user_id user, std::string_view frame) {
     auto it = by_user.find(user.value());
     if (it == by_user.end()) return;
@@ -463,6 +509,12 @@ void user_gateway::tick() { impl_->tick(); }
 void user_gateway::notify(user_id user, std::string_view frame) { impl_->notify(user, frame); }
 void user_gateway::operation_ended(user_id, const request_id& request) {
   impl_->recent.ended(request, impl_->clk.steady_now());
+}
+std::size_t user_gateway::end_user_sessions(user_id user, std::string_view why) {
+  return impl_->end_sessions(user, {}, why);
+}
+std::size_t user_gateway::end_token_sessions(user_id user, std::string_view token_id) {
+  return token_id.empty() ? 0 : impl_->end_sessions(user, token_id, "logged out");
 }
 std::size_t user_gateway::sessions() const noexcept { return impl_->sessions.size(); }
 std::size_t user_gateway::held_command_ids() const noexcept { return impl_->recent.held(); }

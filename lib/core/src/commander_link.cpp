@@ -3,9 +3,9 @@
 #include "peer_credentials.hpp"
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace citrus {
@@ -51,7 +51,34 @@ struct commander_link::impl {
   std::string prefix;
   std::string out;
   std::unordered_map<std::string, pending_request> pending;
-  std::unordered_set<std::string> agents_online;
+  std::map<std::string, agent_presence, std::less<>> agents;  ///< by id; online and offline ones
+
+  /// A presence report: `online` or not as of now. A full table forgets the offline agent seen
+  /// longest ago to make room (never an online one).
+  void report_presence(std::string_view agent, bool online) {
+    const wall_time now = clk.wall_now();
+    auto it = agents.find(agent);
+    if (it == agents.end()) {
+      if (agents.size() >= max_presence && !forget_one_offline()) return;
+      it = agents.emplace(std::string(agent), agent_presence{std::string(agent), cfg.hub_name, !online, now, now}).first;
+    }
+    if (it->second.online != online) it->second.since = now;
+    it->second.online = online;
+    it->second.last_seen = now;
+  }
+
+  bool forget_one_offline() {
+    auto oldest = agents.end();
+    for (auto it = agents.begin(); it != agents.end(); ++it)
+      if (!it->second.online && (oldest == agents.end() || it->second.last_seen < oldest->second.last_seen)) oldest = it;
+    if (oldest == agents.end()) return false;
+    agents.erase(oldest);
+    return true;
+  }
+
+  void seen(std::string_view agent) {
+    if (auto it = agents.find(agent); it != agents.end()) it->second.last_seen = clk.wall_now();
+  }
   metrics::histogram succeeded_seconds{metrics::command_latency_buckets()};
   metrics::histogram failed_seconds{metrics::command_latency_buckets()};
 
@@ -94,8 +121,7 @@ struct commander_link::impl {
         else reauth_at.reset();
         return;
       case message_type::presence:
-        if (e.state == "online") agents_online.insert(std::string(e.agent));
-        else agents_online.erase(std::string(e.agent));
+        report_presence(e.agent, e.state == "online");
         return;
       case message_type::progress:
       case message_type::result:
@@ -114,6 +140,7 @@ struct commander_link::impl {
       log.log(log_level::warn, "hub_update_unmatched", {field("id", e.id), field("agent", e.agent)});
       return;
     }
+    seen(it->second.agent);
     if (e.type == message_type::progress) {
       it->second.deadline = clk.steady_now() + cfg.request_timeout;
       command_update u;
@@ -152,7 +179,15 @@ const metrics::histogram& commander_link::command_seconds(bool succeeded) const 
   return succeeded ? impl_->succeeded_seconds : impl_->failed_seconds;
 }
 bool commander_link::agent_online(std::string_view agent) const {
-  return impl_->agents_online.count(std::string(agent)) > 0;
+  const auto it = impl_->agents.find(agent);
+  return it != impl_->agents.end() && it->second.online;
+}
+
+std::vector<agent_presence> commander_link::presence() const {
+  std::vector<agent_presence> out;
+  out.reserve(impl_->agents.size());
+  for (const auto& [id, p] : impl_->agents) out.push_back(p);
+  return out;
 }
 
 result<request_id> commander_link::send(const command_request& command) {
@@ -222,7 +257,12 @@ void commander_link::on_close(connection_id) {
   const bool was_online = m.authenticated;
   m.conn = nullptr;
   m.authenticated = false;
-  m.agents_online.clear();
+  const wall_time now = m.clk.wall_now();
+  for (auto& [id, p] : m.agents)  // nothing is known of them until the hub reports again
+    if (p.online) {
+      p.online = false;
+      p.since = now;
+    }
   if (was_online) m.log.log(log_level::warn, "hub_link_offline", {field("in_flight", static_cast<std::int64_t>(m.pending.size()))});
   m.fail_all(errc::hub_unavailable);
 }

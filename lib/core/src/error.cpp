@@ -37,6 +37,7 @@ constexpr entry table[] = {
     {errc::token_expired, "token_expired", "Session expired"},
     {errc::account_locked, "account_locked", "Too many failed attempts, try again later"},
     {errc::identity_in_use, "identity_in_use", "This identity is in use by another connection"},
+    {errc::account_disabled, "account_disabled", "This account is disabled"},
     {errc::unauthorized_access, "unauthorized_access", "Unauthorized access"},
     {errc::agent_not_granted, "agent_not_granted", "Agent not available to this commander"},
     {errc::agent_offline, "agent_offline", "Agent is offline"},

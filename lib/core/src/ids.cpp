@@ -24,4 +24,14 @@ bool is_valid_wire_id(std::string_view text) noexcept {
   return true;
 }
 
+bool is_valid_user_name(std::string_view text) noexcept {
+  if (text.empty() || text.size() > 64) return false;
+  for (char c : text) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '@' || c == '+' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace citrus

@@ -1,5 +1,6 @@
 #include "citrus/jwt/jwt_token_service.hpp"
 
+#include <algorithm>
 #include <jwt/jwt.hpp>
 #include <nlohmann/json.hpp>
 #include <openssl/crypto.h>
@@ -263,10 +264,22 @@ hs256_token_service::~hs256_token_service() {
 }
 
 result<std::string> hs256_token_service::issue(const user_record& user, wall_time now) {
-  if (user.id.value() <= 0) return errc::invalid_value;
   const long long issued_at = to_unix_seconds(now);
-  if (issued_at < 0) return errc::invalid_value;
-  const long long expires_at = issued_at + config_.lifetime.count();
+  return sign(user, issued_at, issued_at, issued_at + config_.lifetime.count());
+}
+
+result<std::string> hs256_token_service::renew(const user_record& user, wall_time now, wall_time authenticated_at,
+                                               wall_time not_after) {
+  const long long issued_at = to_unix_seconds(now);
+  const long long expires_at = std::min(issued_at + config_.lifetime.count(), to_unix_seconds(not_after));
+  if (expires_at <= issued_at) return errc::token_expired;
+  return sign(user, issued_at, std::min(to_unix_seconds(authenticated_at), issued_at), expires_at);
+}
+
+result<std::string> hs256_token_service::sign(const user_record& user, long long issued_at, long long authenticated_at,
+                                              long long expires_at) {
+  if (user.id.value() <= 0) return errc::invalid_value;
+  if (issued_at < 0 || authenticated_at < 0) return errc::invalid_value;
   try {
     ::jwt::jwt_object token{::jwt::params::algorithm("HS256"), ::jwt::params::secret(config_.secret)};
     auto& payload = token.payload();
@@ -278,6 +291,7 @@ result<std::string> hs256_token_service::issue(const user_record& user, wall_tim
     payload.add_claim("iat", issued_at);
     payload.add_claim("nbf", issued_at);
     payload.add_claim("exp", expires_at);
+    payload.add_claim("auth_time", authenticated_at);
     payload.add_claim("jti", random_hex(random_, jti_bytes));
     std::error_code ec;
     std::string encoded = token.signature(ec);
@@ -337,6 +351,9 @@ result<token_claims> hs256_token_service::verify(std::string_view token, wall_ti
   const long long now_s = to_unix_seconds(now);
   const long long leeway = config_.leeway.count();
   if (iat > now_s + leeway || nbf > now_s + leeway) return errc::auth_failed;  // not yet valid
+  long long auth_time = iat;  // optional: tokens issued before the claim existed count from iat
+  if (member(claims, "auth_time") != nullptr && (!time_claim(claims, "auth_time", auth_time) || auth_time > iat))
+    return errc::auth_failed;
 
   // 6. cpp-jwt, wrapped, as a second opinion that must read the same claims.
   json decoded;
@@ -345,6 +362,7 @@ result<token_claims> hs256_token_service::verify(std::string_view token, wall_ti
 
   out.issued_at = from_unix_seconds(iat);
   out.expires_at = from_unix_seconds(exp);
+  out.authenticated_at = from_unix_seconds(auth_time);
   return out;
 }
 

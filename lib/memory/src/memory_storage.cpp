@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
@@ -34,6 +35,7 @@ struct memory_storage::impl {
   std::map<std::pair<principal_kind, std::string>, principal_record> principals;
   std::vector<audit_record> events;  ///< in insertion order; ids 1, 2, ...
   std::map<std::int64_t, audit_ack> acks;
+  std::map<std::string, wall_time, std::less<>> revoked_tokens;  ///< jti -> the token's expiry
 
   std::size_t failing_writes = 0;
   errc failure = errc::storage_unavailable;
@@ -96,6 +98,35 @@ struct memory_storage::impl {
           ++site;
       }
       return {};
+    }
+
+    result<void> set_disabled(user_id id, bool disabled) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      auto it = s_.users_by_id.find(id.value());
+      if (it == s_.users_by_id.end()) return errc::not_found;
+      it->second.disabled = disabled;
+      return {};
+    }
+
+    result<void> set_password_hash(user_id id, std::string_view password_hash) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      auto it = s_.users_by_id.find(id.value());
+      if (it == s_.users_by_id.end()) return errc::not_found;
+      it->second.password_hash = std::string(password_hash);
+      return {};
+    }
+
+    result<void> revoke_token(std::string_view token_id, wall_time expires_at, wall_time now) override {
+      if (auto w = s_.begin_write(); !w) return w;
+      const wall_time cutoff = whole_seconds(now);
+      for (auto it = s_.revoked_tokens.begin(); it != s_.revoked_tokens.end();)
+        it = it->second < cutoff ? s_.revoked_tokens.erase(it) : std::next(it);
+      s_.revoked_tokens[std::string(token_id)] = whole_seconds(expires_at);
+      return {};
+    }
+
+    result<bool> is_token_revoked(std::string_view token_id) override {
+      return s_.revoked_tokens.find(token_id) != s_.revoked_tokens.end();
     }
 
    private:
@@ -296,7 +327,7 @@ struct memory_storage::impl {
       for (auto it = s_.events.rbegin(); it != s_.events.rend() && out.size() < q.limit; ++it) {
         const audit_event& e = it->event;
         const auto ack = s_.acks.find(it->id);
-        if (!flagged_for_review(e) || (q.kind && e.kind != *q.kind) || (q.actor && e.actor != *q.actor) ||
+        if ((q.flagged_only && !flagged_for_review(e)) || (q.kind && e.kind != *q.kind) || (q.actor && e.actor != *q.actor) ||
             (q.outcome && e.outcome != *q.outcome) || (since && e.at < *since) || (until && e.at > *until) ||
             (q.unacknowledged_only && ack != s_.acks.end()))
           continue;

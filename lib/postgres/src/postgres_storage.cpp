@@ -62,11 +62,19 @@ constexpr statement insert_user{
     "INSERT INTO users (name, password_hash, role, created_at) SELECT $1::text, $2::text, $3::text, $4::bigint "
     "WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = $1::text) RETURNING id"};
 constexpr statement user_by_id{"user_by_id",
-                               "SELECT id, name, password_hash, role, created_at FROM users WHERE id = $1"};
+                               "SELECT id, name, password_hash, role, created_at, disabled FROM users WHERE id = $1"};
 constexpr statement user_by_name{"user_by_name",
-                                 "SELECT id, name, password_hash, role, created_at FROM users WHERE name = $1"};
-constexpr statement all_users{"all_users", "SELECT id, name, password_hash, role, created_at FROM users ORDER BY id"};
+                                 "SELECT id, name, password_hash, role, created_at, disabled FROM users WHERE name = $1"};
+constexpr statement all_users{"all_users", "SELECT id, name, password_hash, role, created_at, disabled FROM users ORDER BY id"};
 constexpr statement delete_user_row{"delete_user", "DELETE FROM users WHERE id = $1"};  // sites: ON DELETE CASCADE
+constexpr statement set_user_disabled{"set_user_disabled", "UPDATE users SET disabled = $2 WHERE id = $1"};
+constexpr statement set_user_password{"set_user_password", "UPDATE users SET password_hash = $2 WHERE id = $1"};
+constexpr statement forget_revoked_tokens{"forget_revoked_tokens", "DELETE FROM revoked_tokens WHERE expires_at < $1"};
+constexpr statement insert_revoked_token{
+    "insert_revoked_token",
+    "INSERT INTO revoked_tokens (token_id, expires_at) VALUES ($1, $2) "
+    "ON CONFLICT (token_id) DO UPDATE SET expires_at = excluded.expires_at"};
+constexpr statement revoked_token{"revoked_token", "SELECT 1 FROM revoked_tokens WHERE token_id = $1"};
 
 constexpr statement insert_site{
     "insert_site",
@@ -139,8 +147,8 @@ constexpr statement audit_chain_before{
 constexpr statement audit_review{
     "audit_review",
     "SELECT e.id, e.at, e.kind, e.actor, e.action, e.target, e.outcome, e.detail, e.prev_hash, e.hash, "
-    "a.acked_by, a.acked_at FROM audit_events e LEFT JOIN audit_acks a ON a.event_id = e.id WHERE " CITRUS_FLAGGED
-    " AND ($1::text IS NULL OR e.kind = $1::text) AND ($2::text IS NULL OR e.actor = $2::text) "
+    "a.acked_by, a.acked_at FROM audit_events e LEFT JOIN audit_acks a ON a.event_id = e.id WHERE (NOT $8::boolean OR "
+    CITRUS_FLAGGED ") AND ($1::text IS NULL OR e.kind = $1::text) AND ($2::text IS NULL OR e.actor = $2::text) "
     "AND ($3::text IS NULL OR e.outcome = $3::text) AND ($4::bigint IS NULL OR e.at >= $4::bigint) "
     "AND ($5::bigint IS NULL OR e.at <= $5::bigint) AND (NOT $6::boolean OR a.event_id IS NULL) "
     "ORDER BY e.id DESC LIMIT $7"};
@@ -178,6 +186,7 @@ constexpr statement clear_login_failures_of{"clear_login_failures", "DELETE FROM
 
 constexpr statement all_statements[] = {
     insert_user,     user_by_id,         user_by_name,      all_users,         delete_user_row,    insert_site,
+    set_user_disabled, set_user_password, forget_revoked_tokens, insert_revoked_token, revoked_token,
     owned_site,      sites_of,           update_site_row,   delete_site_row,   record_deploy_row,  insert_principal,
     principal_by_name, lock_principal,   keys_of,           grants_of,         principals_of_kind, keys_of_kind,
     grants_of_kind,  insert_key,         insert_grant,      expire_keys,       delete_grants,      delete_principal_row,
@@ -241,6 +250,7 @@ user_record read_user(const pqxx::row& row) {
   u.password_hash = string(row[2]);
   u.role = role_from(string(row[3]));
   u.created_at = time(row[4]);
+  u.disabled = row[5].as<bool>();
   return u;
 }
 
@@ -344,6 +354,44 @@ struct postgres_storage::impl {
         if (r.affected_rows() == 0) return errc::not_found;
         tx.commit();
         return {};
+      });
+    }
+
+    result<void> set_disabled(user_id id, bool disabled) override {
+      return s_.guarded("set_disabled", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        const pqxx::result r = tx.exec_prepared(set_user_disabled.name, static_cast<std::int64_t>(id.value()), disabled);
+        if (r.affected_rows() == 0) return errc::not_found;
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<void> set_password_hash(user_id id, std::string_view password_hash) override {
+      return s_.guarded("set_password_hash", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        const pqxx::result r =
+            tx.exec_prepared(set_user_password.name, static_cast<std::int64_t>(id.value()), text(password_hash));
+        if (r.affected_rows() == 0) return errc::not_found;
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<void> revoke_token(std::string_view token_id, wall_time expires_at, wall_time now) override {
+      return s_.guarded("revoke_token", [&](pqxx::connection& c) -> result<void> {
+        pqxx::work tx(c);
+        tx.exec_prepared(forget_revoked_tokens.name, seconds(now));
+        tx.exec_prepared(insert_revoked_token.name, text(token_id), seconds(expires_at));
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<bool> is_token_revoked(std::string_view token_id) override {
+      return s_.guarded("is_token_revoked", [&](pqxx::connection& c) -> result<bool> {
+        pqxx::nontransaction tx(c);
+        return !tx.exec_prepared(revoked_token.name, text(token_id)).empty();
       });
     }
 
@@ -593,7 +641,7 @@ struct postgres_storage::impl {
             q.kind ? std::optional<std::string>(std::string(to_string(*q.kind))) : std::nullopt;
         const pqxx::result r = tx.exec_prepared(audit_review.name, kind, optional_text(q.actor), optional_text(q.outcome),
                                                 seconds(q.since), seconds(q.until), q.unacknowledged_only,
-                                                clamp_limit(q.limit));
+                                                clamp_limit(q.limit), q.flagged_only);
         std::vector<audit_record> out;
         out.reserve(r.size());
         for (const auto& row : r) {

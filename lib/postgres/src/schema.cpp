@@ -97,6 +97,16 @@ CREATE TABLE audit_acks (
   acked_at bigint NOT NULL
 );
 )sql",
+    // 5 -> 6: accounts an administrator disabled, and the tokens their users logged out (by "jti", kept
+    // until the token's own expiry) so that every backend of the database refuses them.
+    R"sql(
+ALTER TABLE users ADD COLUMN disabled boolean NOT NULL DEFAULT false;
+CREATE TABLE revoked_tokens (
+  token_id   text   PRIMARY KEY,
+  expires_at bigint NOT NULL
+);
+CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == postgres_storage::schema_version,
               "one migration per schema version");

@@ -139,6 +139,16 @@ CREATE TABLE audit_acks (
   acked_at INTEGER NOT NULL
 );
 )sql",
+    // 5 -> 6: accounts an administrator disabled, and the tokens their users logged out (by "jti", kept
+    // until the token's own expiry) so that every backend of the database refuses them.
+    R"sql(
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1));
+CREATE TABLE revoked_tokens (
+  token_id   TEXT    PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
+)sql",
 };
 static_assert(sizeof(migrations) / sizeof(migrations[0]) == sqlite_storage::schema_version,
               "one migration per schema version");
@@ -347,6 +357,7 @@ struct sqlite_storage::impl {
     u.password_hash = st.getColumn(2).getString();
     u.role = role_from(st.getColumn(3).getString());
     u.created_at = from_unix_seconds(st.getColumn(4).getInt64());
+    u.disabled = st.getColumn(5).getInt() != 0;
     return u;
   }
 
@@ -445,7 +456,7 @@ struct sqlite_storage::impl {
 
     result<user_record> find_user(user_id id) override {
       return s_.guarded("find_user", [&]() -> result<user_record> {
-        statement_use st(s_.prepare("SELECT id, name, password_hash, role, created_at FROM users WHERE id = ?"));
+        statement_use st(s_.prepare("SELECT id, name, password_hash, role, created_at, disabled FROM users WHERE id = ?"));
         st->bind(1, static_cast<std::int64_t>(id.value()));
         if (!st->executeStep()) return errc::not_found;
         return read_user(*st);
@@ -454,7 +465,7 @@ struct sqlite_storage::impl {
 
     result<user_record> find_user_by_name(std::string_view name) override {
       return s_.guarded("find_user_by_name", [&]() -> result<user_record> {
-        statement_use st(s_.prepare("SELECT id, name, password_hash, role, created_at FROM users WHERE name = ?"));
+        statement_use st(s_.prepare("SELECT id, name, password_hash, role, created_at, disabled FROM users WHERE name = ?"));
         st->bind(1, text(name));
         if (!st->executeStep()) return errc::not_found;
         return read_user(*st);
@@ -463,7 +474,7 @@ struct sqlite_storage::impl {
 
     result<std::vector<user_record>> list_users() override {
       return s_.guarded("list_users", [&]() -> result<std::vector<user_record>> {
-        statement_use st(s_.prepare("SELECT id, name, password_hash, role, created_at FROM users ORDER BY id"));
+        statement_use st(s_.prepare("SELECT id, name, password_hash, role, created_at, disabled FROM users ORDER BY id"));
         std::vector<user_record> out;
         while (st->executeStep()) out.push_back(read_user(*st));
         return out;
@@ -481,6 +492,64 @@ struct sqlite_storage::impl {
         if (s_.db.getChanges() == 0) return errc::not_found;
         tx.commit();
         return {};
+      });
+    }
+
+    result<void> set_disabled(user_id id, bool disabled) override {
+      return s_.guarded("set_disabled", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);
+        {
+          statement_use st(s_.prepare("UPDATE users SET disabled = ? WHERE id = ?"));
+          st->bind(1, disabled ? 1 : 0);
+          st->bind(2, static_cast<std::int64_t>(id.value()));
+          st->exec();
+        }
+        if (s_.db.getChanges() == 0) return errc::not_found;
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<void> set_password_hash(user_id id, std::string_view password_hash) override {
+      return s_.guarded("set_password_hash", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);
+        {
+          statement_use st(s_.prepare("UPDATE users SET password_hash = ? WHERE id = ?"));
+          st->bind(1, text(password_hash));
+          st->bind(2, static_cast<std::int64_t>(id.value()));
+          st->exec();
+        }
+        if (s_.db.getChanges() == 0) return errc::not_found;
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<void> revoke_token(std::string_view token_id, wall_time expires_at, wall_time now) override {
+      return s_.guarded("revoke_token", [&]() -> result<void> {
+        transaction tx(s_, transaction::write);
+        {
+          statement_use prune(s_.prepare("DELETE FROM revoked_tokens WHERE expires_at < ?"));
+          prune->bind(1, static_cast<std::int64_t>(seconds(now)));
+          prune->exec();
+        }
+        {
+          statement_use st(s_.prepare("INSERT INTO revoked_tokens (token_id, expires_at) VALUES (?, ?) "
+                                      "ON CONFLICT (token_id) DO UPDATE SET expires_at = excluded.expires_at"));
+          st->bind(1, text(token_id));
+          st->bind(2, static_cast<std::int64_t>(seconds(expires_at)));
+          st->exec();
+        }
+        tx.commit();
+        return {};
+      });
+    }
+
+    result<bool> is_token_revoked(std::string_view token_id) override {
+      return s_.guarded("is_token_revoked", [&]() -> result<bool> {
+        statement_use st(s_.prepare("SELECT 1 FROM revoked_tokens WHERE token_id = ?"));
+        st->bind(1, text(token_id));
+        return st->executeStep();
       });
     }
 
@@ -789,7 +858,7 @@ struct sqlite_storage::impl {
         // One statement for every filter combination: a NULL parameter means "any".
         statement_use st(s_.prepare(
             "SELECT " CITRUS_AUDIT_COLUMNS_E ", a.acked_by, a.acked_at FROM audit_events e "
-            "LEFT JOIN audit_acks a ON a.event_id = e.id WHERE " CITRUS_FLAGGED
+            "LEFT JOIN audit_acks a ON a.event_id = e.id WHERE (?8 = 0 OR " CITRUS_FLAGGED ")"
             " AND (?1 IS NULL OR e.kind = ?1) AND (?2 IS NULL OR e.actor = ?2) AND (?3 IS NULL OR e.outcome = ?3) "
             "AND (?4 IS NULL OR e.at >= ?4) AND (?5 IS NULL OR e.at <= ?5) AND (?6 = 0 OR a.event_id IS NULL) "
             "ORDER BY e.id DESC LIMIT ?7"));
@@ -800,6 +869,7 @@ struct sqlite_storage::impl {
         bind_optional_time(*st, 5, q.until);
         st->bind(6, q.unacknowledged_only ? 1 : 0);
         st->bind(7, clamp_limit(q.limit));
+        st->bind(8, q.flagged_only ? 1 : 0);
         std::vector<audit_record> out;
         while (st->executeStep()) {
           out.push_back(read_record(*st));

@@ -40,6 +40,9 @@ struct login_config {
   std::chrono::milliseconds max_delay{8000};
   /// Logins of one client address being checked at once; more are refused with errc::rate_limited.
   std::size_t max_in_flight_per_address = 4;
+  /// The absolute session lifetime: refreshing never extends a session past this long after its
+  /// password login (the last token expires then; a refresh after it answers errc::token_expired).
+  std::chrono::seconds max_session{std::chrono::hours(12)};
 };
 
 struct login_result {
@@ -76,8 +79,10 @@ class login_service {
   std::chrono::seconds locked_for(std::string_view name, std::string_view address) const;
   /// How long an answer for `name` is held back now (from its recent failures).
   std::chrono::milliseconds hold_back(std::string_view name) const;
-  /// A fresh token for a still-valid one (same user, still existing); errc::auth_failed for a deleted
-  /// user, the storage error when the user cannot be looked up.
+  /// A fresh token for a still-valid one (same user, still existing, not disabled, token not logged
+  /// out), expiring at the latest login_config::max_session after the login; errc::auth_failed for a
+  /// deleted or disabled user or a logged-out token, errc::token_expired once the session reached its
+  /// absolute lifetime, the storage error when the user cannot be looked up.
   void refresh(std::string token, std::function<void(result<login_result>)> done);
 
  private:

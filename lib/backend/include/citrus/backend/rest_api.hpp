@@ -34,6 +34,8 @@
 
 #include "citrus/core/client_address.hpp"  // client_address_key, used by the REST limits
 #include "citrus/core/clock.hpp"
+#include "citrus/core/commander_link.hpp"  // agent_presence
+#include "citrus/core/password.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/http_auth.hpp"  // bearer_credentials
 #include "citrus/core/logger.hpp"
@@ -86,6 +88,8 @@ struct rest_config {
   std::size_t max_hubs = 1000;             ///< hub ids tracked at once
   /// POST /api/admin/agents/:id/rotate without "overlapSeconds": how long the old key keeps working.
   std::chrono::seconds default_rotation_overlap{3600};
+  /// How POST /api/admin/users and /api/admin/users/:id/password hash passwords (on the write lane).
+  password_cost password_hashing = password_cost::interactive();
   /// Not empty: GET /metrics answers only "Authorization: Bearer <metrics_token>" (else 401), for a
   /// Prometheus scraper's bearer_token_file. Empty: /metrics is open (keep it off public interfaces).
   std::string metrics_token;
@@ -108,6 +112,13 @@ struct rest_services {
   /// not at its next re-authentication. backend_service sends it over its commander link
   /// (commander_link::revoke); unset, nothing is told.
   std::function<void(principal_kind, const std::string&)> revoked = {};
+  /// GET /api/admin/agents: what the hub link knows of each agent's presence (commander_link::presence).
+  std::function<std::vector<agent_presence>()> presence = {};
+  /// After an administrator disabled or deleted `user`: close their live sessions here at once
+  /// (user_gateway::end_user_sessions).
+  std::function<void(user_id user, std::string_view why)> end_user_sessions = {};
+  /// After POST /api/logout: close the sessions of that token here (user_gateway::end_token_sessions).
+  std::function<void(user_id user, std::string_view token_id)> end_token_sessions = {};
 };
 
 /// One route the REST API serves.

@@ -5,7 +5,10 @@
 /// close_code::token_expired (at the token's "exp" on the wall clock, or once its lifetime has elapsed on
 /// the monotonic clock, whichever comes first: a wall-clock step back does not stretch a session). The
 /// user must still exist on auth, on re-auth and for every command: a session of a deleted user is
-/// refused with auth_failed and closed with close_code::auth_failed (audited). Users may send site commands (validated against the operations table
+/// refused with auth_failed and closed with close_code::auth_failed (audited); so is a disabled
+/// account's, and a session whose token was logged out (checked on auth, re-auth and every command, so
+/// a logout on another backend of the database counts too). end_user_sessions() / end_token_sessions()
+/// close them at once instead, with close_code::revoked. Users may send site commands (validated against the operations table
 /// for role::user; the table's ownership rule and per-user rate enforced by site_service: past the rate,
 /// an error rate_limited with "retry_after"); updates are pushed only to the site owner.
 ///
@@ -66,6 +69,11 @@ class user_gateway final : public connection_handler, public user_notifier {
 
   void notify(user_id user, std::string_view frame) override;
   void operation_ended(user_id user, const request_id& request) override;
+  /// Closes every live session of `user` now (account disabled or deleted): an auth_failed error
+  /// frame, then close_code::revoked with `why` as the reason. Returns how many were closed.
+  std::size_t end_user_sessions(user_id user, std::string_view why);
+  /// Closes the live sessions of `user` authenticated with the token whose "jti" is `token_id` (logout).
+  std::size_t end_token_sessions(user_id user, std::string_view token_id);
   std::size_t sessions() const noexcept;
   /// Command ids held for duplicate detection, over all users.
   std::size_t held_command_ids() const noexcept;

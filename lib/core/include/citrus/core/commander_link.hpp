@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "citrus/core/clock.hpp"
 #include "citrus/core/ids.hpp"
@@ -70,6 +71,8 @@ struct commander_link_config {
   /// while the hub may still hold an earlier run's routes: give each run random bytes (the backend
   /// does). Empty: the construction time in unix seconds, which a clock stepped back can repeat.
   std::string instance{};
+  /// How presence names the hub this link connects to (citrus-backend: its --hub-url).
+  std::string hub_name{};
 };
 
 /// Exponential backoff with full jitter, for reconnecting (pure: the caller owns the timer).
@@ -94,6 +97,16 @@ class backoff {
 /// being refused while the first holds it, instead of the two displacing each other.
 inline constexpr std::chrono::seconds hub_identity_in_use_retry{60};
 
+/// What this link learned of an agent from the hub's presence messages (kept in memory, per link:
+/// a restarted backend knows only what its hub reported since). Wall-clock times, for people.
+struct agent_presence {
+  std::string agent;
+  std::string hub;        ///< commander_link_config::hub_name: the hub that reported it
+  bool online = false;
+  wall_time since{};      ///< when it came online (or went offline, or the link dropped)
+  wall_time last_seen{};  ///< the last presence or update of it the hub sent
+};
+
 class commander_link final : public connection_handler, public command_sink {
  public:
   commander_link(commander_link_config config, const clock& clk, logger& log, command_observer& observer);
@@ -107,6 +120,9 @@ class commander_link final : public connection_handler, public command_sink {
   const metrics::histogram& command_seconds(bool succeeded) const noexcept;
   /// Agents the hub reported online (presence messages).
   bool agent_online(std::string_view agent) const;
+  /// Every agent the hub reported since this link was created (at most max_presence), by id.
+  std::vector<agent_presence> presence() const;
+  static constexpr std::size_t max_presence = 4096;
 
   result<request_id> send(const command_request& command) override;
   /// Fails requests past the local timeout; re-authenticates in band once three quarters of the session

@@ -34,6 +34,7 @@ enum class errc {
   token_expired,           ///< the session's token expired without re-authentication
   account_locked,          ///< too many failed attempts; try later
   identity_in_use,         ///< (hub) the identity is held by another connection and was taken over too recently
+  account_disabled,        ///< (backend) the right password of an account an administrator disabled
   // --- authorisation and routing ---
   unauthorized_access = 300, ///< not the owner of the site (or the site does not exist: same answer)
   agent_not_granted,       ///< the commander may not command this agent

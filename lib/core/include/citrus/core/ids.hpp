@@ -35,6 +35,9 @@ using request_id = strong_id<struct request_tag, std::string>;
 /// [A-Za-z0-9._:-]: they never need JSON escaping and cannot smuggle structure.
 bool is_valid_wire_id(std::string_view text) noexcept;
 
+/// User names are 1..64 characters of [A-Za-z0-9._@+-] (they appear in tokens and logs).
+bool is_valid_user_name(std::string_view text) noexcept;
+
 }  // namespace citrus
 
 template <class Tag, class Rep>

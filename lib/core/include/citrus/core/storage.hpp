@@ -33,6 +33,8 @@ struct user_record {
   std::string password_hash;  ///< argon2id string (citrus/core/password.hpp); never a password
   user_role role = user_role::user;
   wall_time created_at{};
+  /// An administrator disabled the account: no login, and its tokens are refused at their next use.
+  bool disabled = false;
 };
 
 class user_store {
@@ -46,6 +48,16 @@ class user_store {
   virtual result<std::vector<user_record>> list_users() = 0;
   /// Deletes the user and their sites.
   virtual result<void> delete_user(user_id id) = 0;
+  /// errc::not_found when there is no such user.
+  virtual result<void> set_disabled(user_id id, bool disabled) = 0;
+  /// Replaces the password hash; errc::not_found when there is no such user.
+  virtual result<void> set_password_hash(user_id id, std::string_view password_hash) = 0;
+
+  /// Logout: the token whose "jti" is `token_id` is refused from now on, by every backend of the
+  /// database. Kept until `expires_at` (the token's own expiry, after which it is refused anyway);
+  /// records that expired before `now` are removed on the way. Revoking twice is not an error.
+  virtual result<void> revoke_token(std::string_view token_id, wall_time expires_at, wall_time now) = 0;
+  virtual result<bool> is_token_revoked(std::string_view token_id) = 0;
 };
 
 // ---------------------------------------------------------------- sites
@@ -145,7 +157,8 @@ struct audit_query {
   std::optional<wall_time> since{};  ///< only events at or after this second (sub-seconds ignored)
 };
 
-/// The flagged events an administrator reviews (flagged_for_review()), newest first.
+/// The flagged events an administrator reviews (flagged_for_review()), newest first (by id: the
+/// order they were recorded in); with flagged_only false, every event, filtered alike.
 struct audit_review_query {
   std::optional<audit_kind> kind;
   std::optional<std::string> actor;    ///< exact
@@ -154,6 +167,7 @@ struct audit_review_query {
   std::optional<wall_time> until;      ///< at or before (whole seconds)
   bool unacknowledged_only = false;
   std::size_t limit = 100;
+  bool flagged_only = true;
 };
 
 /// The trail is a hash chain (citrus/core/audit_chain.hpp): append() links each event to the last one
@@ -179,7 +193,7 @@ class audit_store : public audit_sink {
   /// The last stored event with an id below `id`, or nullopt: where a range check starts from.
   virtual result<std::optional<audit_record>> chain_before(std::int64_t id) = 0;
 
-  /// Flagged events with their acknowledgement, newest first.
+  /// Flagged events (or all, audit_review_query::flagged_only) with their acknowledgement, newest first.
   virtual result<std::vector<audit_record>> review(const audit_review_query& query) = 0;
   /// How many flagged events nobody has acknowledged yet.
   virtual result<std::uint64_t> count_unacknowledged() = 0;

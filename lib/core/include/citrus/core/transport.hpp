@@ -33,7 +33,7 @@ enum class close_code : std::uint16_t {
   slow_consumer = 4009,         ///< outbound buffer over the hard limit
   replaced = 4010,              ///< another connection holds the identity (took it over, or this take-over was refused)
   too_many_errors = 4011,       ///< kept sending invalid messages
-  revoked = 4012,               ///< (hub) the identity's key was revoked while its session was open
+  revoked = 4012,               ///< the identity's key was revoked (hub), its account disabled or deleted, or its token logged out (backend)
 };
 
 enum class send_status : std::uint8_t {

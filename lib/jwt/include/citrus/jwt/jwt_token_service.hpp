@@ -44,10 +44,14 @@ class hs256_token_service final : public citrus::token_service {
 
   /// errc::invalid_value for a user id that is not positive or a name that is not valid UTF-8.
   result<std::string> issue(const user_record& user, wall_time now) override;
+  result<std::string> renew(const user_record& user, wall_time now, wall_time authenticated_at,
+                            wall_time not_after) override;
   result<token_claims> verify(std::string_view token, wall_time now) override;
   std::chrono::seconds lifetime() const noexcept override { return config_.lifetime; }
 
  private:
+  result<std::string> sign(const user_record& user, long long issued_at, long long authenticated_at, long long expires_at);
+
   config config_;
   random_source& random_;
 };

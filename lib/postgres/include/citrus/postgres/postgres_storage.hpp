@@ -77,7 +77,7 @@ class postgres_storage final : public citrus::storage {
  public:
   /// The schema version (citrus_schema.version) this build creates and understands; the same
   /// migrations as citrus::sqlite's.
-  static constexpr int schema_version = 5;
+  static constexpr int schema_version = 6;
 
   /// Connects to `connection` — a libpq URL (`postgresql://user@host:port/db?param=value`) or key=value
   /// string — and applies the pending migrations in one transaction. Connection parameters given in it

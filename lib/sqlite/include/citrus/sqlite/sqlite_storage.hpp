@@ -54,7 +54,7 @@ struct sqlite_options {
 class sqlite_storage final : public citrus::storage {
  public:
   /// The schema version (PRAGMA user_version) this build creates and understands.
-  static constexpr int schema_version = 5;
+  static constexpr int schema_version = 6;
 
   /// Opens (creating if needed) the database at `path`; ":memory:" gives a private in-memory database.
   /// Applies the pending migrations in one transaction, so a half-migrated file cannot exist.

@@ -1113,7 +1113,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// DELETE /api/admin/{agents,commanders,hubs}/:id: its keys stop verifying at once; a live session
   /// at the hub (commanders, agents) is closed through rest_services::revoked.
   void revoke_principal(const call_ptr& c, const user_record& user, principal_kind kind) {
-    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response(errc::invalid_request));
+    if (!is_valid_wire_id(c->r.param))
+      return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
     std::string id(c->r.param);
     with_storage<bool>(c, storage_lane::write,
                        [ctx = change_by(user), kind, id](storage& db) -> result<bool> {
@@ -1133,10 +1134,11 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   /// PUT /api/admin/{agents,commanders}/:id/grants {"grants":[..]}.
   void set_grants(const call_ptr& c, const user_record& user, principal_kind kind) {
-    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response(errc::invalid_request));
+    if (!is_valid_wire_id(c->r.param))
+      return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
     static constexpr std::array<body_rule, 1> rules{{{"grants", value_kind::string_list, true, max_id_bytes, max_grants}}};
     std::array<field_value, 1> v{};
-    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
     with_storage<principal_record>(
         c, storage_lane::write,
         [ctx = change_by(user), kind, id = std::string(c->r.param), grants = std::move(v[0].items)](storage& db) {
@@ -1165,7 +1167,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
         {"role", value_kind::string, false, max_name_bytes, 0},
     }};
     std::array<field_value, 3> v{};
-    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
     const auto role = v[2].present ? admin_api::parse_role(v[2].text) : std::optional<user_role>(user_role::user);
     if (!role) return c->reply(error_response(errc::invalid_value));
     with_storage<user_record>(
@@ -1186,7 +1188,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   std::optional<user_id> other_user(const call_ptr& c, const user_record& user) {
     const auto target = admin_api::parse_user_id(c->r.param);
     if (!target) {
-      c->reply(error_response(errc::invalid_request));
+      c->reply(error_response(bad_path_id()));
       return std::nullopt;
     }
     if (*target == user.id) {
@@ -1232,10 +1234,10 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// POST /api/admin/users/:id/password {"password"}. The user's sessions stay open.
   void reset_password(const call_ptr& c, const user_record& user) {
     const auto target = admin_api::parse_user_id(c->r.param);
-    if (!target) return c->reply(error_response(errc::invalid_request));
+    if (!target) return c->reply(error_response(bad_path_id()));
     static constexpr std::array<body_rule, 1> rules{{{"password", value_kind::string, true, max_password_bytes, 0}}};
     std::array<field_value, 1> v{};
-    if (const errc e = parse(c->body, rules, v, false); e != errc::ok) return c->reply(error_response(e));
+    if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
     with_storage<user_record>(c, storage_lane::write,
                               [ctx = change_by(user), who = *target, password = std::move(v[0].text),
                                cost = cfg.password_hashing](storage& db) {
@@ -1251,7 +1253,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   std::optional<http_response> no_body(const call_ptr& c) {
     static constexpr std::array<body_rule, 0> rules{};
     std::array<field_value, 0> v{};
-    if (const errc e = parse(c->body, rules, v, true); e != errc::ok) return error_response(e);
+    if (auto e = parse(c->body, rules, v, true); !e.ok()) return error_response(e);
     return std::nullopt;
   }
 

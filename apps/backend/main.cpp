@@ -130,7 +130,8 @@ struct serve_settings {
   std::string listen_text;
   std::string db_path;
   std::chrono::milliseconds db_busy_timeout{5000};
-  std::string hub_url;
+  std::string hub_url;                ///< as given: one URL, or several comma-separated
+  std::vector<std::string> hub_urls;  ///< each hub, tried in turn
   std::string hub_ca_file;
   std::string commander_id;
   std::string commander_key;  ///< empty: the hub is not contacted
@@ -189,8 +190,11 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
     return usage_error("invalid --db-busy-timeout-ms '" + opts.get("db-busy-timeout-ms") + "' (100..60000)");
   s.db_busy_timeout = std::chrono::milliseconds(*busy);
   s.hub_url = opts.get("hub-url");
-  if (s.hub_url.rfind("ws://", 0) != 0 && s.hub_url.rfind("wss://", 0) != 0)
-    return usage_error("invalid --hub-url '" + s.hub_url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
+  s.hub_urls = app::split_list(s.hub_url);
+  if (s.hub_urls.empty()) return usage_error("--hub-url must not be empty");
+  for (const auto& url : s.hub_urls)
+    if (url.rfind("ws://", 0) != 0 && url.rfind("wss://", 0) != 0)
+      return usage_error("invalid --hub-url '" + url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
   s.hub_ca_file = opts.get("hub-ca-file");
   s.commander_id = opts.get("commander-id");
   if (!is_valid_wire_id(s.commander_id))
@@ -289,20 +293,21 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
 // ------------------------------------------------------------------------------------ the hub link
 
 /// The commander link's transport: a wspp::client to the hub, reconnected with backoff (full jitter)
-/// after a failed attempt and after every close, until shutdown().
+/// after a failed attempt and after every close, until shutdown(). With several hub URLs (hubs joined
+/// through NATS), each reconnection tries the next one.
 class hub_connector final : public connection_handler {
  public:
-  hub_connector(wspp::event_loop& loop, commander_link& link, std::string url, wspp::client_options options,
+  hub_connector(wspp::event_loop& loop, commander_link& link, std::vector<std::string> urls, wspp::client_options options,
                 logger& log, random_source& random)
       : loop_(loop),
         link_(link),
-        url_(std::move(url)),
+        urls_(std::move(urls)),
         log_(log),
         backoff_(100ms, 10s, random),
         client_(loop, *this, std::move(options), log) {
     client_.set_connect_failed_handler([this](const wspp::connect_failure& failure) {
       log_.log(log_level::warn, "hub_connect_failed",
-               {field("url", url_), field("reason", failure.reason),
+               {field("url", urls_[current_]), field("reason", failure.reason),
                 field("http_status", static_cast<std::int64_t>(failure.http_status))});
       schedule_reconnect();
     });
@@ -312,7 +317,7 @@ class hub_connector final : public connection_handler {
   hub_connector& operator=(const hub_connector&) = delete;
 
   /// The first attempt; errc::invalid_value for a URL that is not ws:// or wss://.
-  result<void> start() { return client_.connect(url_); }
+  result<void> start() { return client_.connect(urls_[current_]); }
 
   void shutdown() {
     stopping_ = true;
@@ -323,7 +328,7 @@ class hub_connector final : public connection_handler {
   std::uint64_t attempts() const noexcept { return attempts_; }
 
   void on_open(connection& conn) override {
-    log_.log(log_level::info, "hub_connected", {field("url", url_)});
+    log_.log(log_level::info, "hub_connected", {field("url", urls_[current_])});
     link_.on_open(conn);
   }
   void on_message(connection_id id, std::string_view text) override {
@@ -360,8 +365,9 @@ class hub_connector final : public connection_handler {
     retry_ = loop_.schedule(delay, [this] {
       if (stopping_) return;
       ++attempts_;
-      if (auto started = client_.connect(url_); !started) {
-        log_.log(log_level::error, "hub_connect_failed", {field("url", url_), field("reason", started.error().message())});
+      current_ = (current_ + 1) % urls_.size();  // the next hub: this one failed or dropped us
+      if (auto started = client_.connect(urls_[current_]); !started) {
+        log_.log(log_level::error, "hub_connect_failed", {field("url", urls_[current_]), field("reason", started.error().message())});
         schedule_reconnect();
       }
     });
@@ -369,7 +375,8 @@ class hub_connector final : public connection_handler {
 
   wspp::event_loop& loop_;
   commander_link& link_;
-  std::string url_;
+  std::vector<std::string> urls_;  ///< not empty
+  std::size_t current_ = 0;
   logger& log_;
   backoff backoff_;
   bool stopping_ = false;
@@ -564,7 +571,7 @@ int serve(const serve_settings& s) {
   if (!s.commander_key.empty()) {
     wspp::client_options client_options;
     client_options.tls_ca_file = s.hub_ca_file;
-    hub = std::make_unique<hub_connector>(loop, backend.link(), s.hub_url, std::move(client_options), log, random);
+    hub = std::make_unique<hub_connector>(loop, backend.link(), s.hub_urls, std::move(client_options), log, random);
     sources.hub = hub.get();
   }
 

@@ -1,0 +1,251 @@
+// Several hubs joined through a real nats-server (issue #11, docs/scaling.md): the backend on hub-1, its
+// agent on hub-3, every single-hub guarantee across them, and what a dead or frozen hub costs. Label
+// `scaleout`; skipped, saying why, only when nats-server is not installed.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.hpp"
+
+using namespace citrus;
+using namespace citrus::it;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool tcp_accepts(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string nats_server_path() {
+  for (const char* path : {"/usr/sbin/nats-server", "/usr/bin/nats-server"})
+    if (::access(path, X_OK) == 0) return path;
+  return {};
+}
+
+/// nats-server with JetStream (the claims' KV bucket), and hubs 2..n next to the platform's hub-1.
+struct cluster {
+  std::uint16_t nats_port = free_port();
+  platform p;
+  std::unique_ptr<process> nats;
+  std::vector<std::uint16_t> hub_ports;  ///< [0] is hub-1's (the platform's)
+  std::vector<std::string> hub_keys;
+  std::vector<std::unique_ptr<process>> hubs;  ///< [0] unused: hub-1 is p.hub
+  std::unique_ptr<process> agent;
+  int agent_starts = 0;
+
+  static platform::options with_nats(std::uint16_t port) {
+    platform::options o;
+    o.step_delay_ms = 700;  // a deploy takes a few seconds: long enough to kill or freeze a hub in it
+    o.hub_args = {"--nats-url", "nats://127.0.0.1:" + std::to_string(port), "--revokers", "backend-1"};
+    return o;
+  }
+
+  explicit cluster(int hub_count) : p(with_nats(nats_port)) {
+    nats = std::make_unique<process>(std::vector<std::string>{nats_server_path(), "-a", "127.0.0.1", "-p",
+                                                              std::to_string(nats_port), "-js", "-sd", p.dir + "/js"},
+                                     p.dir + "/nats.log");
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!tcp_accepts(nats_port) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    REQUIRE(tcp_accepts(nats_port));
+    p.start_backend();
+    p.start_hub();
+    hub_ports.push_back(p.hub_port);
+    hub_keys.push_back(p.hub_key);
+    hubs.emplace_back();
+    for (int k = 2; k <= hub_count; ++k) {
+      hub_keys.push_back(last_line(checked(
+          run_command({CITRUS_BACKEND_EXE, "hub", "register", "hub-" + std::to_string(k), "--db", p.dir + "/citrus.db"}),
+          "hub register")));
+      hub_ports.push_back(free_port());
+      hubs.emplace_back();
+      start_hub(k);
+    }
+  }
+
+  void start_hub(int k) {
+    const std::string ready = p.dir + "/hub-" + std::to_string(k) + ".port";
+    std::remove(ready.c_str());
+    hubs[k - 1] = std::make_unique<process>(
+        std::vector<std::string>{CITRUS_HUB_EXE, "--listen", "127.0.0.1:" + std::to_string(hub_ports[k - 1]), "--verify-url",
+                                 p.backend_url() + "/api/verify-agent", "--hub-id", "hub-" + std::to_string(k), "--db",
+                                 p.dir + "/citrus.db", "--nats-url", "nats://127.0.0.1:" + std::to_string(nats_port),
+                                 "--revokers", "backend-1", "--ready-file", ready},
+        p.dir + "/hub-" + std::to_string(k) + ".log", std::vector<std::string>{"CITRUS_HUB_KEY=" + hub_keys[k - 1]});
+    REQUIRE(wait_for_port(ready) == hub_ports[k - 1]);
+  }
+
+  process& hub(int k) { return k == 1 ? *p.hub : *hubs[k - 1]; }
+  std::string hub_url(int k) const { return "ws://127.0.0.1:" + std::to_string(hub_ports[k - 1]) + "/"; }
+
+  /// The real agent, trying the hubs in this order on each reconnection.
+  void start_agent(const std::vector<int>& order) {
+    std::string urls;
+    for (int k : order) urls += (urls.empty() ? "" : ",") + hub_url(k);
+    agent = std::make_unique<process>(
+        std::vector<std::string>{CITRUS_AGENT_EXE, "--hub-url", urls, "--agent-id", "agent-1", "--trust", "backend-1",
+                                 "--root", p.sites_root, "--step-delay-ms", "700"},
+        p.dir + "/agent-" + std::to_string(++agent_starts) + ".log",
+        std::vector<std::string>{"CITRUS_AGENT_KEY=" + p.agent_key});
+  }
+
+  void kill_agent() {
+    agent->signal(SIGKILL);
+    agent->wait(5s);
+    agent.reset();
+  }
+
+  /// A test connection at hub k as (role, id, key), authenticated.
+  std::unique_ptr<ws_client> login(int k, const std::string& role, const std::string& id, const std::string& key) {
+    auto ws = std::make_unique<ws_client>();
+    REQUIRE(ws->connect(hub_url(k)));
+    ws->send(auth_frame(role, id, key));
+    REQUIRE(ws->wait_for([&] { return ws->count("auth_ok") == 1; }));
+    return ws;
+  }
+};
+
+long long create_site(platform& p, const std::string& token, const std::string& name) {
+  auto r = http("POST", p.backend_url() + "/api/sites", R"({"name":")" + name + R"(","url":"https://)" + name + R"(.test"})",
+                {bearer(token)});
+  REQUIRE(r.status == 201);
+  return json_int(r.body, "id");
+}
+
+std::string deploy(platform& p, const std::string& token, long long site) {
+  auto r = http("POST", p.backend_url() + "/api/sites/" + std::to_string(site) + "/deploy", "{}", {bearer(token)});
+  REQUIRE(r.status == 202);
+  return json_string(r.body, "request");
+}
+
+/// Deploy results (ok or failed) a user's socket has seen.
+std::size_t deploy_results(const ws_client& ws, const char* status) {
+  return ws.count(R"("op":"site.deploy")", std::string(R"("status":")") + status + "\"");
+}
+
+}  // namespace
+
+TEST_SUITE("scaleout") {
+  TEST_CASE("hubs joined through NATS: a deploy crosses them, forgeries and a second login are contained, a dead or frozen hub fails its routes in seconds") {
+    if (nats_server_path().empty()) {
+      MESSAGE("skipped: nats-server is not installed (scripts/deps.sh installs the nats-server package)");
+      return;
+    }
+    cluster c(3);
+    c.start_agent({3, 2, 1});
+    REQUIRE(c.p.wait_agent_online(20s));  // the backend (on hub-1) hears of the agent on hub-3
+    const std::string alice = c.p.login("alice", "alice-pw");
+    const std::string bob = c.p.login("bob", "bob-pw");
+    auto alice_ws = user_socket(c.p, alice);
+    auto bob_ws = user_socket(c.p, bob);
+
+    // 1. A site created and deployed across hubs: its owner sees every step, nobody else anything.
+    const long long site = create_site(c.p, alice, "across");
+    REQUIRE(alice_ws->wait_for([&] { return alice_ws->count(R"("op":"site.create")", R"("status":"ok")") == 1; }, 20s));
+    deploy(c.p, alice, site);
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 1; }, 20s));
+    CHECK(alice_ws->count(R"("type":"progress")", R"("op":"site.deploy")") >= 2);
+    bob_ws->pump(200ms);
+    CHECK(bob_ws->messages.size() == 1);  // his auth_ok only
+    auto row = http("GET", c.p.backend_url() + "/api/sites/" + std::to_string(site), {}, {bearer(alice)});
+    CHECK(json_string(row.body, "deploy_status") == "deployed");
+
+    // 2. A hostile agent on hub-2 answers backend-1's requests: its own hub never routed them to it.
+    const std::string hostile_key = last_line(checked(
+        run_command({CITRUS_BACKEND_EXE, "agent", "register", "agent-hostile", "--trust", "backend-1", "--db", c.p.dir + "/citrus.db"}),
+        "agent register"));
+    auto hostile = c.login(2, "agent", "agent-hostile", hostile_key);
+    const auto progress = [&] { return alice_ws->count(R"("type":"progress")", R"("op":"site.deploy")"); };
+    std::size_t before = progress();
+    deploy(c.p, alice, site);
+    REQUIRE(alice_ws->wait_for([&] { return progress() > before; }, 10s));  // it runs on hub-3 now
+    for (const char* forged : {R"({"v":1,"type":"result","id":"r1","commanderId":"backend-1","status":"ok"})",
+                               R"({"v":1,"type":"result","id":"r1","commanderId":"backend-1","agent":"agent-1","status":"ok"})"})
+      hostile->send(forged);
+    REQUIRE(hostile->wait_for([&] { return hostile->count("unknown_request") == 2; }));
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 2; }, 20s));
+    CHECK(deploy_results(*alice_ws, "failed") == 0);
+    CHECK(audit_count(c.p, audit_kind::security_event, "unknown_request", 1) >= 1);
+    CHECK(audit_count(c.p, audit_kind::security_event, "agent_impersonation", 1) >= 1);
+    hostile.reset();
+
+    // 3. A second login of agent-1, on hub-1, replaces its session on hub-3 (4010): the next command
+    //    reaches the new session once, and nothing reaches the old one.
+    auto second = c.login(1, "agent", "agent-1", c.p.agent_key);
+    REQUIRE(c.p.wait_agent_online(10s));
+    const std::string request = deploy(c.p, alice, site);
+    REQUIRE(second->wait_for([&] { return second->count(R"("type":"command")") == 1; }, 10s));
+    second->pump(500ms);
+    CHECK(second->count(R"("type":"command")") == 1);
+    CHECK(second->count(R"("commanderId":"backend-1")") == 1);
+    CHECK(audit_count(c.p, audit_kind::security_event, "hub_takeover_remote", 1) == 1);
+    // The replaced process stays away (it waits a minute before it tries again, as on one hub).
+    c.agent->wait(std::chrono::milliseconds(1));
+    CHECK(c.agent->running());
+    // The new session answers the command it got (its commanderId says whose it is).
+    std::string id;
+    for (const auto& m : second->messages)
+      if (m.find(R"("type":"command")") != std::string::npos) id = json_string(m, "id");
+    second->send(R"({"v":1,"type":"result","id":")" + id + R"(","commanderId":"backend-1","status":"ok"})");
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 3; }, 10s));
+    CHECK(alice_ws->count("\"id\":\"" + request + "\"") >= 1);
+    second.reset();
+    c.kill_agent();
+    c.start_agent({3, 2, 1});
+    REQUIRE(c.p.wait_agent_online(20s));
+
+    // 4. hub-3 killed mid-deploy: the owner sees the failure within seconds, the agent moves to hub-2,
+    //    and the next deploy works.
+    before = progress();
+    deploy(c.p, alice, site);
+    REQUIRE(alice_ws->wait_for([&] { return progress() > before; }, 10s));
+    auto killed_at = std::chrono::steady_clock::now();
+    c.hub(3).signal(SIGKILL);
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "failed") == 1; }, 10s));
+    const auto kill_to_failure = std::chrono::steady_clock::now() - killed_at;
+    MESSAGE("hub-3 SIGKILL -> the owner sees the deploy failed after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(kill_to_failure).count() << " ms");
+    CHECK(kill_to_failure < 5s);
+    CHECK(alice_ws->count("agent_disconnected") >= 1);
+    REQUIRE(c.p.wait_agent_online(20s));
+    deploy(c.p, alice, site);
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 4; }, 20s));
+
+    // 5. hub-2 (the agent's now) frozen mid-deploy: no TCP close, only its heartbeats stop.
+    before = progress();
+    deploy(c.p, alice, site);
+    REQUIRE(alice_ws->wait_for([&] { return progress() > before; }, 10s));
+    auto frozen_at = std::chrono::steady_clock::now();
+    c.hub(2).signal(SIGSTOP);
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "failed") == 2; }, 10s));
+    const auto freeze_to_failure = std::chrono::steady_clock::now() - frozen_at;
+    MESSAGE("hub-2 SIGSTOP -> the owner sees the deploy failed after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(freeze_to_failure).count() << " ms");
+    CHECK(freeze_to_failure < 6s);
+    c.hub(2).signal(SIGKILL);
+    REQUIRE(c.p.wait_agent_online(30s));  // on hub-1 now, the only one left
+    deploy(c.p, alice, site);
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 5; }, 20s));
+    bob_ws->pump(100ms);
+    CHECK(bob_ws->messages.size() == 1);
+  }
+}

@@ -2,16 +2,16 @@
 /// citrus::nats — several hubs joined through a NATS server (docs/scaling.md): the hub_peer_link seam
 /// over libnats. It only moves frames and claims; every routing rule stays in the hub.
 ///
-///   citrus.a.<src>.<agent>      a command from hub <src>, to the hub holding <agent> (queue group "citrus")
-///   citrus.h.<dst>.u.<src>      an answer (accepted, progress, final) from hub <src> on a route of hub <dst>
-///   citrus.h.<dst>.nr.<route>   the reply subject of a command: only the server's 503 "no responders" lands here
-///   citrus.hb.<hub>             heartbeats (every heartbeat_interval); silence for peer_timeout loses the peer
-///   citrus.rv.<hub>             revocations by identity
-///   KV <bucket>: a.<agent>, c.<commander> -> "+<hub>" (claim) / "-<hub>" (released), newest revision wins
+///   citrus.a.{src}.{agent}      a command from hub {src}, to the hub holding {agent} (queue group "citrus")
+///   citrus.h.{dst}.u.{src}      an answer (accepted, progress, final) from hub {src} on a route of hub {dst}
+///   citrus.h.{dst}.nr.{route}   the reply subject of a command: only the server's 503 "no responders" lands here
+///   citrus.hb.{hub}             heartbeats (every heartbeat_interval); silence for peer_timeout loses the peer
+///   citrus.rv.{hub}             revocations by identity
+///   KV {bucket}: a.{agent}, c.{commander} -> "+{hub}" (claim) / "-{hub}" (released), newest revision wins
 ///
 /// Ids become subject tokens and KV keys with '.' -> "=2E" and ':' -> "=3A" (wire ids have no '=').
 /// NATS permissions (docs/scaling.md) let a hub publish only on subjects carrying its own name, which is
-/// what makes <src> trustworthy.
+/// what makes {src} trustworthy.
 ///
 /// Threads: libnats calls back on its own threads; the link copies what it needs and posts it to the
 /// hub's thread, where every call into the hub happens. Claims and releases (JetStream requests, which

@@ -2,6 +2,7 @@
 // and keys; commands are forwarded tagged with the sender's commanderId and updates routed back to it.
 // Thin wiring: every rule lives in citrus::core (hub.hpp).
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <chrono>
 #include <utility>
@@ -51,7 +52,7 @@ std::vector<option_spec> hub_options() {
        "NATS servers (nats://HOST:PORT, comma-separated) joining this hub to its peers: commands reach agents on any "
        "hub (docs/scaling.md). Default: a single hub, no NATS."},
       {"nats-user", "CITRUS_NATS_USER", "", "This hub's NATS user (its permissions: docs/scaling.md)."},
-      {"nats-password-file", "CITRUS_NATS_PASSWORD_FILE", "", "File holding the NATS user's password."},
+      {"nats-password-file", "CITRUS_NATS_PASSWORD_FILE", "", "File holding the NATS user's password (or set CITRUS_NATS_PASSWORD)."},
       {"hub-key-file", "CITRUS_HUB_KEY_FILE", "", "File holding this hub's key (or set CITRUS_HUB_KEY)."},
       {"metrics-token-file", "CITRUS_METRICS_TOKEN_FILE", "", "File holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (default: /metrics is open)."},
       {"tls-cert", "CITRUS_TLS_CERT", "", "PEM certificate chain: serve wss:// (with --tls-key)."},
@@ -274,6 +275,8 @@ int main(int argc, char** argv) {
     citrus::app::print_error("citrus-hub", "--hub-id: '" + opts.get("hub-id") + "' is not a valid id");
     return 2;
   }
+  if (const char* from_env = std::getenv("CITRUS_NATS_PASSWORD"); from_env && opts.get("nats-password-file").empty())
+    nats_password = from_env;
   if (!opts.get("nats-password-file").empty()) {
     auto secret = citrus::app::read_secret_file(opts.get("nats-password-file"));
     if (!secret) {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -42,7 +43,49 @@ std::string nats_server_path() {
   return {};
 }
 
-/// nats-server with JetStream (the claims' KV bucket), and hubs 2..n next to the platform's hub-1.
+/// The NATS permissions of hub `id` (docs/scaling.md): it publishes only on subjects that carry its own
+/// name, reads only its own answers, and takes commands only in queue group "citrus".
+std::string nats_user(const std::string& id, const std::string& password) {
+  const std::string kv = "KV_citrus_sessions";
+  return "    {user: \"" + id + "\", password: \"" + password + "\", permissions: {\n" +
+         "      publish: {allow: [\"citrus.a." + id + ".>\", \"citrus.h.*.u." + id + "\", \"citrus.hb." + id +
+         "\", \"citrus.rv." + id + "\", \"$KV.citrus_sessions.>\", \"$JS.API.INFO\", \"$JS.API.STREAM.NAMES\", " +
+         "\"$JS.API.STREAM.INFO." + kv + "\", \"$JS.API.STREAM.CREATE." + kv + "\", \"$JS.API.STREAM.MSG.GET." + kv +
+         "\", \"$JS.API.DIRECT.GET." + kv + ".>\", \"$JS.API.CONSUMER.CREATE." + kv + "\", \"$JS.API.CONSUMER.CREATE." +
+         kv + ".>\", \"$JS.API.CONSUMER.DELETE." + kv + ".>\", \"$JS.FC." + kv + ".>\"]},\n" +
+         "      subscribe: {allow: [\"citrus.a.*.* citrus\", \"citrus.h." + id + ".>\", \"citrus.hb.*\", \"citrus.rv.*\", " +
+         "\"_INBOX.>\"]}\n    }}";
+}
+
+/// What a raw NATS client logged in as (user, password) hears after publishing on `subject`: "+OK" or
+/// the server's "-ERR ..." (verbose mode acknowledges each message).
+std::string nats_publish_as(std::uint16_t port, const std::string& user, const std::string& password,
+                            const std::string& subject) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  timeval timeout{3, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  const std::string out = "CONNECT {\"verbose\":true,\"user\":\"" + user + "\",\"pass\":\"" + password +
+                          "\"}\r\nPUB " + subject + " 2\r\n{}\r\nPING\r\n";
+  REQUIRE(::write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size()));
+  std::string in;
+  char buf[4096];
+  while (in.find("PONG") == std::string::npos && in.find("-ERR") == std::string::npos) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return in;
+}
+
+/// nats-server with JetStream (the claims' KV bucket) and one NATS user per hub, and hubs 2..n next to
+/// the platform's hub-1.
 struct cluster {
   std::uint16_t nats_port = free_port();
   platform p;
@@ -53,16 +96,27 @@ struct cluster {
   std::unique_ptr<process> agent;
   int agent_starts = 0;
 
+  static std::string nats_password(int k) { return "nats-pw-" + std::to_string(k) + "-x7Qe"; }
+
   static platform::options with_nats(std::uint16_t port) {
     platform::options o;
     o.step_delay_ms = 700;  // a deploy takes a few seconds: long enough to kill or freeze a hub in it
-    o.hub_args = {"--nats-url", "nats://127.0.0.1:" + std::to_string(port), "--revokers", "backend-1"};
+    o.hub_args = {"--nats-url", "nats://127.0.0.1:" + std::to_string(port), "--revokers", "backend-1", "--nats-user", "hub-1"};
+    o.server_env = {"CITRUS_NATS_PASSWORD=" + nats_password(1)};
     return o;
   }
 
   explicit cluster(int hub_count) : p(with_nats(nats_port)) {
-    nats = std::make_unique<process>(std::vector<std::string>{nats_server_path(), "-a", "127.0.0.1", "-p",
-                                                              std::to_string(nats_port), "-js", "-sd", p.dir + "/js"},
+    std::ofstream conf(p.dir + "/nats.conf");
+    conf << "listen: 127.0.0.1:" << nats_port << "\njetstream {store_dir: \"" << p.dir << "/js\"}\n"
+         << "authorization {\n  users = [\n";
+    for (int k = 1; k <= hub_count; ++k) {
+      conf << nats_user("hub-" + std::to_string(k), nats_password(k)) << (k < hub_count ? ",\n" : "\n");
+      std::ofstream(p.dir + "/nats-pw-" + std::to_string(k)) << nats_password(k);
+    }
+    conf << "  ]\n}\n";
+    conf.close();
+    nats = std::make_unique<process>(std::vector<std::string>{nats_server_path(), "-c", p.dir + "/nats.conf"},
                                      p.dir + "/nats.log");
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (!tcp_accepts(nats_port) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
@@ -89,7 +143,8 @@ struct cluster {
         std::vector<std::string>{CITRUS_HUB_EXE, "--listen", "127.0.0.1:" + std::to_string(hub_ports[k - 1]), "--verify-url",
                                  p.backend_url() + "/api/verify-agent", "--hub-id", "hub-" + std::to_string(k), "--db",
                                  p.dir + "/citrus.db", "--nats-url", "nats://127.0.0.1:" + std::to_string(nats_port),
-                                 "--revokers", "backend-1", "--ready-file", ready},
+                                 "--revokers", "backend-1", "--nats-user", "hub-" + std::to_string(k),
+                                 "--nats-password-file", p.dir + "/nats-pw-" + std::to_string(k), "--ready-file", ready},
         p.dir + "/hub-" + std::to_string(k) + ".log", std::vector<std::string>{"CITRUS_HUB_KEY=" + hub_keys[k - 1]});
     REQUIRE(wait_for_port(ready) == hub_ports[k - 1]);
   }
@@ -187,6 +242,14 @@ TEST_SUITE("scaleout") {
     CHECK(audit_count(c.p, audit_kind::security_event, "unknown_request", 1) >= 1);
     CHECK(audit_count(c.p, audit_kind::security_event, "agent_impersonation", 1) >= 1);
     hostile.reset();
+    // hub-2's own NATS credentials cannot speak as hub-3, nor read hub-1's answers or every command.
+    CHECK(nats_publish_as(c.nats_port, "hub-2", cluster::nats_password(2), "citrus.h.hub-1.u.hub-2").find("-ERR") ==
+          std::string::npos);
+    CHECK(nats_publish_as(c.nats_port, "hub-2", cluster::nats_password(2), "citrus.h.hub-1.u.hub-3").find("Permissions Violation") !=
+          std::string::npos);
+    CHECK(nats_publish_as(c.nats_port, "hub-2", cluster::nats_password(2), "citrus.a.hub-3.agent-1").find("Permissions Violation") !=
+          std::string::npos);
+    CHECK(nats_publish_as(c.nats_port, "hub-2", "wrong", "citrus.hb.hub-2").find("Authorization Violation") != std::string::npos);
 
     // 3. A second login of agent-1, on hub-1, replaces its session on hub-3 (4010): the next command
     //    reaches the new session once, and nothing reaches the old one.

@@ -44,6 +44,9 @@
 #include "citrus/core/operations.hpp"
 #include "citrus/core/random.hpp"
 #include "citrus/backend/backend_service.hpp"
+#ifdef CITRUS_HAVE_NATS
+#include "citrus/nats/nats_user_fanout.hpp"
+#endif
 #include "citrus/backend/rest_api.hpp"
 #include "citrus/backend/site_recovery.hpp"
 #include "citrus/core/storage_executor.hpp"
@@ -82,6 +85,9 @@ std::vector<app::option_spec> serve_specs() {
       {"db-busy-timeout-ms", "CITRUS_DB_BUSY_TIMEOUT_MS", "5000", "how long a database write waits for another process's lock (PostgreSQL: how long a statement may run) before the request fails with 503 storage_unavailable (100..60000)", false},
       {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "the hub's WebSocket URL (ws:// or wss://)", false},
       {"hub-ca-file", "CITRUS_HUB_CA_FILE", "", "PEM CA bundle to verify a wss:// hub (default: the system's)", false},
+      {"nats-url", "CITRUS_NATS_URL", "", "NATS servers (nats://HOST:PORT, comma-separated) shared with the other backends: a user's updates reach her sessions on every backend (docs/scaling.md). Default: none", false},
+      {"nats-user", "CITRUS_NATS_USER", "", "this backend's NATS user", false},
+      {"nats-password-file", "CITRUS_NATS_PASSWORD_FILE", "", "file holding the NATS user's password (else $CITRUS_NATS_PASSWORD)", false},
       {"commander-id", "CITRUS_COMMANDER_ID", "backend-1", "this backend's commander id at the hub", false},
       {"commander-key-file", "CITRUS_COMMANDER_KEY_FILE", "", "file holding the commander key (else $CITRUS_COMMANDER_KEY; without a key the hub is not contacted)", false},
       {"jwt-secret-file", "CITRUS_JWT_SECRET_FILE", "", "file holding the HS256 secret, at least 32 bytes (else $CITRUS_JWT_SECRET; else a random one: tokens do not survive a restart)", false},
@@ -133,6 +139,8 @@ struct serve_settings {
   std::string hub_url;                ///< as given: one URL, or several comma-separated
   std::vector<std::string> hub_urls;  ///< each hub, tried in turn
   std::string hub_ca_file;
+  std::vector<std::string> nats_servers;  ///< empty: no other backends to tell
+  std::string nats_user, nats_password;
   std::string commander_id;
   std::string commander_key;  ///< empty: the hub is not contacted
   std::string jwt_secret;     ///< empty: generate one
@@ -196,6 +204,21 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
     if (url.rfind("ws://", 0) != 0 && url.rfind("wss://", 0) != 0)
       return usage_error("invalid --hub-url '" + url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
   s.hub_ca_file = opts.get("hub-ca-file");
+  s.nats_servers = app::split_list(opts.get("nats-url"));
+#ifndef CITRUS_HAVE_NATS
+  if (!s.nats_servers.empty()) return usage_error("--nats-url: this citrus-backend was built without NATS (citrus::nats)");
+#endif
+  for (const auto& url : s.nats_servers)
+    if (url.rfind("nats://", 0) != 0 && url.rfind("tls://", 0) != 0)
+      return usage_error("invalid --nats-url '" + url + "' (nats://HOST:PORT or tls://HOST:PORT)");
+  s.nats_user = opts.get("nats-user");
+  if (!opts.get("nats-password-file").empty()) {
+    auto secret = app::read_secret_file(opts.get("nats-password-file"));
+    if (!secret) return usage_error("cannot read --nats-password-file " + opts.get("nats-password-file"));
+    s.nats_password = *secret;
+  } else if (const char* from_env = std::getenv("CITRUS_NATS_PASSWORD")) {
+    s.nats_password = from_env;
+  }
   s.commander_id = opts.get("commander-id");
   if (!is_valid_wire_id(s.commander_id))
     return usage_error("invalid --commander-id '" + s.commander_id + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
@@ -565,6 +588,21 @@ int serve(const serve_settings& s) {
   std::optional<std::uint64_t> unacknowledged;
   sources.unacknowledged = &unacknowledged;
   backend.set_metrics([&sources] { return prometheus_text(sources); });
+#ifdef CITRUS_HAVE_NATS
+  // Several backends: a user's updates reach her sessions on the others too.
+  std::unique_ptr<nats::nats_user_fanout> fanout;
+  if (!s.nats_servers.empty()) {
+    fanout = std::make_unique<nats::nats_user_fanout>(
+        nats::nats_fanout_config{s.commander_id, s.nats_servers, s.nats_user, s.nats_password},
+        [&loop](std::function<void()> task) { loop.post(std::move(task)); },
+        [&backend](user_id user, std::string_view frame) { backend.deliver_to_user(user, frame); }, log);
+    if (auto started = fanout->start(); !started) {
+      print_error("cannot start the NATS link: " + lower_message(started.error()));
+      return exit_failure;
+    }
+    backend.set_user_fanout(fanout.get());
+  }
+#endif
 
   held_answers held(loop);  // before the server: destroyed after it, when there is nobody left to answer
   std::unique_ptr<hub_connector> hub;
@@ -683,6 +721,12 @@ int serve(const serve_settings& s) {
 
   loop.run();
 
+#ifdef CITRUS_HAVE_NATS
+  if (fanout) {
+    backend.set_user_fanout(nullptr);
+    fanout->stop();
+  }
+#endif
   ticker.cancel();
   audit_counter.cancel();
   shutdown_poll.cancel();

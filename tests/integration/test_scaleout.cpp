@@ -57,6 +57,12 @@ std::string nats_user(const std::string& id, const std::string& password) {
          "\"_INBOX.>\"]}\n    }}";
 }
 
+/// A backend's NATS user: it passes its users' updates to the other backends, and nothing else.
+std::string nats_backend_user(const std::string& id, const std::string& password) {
+  return "    {user: \"" + id + "\", password: \"" + password +
+         "\", permissions: {publish: {allow: [\"citrus.user.*\"]}, subscribe: {allow: [\"citrus.user.*\"]}}}";
+}
+
 /// What a raw NATS client logged in as (user, password) hears after publishing on `subject`: "+OK" or
 /// the server's "-ERR ..." (verbose mode acknowledges each message).
 std::string nats_publish_as(std::uint16_t port, const std::string& user, const std::string& password,
@@ -95,6 +101,8 @@ struct cluster {
   std::vector<std::unique_ptr<process>> hubs;  ///< [0] unused: hub-1 is p.hub
   std::unique_ptr<process> agent;
   int agent_starts = 0;
+  std::unique_ptr<process> backend2;  ///< a second backend on the same database, users only (no hub link)
+  std::uint16_t backend2_port = 0;
 
   static std::string nats_password(int k) { return "nats-pw-" + std::to_string(k) + "-x7Qe"; }
 
@@ -102,7 +110,8 @@ struct cluster {
     platform::options o;
     o.step_delay_ms = 700;  // a deploy takes a few seconds: long enough to kill or freeze a hub in it
     o.hub_args = {"--nats-url", "nats://127.0.0.1:" + std::to_string(port), "--revokers", "backend-1", "--nats-user", "hub-1"};
-    o.server_env = {"CITRUS_NATS_PASSWORD=" + nats_password(1)};
+    o.backend_args = {"--nats-url", "nats://127.0.0.1:" + std::to_string(port), "--nats-user", "backend-1"};
+    o.server_env = {"CITRUS_NATS_PASSWORD=" + nats_password(1)};  // hub-1's and backend-1's
     return o;
   }
 
@@ -111,9 +120,10 @@ struct cluster {
     conf << "listen: 127.0.0.1:" << nats_port << "\njetstream {store_dir: \"" << p.dir << "/js\"}\n"
          << "authorization {\n  users = [\n";
     for (int k = 1; k <= hub_count; ++k) {
-      conf << nats_user("hub-" + std::to_string(k), nats_password(k)) << (k < hub_count ? ",\n" : "\n");
+      conf << nats_user("hub-" + std::to_string(k), nats_password(k)) << ",\n";
       std::ofstream(p.dir + "/nats-pw-" + std::to_string(k)) << nats_password(k);
     }
+    conf << nats_backend_user("backend-1", nats_password(1)) << ",\n" << nats_backend_user("backend-2", nats_password(2)) << "\n";
     conf << "  ]\n}\n";
     conf.close();
     nats = std::make_unique<process>(std::vector<std::string>{nats_server_path(), "-c", p.dir + "/nats.conf"},
@@ -147,6 +157,29 @@ struct cluster {
                                  "--nats-password-file", p.dir + "/nats-pw-" + std::to_string(k), "--ready-file", ready},
         p.dir + "/hub-" + std::to_string(k) + ".log", std::vector<std::string>{"CITRUS_HUB_KEY=" + hub_keys[k - 1]});
     REQUIRE(wait_for_port(ready) == hub_ports[k - 1]);
+  }
+
+  /// A second backend behind the same load balancer: same database and JWT secret, no commander key.
+  void start_backend2() {
+    const std::string ready = p.dir + "/backend-2.port";
+    backend2 = std::make_unique<process>(
+        std::vector<std::string>{CITRUS_BACKEND_EXE, "serve", "--listen", "127.0.0.1:0", "--db", p.dir + "/citrus.db",
+                                 "--commander-id", "backend-2", "--default-agent", "agent-1", "--rest-rate", "1000",
+                                 "--nats-url", "nats://127.0.0.1:" + std::to_string(nats_port), "--nats-user", "backend-2",
+                                 "--ready-file", ready},
+        p.dir + "/backend-2.log",
+        std::vector<std::string>{"CITRUS_JWT_SECRET=" + std::string(48, 'j'), "CITRUS_NATS_PASSWORD=" + nats_password(2)});
+    backend2_port = wait_for_port(ready);
+    REQUIRE(backend2_port != 0);
+  }
+
+  /// A user's WebSocket on the second backend.
+  std::unique_ptr<ws_client> user_socket2(const std::string& token) {
+    auto ws = std::make_unique<ws_client>();
+    REQUIRE(ws->connect("ws://127.0.0.1:" + std::to_string(backend2_port) + "/ws"));
+    ws->send(R"({"v":1,"type":"auth","token":")" + token + R"("})");
+    REQUIRE(ws->wait_for([&] { return ws->count("auth_ok") == 1; }));
+    return ws;
   }
 
   process& hub(int k) { return k == 1 ? *p.hub : *hubs[k - 1]; }
@@ -200,7 +233,7 @@ std::size_t deploy_results(const ws_client& ws, const char* status) {
 }  // namespace
 
 TEST_SUITE("scaleout") {
-  TEST_CASE("hubs joined through NATS: a deploy crosses them, forgeries and a second login are contained, a dead or frozen hub fails its routes in seconds") {
+  TEST_CASE("hubs joined through NATS: a deploy crosses them and reaches the owner on both backends, forgeries and a second login are contained, a dead or frozen hub fails its routes in seconds") {
     if (nats_server_path().empty()) {
       MESSAGE("skipped: nats-server is not installed (scripts/deps.sh installs the nats-server package)");
       return;
@@ -212,6 +245,13 @@ TEST_SUITE("scaleout") {
     const std::string bob = c.p.login("bob", "bob-pw");
     auto alice_ws = user_socket(c.p, alice);
     auto bob_ws = user_socket(c.p, bob);
+    c.start_backend2();
+    auto alice_tab2 = c.user_socket2(alice);  // her second tab, on the other backend
+    auto bob_tab2 = c.user_socket2(bob);
+    // The sockets the steps do not wait on are read now and then: they answer the servers' pings.
+    const auto keep_alive = [&] {
+      for (auto* ws : {bob_ws.get(), alice_tab2.get(), bob_tab2.get()}) ws->pump(5ms);
+    };
 
     // 1. A site created and deployed across hubs: its owner sees every step, nobody else anything.
     const long long site = create_site(c.p, alice, "across");
@@ -219,8 +259,15 @@ TEST_SUITE("scaleout") {
     deploy(c.p, alice, site);
     REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 1; }, 20s));
     CHECK(alice_ws->count(R"("type":"progress")", R"("op":"site.deploy")") >= 2);
+    // The tab on backend 2 sees the same steps, through NATS.
+    REQUIRE(alice_tab2->wait_for([&] { return deploy_results(*alice_tab2, "ok") == 1; }, 10s));
+    CHECK(alice_tab2->count(R"("type":"progress")", R"("op":"site.deploy")") ==
+          alice_ws->count(R"("type":"progress")", R"("op":"site.deploy")"));
+    CHECK(alice_tab2->count(R"("op":"site.create")", R"("status":"ok")") == 1);
     bob_ws->pump(200ms);
+    bob_tab2->pump(200ms);
     CHECK(bob_ws->messages.size() == 1);  // his auth_ok only
+    CHECK(bob_tab2->messages.size() == 1);
     auto row = http("GET", c.p.backend_url() + "/api/sites/" + std::to_string(site), {}, {bearer(alice)});
     CHECK(json_string(row.body, "deploy_status") == "deployed");
 
@@ -251,6 +298,7 @@ TEST_SUITE("scaleout") {
           std::string::npos);
     CHECK(nats_publish_as(c.nats_port, "hub-2", "wrong", "citrus.hb.hub-2").find("Authorization Violation") != std::string::npos);
 
+    keep_alive();
     // 3. A second login of agent-1, on hub-1, replaces its session on hub-3 (4010): the next command
     //    reaches the new session once, and nothing reaches the old one.
     auto second = c.login(1, "agent", "agent-1", c.p.agent_key);
@@ -276,6 +324,7 @@ TEST_SUITE("scaleout") {
     c.start_agent({3, 2, 1});
     REQUIRE(c.p.wait_agent_online(20s));
 
+    keep_alive();
     // 4. hub-3 killed mid-deploy: the owner sees the failure within seconds, the agent moves to hub-2,
     //    and the next deploy works.
     before = progress();
@@ -293,6 +342,7 @@ TEST_SUITE("scaleout") {
     deploy(c.p, alice, site);
     REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 4; }, 20s));
 
+    keep_alive();
     // 5. hub-2 (the agent's now) frozen mid-deploy: no TCP close, only its heartbeats stop.
     before = progress();
     deploy(c.p, alice, site);
@@ -309,6 +359,12 @@ TEST_SUITE("scaleout") {
     deploy(c.p, alice, site);
     REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 5; }, 20s));
     bob_ws->pump(100ms);
+    bob_tab2->pump(100ms);
     CHECK(bob_ws->messages.size() == 1);
+    CHECK(bob_tab2->messages.size() == 1);
+    // Every deploy, seen on both backends (the second tab's socket is read now).
+    CHECK(alice_tab2->wait_for([&] { return deploy_results(*alice_tab2, "ok") == 5 && deploy_results(*alice_tab2, "failed") == 2; }, 5s));
+    CHECK(deploy_results(*alice_tab2, "ok") == 5);
+    CHECK(deploy_results(*alice_tab2, "failed") == 2);
   }
 }

@@ -16,6 +16,7 @@
 
 #include "citrus/core/hub.hpp"
 #include "citrus/core/ids.hpp"
+#include "connection.hpp"
 
 namespace citrus::nats {
 
@@ -97,19 +98,7 @@ std::string header(natsMsg* msg, const char* name) {
 struct nats_peer_link::impl : std::enable_shared_from_this<nats_peer_link::impl> {
   impl(nats_link_config c, poster p, logger& l, const clock& k) : cfg(std::move(c)), post(std::move(p)), log(l), clk(k) {}
 
-  // The C callbacks' closure: outlives every callback (kept in `retired`), and reaches the link only
-  // while it is alive.
-  struct callback_target {
-    std::weak_ptr<impl> owner;
-  };
-  static std::mutex& retired_mutex() {
-    static std::mutex m;
-    return m;
-  }
-  static std::vector<std::unique_ptr<callback_target>>& retired() {
-    static std::vector<std::unique_ptr<callback_target>> targets;
-    return targets;
-  }
+  using callback_target = detail::callback_target<impl>;
 
   const nats_link_config cfg;
   const poster post;
@@ -329,7 +318,7 @@ struct nats_peer_link::impl : std::enable_shared_from_this<nats_peer_link::impl>
     kvConfig_Init(&kc);
     kc.Bucket = cfg.bucket.c_str();
     kc.History = 1;
-    kc.StorageType = js_MemoryStorage;  // claims are worth nothing once every hub restarted
+    kc.StorageType = js_FileStorage;  // claims outlive a restart of nats-server (a dead hub's read offline)
     if (js_CreateKeyValue(&store, js, &kc) == NATS_OK) return store;
     if (js_KeyValue(&store, js, cfg.bucket.c_str()) == NATS_OK) return store;  // another hub was quicker
     return nullptr;
@@ -416,38 +405,11 @@ struct nats_peer_link::impl : std::enable_shared_from_this<nats_peer_link::impl>
   // ---------------------------------------------------------------- start and stop
   result<void> start() {
     if (!is_valid_wire_id(cfg.hub_id) || cfg.servers.empty()) return make_error_code(errc::invalid_value);
-    {
-      auto t = std::make_unique<callback_target>();
-      t->owner = weak_from_this();
-      target = t.get();
-      std::lock_guard<std::mutex> lock(retired_mutex());
-      retired().push_back(std::move(t));
-    }
+    target = detail::make_target(shared_from_this());
     std::random_device rd;
     epoch = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-    natsOptions* opts = nullptr;
-    if (natsOptions_Create(&opts) != NATS_OK) return make_error_code(errc::storage_unavailable);
-    std::vector<const char*> urls;
-    for (const auto& s : cfg.servers) urls.push_back(s.c_str());
-    natsStatus s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
-    if (s == NATS_OK) s = natsOptions_SetName(opts, cfg.hub_id.c_str());
-    if (s == NATS_OK && !cfg.user.empty()) s = natsOptions_SetUserInfo(opts, cfg.user.c_str(), cfg.password.c_str());
-    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
-    if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
-    // A publish while disconnected must fail (agent_offline), not wait in an 8 MB buffer.
-    if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 64 * 1024);
-    if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
-    if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
-    if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 2000);
-    if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, 2);
-    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
-    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, on_disconnected, target);
-    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, on_reconnected, target);
-    if (s == NATS_OK) {
-      s = natsConnection_Connect(&nc, opts);
-      if (s == NATS_NOT_YET_CONNECTED) s = NATS_OK;  // it keeps trying in the background
-    }
-    natsOptions_Destroy(opts);
+    const natsStatus s = detail::connect(
+        &nc, detail::connection_config{cfg.hub_id, cfg.servers, cfg.user, cfg.password, false, on_disconnected, on_reconnected, target});
     if (s != NATS_OK) {
       log.log(log_level::error, "nats_start_failed", {field("error", natsStatus_GetText(s))});
       if (nc) natsConnection_Destroy(nc);

@@ -1,5 +1,6 @@
 // An installation from `citrus-backend init` alone: its files pass --check-config, the three
-// executables started with nothing but --config find each other and the agent gets online; a broken
+// executables started with nothing but --config find each other and the agent gets online (its
+// metrics say so, on the loopback port init gave it); a broken
 // file is refused with one line, and init never overwrites.
 #include <doctest/doctest.h>
 #include <sys/stat.h>
@@ -73,12 +74,15 @@ bool wait_for_text(const std::string& file, const std::string& text, std::chrono
 TEST_CASE("init writes a configuration the three executables start from, and never overwrites it") {
   temp_dir dir;
   const std::string etc = dir.path + "/etc", data = dir.path + "/data";
-  const std::uint16_t backend_port = free_port(), hub_port = free_port();
+  const std::uint16_t backend_port = free_port(), hub_port = free_port(), agent_metrics_port = free_port();
+  const std::string agent_metrics = "127.0.0.1:" + std::to_string(agent_metrics_port);
   const std::vector<std::string> init{CITRUS_BACKEND_EXE, "init", "--config-dir", etc, "--data-dir", data,
                                       "--web-root", CITRUS_SOURCE_DIR "/apps/web",
                                       "--backend-listen", "127.0.0.1:" + std::to_string(backend_port),
-                                      "--hub-listen", "127.0.0.1:" + std::to_string(hub_port)};
+                                      "--hub-listen", "127.0.0.1:" + std::to_string(hub_port),
+                                      "--agent-metrics-listen", agent_metrics};
   REQUIRE(run_command(init).first == 0);
+  CHECK(slurp(etc + "/agent.toml").find("\nmetrics-listen = \"" + agent_metrics + "\"\n") != std::string::npos);
   CHECK(mode_of(etc + "/keys") == 0700u);
   for (const char* file : {"keys/commander.key", "keys/hub.key", "keys/agent.key", "keys/jwt.secret", "backend.toml",
                            "hub.toml", "agent.toml"})
@@ -157,6 +161,15 @@ TEST_CASE("init writes a configuration the three executables start from, and nev
     CHECK(http("GET", "http://127.0.0.1:" + std::to_string(backend_port) + "/healthz").status == 200);
     CHECK(http("GET", "http://127.0.0.1:" + std::to_string(backend_port) + "/").body.find("<html") != std::string::npos);
     CHECK(fs::is_directory(data + "/sites"));
+    // The starter configuration gives the agent metrics, on loopback: online at the hub once connected.
+    bool agent_online = false;
+    for (int i = 0; i < 100 && !agent_online; ++i) {
+      const auto metrics = http("GET", "http://" + agent_metrics + "/metrics");
+      agent_online = metrics.status == 200 && metrics.body.find("\ncitrus_agent_hub_online 1\n") != std::string::npos;
+      if (!agent_online) std::this_thread::sleep_for(100ms);
+    }
+    CHECK(agent_online);
+    CHECK(http("GET", "http://" + agent_metrics + "/healthz").status == 200);
     for (process* p : {&agent, &hub, &backend}) {
       p->signal(SIGTERM);
       CHECK(p->wait(20s) == 0);

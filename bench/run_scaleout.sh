@@ -43,7 +43,7 @@ for bin in "$hub_bin" "$backend_bin" "$loadgen_bin"; do
 done
 
 out="$build/bench/scaleout-results"
-mkdir -p "$out"
+mkdir -p "$out"/{single,cross,alone,together-1,together-2,together-3}
 work="$(mktemp -d "${TMPDIR_WS_BENCH:-/dev/shm}/citrus-scaleout-bench.XXXXXX" 2>/dev/null || mktemp -d)"
 pids=()
 cleanup() {
@@ -117,12 +117,14 @@ def cells(name):
         return {c["window"]: c for c in json.load(f)["summary"] if c["target"] == "hub"}
 single, cross = cells("single"), cells("cross")
 print(f"scale-out through NATS, loopback, {cores} cores (round trips: command -> agent -> result)")
-print(f"{'W':>4} {'single rt/s':>12} {'cross rt/s':>11} {'cross/single':>13} {'single p50 us':>14} {'cross p50 us':>13}")
+print(f"{'W':>4} {'single rt/s':>12} {'cross rt/s':>11} {'cross/single':>13} {'single p50 us':>14} {'cross p50 us':>13}"
+      f" {'errors single/cross':>20}")
 for w in sorted(single):
     s, c = single[w], cross.get(w)
     if not c: continue
     print(f"{w:>4} {s['round_trips_per_s']:>12.0f} {c['round_trips_per_s']:>11.0f} {c['round_trips_per_s']/s['round_trips_per_s']:>13.2f}"
-          f" {s['p50_us']:>14.1f} {c['p50_us']:>13.1f}")
+          f" {s['p50_us']:>14.1f} {c['p50_us']:>13.1f} {str(s['errors']) + '/' + str(c['errors']):>20}")
+print("(errors: commands refused, e.g. storage_unavailable when the audit trail cannot keep up: counted, not hidden)")
 alone = cells("alone")[32]["round_trips_per_s"]
 together = [cells(f"together-{k}")[32]["round_trips_per_s"] for k in (1, 2, 3)]
 print(f"aggregate W=32: one hub alone {alone:.0f} rt/s; three hubs at once {sum(together):.0f} rt/s "

@@ -17,6 +17,7 @@ else
     libnats-dev nats-server
     libcli11-dev
     doxygen
+    prometheus  # promtool: tests/integration/test_monitoring.cpp checks docs/monitoring/citrus-alerts.yml
     clang libclang-rt-dev
     "$@"
   )

@@ -12,6 +12,7 @@
 
 #include "citrus/app/app_metrics.hpp"
 #include "citrus/app/async_audit.hpp"
+#include "citrus/app/config_problems.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/listen_error.hpp"
@@ -79,7 +80,7 @@ std::vector<option_spec> hub_options() {
        "Agents listed one by one on /metrics (citrus_hub_agent_online{agent}); beyond it only their count."},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug logs every message's metadata; info, warn, error."},
       {"ready-file", "", "", "Write the bound port to this file once listening (for tests and scripts)."},
-      {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).", true,
+      {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (errors: one line each, exit code 2).", true,
        true},
   };
 }
@@ -171,127 +172,75 @@ std::string metrics_text(const metrics_sources& m) {
 int main(int argc, char** argv) {
   citrus::app::signal_watcher::block_signals();
   citrus::app::options opts("citrus-hub", "the Citrus EngineHub", hub_options());
+  // Every check below records its problem and goes on: one run names them all, one line each.
+  citrus::app::config_problems problems("citrus-hub");
   if (!opts.parse(argc, argv)) {
     if (opts.help_requested() || opts.version_requested()) {
       citrus::app::write_whole(citrus::app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return 0;
     }
-    citrus::app::print_error("citrus-hub", opts.error());
-    return 2;
+    for (const auto& e : opts.errors()) problems.add(e);
+    if (!opts.values_usable()) return problems.report();
   }
-  if (!opts.positional().empty()) {
-    citrus::app::print_error("citrus-hub", "unexpected argument '" + opts.positional().front() + "' (see --help)");
-    return 2;
-  }
+  if (!opts.positional().empty())
+    problems.add("unexpected argument '" + opts.positional().front() + "' (see --help)");
   auto level = citrus::app::json_logger::parse_level(opts.get("log-level"));
-  if (!level) {
-    citrus::app::print_error("citrus-hub", "--log-level must be debug, info, warn or error");
-    return 2;
-  }
+  if (!level) problems.add("--log-level must be debug, info, warn or error");
   std::string host;
   std::uint16_t port = 0;
-  if (!citrus::app::split_host_port(opts.get("listen"), host, port)) {
-    citrus::app::print_error("citrus-hub", "--listen must be HOST:PORT");
-    return 2;
-  }
+  if (!citrus::app::split_host_port(opts.get("listen"), host, port)) problems.add("--listen must be HOST:PORT");
   const auto max_connections = opts.get_int("max-connections");
   const auto connection_rate = opts.get_int("connection-rate");
   const auto identity_rate = opts.get_int("identity-rate");
   const auto session_lifetime = opts.get_int("session-lifetime-s");
-  if (!session_lifetime || *session_lifetime < 1 || *session_lifetime > 365LL * 24 * 3600) {
-    citrus::app::print_error("citrus-hub", "--session-lifetime-s must be a number of seconds, 1..31536000");
-    return 2;
-  }
+  if (!session_lifetime || *session_lifetime < 1 || *session_lifetime > 365LL * 24 * 3600)
+    problems.add("--session-lifetime-s must be a number of seconds, 1..31536000");
   std::vector<std::string> revokers = citrus::app::split_list(opts.get("revokers"));
-  for (const auto& id : revokers) {
-    if (!citrus::is_valid_wire_id(id)) {
-      citrus::app::print_error("citrus-hub", "--revokers: '" + id + "' is not a valid commander id");
-      return 2;
-    }
-  }
-  if (!max_connections || *max_connections < 1) {
-    citrus::app::print_error("citrus-hub", "--max-connections must be a positive number");
-    return 2;
-  }
+  for (const auto& id : revokers)
+    if (!citrus::is_valid_wire_id(id)) problems.add("--revokers: '" + id + "' is not a valid commander id");
+  if (!max_connections || *max_connections < 1) problems.add("--max-connections must be a positive number");
   const auto max_agent_series = opts.get_int("metrics-max-agents");
-  if (!max_agent_series || *max_agent_series < 0) {
-    citrus::app::print_error("citrus-hub", "--metrics-max-agents must be a number >= 0");
-    return 2;
-  }
+  if (!max_agent_series || *max_agent_series < 0) problems.add("--metrics-max-agents must be a number >= 0");
   std::string metrics_token;  // empty: /metrics is open
   if (!opts.get("metrics-token-file").empty()) {
     std::string error;
     auto token = citrus::app::read_token_file(opts.get("metrics-token-file"), error);
-    if (!token) {
-      citrus::app::print_error("citrus-hub", "--metrics-token-file: " + error);
-      return 2;
-    }
-    metrics_token = std::move(*token);
+    if (token) metrics_token = std::move(*token);
+    else problems.add("--metrics-token-file: " + error);
   }
   const auto per_address = opts.get_int("max-connections-per-address");
-  if (!per_address || *per_address < 0) {
-    citrus::app::print_error("citrus-hub", "--max-connections-per-address must be a number >= 0");
-    return 2;
-  }
-  if (!connection_rate || *connection_rate < 0 || !identity_rate || *identity_rate < 0) {
-    citrus::app::print_error("citrus-hub", "--connection-rate and --identity-rate must be numbers >= 0");
-    return 2;
-  }
+  if (!per_address || *per_address < 0) problems.add("--max-connections-per-address must be a number >= 0");
+  if (!connection_rate || *connection_rate < 0 || !identity_rate || *identity_rate < 0)
+    problems.add("--connection-rate and --identity-rate must be numbers >= 0");
   std::string key;  // this hub's key at the backend, for --verify-url
   if (!opts.get("verify-url").empty()) {
     key = opts.get("hub-key-file").empty() ? std::string() : citrus::app::read_secret_file(opts.get("hub-key-file")).value_or("");
     if (key.empty())
       if (const char* k = std::getenv("CITRUS_HUB_KEY")) key = k;
-    if (key.empty()) {
-      citrus::app::print_error("citrus-hub", "--verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)");
-      return 2;
-    }
+    if (key.empty()) problems.add("--verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)");
   }
-  if (opts.get("tls-cert").empty() != opts.get("tls-key").empty()) {
-    citrus::app::print_error("citrus-hub", "--tls-cert and --tls-key go together");
-    return 2;
-  }
+  if (opts.get("tls-cert").empty() != opts.get("tls-key").empty()) problems.add("--tls-cert and --tls-key go together");
   for (const char* option : {"tls-cert", "tls-key"})
-    if (!opts.get(option).empty() && !citrus::app::read_secret_file(opts.get(option))) {
-      citrus::app::print_error("citrus-hub", std::string("cannot read --") + option + " " + opts.get(option));
-      return 2;
-    }
+    if (!opts.get(option).empty() && !citrus::app::read_secret_file(opts.get(option)))
+      problems.add(std::string("cannot read --") + option + " " + opts.get(option));
   // Scale-out: the NATS servers joining this hub to its peers (checked here, connected after the loop exists).
   const std::vector<std::string> nats_servers = citrus::app::split_list(opts.get("nats-url"));
   std::string nats_password;
 #ifndef CITRUS_HAVE_NATS
-  if (!nats_servers.empty()) {
-    citrus::app::print_error("citrus-hub", "--nats-url: this citrus-hub was built without NATS (citrus::nats)");
-    return 2;
-  }
+  if (!nats_servers.empty()) problems.add("--nats-url: this citrus-hub was built without NATS (citrus::nats)");
 #endif
-  for (const auto& url : nats_servers) {
-    if (url.rfind("nats://", 0) != 0 && url.rfind("tls://", 0) != 0) {
-      citrus::app::print_error("citrus-hub", "--nats-url: '" + url + "' is not a nats:// or tls:// URL");
-      return 2;
-    }
-  }
-  if (!nats_servers.empty() && !citrus::is_valid_wire_id(opts.get("hub-id"))) {
-    citrus::app::print_error("citrus-hub", "--hub-id: '" + opts.get("hub-id") + "' is not a valid id");
-    return 2;
-  }
+  for (const auto& url : nats_servers)
+    if (url.rfind("nats://", 0) != 0 && url.rfind("tls://", 0) != 0)
+      problems.add("--nats-url: '" + url + "' is not a nats:// or tls:// URL");
+  if (!nats_servers.empty() && !citrus::is_valid_wire_id(opts.get("hub-id")))
+    problems.add("--hub-id: '" + opts.get("hub-id") + "' is not a valid id");
   if (const char* from_env = std::getenv("CITRUS_NATS_PASSWORD"); from_env && opts.get("nats-password-file").empty())
     nats_password = from_env;
   if (!opts.get("nats-password-file").empty()) {
     auto secret = citrus::app::read_secret_file(opts.get("nats-password-file"));
-    if (!secret) {
-      citrus::app::print_error("citrus-hub", "cannot read --nats-password-file " + opts.get("nats-password-file"));
-      return 2;
-    }
-    nats_password = *secret;
+    if (secret) nats_password = *secret;
+    else problems.add("cannot read --nats-password-file " + opts.get("nats-password-file"), 1);
   }
-  if (opts.has("check-config")) {
-    citrus::app::print_line(citrus::app::stream::out, "citrus-hub: configuration OK");
-    return 0;
-  }
-
-  citrus::app::json_logger log("hub", *level);
-
   // Where keys are checked and audit events go: the database (--db, the default without --verify-url),
   // or the backend (--verify-url without --db: no database at all).
   const std::string verify_url = opts.get("verify-url");
@@ -300,12 +249,16 @@ int main(int argc, char** argv) {
   const std::string& hub_key = key;  // read above, before anything is opened
   const std::string commander_url = uses_db ? std::string() : citrus::hubapp::sibling_route(verify_url, "verify-commander");
   const std::string events_url = uses_db ? std::string() : citrus::hubapp::sibling_route(verify_url, "hub-events");
-  if (!uses_db && commander_url.empty()) {
-    citrus::app::print_error("citrus-hub",
-                             "--verify-url must end in /api/verify-agent when there is no --db (commander keys and audit "
-                             "events go to the routes next to it)");
-    return 2;
+  if (!uses_db && commander_url.empty())
+    problems.add("--verify-url must end in /api/verify-agent when there is no --db (commander keys and audit events go "
+                 "to the routes next to it)");
+  if (!problems.empty()) return problems.report();
+  if (opts.has("check-config")) {
+    citrus::app::print_line(citrus::app::stream::out, "citrus-hub: configuration OK");
+    return 0;
   }
+
+  citrus::app::json_logger log("hub", *level);
 
   citrus::wspp::event_loop loop(log);
   citrus::system_clock clock;

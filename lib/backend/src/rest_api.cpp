@@ -224,11 +224,15 @@ enum class route_kind {
 /// Every route, in match order: a request goes to the first pattern whose segments all match (a
 /// ":name" segment matches any one segment and becomes route::param). rest_routes() publishes this
 /// table, so the documented routes (docs/openapi.json, checked by a test) are the served ones.
+/// What an administration route's last segment does to a user.
+enum class user_action : std::uint8_t { none, disable, enable, password };
+
 struct route_def {
   route_kind kind;
   std::string_view pattern;         ///< the template, for logs (never the raw target)
   std::string_view allow;           ///< methods, as the Allow header lists them
-  std::string_view collection = {}; ///< admin routes: "agents", "commanders", "hubs", or the user action
+  std::optional<principal_kind> principal = std::nullopt;  ///< admin routes of agents, commanders, hubs
+  user_action action = user_action::none;                  ///< admin_user_action routes
 };
 
 constexpr std::array<route_def, 32> route_table{{
@@ -245,22 +249,22 @@ constexpr std::array<route_def, 32> route_table{{
     {route_kind::verify_agent, "/api/verify-agent", "POST"},
     {route_kind::verify_commander, "/api/verify-commander", "POST"},
     {route_kind::hub_events, "/api/hub-events", "POST"},
-    {route_kind::admin_agents, "/api/admin/agents", "GET, POST", "agents"},
-    {route_kind::admin_principal, "/api/admin/agents/:agentId", "DELETE", "agents"},
-    {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST", "agents"},
-    {route_kind::admin_grants, "/api/admin/agents/:agentId/grants", "PUT", "agents"},
-    {route_kind::admin_commanders, "/api/admin/commanders", "GET, POST", "commanders"},
-    {route_kind::admin_principal, "/api/admin/commanders/:commanderId", "DELETE", "commanders"},
-    {route_kind::admin_rotate, "/api/admin/commanders/:commanderId/rotate", "POST", "commanders"},
-    {route_kind::admin_grants, "/api/admin/commanders/:commanderId/grants", "PUT", "commanders"},
-    {route_kind::admin_hubs, "/api/admin/hubs", "GET, POST", "hubs"},
-    {route_kind::admin_principal, "/api/admin/hubs/:hubId", "DELETE", "hubs"},
-    {route_kind::admin_rotate, "/api/admin/hubs/:hubId/rotate", "POST", "hubs"},
+    {route_kind::admin_agents, "/api/admin/agents", "GET, POST", principal_kind::agent},
+    {route_kind::admin_principal, "/api/admin/agents/:agentId", "DELETE", principal_kind::agent},
+    {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST", principal_kind::agent},
+    {route_kind::admin_grants, "/api/admin/agents/:agentId/grants", "PUT", principal_kind::agent},
+    {route_kind::admin_commanders, "/api/admin/commanders", "GET, POST", principal_kind::commander},
+    {route_kind::admin_principal, "/api/admin/commanders/:commanderId", "DELETE", principal_kind::commander},
+    {route_kind::admin_rotate, "/api/admin/commanders/:commanderId/rotate", "POST", principal_kind::commander},
+    {route_kind::admin_grants, "/api/admin/commanders/:commanderId/grants", "PUT", principal_kind::commander},
+    {route_kind::admin_hubs, "/api/admin/hubs", "GET, POST", principal_kind::hub},
+    {route_kind::admin_principal, "/api/admin/hubs/:hubId", "DELETE", principal_kind::hub},
+    {route_kind::admin_rotate, "/api/admin/hubs/:hubId/rotate", "POST", principal_kind::hub},
     {route_kind::admin_users, "/api/admin/users", "GET, POST"},
     {route_kind::admin_user, "/api/admin/users/:id", "DELETE"},
-    {route_kind::admin_user_action, "/api/admin/users/:id/disable", "POST", "disable"},
-    {route_kind::admin_user_action, "/api/admin/users/:id/enable", "POST", "enable"},
-    {route_kind::admin_user_action, "/api/admin/users/:id/password", "POST", "password"},
+    {route_kind::admin_user_action, "/api/admin/users/:id/disable", "POST", std::nullopt, user_action::disable},
+    {route_kind::admin_user_action, "/api/admin/users/:id/enable", "POST", std::nullopt, user_action::enable},
+    {route_kind::admin_user_action, "/api/admin/users/:id/password", "POST", std::nullopt, user_action::password},
     {route_kind::admin_audit, "/api/admin/audit", "GET"},
     {route_kind::admin_audit_flagged, "/api/admin/audit/flagged", "GET"},
     {route_kind::admin_audit_ack, "/api/admin/audit/:id/ack", "POST"},
@@ -271,7 +275,8 @@ struct route {
   std::string_view name = "unmatched";  ///< the template, for logs (never the raw target)
   std::string_view allow;               ///< methods, as the Allow header lists them
   std::string_view param;               ///< the :id / :agentId segment
-  std::string_view collection = {};     ///< admin routes: "agents", "commanders", "hubs", or the user action
+  std::optional<principal_kind> principal;  ///< as route_def
+  user_action action = user_action::none;   ///< as route_def
 };
 
 /// Whether `path` (after its leading '/') fits `pattern` segment by segment; `param` gets the
@@ -294,7 +299,7 @@ route match(std::string_view target) noexcept {
   if (path.empty() || path.front() != '/') return {};
   for (const route_def& def : route_table) {
     std::string_view param;
-    if (fits(path.substr(1), def.pattern, param)) return {def.kind, def.pattern, def.allow, param, def.collection};
+    if (fits(path.substr(1), def.pattern, param)) return {def.kind, def.pattern, def.allow, param, def.principal, def.action};
   }
   return {};
 }
@@ -1041,8 +1046,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   /// The audit action of an administration route (also the action of its refusal).
   static std::string admin_action(const route& r) {
-    const auto kind = admin_api::collection_kind(r.collection);
-    const std::string who = kind ? std::string(to_string(*kind)) : std::string("agent");
+    const std::string who = r.principal ? std::string(to_string(*r.principal)) : std::string("agent");
     switch (r.kind) {
       case route_kind::admin_agents:
       case route_kind::admin_commanders:
@@ -1053,7 +1057,13 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       case route_kind::admin_users: return "user.create";
       case route_kind::admin_user: return "user.delete";
       case route_kind::admin_user_action:
-        return r.collection == "password" ? "user.password_reset" : "user." + std::string(r.collection);
+        switch (r.action) {
+          case user_action::disable: return "user.disable";
+          case user_action::enable: return "user.enable";
+          case user_action::password:
+          case user_action::none: break;
+        }
+        return "user.password_reset";
       case route_kind::admin_audit:
       case route_kind::admin_audit_flagged: return "audit.read";
       case route_kind::admin_audit_ack: return "audit.ack";
@@ -1072,21 +1082,22 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       audit(audit_kind::security_event, user_actor(user), action, {}, "denied", "not an administrator");
       return c->reply(error_response(errc::forbidden_operation));
     }
-    const auto kind = admin_api::collection_kind(c->r.collection);
+    const principal_kind kind = c->r.principal.value_or(principal_kind::agent);  // set on every principal route
     switch (c->r.kind) {
       case route_kind::admin_agents:
       case route_kind::admin_commanders:
       case route_kind::admin_hubs:
-        if (reading) return list_principals(c, *kind);
-        return register_principal(c, user, admin_action(c->r), *kind, admin_api::id_field(*kind),
-                                  admin_api::grants_field(*kind));
-      case route_kind::admin_rotate: return rotate_principal(c, user, *kind);
-      case route_kind::admin_principal: return revoke_principal(c, user, *kind);
-      case route_kind::admin_grants: return set_grants(c, user, *kind);
+        if (reading) return list_principals(c, kind);
+        return register_principal(c, user, admin_action(c->r), kind, admin_api::collection_of(kind).id_field,
+                                  admin_api::collection_of(kind).grants_field);
+      case route_kind::admin_rotate: return rotate_principal(c, user, kind);
+      case route_kind::admin_principal: return revoke_principal(c, user, kind);
+      case route_kind::admin_grants: return set_grants(c, user, kind);
       case route_kind::admin_users: return reading ? list_users(c) : add_user(c, user);
       case route_kind::admin_user: return delete_user(c, user);
       case route_kind::admin_user_action:
-        return c->r.collection == "password" ? reset_password(c, user) : set_user_disabled(c, user, c->r.collection == "disable");
+        if (c->r.action == user_action::password) return reset_password(c, user);
+        return set_user_disabled(c, user, c->r.action == user_action::disable);
       case route_kind::admin_audit: return read_audit(c);
       case route_kind::admin_audit_flagged: return read_flagged(c);
       case route_kind::admin_audit_ack: return acknowledge(c, user);
@@ -1114,7 +1125,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// at the hub (commanders, agents) is closed through rest_services::revoked.
   void revoke_principal(const call_ptr& c, const user_record& user, principal_kind kind) {
     if (!is_valid_wire_id(c->r.param))
-      return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
+      return c->reply(error_response({errc::invalid_value, std::string(admin_api::collection_of(kind).id_field), msg_wire_id}));
     std::string id(c->r.param);
     with_storage<bool>(c, storage_lane::write,
                        [ctx = change_by(user), kind, id](storage& db) -> result<bool> {
@@ -1125,7 +1136,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
                          if (!gone) return c->reply(self.failure(gone.error(), "principal.revoke"));
                          if (self.svc.revoked && kind != principal_kind::hub) self.svc.revoked(kind, id);
                          std::string out = R"({"success":true,)";
-                         protocol::append_json_string(out, admin_api::id_field(kind));
+                         protocol::append_json_string(out, admin_api::collection_of(kind).id_field);
                          out += ':';
                          protocol::append_json_string(out, id);
                          c->reply(json_response(200, out + R"(,"revoked":true})"));
@@ -1135,7 +1146,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// PUT /api/admin/{agents,commanders}/:id/grants {"grants":[..]}.
   void set_grants(const call_ptr& c, const user_record& user, principal_kind kind) {
     if (!is_valid_wire_id(c->r.param))
-      return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
+      return c->reply(error_response({errc::invalid_value, std::string(admin_api::collection_of(kind).id_field), msg_wire_id}));
     static constexpr std::array<body_rule, 1> rules{{{"grants", value_kind::string_list, true, max_id_bytes, max_grants}}};
     std::array<field_value, 1> v{};
     if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
@@ -1405,7 +1416,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   /// POST /api/admin/{agents,commanders,hubs}/:id/rotate {"overlapSeconds"?}: the new key, shown once.
   void rotate_principal(const call_ptr& c, const user_record& user, principal_kind kind) {
-    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
+    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response({errc::invalid_value, std::string(admin_api::collection_of(kind).id_field), msg_wire_id}));
     static constexpr std::array<body_rule, 1> rules{{{"overlapSeconds", value_kind::integer, false, 0, 0}}};
     std::array<field_value, 1> v{};
     if (auto e = parse(c->body, rules, v, true); !e.ok()) return c->reply(error_response(e));
@@ -1419,7 +1430,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           // No overlap: the old key is revoked, so its live session at the hub closes now.
           if (overlap == std::chrono::seconds::zero() && revoked && kind != principal_kind::hub) revoked(kind, id);
           std::string out = R"({"success":true,)";
-          protocol::append_json_string(out, admin_api::id_field(kind));
+          protocol::append_json_string(out, admin_api::collection_of(kind).id_field);
           out += ':';
           protocol::append_json_string(out, id);
           out += R"(,"key":)";

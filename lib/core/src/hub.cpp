@@ -310,13 +310,19 @@ struct hub::impl {
   }
 
   /// Rejects a message: error reply, counter, and a strike (too many in a row closes the connection).
-  void reject(session& s, connection_id id, std::string_view request, errc code) {
+  /// `member`: the message member at fault, for the error's "field" (docs/protocol.md, "error").
+  void reject(session& s, connection_id id, std::string_view request, errc code, std::string_view member = {}) {
     ++stats.rejected;
     if (svc.log.enabled(log_level::info))
       svc.log.log(log_level::info, "message_rejected",
                   {field("conn", static_cast<std::int64_t>(id.value())), field("code", wire_code(code)),
                    field("identity", s.identity)});
-    send_error(s, request, code);
+    if (member.empty()) {
+      send_error(s, request, code);
+    } else {
+      protocol::write_field_error(out, request, code, member);
+      send_bounded(s, out);
+    }
     strike(s, code == errc::rate_limited ? close_code::rate_limited : close_code::too_many_errors);
   }
 
@@ -814,12 +820,12 @@ struct hub::impl {
       return;
     }
     if (e.agent.empty()) {
-      reject(s, id, e.id, errc::missing_field);
+      reject(s, id, e.id, errc::missing_field, "agent");
       return;
     }
-    auto op = svc.operations.validate(e, role::commander);
+    const command_check op = svc.operations.check(e, role::commander);
     if (!op) {
-      reject(s, id, e.id, static_cast<errc>(op.error().value()));
+      reject(s, id, e.id, op.code, op.code == errc::invalid_payload ? protocol::payload_field_path(op.field) : std::string());
       return;
     }
     s.strikes = 0;
@@ -836,7 +842,7 @@ struct hub::impl {
     fwd.agent = {};
     fwd.prio.reset();
     protocol::write(item->frame, fwd);
-    enqueue(e.prio.value_or((*op)->default_priority), item, t);
+    enqueue(e.prio.value_or(op.op->default_priority), item, t);
   }
 
   void on_update(session& s, connection_id id, const protocol::envelope& e, steady_time t) {

@@ -79,6 +79,7 @@ struct envelope {
   std::string_view step;       ///< progress: human-readable step
   std::string_view status;     ///< result: "ok" or "failed"
   std::string_view code;       ///< error: wire code (citrus::wire_code)
+  std::string_view field;      ///< error: the member at fault, "payload.<name>" for a payload member
   std::string_view message;    ///< error/result: human-readable text
   std::string_view state;      ///< presence: "online" or "offline"
   std::optional<std::int64_t> expires_in;  ///< auth_ok: seconds until the session ends unless it re-authenticates
@@ -105,6 +106,7 @@ inline void copy_header(envelope& dst, const envelope& src) noexcept {
   dst.step = src.step;
   dst.status = src.status;
   dst.code = src.code;
+  dst.field = src.field;
   dst.message = src.message;
   dst.state = src.state;
   dst.expires_in = src.expires_in;
@@ -132,7 +134,7 @@ class parser {
 
 /// Writes `e` as one message into `out` (cleared first; its capacity is reused). Fields in a fixed
 /// order: v, type, id, request, commanderId, agent, op, priority, site, role, status, percent, step, code,
-/// message, state, expires_in, retry_after, payload. Absent fields are omitted. Strings are escaped; the payload is
+/// field, message, state, expires_in, retry_after, payload. Absent fields are omitted. Strings are escaped; the payload is
 /// copied verbatim. Never writes key or token (those travel only client→server).
 void write(std::string& out, const envelope& e);
 
@@ -144,5 +146,12 @@ void append_json_string(std::string& out, std::string_view text);
 void write_error(std::string& out, std::string_view id, errc code);
 /// The same with "retry_after": seconds until the refused command may be sent again (rate_limited).
 void write_error(std::string& out, std::string_view id, errc code, std::int64_t retry_after);
+/// The same with "field": the member of the refused message at fault (`field` as envelope::field;
+/// omitted when empty). Only names the receiver chose or the sender's plain names go there.
+void write_field_error(std::string& out, std::string_view id, errc code, std::string_view field);
+
+/// The "field" of an error about payload member `name`: "payload.<name>", or "payload" when `name` is
+/// empty (the payload as a whole).
+std::string payload_field_path(std::string_view name);
 
 }  // namespace citrus::protocol

@@ -98,6 +98,11 @@ struct world {
   // What was sent: (commander, request) -> agents it was sent to; (commander, request, agent) -> times.
   std::map<std::pair<std::string, std::string>, std::set<std::string>> sent_to;
   std::map<std::tuple<std::string, std::string, std::string>, std::size_t> sent_count, received_count;
+  /// Updates agents sent: (agent, commanderId, request, type). Only these may reach a commander.
+  std::set<std::tuple<std::string, std::string, std::string, std::string>> agent_sent;
+  /// The hubs that held each agent at some point: within the trust model, such a hub may speak for the
+  /// agent's routes it accepted (a compromised hub lies about the agents it holds; docs/scaling.md).
+  std::map<std::string, std::set<std::string>> ever_held;
 
   world() {
     for (const auto& p : principals()) keys[std::string(p.id)] = *creds.register_principal(p.kind, p.id, p.grants);
@@ -120,6 +125,10 @@ struct world {
         if (!frozen[h]) moved += nets[h]->run();
       moved += mesh.run();
       if (moved == 0) break;
+    }
+    for (std::string_view a : agent_names) {
+      const std::string holder = mesh.holder(principal_kind::agent, a);
+      if (!holder.empty()) ever_held[std::string(a)].insert(holder);
     }
     check_clients();
   }
@@ -152,6 +161,10 @@ struct world {
         CITRUS_FUZZ_CHECK(it != sent_to.end(), "an update reaches only the commander that sent the request", text);
         const bool from_its_agent = it->second.count(std::string(e.agent)) == 1;
         CITRUS_FUZZ_CHECK(from_its_agent, "an update comes only from the agent the request was sent to", text);
+        const bool agent_said_it = agent_sent.count({std::string(e.agent), me, std::string(e.id),
+                                                     std::string(protocol::to_string(e.type))}) == 1;
+        CITRUS_FUZZ_CHECK(agent_said_it, "an update is one its agent sent for this commander (no hub or peer makes one up)",
+                          text);
       } else if (e.type == protocol::message_type::error && !e.id.empty()) {
         auto it = sent_to.find({me, std::string(e.id)});
         CITRUS_FUZZ_CHECK(it != sent_to.end(), "an error names only a request this commander sent", text);
@@ -246,6 +259,8 @@ struct world {
     frame += "}";
     // A commander that sends an update is refused, naming its id: that id is then one it used.
     if (s->who && s->who->kind == principal_kind::commander) sent_to[{std::string(s->who->id), id}];
+    if (s->who && s->who->kind == principal_kind::agent)
+      agent_sent.insert({std::string(s->who->id), commander, id, kind % 3 == 0 ? "progress" : kind % 3 == 1 ? "result" : "error"});
     s->client->send(frame);
   }
 
@@ -305,6 +320,9 @@ struct world {
     if (dead[h] || frozen[h]) return;
     const std::string update = std::string(R"({"v":1,"type":")") + (what % 2 ? "result" : "progress") + R"(","id":")" + id +
                                R"(","agent":")" + agent + "\"" + (what % 2 ? R"(,"status":"ok"})" : R"(,"percent":5,"step":"x"})");
+    if (ever_held[agent].count(peer))  // a hub that held the agent: its word for the agent is within its power
+      for (std::string_view c : commander_names)
+        agent_sent.insert({agent, std::string(c), id, what % 2 ? "result" : "progress"});
     switch (what % 4) {
       case 0:
         hubs[h]->deliver_remote_update(peer, route, what % 2 ? peer_update_kind::final : peer_update_kind::progress, update);

@@ -455,6 +455,31 @@ TEST_SUITE("key rotation") {
     CHECK(f.audit_count(audit_kind::administration, "agent.key_expired", "ok") == 1);
   }
 
+  TEST_CASE("an expiry the hub could not be told of (the link was down) is told once the link is back") {
+    hub_config cfg;
+    cfg.revokers = {"backend-1"};
+    platform_fixture f({}, false, cfg);
+    f.link_end->close(close_code::going_away, "hub restarting");
+    f.run();
+    REQUIRE_FALSE(f.link->online());
+    REQUIRE(f.creds.rotate(principal_kind::agent, "agent-1", 0s));
+    for (int i = 0; i < 3; ++i) {
+      f.clk.advance(1s);
+      f.backend->tick();
+      f.run();
+    }
+    CHECK(f.log.count("hub_revoke_not_sent") == 1);
+    CHECK(f.agent->online());  // nobody told the hub yet
+    f.link_end = &f.net->connect(*f.link);
+    f.run();
+    REQUIRE(f.link->online());
+    f.clk.advance(1s);
+    f.backend->tick();
+    f.run();
+    CHECK_FALSE(f.agent->online());
+    CHECK(f.agent_end->closed_with() == close_code::revoked);
+  }
+
   TEST_CASE("the hub route /api/rotate-key rotates only for a live key; a revoked hub key fails every hub route at once") {
     platform_fixture f;
     const std::string hub_key = *f.creds.register_principal(principal_kind::hub, "hub-1", {});

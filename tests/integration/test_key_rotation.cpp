@@ -123,6 +123,13 @@ TEST_SUITE("integration") {
     CHECK(p.wait_agent_online());
   }
 
+  TEST_CASE("key rotation: the hub's rotation options are checked") {
+    CHECK(run_command({CITRUS_HUB_EXE, "--key-overlap-s", "-1", "--check-config"}).first == 2);
+    CHECK(run_command({CITRUS_HUB_EXE, "--key-overlap-s", "86401", "--check-config"}).first == 2);
+    CHECK(run_command({CITRUS_HUB_EXE, "--key-max-age-s", "soon", "--check-config"}).first == 2);
+    CHECK(run_command({CITRUS_HUB_EXE, "--key-overlap-s", "0", "--key-max-age-s", "604800", "--check-config"}).first == 0);
+  }
+
   TEST_CASE("key rotation: a key revoked on the command line closes the running agent's session within two seconds") {
     platform::options o;
     o.hub_args = {"--revokers", "backend-1"};

@@ -295,6 +295,14 @@ void platform::start_backend() {
     argv.push_back("--allowed-origin");
     argv.push_back(origin);
   }
+  if (opts_.commander_key_file) {
+    if (!fs::exists(commander_key_file())) {
+      std::ofstream(commander_key_file()) << commander_key << "\n";
+      fs::permissions(commander_key_file(), fs::perms::owner_read | fs::perms::owner_write);
+    }
+    argv.push_back("--commander-key-file");
+    argv.push_back(commander_key_file());
+  }
   for (const auto& arg : opts_.backend_args) argv.push_back(arg);
   backend = std::make_unique<process>(
       std::move(argv),

@@ -120,6 +120,8 @@ class platform {
     /// The agent reads its key from agent_key_file() (--key-file), where a rotation writes the new one;
     /// start_agent() without a key keeps what the file holds.
     bool agent_key_file = false;
+    /// Likewise for the backend's commander key: commander_key_file() (--commander-key-file).
+    bool commander_key_file = false;
   };
   explicit platform(options opts);
   platform() : platform(options{}) {}
@@ -139,6 +141,7 @@ class platform {
   /// http://127.0.0.1:PORT of the agent's metrics listener (options::agent_metrics), once it listens.
   std::string agent_metrics_url() const;
   std::string agent_key_file() const { return dir + "/agent.key"; }
+  std::string commander_key_file() const { return dir + "/commander.key"; }
   std::string login(const std::string& user, const std::string& password);
   /// Waits until the backend reports the agent online (its deploys then reach it).
   bool wait_agent_online(std::chrono::milliseconds timeout = 15s);

@@ -4,8 +4,11 @@
 // command line revokes reaches the running hub through the backend's look at expiring keys.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -121,6 +124,37 @@ TEST_SUITE("integration") {
     p.kill_agent();
     p.start_agent();
     CHECK(p.wait_agent_online());
+  }
+
+  TEST_CASE("key rotation: the backend's commander key, overdue at a hub without a database, is rotated through the backend") {
+    platform::options o;
+    o.hub_db = false;  // commanders verified through /api/verify-commander, rotated through /api/rotate-key
+    o.commander_key_file = true;
+    o.hub_args = {"--key-max-age-s", "1", "--key-overlap-s", "60"};
+    platform p(o);
+    std::this_thread::sleep_for(1100ms);  // the registered keys are past the maximum age
+    p.start_all();
+    REQUIRE(wait_until([&] { return occurrences(p.backend->log_file(), "\"key_rotated\"") == 1; }, 10s));
+    std::string saved = file_text(p.commander_key_file());
+    REQUIRE(saved.size() > 1);
+    saved.pop_back();
+    CHECK(saved.rfind("ck_", 0) == 0);
+    CHECK(saved != p.commander_key);
+    CHECK(occurrences(p.backend->log_file(), saved) == 0);
+    CHECK(audit_count(p.dir + "/citrus.db", audit_kind::administration,
+                      [](const audit_event& e) { return e.action == "commander.rotate" && e.actor == "hub:hub-1" && e.outcome == "ok"; },
+                      1) == 1);
+    // The agent, whose key is in its environment, cannot keep a new one: it stays overdue, for the operator.
+    CHECK(occurrences(p.agent->log_file(), "\"key_rotation_not_asked\"") >= 1);
+    const std::string hub_metrics = http("GET", "http://127.0.0.1:" + std::to_string(p.hub_port) + "/metrics").body;
+    CHECK(hub_metrics.find("citrus_hub_keys_overdue 1") != std::string::npos);
+    CHECK(hub_metrics.find(R"(citrus_hub_key_rotations_total{outcome="issued"} 1)") != std::string::npos);
+    // Restarted, the backend reads its key file: the new key opens its session (it is young: not rotated again).
+    p.backend->signal(SIGTERM);
+    REQUIRE(p.backend->wait() == 0);
+    p.start_backend();
+    CHECK(p.wait_agent_online());
+    CHECK(occurrences(p.backend->log_file(), "\"hub_link_online\"") == 1);
   }
 
   TEST_CASE("key rotation: the hub's rotation options are checked") {

@@ -130,9 +130,10 @@ TEST_SUITE("integration") {
     platform::options o;
     o.hub_db = false;  // commanders verified through /api/verify-commander, rotated through /api/rotate-key
     o.commander_key_file = true;
-    o.hub_args = {"--key-max-age-s", "1", "--key-overlap-s", "60"};
+    // Keys are stored with whole seconds: 2 s, so that a key rotated a moment ago is never taken for overdue.
+    o.hub_args = {"--key-max-age-s", "2", "--key-overlap-s", "60"};
     platform p(o);
-    std::this_thread::sleep_for(1100ms);  // the registered keys are past the maximum age
+    std::this_thread::sleep_for(2100ms);  // the registered keys are past the maximum age
     p.start_all();
     REQUIRE(wait_until([&] { return occurrences(p.backend->log_file(), "\"key_rotated\"") == 1; }, 10s));
     std::string saved = file_text(p.commander_key_file());
@@ -149,12 +150,14 @@ TEST_SUITE("integration") {
     const std::string hub_metrics = http("GET", "http://127.0.0.1:" + std::to_string(p.hub_port) + "/metrics").body;
     CHECK(hub_metrics.find("citrus_hub_keys_overdue 1") != std::string::npos);
     CHECK(hub_metrics.find(R"(citrus_hub_key_rotations_total{outcome="issued"} 1)") != std::string::npos);
-    // Restarted, the backend reads its key file: the new key opens its session (it is young: not rotated again).
+    // Restarted, the backend reads its key file: the new key opens its session (a refused one would
+    // log hub_auth_failed and never come online).
     p.backend->signal(SIGTERM);
     REQUIRE(p.backend->wait() == 0);
     p.start_backend();
     CHECK(p.wait_agent_online());
-    CHECK(occurrences(p.backend->log_file(), "\"hub_link_online\"") == 1);
+    CHECK(occurrences(p.backend->log_file(), "\"hub_link_online\"") == 2);  // the log holds both runs
+    CHECK(occurrences(p.hub->log_file(), "\"auth_failed\"") == 0);
   }
 
   TEST_CASE("key rotation: the hub's rotation options are checked") {

@@ -455,6 +455,27 @@ TEST_SUITE("key rotation") {
     CHECK(f.audit_count(audit_kind::administration, "agent.key_expired", "ok") == 1);
   }
 
+  TEST_CASE("a backend that starts has the hub check the sessions of keys that expired shortly before (not audited again)") {
+    hub_config cfg;
+    cfg.revokers = {"backend-1"};
+    platform_fixture f({}, false, cfg);
+    REQUIRE(f.creds.rotate(principal_kind::agent, "agent-1", 0s));  // while no backend looked: f.backend never ticks
+    f.clk.advance(10min);
+    auto restarted = f.make_backend({});  // the next run of the backend, on the same database
+    auto& end = f.net->connect(restarted->hub_link());
+    f.run();
+    REQUIRE(restarted->link().online());
+    CHECK(f.agent->online());
+    f.clk.advance(1s);
+    restarted->tick();
+    f.run();
+    CHECK_FALSE(f.agent->online());
+    CHECK(f.agent_end->closed_with() == close_code::revoked);
+    CHECK(f.audit_count(audit_kind::administration, "agent.key_expired", "ok") == 0);  // the run that saw it pass audits
+    end.close(close_code::normal, "stopping");
+    f.run();
+  }
+
   TEST_CASE("an expiry the hub could not be told of (the link was down) is told once the link is back") {
     hub_config cfg;
     cfg.revokers = {"backend-1"};

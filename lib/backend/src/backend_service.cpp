@@ -34,7 +34,8 @@ struct backend_service::impl {
         log(s.log),
         storage(s.storage),
         clk(s.clk),
-        last_look(s.clk.wall_now() - key_expiry::lag),
+        started(s.clk.wall_now()),
+        last_look(started - key_expiry::startup_lookback),
         next_look(s.clk.steady_now() + key_expiry::period) {
     observer.target = &sites;
     gateway.bind_sites(sites);
@@ -53,6 +54,7 @@ struct backend_service::impl {
   const clock& clk;
 
   // The key-expiry watch (key_expiry.hpp): every period, the keys that expired since the last look.
+  wall_time started;
   wall_time last_look;
   steady_time next_look;
   bool looking = false;
@@ -132,15 +134,15 @@ struct backend_service::impl {
           if (!seen) return;  // looked again next period, over the same window
           last_look = until;
           revoke_gone(seen->identities);
-          const auto* expired = &seen->expired;
-          if (expired->empty()) return;
           std::vector<audit_event> events;
-          for (const auto& key : *expired) {
+          for (const auto& key : seen->expired) {
             log.log(log_level::info, "key_expired",
                     {field("target", std::string(to_string(key.kind)) + ":" + key.id)});
-            events.push_back(key_expiry::event(key, clk.wall_now()));
+            // Expired before this run began: the run that saw it pass audited it (told to the hub again).
+            if (key.expired_at > started - key_expiry::lag) events.push_back(key_expiry::event(key, clk.wall_now()));
             if (key.kind != principal_kind::hub) revoke_sessions(key.kind, key.id);
           }
+          if (events.empty()) return;
           run_storage<bool>(
               storage, storage_lane::write,
               [events = std::move(events)](citrus::storage& db) -> result<bool> {

@@ -13,6 +13,9 @@ namespace citrus::key_expiry {
 
 /// How often the backend looks.
 inline constexpr std::chrono::seconds period{1};
+/// At start, keys that expired this long before are told to the hub too: a session at the hub outlives
+/// a backend restart, and lives at most the hub's --session-lifetime-s (default 1 h) without re-checking.
+inline constexpr std::chrono::hours startup_lookback{1};
 /// A key counts as expired this long after its expires_at, so that a hub whose clock is a little behind
 /// also finds it expired when it verifies the session's key again.
 inline constexpr std::chrono::seconds lag{1};

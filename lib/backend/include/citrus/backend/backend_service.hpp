@@ -68,7 +68,8 @@ class backend_service {
   /// Auth timeouts, token expiry, request timeouts; and every second a look at the keys that expired
   /// (and the identities deleted) since the last look — rotations and revocations the command line wrote,
   /// the end of a rotation's overlap — whose sessions the hub is told to check again (revoke_sessions;
-  /// audited as "<kind>.key_expired"). Call every few hundred milliseconds.
+  /// audited as "<kind>.key_expired"); the first look reaches an hour before the start, since sessions
+  /// at the hub outlive a restart of the backend. Call every few hundred milliseconds.
   void tick();
 
   user_gateway& gateway() noexcept;

@@ -23,6 +23,7 @@
 #include "citrus/app/config_problems.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
+#include "citrus/app/key_file.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
@@ -269,7 +270,9 @@ int run(int argc, char** argv) {
            "The hub's WebSocket URL (ws:// or wss://); several, comma-separated, for hubs joined through NATS: each "
            "reconnection tries the next."},
           {"agent-id", "CITRUS_AGENT_ID", "agent-1", "This agent's id, as registered with the hub."},
-          {"key-file", "CITRUS_AGENT_KEY_FILE", "", "File holding the agent's key. Without it, $CITRUS_AGENT_KEY is the key."},
+          {"key-file", "CITRUS_AGENT_KEY_FILE", "",
+           "File holding the agent's key, rewritten when the key is rotated. Without it, $CITRUS_AGENT_KEY is the key "
+           "(and it is never rotated)."},
           {"trust", "CITRUS_AGENT_TRUST", "backend-1", "Comma-separated commander ids whose commands run here."},
           {"root", "CITRUS_AGENT_ROOT", "data/sites", "Directory the sites live in (created if missing)."},
           {"step-delay-ms", "CITRUS_AGENT_STEP_DELAY_MS", "250", "Pause between deploy steps, in ms (0..60000)."},
@@ -362,7 +365,15 @@ int run(int argc, char** argv) {
       executor, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, std::chrono::milliseconds(*delay), log);
   const citrus::operation_registry operations = citrus::operation_registry::defaults();
   const citrus::system_clock clk;
-  citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, log, clk);
+  citrus::agent_runtime_config runtime_config{agent_id, key, trusted, {}};
+  // A key rotated over the session (the agent asked, or the hub found the key past its maximum age)
+  // replaces the key file before it is used; with the key in $CITRUS_AGENT_KEY there is nowhere to keep
+  // a new one, so the agent does not rotate.
+  if (opts.has("key-file"))
+    runtime_config.save_key = [path = opts.get("key-file")](const std::string& fresh) {
+      return citrus::app::replace_secret_file(path, fresh);
+    };
+  citrus::agent_runtime runtime(std::move(runtime_config), operations, log, clk);
   if (auto bound = worker.bind(runtime); !bound) {
     citrus::app::print_error("citrus-agent", "cannot register the site operations: " + bound.error().message());
     return 1;

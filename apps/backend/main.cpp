@@ -34,6 +34,7 @@
 #include "citrus/app/config_problems.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
+#include "citrus/app/key_file.hpp"
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
@@ -144,6 +145,7 @@ struct serve_settings {
   std::string nats_user, nats_password;
   std::string commander_id;
   std::string commander_key;  ///< empty: the hub is not contacted
+  std::string commander_key_file;  ///< where a rotated commander key is saved; empty: it is never rotated
   std::string jwt_secret;     ///< empty: generate one
   std::string metrics_token;  ///< empty: /metrics is open
   std::chrono::seconds token_lifetime{900};
@@ -246,6 +248,7 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
       usage_error("--commander-key-file " + opts.get("commander-key-file") + " is empty");
     else
       s.commander_key = std::move(*key);
+    s.commander_key_file = opts.get("commander-key-file");  // rotated keys are saved there
   } else if (const char* key = std::getenv("CITRUS_COMMANDER_KEY"); key && *key) {
     s.commander_key = key;
   }
@@ -570,6 +573,12 @@ int serve(const serve_settings& s) {
                         site_service_config{agent_id{s.default_agent}, s.commander_id}};
   config.link.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
   config.link.hub_name = s.hub_url;              // presence says which hub reported an agent
+  // A key rotated over the session (the hub found it past its maximum age) replaces the key file
+  // before it is used; a key from $CITRUS_COMMANDER_KEY has nowhere to go, so it is never rotated.
+  if (!s.commander_key_file.empty())
+    config.link.save_key = [path = s.commander_key_file](const std::string& fresh) {
+      return app::replace_secret_file(path, fresh);
+    };
   config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   config.rest.metrics_token = s.metrics_token;
   config.login.max_session = s.session_max;

@@ -67,6 +67,13 @@ std::vector<option_spec> hub_options() {
       {"revokers", "", "",
        "Commander ids (the trusted backends), comma-separated, whose revoke messages close a revoked identity's "
        "live session at once. Default: none (a revoked key then ends its session at the next re-authentication)."},
+      {"key-overlap-s", "", "300",
+       "A commander or agent that rotates its key over its session (rotate_key) may use the old one this much longer "
+       "(0..86400)."},
+      {"key-max-age-s", "", "0",
+       "Keys older than this when they authenticate are overdue: the hub asks the peer to rotate (citrus-agent with "
+       "--key-file and citrus-backend with --commander-key-file do), logs key_overdue and flags a security event. "
+       "0: keys never age."},
       {"ping-interval-ms", "", "20000", "Keepalive ping period (a peer that does not answer is closed)."},
       {"max-connections", "", "10000", "TCP connections held at once; keep it below the descriptor limit (ulimit -n)."},
       {"max-connections-per-address", "", "0",
@@ -140,6 +147,15 @@ std::string metrics_text(const metrics_sources& m) {
              "Sessions the hub ended: expired (no re-authentication within their lifetime), revoked (their key revoked).");
   out.sample({{"reason", "expired"}}, c.sessions_expired);
   out.sample({{"reason", "revoked"}}, c.sessions_revoked);
+  out.family("citrus_hub_key_rotations_total", metrics::type::counter,
+             "Keys rotated over a session (rotate_key): issued (a new key sent), failed (refused or not done), "
+             "asked (the hub asked a peer whose key is past --key-max-age-s).");
+  out.sample({{"outcome", "issued"}}, c.key_rotations);
+  out.sample({{"outcome", "failed"}}, c.key_rotations_failed);
+  out.sample({{"outcome", "asked"}}, c.key_rotations_asked);
+  out.gauge("citrus_hub_keys_overdue",
+            "Sessions whose key was past --key-max-age-s at their last authentication (alert when it stays above 0).",
+            static_cast<double>(m.hub.keys_overdue()));
   out.counter("citrus_hub_request_timeouts_total", "Requests failed by timeout.", c.timeouts);
   out.counter("citrus_hub_progress_coalesced_total", "Progress updates coalesced under backpressure.", c.coalesced);
   out.counter("citrus_hub_slow_consumers_total", "Connections closed as slow consumers.", c.slow_consumers);
@@ -195,6 +211,12 @@ int main(int argc, char** argv) {
   const auto session_lifetime = opts.get_int("session-lifetime-s");
   if (!session_lifetime || *session_lifetime < 1 || *session_lifetime > 365LL * 24 * 3600)
     problems.add("--session-lifetime-s must be a number of seconds, 1..31536000");
+  const auto key_overlap = opts.get_int("key-overlap-s");
+  if (!key_overlap || *key_overlap < 0 || *key_overlap > 86400)
+    problems.add("--key-overlap-s must be a number of seconds, 0..86400");
+  const auto key_max_age = opts.get_int("key-max-age-s");
+  if (!key_max_age || *key_max_age < 0 || *key_max_age > 10LL * 365 * 24 * 3600)
+    problems.add("--key-max-age-s must be a number of seconds, 0..315360000");
   std::vector<std::string> revokers = citrus::app::split_list(opts.get("revokers"));
   for (const auto& id : revokers)
     if (!citrus::is_valid_wire_id(id)) problems.add("--revokers: '" + id + "' is not a valid commander id");
@@ -262,6 +284,7 @@ int main(int argc, char** argv) {
 
   citrus::wspp::event_loop loop(log);
   citrus::system_clock clock;
+  citrus::system_random random;  // new keys of peers that rotate theirs, drawn on the storage write thread
   // Key checks against the database run on the storage worker's read lane, never on the loop; a full
   // lane refuses the connection at once as retryable (storage_unavailable, close 1013).
   std::unique_ptr<citrus::worker::storage_worker> storage;
@@ -280,7 +303,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     storage = std::move(*started);
-    local_verifier = std::make_unique<citrus::executor_verifier>(*storage, clock);
+    local_verifier = std::make_unique<citrus::executor_verifier>(*storage, clock, &random);
     audit = std::make_unique<citrus::app::async_audit>(
         [open_db]() -> std::unique_ptr<citrus::storage> {
           auto store = open_db();
@@ -305,6 +328,7 @@ int main(int argc, char** argv) {
     verifier_config.hub_id = opts.get("hub-id");
     verifier_config.hub_key = hub_key;
     verifier_config.commander_url = commander_url;
+    verifier_config.rotate_url = citrus::hubapp::sibling_route(verify_url, "rotate-key");
     remote_verifier = std::make_unique<citrus::hubapp::http_verifier>(std::move(verifier_config), loop, local_verifier.get(), log);
   }
   citrus::principal_verifier& verifier = remote_verifier ? static_cast<citrus::principal_verifier&>(*remote_verifier)
@@ -321,6 +345,8 @@ int main(int argc, char** argv) {
   config.audit_commands = true;  // every routed command and its outcome, in the shared trail
   config.session_lifetime = std::chrono::seconds(*session_lifetime);
   config.revokers = std::move(revokers);
+  config.key_rotation_overlap = std::chrono::seconds(*key_overlap);
+  config.key_max_age = std::chrono::seconds(*key_max_age);
 #ifdef CITRUS_HAVE_NATS
   std::unique_ptr<citrus::nats::nats_peer_link> peers;
   if (!nats_servers.empty()) {

@@ -111,6 +111,14 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
       CITRUS_FUZZ_CHECK(!e.role.empty() && !e.id.empty() && e.key.empty() && e.token.empty(),
                         "revoke has a role and an id, and no credentials", text);
       break;
+    case message_type::rotate_key:
+      CITRUS_FUZZ_CHECK(e.id.empty() && e.role.empty() && e.key.empty() && e.token.empty() && !e.expires_in,
+                        "rotate_key carries nothing", text);
+      break;
+    case message_type::key:
+      CITRUS_FUZZ_CHECK(!e.key.empty() && e.id.empty() && e.role.empty() && e.token.empty(),
+                        "key carries its key, and no identity or token", text);
+      break;
     case message_type::auth_ok: break;
   }
 }

@@ -302,10 +302,17 @@ TEST_SUITE("hub_mesh") {
     CHECK(c.security("unknown_request") == 0);
   }
 
-  TEST_CASE("revoking an identity on one hub closes its session on the hub that holds it") {
+  TEST_CASE("revoking an identity on one hub closes its session on the hub that holds it, once its key fails there") {
     cluster c(2);
     auto [agent, agent_end] = c.connect(2, "agent", "agent-7", c.agent7_key);
+    // A peer's word alone closes nothing: the hub holding the session asks the verifier again.
     CHECK(c.hub(1).revoke(principal_kind::agent, "agent-7") == 0);  // not here
+    c.run();
+    CHECK(agent_end->is_open());
+    CHECK(c.hub(2).counters().sessions_rechecked == 1);
+    // Once the key is revoked, the same word closes it.
+    REQUIRE(c.creds.rotate(principal_kind::agent, "agent-7", std::chrono::seconds(0)));
+    CHECK(c.hub(1).revoke(principal_kind::agent, "agent-7") == 0);
     c.run();
     CHECK_FALSE(agent_end->is_open());
     CHECK(agent_end->closed_with() == close_code::revoked);

@@ -206,6 +206,7 @@ enum class route_kind {
   verify_agent,
   verify_commander,
   hub_events,  // a hub's audit events, from a hub without a database
+  rotate_key,  // a hub rotates the key of a commander or agent that asked over its session
   logout,
   admin_agents,      // GET lists, POST registers
   admin_rotate,      // /api/admin/{agents,commanders,hubs}/:id/rotate
@@ -235,7 +236,7 @@ struct route_def {
   user_action action = user_action::none;                  ///< admin_user_action routes
 };
 
-constexpr std::array<route_def, 32> route_table{{
+constexpr std::array<route_def, 33> route_table{{
     {route_kind::healthz, "/healthz", "GET"},
     {route_kind::readyz, "/readyz", "GET"},
     {route_kind::metrics, "/metrics", "GET"},
@@ -249,6 +250,7 @@ constexpr std::array<route_def, 32> route_table{{
     {route_kind::verify_agent, "/api/verify-agent", "POST"},
     {route_kind::verify_commander, "/api/verify-commander", "POST"},
     {route_kind::hub_events, "/api/hub-events", "POST"},
+    {route_kind::rotate_key, "/api/rotate-key", "POST"},
     {route_kind::admin_agents, "/api/admin/agents", "GET, POST", principal_kind::agent},
     {route_kind::admin_principal, "/api/admin/agents/:agentId", "DELETE", principal_kind::agent},
     {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST", principal_kind::agent},
@@ -757,7 +759,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       for (std::size_t i = 0; i < down.size(); ++i) waiting += (i ? ", " : " ") + down[i];
       return c->reply(error_response(503, waiting));
     }
-    if (r.kind == route_kind::verify_agent || r.kind == route_kind::verify_commander || r.kind == route_kind::hub_events)
+    if (r.kind == route_kind::verify_agent || r.kind == route_kind::verify_commander || r.kind == route_kind::hub_events ||
+        r.kind == route_kind::rotate_key)
       return hub_route(c, now);
 
     if (!addresses.take(c->address, now)) return c->reply(too_many(addresses, c->address, now));
@@ -957,6 +960,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     const std::size_t colon = credentials.rfind(':');
     if (colon == std::string_view::npos || colon == 0 || colon + 1 == credentials.size())
       return refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
+    if (c->r.kind == route_kind::rotate_key)
+      return hub_rotate(c, std::string(credentials.substr(0, colon)), std::string(credentials.substr(colon + 1)));
     const bool events_route = c->r.kind == route_kind::hub_events;
     const bool agent_route = c->r.kind == route_kind::verify_agent;
     static constexpr std::array<body_rule, 2> agent_rules{{
@@ -1013,7 +1018,81 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           protocol::append_json_string(out, verified->id);
           out += R"(,"grants":)";
           append_string_list(out, verified->grants);
+          out += R"(,"keyCreatedAt":)" + std::to_string(to_unix_seconds(verified->key_created_at));
+          if (verified->key_expires_at) out += R"(,"keyExpiresAt":)" + std::to_string(to_unix_seconds(*verified->key_expires_at));
           out += '}';
+          c->reply(json_response(200, std::move(out)));
+        });
+  }
+
+  /// POST /api/rotate-key {"role","id","key","overlapSeconds"}: a new key for a commander or agent that
+  /// asked its hub over its authenticated session (rotate_key; the hub's principal_verifier::rotate),
+  /// provided "key" — the one its session authenticated with — still verifies (else {"valid":false},
+  /// like verify-agent: unknown, wrong, expired and revoked look the same). The hub is verified and the
+  /// key rotated in one write, audited as "<role>.rotate" by "hub:<id>"; the new key is in the answer only.
+  void hub_rotate(const call_ptr& c, std::string hub_id, std::string hub_key) {
+    static constexpr std::array<body_rule, 4> rules{{
+        {"role", value_kind::string, true, 16, 0},
+        {"id", value_kind::string, true, max_id_bytes, 0},
+        {"key", value_kind::string, true, max_key_bytes, 0},
+        {"overlapSeconds", value_kind::integer, true, 0, 0},
+    }};
+    std::array<field_value, 4> v{};
+    request_error parsed = parse(c->body, rules, v, false);
+    const bool agent = v[0].text == "agent";
+    if (parsed.ok() && !agent && v[0].text != "commander")
+      parsed = request_error(errc::invalid_value, "role", "\"agent\" or \"commander\"");
+    if (parsed.ok() && !is_valid_wire_id(v[1].text)) parsed = request_error(errc::invalid_value, "id", msg_wire_id);
+    const principal_kind kind = agent ? principal_kind::agent : principal_kind::commander;
+    const std::chrono::seconds overlap(v[3].number);
+    struct rotation {
+      result<verified_principal> hub = errc::auth_failed;
+      result<std::string> key = errc::invalid_request;
+    };
+    const clock& clk = svc.clk;
+    random_source& random = svc.random;
+    std::string id = std::move(v[1].text);
+    std::string peer_key = std::move(v[2].text);
+    with_storage<rotation>(
+        c, storage_lane::write,
+        [&clk, &random, hub_id, hub_key, parsed, kind, id, peer_key, overlap](storage& db) -> result<rotation> {
+          credential_service keys(db.credentials(), clk, random);
+          rotation out;
+          out.hub = keys.verify(principal_kind::hub, hub_id, hub_key);
+          if (out.hub && parsed.ok()) out.key = keys.rotate_own(kind, id, peer_key, overlap);
+          return out;
+        },
+        [c, hub_id, parsed, kind, id, overlap](impl& self, result<rotation> answer) {
+          const steady_time at = self.svc.clk.steady_now();
+          if (!answer) return self.refused_by_address(c, self.failure(answer.error(), "hub_auth"));
+          const auto& hub = answer->hub;
+          if (!hub) {
+            if (to_errc(hub.error()) != errc::auth_failed) return self.refused_by_address(c, self.failure(hub.error(), "hub_auth"));
+            self.audit(audit_kind::security_event, "addr:" + c->address, "hub_auth", audit_target("hub", hub_id), "denied");
+            return self.refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
+          }
+          if (!self.hubs.take(hub->id, at)) return c->reply(self.too_many(self.hubs, hub->id, at));
+          if (!parsed.ok()) return c->reply(error_response(parsed));
+          const std::string action = std::string(to_string(kind)) + ".rotate";
+          const auto& key = answer->key;
+          if (!key) {
+            const errc code = to_errc(key.error());
+            self.audit(audit_kind::administration, "hub:" + hub->id, action, audit_target(to_string(kind), id), "failed",
+                       std::string(wire_code(code)));
+            if (code == errc::invalid_value)
+              return c->reply(error_response({errc::invalid_value, "overlapSeconds", "0 to 31536000 seconds"}));
+            if (code == errc::auth_failed) return c->reply(json_response(200, R"({"valid":false})"));
+            return c->reply(self.failure(key.error(), action));
+          }
+          self.audit(audit_kind::administration, "hub:" + hub->id, action, audit_target(to_string(kind), id), "ok",
+                     "asked over its session; the old key works for " + std::to_string(overlap.count()) + " s");
+          std::string out = R"({"success":true,"valid":true,"role":)";
+          protocol::append_json_string(out, to_string(kind));
+          out += R"(,"id":)";
+          protocol::append_json_string(out, id);
+          out += R"(,"key":)";
+          protocol::append_json_string(out, *key);
+          out += R"(,"expiresIn":)" + std::to_string(overlap.count()) + "}";
           c->reply(json_response(200, std::move(out)));
         });
   }

@@ -145,6 +145,10 @@ constexpr type_rule type_rules[] = {
     {message_type::accepted, "accepted", f_id | f_request | f_op | f_site | f_payload, f_id | f_request},
     // commander → hub: close the session of an identity whose key was revoked (trusted backends only).
     {message_type::revoke, "revoke", f_role | f_id, f_role | f_id},
+    // commander/agent → hub: issue me a new key; hub → commander/agent: ask for one (the key is overdue).
+    {message_type::rotate_key, "rotate_key", 0, 0},
+    // hub → commander/agent: the new key, once; expires_in: seconds the old key keeps working.
+    {message_type::key, "key", f_key | f_expires_in, f_key},
 };
 
 /// The message type named `text` (a name in type_rules). Sizes and first letters go first, so the only

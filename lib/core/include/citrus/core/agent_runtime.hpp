@@ -16,6 +16,7 @@
 #include "citrus/core/error.hpp"
 #include "citrus/core/logger.hpp"
 #include "citrus/core/operations.hpp"
+#include "citrus/core/result.hpp"
 #include "citrus/core/transport.hpp"
 
 namespace citrus {
@@ -57,6 +58,9 @@ struct agent_runtime_config {
   std::string key;                              ///< never logged
   std::vector<std::string> trusted_commanders;  ///< empty: trust none
   protocol::limits limits{};
+  /// Stores a new key durably before the agent uses it (citrus-agent: its key file, written to a
+  /// temporary file, fsync'd and renamed). Unset: the agent never rotates its key.
+  std::function<result<void>(const std::string& key)> save_key{};
 };
 
 class agent_runtime final : public connection_handler {
@@ -75,6 +79,13 @@ class agent_runtime final : public connection_handler {
   /// expires_in) have passed: the session goes on, and so do the tasks running. Call periodically
   /// (e.g. every 250 ms).
   void tick();
+  /// Asks the hub for a new key over the session (rotate_key). When it comes (`key`), it is saved
+  /// (agent_runtime_config::save_key) and only then used: the agent re-authenticates with it at once,
+  /// and its tasks carry on. If it cannot be saved, the old key stays in use (it works for the overlap
+  /// the hub stated) and key_not_saved is logged. The hub's own rotate_key (the key is past its
+  /// maximum age) calls it too. errc::hub_unavailable when not authenticated; errc::forbidden_operation
+  /// without save_key; errc::rate_limited while a rotation is under way.
+  result<void> rotate_key();
 
   void on_open(connection& conn) override;
   void on_message(connection_id id, std::string_view text) override;
@@ -83,6 +94,7 @@ class agent_runtime final : public connection_handler {
  private:
   friend class agent_task;
   void report(agent_task& task, const protocol::envelope& e);
+  void use_new_key(std::string_view key, std::int64_t old_key_seconds);
   struct impl;
   std::unique_ptr<impl> impl_;
 };

@@ -8,6 +8,10 @@
 ///   hub: grants, in-flight cap, route (commanderId, id) -> agent bound --command{id, commanderId, op, payload}--> agent
 ///   agent --progress/result{id, commanderId}--> hub: route must exist and belong to this agent, else dropped
 ///   hub --progress/result{id, agent, ...}--> that commander only; a result ends the route.
+///
+/// Identity lifecycle: sessions end session_lifetime after their last (re-)authentication; a peer may
+/// ask for a new key over its session (rotate_key → key); revoke() and recheck() end a session whose
+/// key no longer holds. The hub keeps each session's key in memory for recheck() (never logged).
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -89,6 +93,14 @@ struct hub_config {
   /// Scale-out (hub_services::peers): a command forwarded to another hub that has not answered
   /// `accepted` by then fails with agent_disconnected (that hub froze or died before taking it).
   std::chrono::milliseconds peer_ack_timeout{2000};
+  /// A commander or agent may ask over its session for a new key (rotate_key), once per
+  /// (re-)authentication: the verifier issues it (principal_verifier::rotate) and the hub answers it
+  /// once (`key`); the key it replaces keeps working this long, then fails. citrus-hub --key-overlap-s.
+  std::chrono::seconds key_rotation_overlap{300};
+  /// A key older than this (key_record::created_at) when it (re-)authenticates is overdue: the hub asks
+  /// the peer to rotate (a rotate_key message after auth_ok), logs key_overdue and flags a security
+  /// event (hub_key_overdue); keys_overdue() counts such sessions. 0: keys never age. --key-max-age-s.
+  std::chrono::seconds key_max_age{0};
 };
 
 /// Authentications of one claimed role.
@@ -118,6 +130,10 @@ struct hub_counters {
   std::uint64_t reauth_failed = 0;      ///< sessions closed because their re-authentication was refused
   std::uint64_t sessions_expired = 0;   ///< sessions closed at the end of their lifetime (no re-auth in time)
   std::uint64_t sessions_revoked = 0;   ///< sessions closed by revoke() (close_code::revoked)
+  std::uint64_t sessions_rechecked = 0; ///< sessions whose key a `revoke` message had verified again, and that stayed
+  std::uint64_t key_rotations = 0;      ///< new keys issued to peers that asked over their session (rotate_key)
+  std::uint64_t key_rotations_failed = 0;  ///< rotations asked for and not done (verifier refused or unavailable)
+  std::uint64_t key_rotations_asked = 0;   ///< rotate_key sent to peers whose key is past hub_config::key_max_age
   std::uint64_t remote_routed = 0;      ///< commands forwarded to or accepted from a peer hub
   std::uint64_t remote_takeovers = 0;   ///< sessions closed because a peer hub holds the identity now
   std::uint64_t peers_lost = 0;         ///< peer_lost() calls
@@ -180,7 +196,8 @@ class hub final : public connection_handler {
   /// Hub `peer` is gone (it died, or stopped answering): the routes it accepted fail with
   /// agent_disconnected, the routes it started end here, and the agents it held read offline.
   void peer_lost(std::string_view peer);
-  /// Hub `peer` revoked (kind, id): its session here, if any, closes as with revoke().
+  /// Hub `peer` says the keys of (kind, id) changed: its session here, if any, is verified again and
+  /// closed (4012) unless its key still works, as with recheck(). A peer cannot close a session outright.
   std::size_t revoke_from_peer(std::string_view peer, principal_kind kind, std::string_view id);
 
   /// The key of (kind, id) was revoked: closes that identity's live session at once with
@@ -188,6 +205,12 @@ class hub final : public connection_handler {
   /// Its requests in flight fail as on any close. Returns the number of sessions closed (0 or 1).
   /// A `revoke` message from a commander in hub_config::revokers calls it. Every peer hub is told too.
   std::size_t revoke(principal_kind kind, std::string_view id);
+  /// The keys of (kind, id) changed (a key expired or was revoked, maybe not the one its session holds):
+  /// verifies the live session's key again at once, and closes it as revoke() does unless that key still
+  /// verifies (a verifier that cannot answer closes it too). An authentication of that identity being
+  /// verified meanwhile is verified again before it counts. Returns the sessions being checked (0 or 1).
+  /// A `revoke` message from a commander in hub_config::revokers calls it.
+  std::size_t recheck(principal_kind kind, std::string_view id);
 
   const hub_counters& counters() const noexcept;
   std::size_t requests_in_flight() const noexcept;
@@ -197,6 +220,9 @@ class hub final : public connection_handler {
   /// The agents authenticated on this hub now, sorted (for per-agent presence on /metrics: at most one
   /// per authenticated connection, so bounded by the connection cap and the registered agents).
   std::vector<std::string> online_agents() const;
+  /// Authenticated sessions whose key was past hub_config::key_max_age at their last (re-)authentication
+  /// (citrus_hub_keys_overdue: an operator alerts on it staying above 0).
+  std::size_t keys_overdue() const noexcept;
 
  private:
   struct impl;

@@ -20,7 +20,11 @@ inline constexpr std::int64_t version = 1;
 
 /// `accepted` is backend → user only: the acknowledgement of an operation that went to an agent.
 /// `revoke` is commander → hub only: close the live session of an identity whose key was revoked.
-enum class message_type : std::uint8_t { auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke };
+/// `rotate_key`: a commander or agent asks the hub for a new key (or the hub asks it to ask: its key is
+/// past the hub's maximum age); `key` is the hub's answer, the new key, shown once.
+enum class message_type : std::uint8_t {
+  auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke, rotate_key, key
+};
 std::string_view to_string(message_type type) noexcept;
 
 /// Inbound queue priority of a command. FIFO within a priority; lower priorities are never starved.
@@ -73,7 +77,7 @@ struct envelope {
   std::string_view payload;    ///< raw JSON text of the "payload" object
   payload_fields fields;       ///< its top-level fields (when payload is present)
   std::string_view role;       ///< auth/reauth/revoke: "commander" or "agent"
-  std::string_view key;        ///< auth/reauth: commander/agent key (never logged)
+  std::string_view key;        ///< auth/reauth: commander/agent key; key: the new key (never logged)
   std::string_view token;      ///< auth/reauth: user JWT (never logged)
   std::optional<std::int64_t> percent;  ///< progress: 0..100
   std::string_view step;       ///< progress: human-readable step
@@ -82,7 +86,8 @@ struct envelope {
   std::string_view field;      ///< error: the member at fault, "payload.<name>" for a payload member
   std::string_view message;    ///< error/result: human-readable text
   std::string_view state;      ///< presence: "online" or "offline"
-  std::optional<std::int64_t> expires_in;  ///< auth_ok: seconds until the session ends unless it re-authenticates
+  /// auth_ok: seconds until the session ends unless it re-authenticates; key: seconds the old key keeps working
+  std::optional<std::int64_t> expires_in;
   std::optional<std::int64_t> site;        ///< backend↔user: the site a command/update concerns
   std::optional<std::int64_t> retry_after; ///< error rate_limited, backend→user: seconds until the command may be sent again
 };

@@ -77,7 +77,10 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null 
 
 declare -A hub_port hub_pid
 for k in 1 2 3; do
-  "$hub_bin" --listen 127.0.0.1:0 --db "$db" --hub-id "hub-$k" --nats-url "nats://127.0.0.1:$nats_port" \
+  # Each hub its own copy of the keys: one SQLite file written by three hubs' audit trails at once would
+  # measure SQLite's write lock, not routing.
+  cp "$db" "$work/hub-$k.db"
+  "$hub_bin" --listen 127.0.0.1:0 --db "$work/hub-$k.db" --hub-id "hub-$k" --nats-url "nats://127.0.0.1:$nats_port" \
              --ready-file "$work/hub-$k.port" --connection-rate 1000000 --identity-rate 1000000 \
              --log-level warn >"$work/hub-$k.out" 2>"$work/hub-$k.log" &
   hub_pid[$k]=$!

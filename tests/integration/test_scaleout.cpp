@@ -126,11 +126,7 @@ struct cluster {
     conf << nats_backend_user("backend-1", nats_password(1)) << ",\n" << nats_backend_user("backend-2", nats_password(2)) << "\n";
     conf << "  ]\n}\n";
     conf.close();
-    nats = std::make_unique<process>(std::vector<std::string>{nats_server_path(), "-c", p.dir + "/nats.conf"},
-                                     p.dir + "/nats.log");
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!tcp_accepts(nats_port) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
-    REQUIRE(tcp_accepts(nats_port));
+    start_nats();
     p.start_backend();
     p.start_hub();
     hub_ports.push_back(p.hub_port);
@@ -144,6 +140,26 @@ struct cluster {
       hubs.emplace_back();
       start_hub(k);
     }
+  }
+
+  void start_nats() {
+    nats = std::make_unique<process>(std::vector<std::string>{nats_server_path(), "-c", p.dir + "/nats.conf"},
+                                     p.dir + "/nats.log");
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!tcp_accepts(nats_port) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    REQUIRE(tcp_accepts(nats_port));
+  }
+
+  /// hub-1's citrus_hub_nats_connected, polled until it reads `want` (or 15 s).
+  bool hub1_nats_connected(int want) {
+    const std::string line = "citrus_hub_nats_connected " + std::to_string(want);
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (http("GET", "http://127.0.0.1:" + std::to_string(hub_ports[0]) + "/metrics").body.find(line) != std::string::npos)
+        return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
   }
 
   void start_hub(int k) {
@@ -366,5 +382,14 @@ TEST_SUITE("scaleout") {
     CHECK(alice_tab2->wait_for([&] { return deploy_results(*alice_tab2, "ok") == 5 && deploy_results(*alice_tab2, "failed") == 2; }, 5s));
     CHECK(deploy_results(*alice_tab2, "ok") == 5);
     CHECK(deploy_results(*alice_tab2, "failed") == 2);
+
+    // 6. nats-server gone: routing on one hub goes on; the hub reconnects by itself when it is back.
+    c.nats->signal(SIGKILL);
+    c.nats->wait(5s);
+    REQUIRE(c.hub1_nats_connected(0));
+    deploy(c.p, alice, site);
+    REQUIRE(alice_ws->wait_for([&] { return deploy_results(*alice_ws, "ok") == 6; }, 20s));
+    c.start_nats();
+    CHECK(c.hub1_nats_connected(1));
   }
 }

@@ -14,6 +14,7 @@
 #include "citrus/core/agent_runtime.hpp"
 #include "citrus/core/operations.hpp"
 #include "citrus/memory/loopback_transport.hpp"
+#include "citrus/memory/memory_journal.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "site_worker.hpp"
 
@@ -98,7 +99,8 @@ struct worker_fixture {
   site_executor exec;
   operation_registry ops = operation_registry::defaults();
   system_clock clk;
-  agent_runtime runtime{agent_runtime_config{"agent-1", "agent-key", {"backend-1"}, {}}, ops, log, clk};
+  memory::memory_journal journal;
+  agent_runtime runtime{agent_runtime_config{"agent-1", "agent-key", {"backend-1"}, {}}, ops, journal, log, clk};
   std::unique_ptr<site_worker> worker;
   fake_hub hub;
   memory::loopback_transport net{hub};

@@ -110,6 +110,10 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
       CITRUS_FUZZ_CHECK(!e.role.empty() && !e.id.empty() && e.key.empty() && e.token.empty(),
                         "revoke has a role and an id, and no credentials", text);
       break;
+    case message_type::cancel:
+      CITRUS_FUZZ_CHECK(!e.id.empty() && e.op.empty() && e.payload.empty() && e.status.empty(),
+                        "cancel has an id, and no operation, payload or outcome", text);
+      break;
     case message_type::auth_ok: break;
   }
 }

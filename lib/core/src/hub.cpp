@@ -22,6 +22,7 @@ enum class session_role { pending, verifying, commander, agent };
 struct inbound_item {
   connection_id from;
   bool is_command = false;
+  bool is_cancel = false;  ///< a commander's cancel (is_command is false)
   bool is_final = false;
   std::string sender;   ///< commander id (command) or agent id (update)
   std::string request;  ///< request id
@@ -94,6 +95,7 @@ struct route {
   steady_time deadline{};
   std::string op;         ///< for the audit trail's final event
   steady_time started{};  ///< when it was routed: the latency histograms and the final event's timing
+  bool cancel_only = false;  ///< opened by a cancel of a request the hub had no route for (route_cancel)
 };
 
 enum class outbound_kind { command, progress, final };
@@ -187,6 +189,7 @@ struct hub::impl {
     r.request.assign(request.data(), request.size());
     r.deadline = deadline;
     r.started = started;
+    r.cancel_only = false;
     routes.insert(std::move(node));
   }
 
@@ -723,6 +726,7 @@ struct hub::impl {
       case protocol::message_type::error: on_update(s, id, e, t); break;
       case protocol::message_type::reauth: handle_reauth(s, id, e); break;
       case protocol::message_type::revoke: on_revoke(s, id, e); break;
+      case protocol::message_type::cancel: on_cancel(s, id, e, t); break;
       default: reject(s, id, e.id, errc::forbidden_operation); break;
     }
   }
@@ -751,6 +755,7 @@ struct hub::impl {
     inbound_item* item = take_item();
     item->from = id;
     item->is_command = true;
+    item->is_cancel = false;
     item->is_final = false;
     item->sender = s.identity;
     item->request.assign(e.id.data(), e.id.size());
@@ -762,6 +767,40 @@ struct hub::impl {
     fwd.prio.reset();
     protocol::write(item->frame, fwd);
     enqueue(e.prio.value_or((*op)->default_priority), item, t);
+  }
+
+  /// A commander's cancel of request `e.id` on agent `e.agent`: checked like a command, routed by
+  /// route_cancel (docs/protocol.md, "cancel").
+  void on_cancel(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
+    if (s.role != session_role::commander) {
+      security_event(s, id, "cancel_from_agent", "request:" + std::string(e.id), "dropped", "agents may not cancel");
+      reject(s, id, e.id, errc::forbidden_operation);
+      return;
+    }
+    if (!e.commander.empty()) {  // commanderId is the hub's to write, never the client's
+      security_event(s, id, "client_supplied_commander_id", "commander:" + std::string(e.commander), "dropped", "");
+      reject(s, id, e.id, errc::invalid_value);
+      return;
+    }
+    if (e.agent.empty()) {
+      reject(s, id, e.id, errc::missing_field);
+      return;
+    }
+    s.strikes = 0;
+    inbound_item* item = take_item();
+    item->from = id;
+    item->is_command = false;
+    item->is_cancel = true;
+    item->is_final = false;
+    item->sender = s.identity;
+    item->request.assign(e.id.data(), e.id.size());
+    item->peer.assign(e.agent.data(), e.agent.size());
+    item->op.assign("cancel");
+    protocol::copy_header(fwd, e);
+    fwd.commander = s.identity;  // the tag the agent keys its journal by: only this commander's operations
+    fwd.agent = {};
+    protocol::write(item->frame, fwd);
+    enqueue(protocol::priority::high, item, t);  // a cancel should not wait behind new work
   }
 
   void on_update(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
@@ -783,6 +822,7 @@ struct hub::impl {
     inbound_item* item = take_item();
     item->from = id;
     item->is_command = false;
+    item->is_cancel = false;
     item->is_final = e.type != protocol::message_type::progress;
     if (item->is_final) {
       const std::string_view outcome = e.type == protocol::message_type::error ? e.code : e.status;
@@ -824,7 +864,8 @@ struct hub::impl {
       auto next = queue.pop();
       if (!next) break;
       inbound_item* item = *next;
-      if (item->is_command) route_command(*item, t);
+      if (item->is_cancel) route_cancel(*item, t);
+      else if (item->is_command) route_command(*item, t);
       else route_update(*item, t);
       release(item);
       ++done;
@@ -849,7 +890,14 @@ struct hub::impl {
       return;
     }
     const std::string& key = key_of(item.sender, item.request);
-    if (routes.find(key) != routes.end()) {
+    if (auto existing = routes.find(key); existing != routes.end()) {
+      if (existing->second.cancel_only && existing->second.agent == item.peer) {
+        // Its own cancel overtook it (cancels go first): the agent has recorded it as cancelled, and
+        // the cancel's answer ends the request. Not sent, not refused.
+        ++stats.dropped;
+        svc.log.log(log_level::info, "command_cancelled_before_routing", {field("commander", item.sender), field("id", item.request)});
+        return;
+      }
       reject(*s, item.from, item.request, errc::duplicate_request);
       return;
     }
@@ -885,6 +933,76 @@ struct hub::impl {
     if (svc.log.enabled(log_level::debug))
       svc.log.log(log_level::debug, "command_routed",
                   {field("commander", item.sender), field("agent", item.peer), field("id", item.request)});
+  }
+
+  /// The commander's own request in flight: the cancel goes to its agent, whose final result ends the
+  /// route. No route: the agent answers from its journal (the recorded outcome, or it records the
+  /// request as cancelled), on a new route like a command's. Another commander's request under that
+  /// id on that agent is not touched: the agent keys by the commanderId the hub writes, so the
+  /// canceller gets the answer of a request it never sent, and the attempt is a security event.
+  void route_cancel(inbound_item& item, steady_time t) {
+    session* s = find(item.from);
+    if (!s || s->closing || s->role != session_role::commander) {
+      ++stats.dropped;
+      return;
+    }
+    commander_state& c = *s->commander;
+    if (!c.granted(item.peer)) {
+      security_event(*s, item.from, "agent_not_granted", "agent:" + item.peer, "dropped", "");
+      reject(*s, item.from, item.request, errc::agent_not_granted);
+      return;
+    }
+    const std::string key = key_of(item.sender, item.request);
+    auto own = routes.find(key);
+    if (own != routes.end() && own->second.agent != item.peer) {  // its id is in flight to another agent
+      reject(*s, item.from, item.request, errc::unknown_request);
+      return;
+    }
+    if (own == routes.end()) {
+      for (const auto& [other_key, r] : routes) {
+        if (r.agent == item.peer && r.request == item.request) {
+          security_event(*s, item.from, "cancel_not_owner", "request:" + item.peer + "/" + item.request, "refused",
+                         "another commander started this request");
+          break;
+        }
+      }
+      if (c.in_flight >= cfg.max_in_flight_per_commander) {
+        reject(*s, item.from, item.request, errc::too_many_in_flight);
+        return;
+      }
+    }
+    session* a = online_agent(item.peer);
+    if (a && !a->agent->trusts(item.sender)) {
+      security_event(*s, item.from, "commander_not_trusted", "agent:" + item.peer, "dropped",
+                     "the agent was not registered to trust this commander");
+      reject(*s, item.from, item.request, errc::untrusted_commander);
+      return;
+    }
+    if (cfg.audit_commands && !svc.audit.try_record(command_audit::routed(svc.clk.wall_now(), item.sender, item.peer,
+                                                                          item.op, item.request))) {
+      ++stats.audit_refused;
+      reject(*s, item.from, item.request, errc::storage_unavailable);
+      return;
+    }
+    if (a) {
+      deliver(*a, item.frame, outbound_kind::command, item.request);
+    } else if (!(svc.peers && svc.peers->forward_command(item.peer, item.sender, item.request, item.frame))) {
+      if (own == routes.end()) {
+        if (cfg.audit_commands)
+          svc.audit.record(command_audit::finished(svc.clk.wall_now(), item.sender, item.peer, item.op, item.request,
+                                                   wire_code(errc::agent_offline), {}));
+        reject(*s, item.from, item.request, errc::agent_offline);
+      }
+      // else: its agent is gone, and the route fails by itself (agent_disconnected or request_timeout)
+      return;
+    }
+    ++stats.routed;
+    if (own != routes.end()) return;  // the request's own final result answers the cancel
+    add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout, t);
+    route& r = routes.find(key)->second;
+    r.cancel_only = true;
+    r.op = item.op;
+    ++c.in_flight;
   }
 
   void route_update(inbound_item& item, steady_time t) {

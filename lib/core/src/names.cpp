@@ -61,6 +61,7 @@ std::string_view to_string(message_type type) noexcept {
     case message_type::presence: return "presence";
     case message_type::accepted: return "accepted";
     case message_type::revoke: return "revoke";
+    case message_type::cancel: return "cancel";
   }
   return "error";
 }

@@ -142,6 +142,8 @@ constexpr type_rule type_rules[] = {
     {message_type::accepted, "accepted", f_id | f_request | f_op | f_site | f_payload, f_id | f_request},
     // commander → hub: close the session of an identity whose key was revoked (trusted backends only).
     {message_type::revoke, "revoke", f_role | f_id, f_role | f_id},
+    // commander → hub (agent: the target) → agent (commanderId: the hub's tag): stop request `id`.
+    {message_type::cancel, "cancel", f_id | f_agent | f_commander, f_id},
 };
 
 /// The message type named `text` (a name in type_rules). Sizes and first letters go first, so the only

@@ -20,7 +20,8 @@ inline constexpr std::int64_t version = 1;
 
 /// `accepted` is backend → user only: the acknowledgement of an operation that went to an agent.
 /// `revoke` is commander → hub only: close the live session of an identity whose key was revoked.
-enum class message_type : std::uint8_t { auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke };
+/// `cancel` is commander → hub → agent: stop a request the commander started (docs/protocol.md).
+enum class message_type : std::uint8_t { auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke, cancel };
 std::string_view to_string(message_type type) noexcept;
 
 /// Inbound queue priority of a command. FIFO within a priority; lower priorities are never starved.

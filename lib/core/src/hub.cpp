@@ -96,6 +96,15 @@ struct route {
   std::string op;         ///< for the audit trail's final event
   steady_time started{};  ///< when it was routed: the latency histograms and the final event's timing
   bool cancel_only = false;  ///< opened by a cancel of a request the hub had no route for (route_cancel)
+  std::uint32_t cancels = 0; ///< cancels forwarded on this route: each may draw one late answer (late_answer)
+};
+
+/// After a route with forwarded cancels ended: the agent answers a cancel that reached it after the
+/// final result with that result again (from its journal). Such a repeat is expected, not a forgery.
+struct late_answer {
+  std::string agent;
+  std::uint32_t left = 0;
+  steady_time until{};
 };
 
 enum class outbound_kind { command, progress, final };
@@ -127,6 +136,7 @@ struct hub::impl {
   std::unordered_map<std::string, commander_state> commanders;
   std::unordered_map<std::string, agent_state> agents;
   route_map routes;  ///< key: commander '\n' request
+  std::unordered_map<std::string, late_answer> late_answers;  ///< key: as routes'; bounded by the request timeout
   std::vector<route_map::node_type> spare_routes;
   fair_priority_queue<inbound_item*> queue;
   std::vector<std::unique_ptr<inbound_item>> all_items;
@@ -190,6 +200,7 @@ struct hub::impl {
     r.deadline = deadline;
     r.started = started;
     r.cancel_only = false;
+    r.cancels = 0;
     routes.insert(std::move(node));
   }
 
@@ -997,7 +1008,10 @@ struct hub::impl {
       return;
     }
     ++stats.routed;
-    if (own != routes.end()) return;  // the request's own final result answers the cancel
+    if (own != routes.end()) {  // the request's own final result answers the cancel
+      ++own->second.cancels;
+      return;
+    }
     add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout, t);
     route& r = routes.find(key)->second;
     r.cancel_only = true;
@@ -1012,6 +1026,13 @@ struct hub::impl {
       return;
     }
     auto it = routes.find(key_of(item.peer, item.request));
+    if (it == routes.end() && item.is_final) {
+      if (auto late = late_answers.find(route_key); late != late_answers.end() && late->second.agent == item.sender) {
+        if (--late->second.left == 0) late_answers.erase(late);
+        ++stats.dropped;  // its commander has the final result already
+        return;
+      }
+    }
     if (it == routes.end() || it->second.agent != item.sender) {
       // Never sent to this agent, already finished, or a forged commanderId: the same answer for
       // all, so an agent cannot probe other commanders' requests.
@@ -1033,6 +1054,7 @@ struct hub::impl {
     if (item.is_final) {
       if (cs && cs->in_flight > 0) --cs->in_flight;
       audit_final(it->second, item.outcome, t);
+      if (it->second.cancels > 0) late_answers[it->first] = late_answer{item.sender, it->second.cancels, t + cfg.request_timeout};
       remove_route(it);
     } else {
       it->second.deadline = t + cfg.request_timeout;
@@ -1121,6 +1143,10 @@ struct hub::impl {
                  t >= s.session_deadline) {
         expire_session(s, id);
       }
+    }
+    for (auto lit = late_answers.begin(); lit != late_answers.end();) {
+      if (t >= lit->second.until) lit = late_answers.erase(lit);
+      else ++lit;
     }
     for (auto rit = routes.begin(); rit != routes.end();) {
       if (t >= rit->second.deadline) {

@@ -10,6 +10,14 @@ bool memory_journal::failing() {
   return true;
 }
 
+bool memory_journal::failing_write() {
+  if (write_failures_ > 0) {
+    --write_failures_;
+    return true;
+  }
+  return failing();
+}
+
 result<std::optional<journal_entry>> memory_journal::find(std::string_view commander, std::string_view request) {
   if (failing()) return error_;
   auto it = entries_.find({std::string(commander), std::string(request)});
@@ -18,7 +26,7 @@ result<std::optional<journal_entry>> memory_journal::find(std::string_view comma
 }
 
 result<void> memory_journal::put(const journal_entry& entry) {
-  if (failing()) return error_;
+  if (failing_write()) return error_;
   entries_[{entry.commander, entry.request}] = entry;
   ++writes_;
   return {};
@@ -34,7 +42,7 @@ result<std::vector<journal_entry>> memory_journal::unfinished() {
 }
 
 result<std::size_t> memory_journal::prune(wall_time before, std::size_t max_done) {
-  if (failing()) return error_;
+  if (failing_write()) return error_;
   std::size_t removed = 0;
   std::vector<std::pair<wall_time, std::pair<std::string, std::string>>> done;
   for (auto it = entries_.begin(); it != entries_.end();) {

@@ -27,6 +27,11 @@ class memory_journal final : public citrus::operation_journal {
     failures_ = count;
     error_ = error;
   }
+  /// Fault injection: the next `count` writes (put, prune) fail with `error`; reads still work.
+  void fail_next_writes(std::size_t count, errc error = errc::storage_unavailable) {
+    write_failures_ = count;
+    error_ = error;
+  }
   /// Every entry, in key order (for assertions).
   std::vector<journal_entry> entries() const;
   std::size_t size() const noexcept { return entries_.size(); }
@@ -35,8 +40,10 @@ class memory_journal final : public citrus::operation_journal {
 
  private:
   bool failing();
+  bool failing_write();
   std::map<std::pair<std::string, std::string>, journal_entry> entries_;
   std::size_t failures_ = 0;
+  std::size_t write_failures_ = 0;
   errc error_ = errc::storage_unavailable;
   std::size_t writes_ = 0;
 };

@@ -307,7 +307,16 @@ TEST_SUITE("agent_runtime") {
     CHECK(count_with(*f.backend, R"("status":"ok")") == 2);
     f.backend->send(command_frame("s1", "agent-1", "site.status"));  // the next writes flush it
     f.net->run();
-    CHECK(f.entry("backend-1", "d1")->state == journal_state::done);
+    auto d1 = f.entry("backend-1", "d1");
+    REQUIRE(d1);
+    CHECK(d1->state == journal_state::done);
+    CHECK(d1->op == "site.deploy");
+    f.restart_agent();  // from the journal now, not from memory
+    f.backend->send(command_frame("d1", "agent-1"));
+    f.net->run();
+    CHECK(f.runs == 2);  // d1 and s1, once each
+    CHECK(count_with(*f.backend, R"("status":"ok")") == 1);
+    CHECK(count_with(*f.backend, "duplicate_request") == 0);
   }
 
   TEST_CASE("retention: finished operations beyond the count or the age go, running ones stay") {

@@ -117,8 +117,8 @@ struct agent_runtime::impl {
   std::optional<steady_time> reauth_at;  ///< when to re-authenticate (from the last auth_ok's expires_in)
   std::unordered_map<std::string, handler> handlers;
   std::unordered_map<std::string, std::weak_ptr<agent_task>> tasks;  ///< operation_key -> running task
-  /// Final frames the journal failed to record (operation_key -> frame), retried before each write.
-  std::vector<std::pair<std::string, std::string>> unjournaled;
+  /// Final entries the journal failed to record, retried before each write (and answered from here).
+  std::vector<journal_entry> unjournaled;
   std::string out;
 
   bool trusts(std::string_view commander) const {
@@ -145,14 +145,7 @@ struct agent_runtime::impl {
 
   /// Writes `e`, first retrying the final frames an earlier write could not record.
   result<void> put(const journal_entry& e) {
-    while (!unjournaled.empty()) {
-      const auto& [key, frame] = unjournaled.front();
-      const auto cut = key.find('\n');
-      if (!journal.put(entry(std::string_view(key).substr(0, cut), std::string_view(key).substr(cut + 1), {},
-                             journal_state::done, frame)))
-        break;
-      unjournaled.erase(unjournaled.begin());
-    }
+    while (!unjournaled.empty() && journal.put(unjournaled.front())) unjournaled.erase(unjournaled.begin());
     auto written = journal.put(e);
     if (!written)
       log.log(log_level::error, "journal_write_failed",
@@ -160,9 +153,9 @@ struct agent_runtime::impl {
     return written;
   }
 
-  const std::string* unjournaled_frame(const std::string& key) const {
-    for (const auto& [k, frame] : unjournaled)
-      if (k == key) return &frame;
+  const std::string* unjournaled_frame(std::string_view commander, std::string_view request) const {
+    for (const journal_entry& e : unjournaled)
+      if (e.commander == commander && e.request == request) return &e.outcome;
     return nullptr;
   }
 
@@ -226,12 +219,12 @@ void agent_runtime::report(agent_task& task, const protocol::envelope& e) {
   impl& m = *impl_;
   protocol::write(m.out, e);
   if (e.type == protocol::message_type::result) {
-    const std::string key = operation_key(task.commander_, task.request_);
-    m.tasks.erase(key);
+    m.tasks.erase(operation_key(task.commander_, task.request_));
     // Recorded before it is sent: a repeat from now on gets this frame, never a second execution.
-    if (!m.put(m.entry(task.commander_, task.request_, task.op_, journal_state::done, m.out))) {
+    journal_entry done = m.entry(task.commander_, task.request_, task.op_, journal_state::done, m.out);
+    if (!m.put(done)) {
       if (m.unjournaled.size() >= max_unjournaled) m.unjournaled.erase(m.unjournaled.begin());
-      m.unjournaled.emplace_back(key, m.out);
+      m.unjournaled.push_back(std::move(done));
     } else {
       m.prune();
     }
@@ -339,7 +332,7 @@ void agent_runtime::impl::on_command(agent_runtime& self, const protocol::envelo
       return;
     }
   }
-  if (const std::string* frame = m.unjournaled_frame(op_key)) {
+  if (const std::string* frame = m.unjournaled_frame(e.commander, e.id)) {
     m.log.log(log_level::info, "command_repeat_answered", {field("id", e.id), field("op", e.op)});
     m.send(*frame);
     return;
@@ -402,7 +395,7 @@ void agent_runtime::impl::on_cancel(agent_runtime&, const protocol::envelope& e)
       return;
     }
   }
-  if (const std::string* frame = m.unjournaled_frame(key)) {
+  if (const std::string* frame = m.unjournaled_frame(e.commander, e.id)) {
     m.send(*frame);
     return;
   }

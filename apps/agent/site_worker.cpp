@@ -84,7 +84,7 @@ void site_worker::submit(std::shared_ptr<agent_task> task) {
     return;
   }
   log_.log(log_level::warn, "task_refused", {field("id", task->request()), field("reason", "shutting down")});
-  task->fail(public_message(errc::shutting_down));
+  task->refuse(errc::shutting_down);  // not recorded: a resend to the restarted agent runs it
 }
 
 void site_worker::cancel(const std::shared_ptr<agent_task>& task) {
@@ -115,9 +115,9 @@ void site_worker::abandon_all() {
     dropped.swap(queue_);
   }
   wake_.notify_all();
-  for (auto& j : dropped) {
+  for (auto& j : dropped) {  // never started: not recorded, so a resend runs them
     log_.log(log_level::warn, "task_abandoned", {field("id", j.request), field("op", j.command.op)});
-    j.task->fail(messages::abandoned);
+    j.task->refuse(errc::shutting_down);
   }
 }
 

@@ -52,12 +52,13 @@ class site_worker {
   /// Registers the handlers of the five site operations on `runtime` (loop thread).
   result<void> bind(agent_runtime& runtime);
 
-  /// Loop thread: decodes the task's payload and queues it. After stop(), fails it at once
-  /// ("shutting_down").
+  /// Loop thread: decodes the task's payload and queues it. After stop() or refuse_new(), refuses it
+  /// at once (shutting_down, not journaled).
   void submit(std::shared_ptr<agent_task> task);
 
-  /// Loop thread: queued tasks are failed without running, and the running one is abandoned at its
-  /// next safe point. Tasks submitted later run normally.
+  /// Loop thread: queued tasks are refused without running (shutting_down, not journaled: a resend
+  /// runs them), and the running one is abandoned at its next safe point (`failed`, journaled). Tasks
+  /// submitted later run normally.
   void abandon_all();
 
   /// Loop thread, at the start of a graceful shutdown: abandon_all(), and from now on submit()

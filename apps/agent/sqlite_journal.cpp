@@ -115,6 +115,18 @@ result<void> sqlite_journal::put(const journal_entry& entry) {
   }
 }
 
+result<void> sqlite_journal::erase(std::string_view commander, std::string_view request) {
+  try {
+    SQLite::Statement q(impl_->db, "DELETE FROM operations WHERE commander = ? AND request = ?");
+    q.bind(1, std::string(commander));
+    q.bind(2, std::string(request));
+    q.exec();
+    return {};
+  } catch (const SQLite::Exception& e) {
+    return impl_->failed("erase", e);
+  }
+}
+
 result<std::vector<journal_entry>> sqlite_journal::unfinished() {
   try {
     SQLite::Statement q(impl_->db,

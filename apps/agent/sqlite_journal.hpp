@@ -33,6 +33,7 @@ class sqlite_journal final : public operation_journal {
 
   result<std::optional<journal_entry>> find(std::string_view commander, std::string_view request) override;
   result<void> put(const journal_entry& entry) override;
+  result<void> erase(std::string_view commander, std::string_view request) override;
   result<std::vector<journal_entry>> unfinished() override;
   result<std::size_t> prune(wall_time before, std::size_t max_done) override;
 

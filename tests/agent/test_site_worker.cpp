@@ -228,6 +228,8 @@ TEST_SUITE("site_worker") {
     const auto s2 = f.hub.frames("s2").back();
     CHECK(contains(s2, R"("status":"failed")"));
     CHECK(contains(s2, R"("message":"Service is shutting down")"));
+    CHECK_FALSE(*f.journal.find("backend-1", "s2"));  // refused, not recorded: a resend after the restart runs it
+    CHECK((*f.journal.find("backend-1", "s1"))->state == journal_state::done);  // abandoned: that is its outcome
     CHECK(current_target(f.site(2)).empty());
     CHECK(release_dirs(f.site(2)).empty());
   }

@@ -26,6 +26,7 @@ struct journaled : hub_fixture {
   std::vector<std::shared_ptr<agent_task>> held;  ///< deploys, finished by the test
   int runs = 0;                                   ///< handler calls: executions
   int cancel_callbacks = 0;
+  bool refuse_deletes = false;  ///< the site.delete handler refuses (as a stopping agent does)
 
   explicit journaled(journal_retention retention = {}) {
     agent_cfg = agent_runtime_config{"agent-1", agent1_key, {"backend-1", "backend-2"}};
@@ -47,6 +48,11 @@ struct journaled : hub_fixture {
       t->on_cancel([this] { ++cancel_callbacks; });
       t->progress(10, "preparing release");
       held.push_back(std::move(t));
+    }));
+    REQUIRE(agent->on("site.delete", [this](std::shared_ptr<agent_task> t) {
+      if (refuse_deletes) return t->refuse(errc::shutting_down);
+      ++runs;
+      t->succeed();
     }));
     REQUIRE(agent->on("site.status", [this](std::shared_ptr<agent_task> t) {
       ++runs;
@@ -317,6 +323,23 @@ TEST_SUITE("agent_runtime") {
     CHECK(f.runs == 2);  // d1 and s1, once each
     CHECK(count_with(*f.backend, R"("status":"ok")") == 1);
     CHECK(count_with(*f.backend, "duplicate_request") == 0);
+  }
+
+  TEST_CASE("a task refused before it started is not recorded: the resend runs it") {
+    journaled f;
+    f.refuse_deletes = true;
+    f.backend->send(command_frame("x1", "agent-1", "site.delete"));
+    f.net->run();
+    REQUIRE(f.backend->messages.size() == 1);
+    CHECK(contains(f.backend->messages[0], R"("status":"failed","code":"shutting_down")"));
+    CHECK_FALSE(f.entry("backend-1", "x1"));
+    CHECK(f.agent->running() == 0);
+    f.refuse_deletes = false;
+    f.backend->send(command_frame("x1", "agent-1", "site.delete"));
+    f.net->run();
+    CHECK(f.runs == 1);
+    CHECK(count_with(*f.backend, R"("status":"ok")") == 1);
+    CHECK(f.entry("backend-1", "x1")->state == journal_state::done);
   }
 
   TEST_CASE("retention: finished operations beyond the count or the age go, running ones stay") {

@@ -57,6 +57,20 @@ void agent_task::finish_cancelled() {
   runtime_->report(*this, e);
 }
 
+void agent_task::refuse(errc code) {
+  if (finished_ || committed_ || !runtime_) return;
+  finished_ = true;
+  runtime_->forget(*this);
+  protocol::envelope e;
+  e.type = protocol::message_type::result;
+  e.id = request_;
+  e.commander = commander_;
+  e.status = "failed";
+  e.code = wire_code(code);
+  e.message = public_message(code);
+  runtime_->report(*this, e);
+}
+
 void agent_task::committed(std::string_view payload_json) {
   if (finished_ || committed_ || !runtime_) return;
   committed_ = true;
@@ -215,10 +229,19 @@ std::size_t agent_runtime::running() const noexcept {
   return n;
 }
 
+void agent_runtime::forget(agent_task& task) {
+  impl& m = *impl_;
+  task.forgotten_ = true;
+  if (auto erased = m.journal.erase(task.commander_, task.request_); !erased)  // it stays `running`: after a restart, `interrupted`
+    m.log.log(log_level::error, "journal_write_failed", {field("id", task.request_), field("error", erased.error().message())});
+}
+
 void agent_runtime::report(agent_task& task, const protocol::envelope& e) {
   impl& m = *impl_;
   protocol::write(m.out, e);
-  if (e.type == protocol::message_type::result) {
+  if (e.type == protocol::message_type::result && task.forgotten_) {
+    m.tasks.erase(operation_key(task.commander_, task.request_));
+  } else if (e.type == protocol::message_type::result) {
     m.tasks.erase(operation_key(task.commander_, task.request_));
     // Recorded before it is sent: a repeat from now on gets this frame, never a second execution.
     journal_entry done = m.entry(task.commander_, task.request_, task.op_, journal_state::done, m.out);

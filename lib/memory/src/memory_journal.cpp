@@ -32,6 +32,12 @@ result<void> memory_journal::put(const journal_entry& entry) {
   return {};
 }
 
+result<void> memory_journal::erase(std::string_view commander, std::string_view request) {
+  if (failing_write()) return error_;
+  entries_.erase({std::string(commander), std::string(request)});
+  return {};
+}
+
 result<std::vector<journal_entry>> memory_journal::unfinished() {
   if (failing()) return error_;
   std::vector<journal_entry> out;

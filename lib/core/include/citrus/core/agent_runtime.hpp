@@ -54,6 +54,9 @@ class agent_task {
 
   /// Final: the operation stopped on a cancel before its effect took place (code `cancelled`).
   void finish_cancelled();
+  /// Final, and not recorded: the operation did not start and may be sent again (e.g. the agent is
+  /// stopping: errc::shutting_down). The journal forgets it, so a resend runs it.
+  void refuse(errc code);
   /// Not final: the operation's effect is in place and can no longer be undone or cancelled (a
   /// deploy's atomic switch is done). Journaled: should the agent die before the final result, the
   /// operation is reported `ok` with this payload after the restart, not `interrupted`.
@@ -71,6 +74,7 @@ class agent_task {
   std::uint64_t connection_generation_ = 0;
   std::atomic<bool> cancel_requested_{false};
   bool committed_ = false;
+  bool forgotten_ = false;  ///< refused: its final frame is not recorded
   std::function<void()> cancel_callback_;
   std::string request_, commander_, op_, payload_;
   std::vector<std::pair<std::string, protocol::payload_field>> fields_;  ///< views re-pointed into owned strings
@@ -118,6 +122,7 @@ class agent_runtime final : public connection_handler {
   friend class agent_task;
   void report(agent_task& task, const protocol::envelope& e);
   void journal_commit(agent_task& task, std::string_view payload_json);
+  void forget(agent_task& task);
   struct impl;
   std::unique_ptr<impl> impl_;
 };

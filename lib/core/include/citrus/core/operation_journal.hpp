@@ -57,6 +57,8 @@ class operation_journal {
   virtual result<std::optional<journal_entry>> find(std::string_view commander, std::string_view request) = 0;
   /// Inserts or replaces the entry of (entry.commander, entry.request); durable once it returns ok.
   virtual result<void> put(const journal_entry& entry) = 0;
+  /// Forgets (commander, request): an operation refused before it ran, which may be sent again.
+  virtual result<void> erase(std::string_view commander, std::string_view request) = 0;
   /// Every entry not done (running or committed), oldest first: after a restart, what was cut short.
   virtual result<std::vector<journal_entry>> unfinished() = 0;
   /// Removes the done entries updated before `before`, then the oldest done ones beyond `max_done`.

@@ -19,6 +19,7 @@ class memory_journal final : public citrus::operation_journal {
  public:
   result<std::optional<journal_entry>> find(std::string_view commander, std::string_view request) override;
   result<void> put(const journal_entry& entry) override;
+  result<void> erase(std::string_view commander, std::string_view request) override;
   result<std::vector<journal_entry>> unfinished() override;
   result<std::size_t> prune(wall_time before, std::size_t max_done) override;
 

@@ -11,6 +11,7 @@ build="${CITRUS_BUILD_DIR:-$root/build/demo}"
 data="${CITRUS_DATA:-$root/data}"
 backend_port="${CITRUS_DEMO_PORT:-8080}"
 hub_port="${CITRUS_DEMO_HUB_PORT:-7000}"
+agent_metrics_port="${CITRUS_DEMO_AGENT_METRICS_PORT:-9470}"
 
 "$root/scripts/deps.sh"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCITRUS_BUILD_TESTS=OFF \
@@ -31,7 +32,8 @@ if [ ! -s "$etc/backend.toml" ]; then
   echo "First run: writing the configuration, keys and demo users in $data"
   # The same command an operator runs once on a new installation (docs/configuration.md).
   "$backend" init --config-dir "$etc" --data-dir "$data" --web-root "$root/apps/web" \
-    --backend-listen "127.0.0.1:$backend_port" --hub-listen "127.0.0.1:$hub_port" >/dev/null
+    --backend-listen "127.0.0.1:$backend_port" --hub-listen "127.0.0.1:$hub_port" \
+    --agent-metrics-listen "127.0.0.1:$agent_metrics_port" >/dev/null
   printf 'alice-demo\n' | "$backend" user add alice --config "$etc/backend.toml" >/dev/null
   printf 'bob-demo\n' | "$backend" user add bob --config "$etc/backend.toml" >/dev/null
   printf 'admin-demo\n' | "$backend" user add admin --admin --config "$etc/backend.toml" >/dev/null
@@ -72,9 +74,11 @@ wait_ready backend "$data/backend.port" CITRUS_DEMO_PORT
 pids+=($!)
 wait_ready hub "$data/hub.port" CITRUS_DEMO_HUB_PORT
 
+rm -f "$data/agent.port"
 "$bin/agent/citrus-agent" --config "$etc/agent.toml" --hub-url "ws://127.0.0.1:$hub_port/" \
-  2>>"$data/logs/agent.log" &
+  --metrics-listen "127.0.0.1:$agent_metrics_port" --ready-file "$data/agent.port" 2>>"$data/logs/agent.log" &
 pids+=($!)
+wait_ready agent "$data/agent.port" CITRUS_DEMO_AGENT_METRICS_PORT
 
 sleep 1
 cat <<EOF
@@ -85,6 +89,7 @@ Citrus is running (configuration in $etc, logs in $data/logs, sites served from 
   Log in as  alice / alice-demo   or   bob / bob-demo   (admin / admin-demo administers agents)
 
   Hub metrics:      curl http://127.0.0.1:$hub_port/metrics
+  Agent metrics:    curl http://127.0.0.1:$agent_metrics_port/metrics
   Backend health:   curl http://127.0.0.1:$backend_port/healthz
 
 Press Ctrl-C to stop.

@@ -16,6 +16,7 @@ else
     libpqxx-dev libpq-dev postgresql
     libcli11-dev
     doxygen
+    prometheus  # promtool: tests/integration/test_monitoring.cpp checks docs/monitoring/citrus-alerts.yml
     clang libclang-rt-dev
     "$@"
   )

@@ -2,7 +2,7 @@
 # The Debian package on this machine: builds it with CPack (Release, in BUILD_DIR), installs it with
 # apt, writes a configuration with the installed `citrus-backend init`, starts the three installed
 # binaries as the package's user with that configuration, and checks their readiness ($NOTIFY_SOCKET,
-# as systemd's Type=notify reads it), /healthz, the agent's connection and a clean stop; then removes
+# as systemd's Type=notify reads it), /healthz, the agent's connection and metrics, and a clean stop; then removes
 # the package, the files init wrote and the user. systemd need not run: the binaries are started
 # directly, as their units would start them. Needs root (or sudo); refuses to run over an existing
 # installation.
@@ -84,10 +84,12 @@ check "citrus-backend --version answers" bash -c '/usr/bin/citrus-backend --vers
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend_port="$(free_port)"
 hub_port="$(free_port)"
+agent_metrics_port="$(free_port)"
 # setpriv execs (no supervisor process in between): the pid we signal is the service itself.
 as_citrus() { (cd / && $sudo_cmd setpriv --reuid citrus --regid citrus --init-groups -- "$@"); }
 check "init writes the installed layout (FHS defaults)" \
-  as_citrus /usr/bin/citrus-backend init --backend-listen "127.0.0.1:$backend_port" --hub-listen "127.0.0.1:$hub_port"
+  as_citrus /usr/bin/citrus-backend init --backend-listen "127.0.0.1:$backend_port" --hub-listen "127.0.0.1:$hub_port" \
+  --agent-metrics-listen "127.0.0.1:$agent_metrics_port"
 check "init's keys are 0600 in a 0700 directory" \
   bash -c '[ "$(stat -c %a /etc/citrus/keys)" = 700 ] && for f in /etc/citrus/keys/*; do [ "$(stat -c %a "$f")" = 600 ] || exit 1; done'
 refuses_overwrite() { ! as_citrus /usr/bin/citrus-backend init 2>/dev/null; }
@@ -153,6 +155,14 @@ hub_link_online() {
   return 1
 }
 check "the backend's commander link to the hub is online" hub_link_online
+agent_metrics_online() {  # init's configuration gives the agent /metrics on loopback
+  for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$agent_metrics_port/metrics" | grep -qx "citrus_agent_hub_online 1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+check "the agent's /metrics (init's metrics-listen) says it is online at the hub" agent_metrics_online
 
 stop_all() {
   local pid ok=0

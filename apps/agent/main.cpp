@@ -20,8 +20,10 @@
 #include <vector>
 
 #include "citrus/app/app_metrics.hpp"
+#include "citrus/app/config_problems.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
+#include "citrus/app/key_file.hpp"
 #include "citrus/app/options.hpp"
 #include "citrus/app/service_notify.hpp"
 #include "citrus/app/shutdown.hpp"
@@ -264,7 +266,9 @@ int run(int argc, char** argv) {
       {
           {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "The hub's WebSocket URL (ws:// or wss://)."},
           {"agent-id", "CITRUS_AGENT_ID", "agent-1", "This agent's id, as registered with the hub."},
-          {"key-file", "CITRUS_AGENT_KEY_FILE", "", "File holding the agent's key. Without it, $CITRUS_AGENT_KEY is the key."},
+          {"key-file", "CITRUS_AGENT_KEY_FILE", "",
+           "File holding the agent's key, rewritten when the key is rotated. Without it, $CITRUS_AGENT_KEY is the key "
+           "(and it is never rotated)."},
           {"trust", "CITRUS_AGENT_TRUST", "backend-1", "Comma-separated commander ids whose commands run here."},
           {"root", "CITRUS_AGENT_ROOT", "data/sites", "Directory the sites live in (created if missing)."},
           {"step-delay-ms", "CITRUS_AGENT_STEP_DELAY_MS", "250", "Pause between deploy steps, in ms (0..60000)."},
@@ -278,66 +282,70 @@ int run(int argc, char** argv) {
           {"metrics-token-file", "", "",
            "File holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (default: /metrics is open)."},
           {"ready-file", "", "", "Write the metrics listener's bound port to this file once listening (for tests)."},
-          {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).",
+          {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (errors: one line each, exit code 2).",
            true, true},
       });
+  // Every check below records its problem and goes on: one run names them all, one line each.
+  citrus::app::config_problems problems("citrus-agent");
   if (!opts.parse(argc, argv)) {
     if (opts.help_requested() || opts.version_requested()) {
       citrus::app::write_whole(citrus::app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return 0;
     }
-    return fail_config(opts.error());
+    for (const auto& e : opts.errors()) problems.add(e);
+    if (!opts.values_usable()) return problems.report();
   }
-  if (!opts.positional().empty()) return fail_config("unexpected argument '" + opts.positional().front() + "' (see --help)");
+  if (!opts.positional().empty()) problems.add("unexpected argument '" + opts.positional().front() + "' (see --help)");
 
   const auto level = citrus::app::json_logger::parse_level(opts.get("log-level"));
-  if (!level) return fail_config("--log-level must be debug, info, warn or error");
+  if (!level) problems.add("--log-level must be debug, info, warn or error");
   const std::string agent_id = opts.get("agent-id");
-  if (!citrus::is_valid_wire_id(agent_id)) return fail_config("--agent-id must be 1..128 characters of [A-Za-z0-9._:-]");
+  if (!citrus::is_valid_wire_id(agent_id)) problems.add("--agent-id must be 1..128 characters of [A-Za-z0-9._:-]");
 
   std::string key;
   if (opts.has("key-file")) {
     auto text = citrus::app::read_secret_file(opts.get("key-file"));
-    if (!text) return fail_config("cannot read the key file '" + opts.get("key-file") + "'");
-    key = std::move(*text);
-    if (key.empty()) return fail_config("the key file '" + opts.get("key-file") + "' is empty");
+    if (!text) problems.add("cannot read the key file '" + opts.get("key-file") + "'");
+    else if (text->empty()) problems.add("the key file '" + opts.get("key-file") + "' is empty");
+    else key = std::move(*text);
   } else if (const char* env = std::getenv("CITRUS_AGENT_KEY"); env && *env) {
     key = env;
   } else {
-    return fail_config("no agent key: pass --key-file FILE or set CITRUS_AGENT_KEY");
+    problems.add("no agent key: pass --key-file FILE or set CITRUS_AGENT_KEY");
   }
-  if (key.size() > 256) return fail_config("the agent key is longer than 256 bytes");
+  if (key.size() > 256) problems.add("the agent key is longer than 256 bytes");
 
   const std::vector<std::string> trusted = citrus::app::split_list(opts.get("trust"));
-  if (trusted.empty()) return fail_config("--trust needs at least one commander id");
+  if (trusted.empty()) problems.add("--trust needs at least one commander id");
   for (const auto& id : trusted)
-    if (!citrus::is_valid_wire_id(id)) return fail_config("--trust: '" + id + "' is not a valid commander id");
+    if (!citrus::is_valid_wire_id(id)) problems.add("--trust: '" + id + "' is not a valid commander id");
 
   const auto delay = opts.get_int("step-delay-ms");
-  if (!delay || *delay < 0 || *delay > 60000) return fail_config("--step-delay-ms must be an integer in 0..60000");
+  if (!delay || *delay < 0 || *delay > 60000) problems.add("--step-delay-ms must be an integer in 0..60000");
   const auto keep = opts.get_int("keep-releases");
-  if (!keep || *keep < 1 || *keep > 1000) return fail_config("--keep-releases must be an integer in 1..1000");
+  if (!keep || *keep < 1 || *keep > 1000) problems.add("--keep-releases must be an integer in 1..1000");
 
   const std::string hub_url = opts.get("hub-url");
   if (hub_url.rfind("ws://", 0) != 0 && hub_url.rfind("wss://", 0) != 0)
-    return fail_config("--hub-url must be a ws:// or wss:// URL");
+    problems.add("--hub-url must be a ws:// or wss:// URL");
 
   const std::filesystem::path root = opts.get("root");
-  if (root.empty()) return fail_config("--root must not be empty");
+  if (root.empty()) problems.add("--root must not be empty");
   if (!opts.get("tls-ca-file").empty() && !citrus::app::read_secret_file(opts.get("tls-ca-file")))
-    return fail_config("cannot read --tls-ca-file '" + opts.get("tls-ca-file") + "'");
+    problems.add("cannot read --tls-ca-file '" + opts.get("tls-ca-file") + "'");
   std::string metrics_host;
   std::uint16_t metrics_port = 0;
   const bool serve_metrics = !opts.get("metrics-listen").empty();
   if (serve_metrics && !citrus::app::split_host_port(opts.get("metrics-listen"), metrics_host, metrics_port))
-    return fail_config("--metrics-listen must be HOST:PORT");
+    problems.add("--metrics-listen must be HOST:PORT");
   std::string metrics_token;  // empty: /metrics is open
   if (!opts.get("metrics-token-file").empty()) {
     std::string error;
     auto token = citrus::app::read_token_file(opts.get("metrics-token-file"), error);
-    if (!token) return fail_config("--metrics-token-file: " + error);
-    metrics_token = std::move(*token);
+    if (token) metrics_token = std::move(*token);
+    else problems.add("--metrics-token-file: " + error);
   }
+  if (!problems.empty()) return problems.report();
   if (opts.has("check-config")) {  // before prepare_root: checking creates nothing
     citrus::app::print_line(citrus::app::stream::out, "citrus-agent: configuration OK");
     return 0;
@@ -358,7 +366,15 @@ int run(int argc, char** argv) {
     citrus::app::print_error("citrus-agent", "cannot open the operation journal '" + journal_file.string() + "'");
     return 1;
   }
-  citrus::agent_runtime runtime(citrus::agent_runtime_config{agent_id, key, trusted, {}}, operations, **journal, log, clk);
+  citrus::agent_runtime_config runtime_config{agent_id, key, trusted, {}};
+  // A key rotated over the session (the agent asked, or the hub found the key past its maximum age)
+  // replaces the key file before it is used; with the key in $CITRUS_AGENT_KEY there is nowhere to keep
+  // a new one, so the agent does not rotate.
+  if (opts.has("key-file"))
+    runtime_config.save_key = [path = opts.get("key-file")](const std::string& fresh) {
+      return citrus::app::replace_secret_file(path, fresh);
+    };
+  citrus::agent_runtime runtime(std::move(runtime_config), operations, **journal, log, clk);
   // What the previous process left running is settled before any command: a repeat gets the answer.
   if (auto recovered = runtime.recover(); !recovered) {
     citrus::app::print_error("citrus-agent", "cannot read the operation journal '" + journal_file.string() + "'");

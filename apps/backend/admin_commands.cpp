@@ -244,7 +244,7 @@ std::optional<int> parse_subcommand(app::options& opts, int argc, char** argv, i
       app::write_whole(app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return exit_ok;
     }
-    print_error(opts.error());
+    for (const auto& e : opts.errors()) print_error(e);
     return exit_usage;
   }
   if (opts.positional().size() != positional) {

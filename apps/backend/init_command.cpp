@@ -74,7 +74,7 @@ bool make_directory(const fs::path& path, mode_t mode) {
 struct init_plan {
   fs::path config_dir, keys_dir, data_dir, web_root;
   std::string db;
-  std::string backend_listen, hub_listen;
+  std::string backend_listen, hub_listen, agent_metrics_listen;
 };
 
 std::string backend_file(const init_plan& p) {
@@ -122,6 +122,9 @@ std::string agent_file(const init_plan& p) {
          "key-file = " + quoted((p.keys_dir / "agent.key").string()) + "\n"
          "trust = \"backend-1\"\n"
          "root = " + quoted((p.data_dir / "sites").string()) + "\n"
+         "# GET /metrics and /healthz for Prometheus (docs/operations.md, \"Monitoring\"), on loopback; to be\n"
+         "# scraped from another machine, listen on its address and set metrics-token-file.\n"
+         "metrics-listen = " + quoted(p.agent_metrics_listen) + "\n"
          "log-level = \"info\"\n";
 }
 
@@ -140,6 +143,7 @@ int run_init_command(int argc, char** argv, int first) {
           {"web-root", "", CITRUS_DEFAULT_WEB_ROOT, "the dashboard's files, for the backend's web-root", false, true},
           {"backend-listen", "", "127.0.0.1:8080", "the backend's HOST:PORT", false, true},
           {"hub-listen", "", "127.0.0.1:7000", "the hub's HOST:PORT", false, true},
+          {"agent-metrics-listen", "", "127.0.0.1:9470", "the agent's HOST:PORT for /metrics and /healthz", false, true},
           {"log-level", "", "warn", "debug, info, warn or error (JSON lines on stderr)", false, true},
       });
   if (auto stop = parse_subcommand(opts, argc, argv, first, 0)) return *stop;
@@ -154,8 +158,11 @@ int run_init_command(int argc, char** argv, int first) {
   if (plan.db.rfind("postgres", 0) != 0 && plan.db != ":memory:") plan.db = fs::absolute(plan.db, ec).lexically_normal().string();
   plan.backend_listen = opts.get("backend-listen");
   plan.hub_listen = opts.get("hub-listen");
+  plan.agent_metrics_listen = opts.get("agent-metrics-listen");
   for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
-           {"backend-listen", plan.backend_listen}, {"hub-listen", plan.hub_listen}}) {
+           {"backend-listen", plan.backend_listen},
+           {"hub-listen", plan.hub_listen},
+           {"agent-metrics-listen", plan.agent_metrics_listen}}) {
     std::string host;
     std::uint16_t port = 0;
     if (!app::split_host_port(value, host, port) || host.empty() || port == 0) {
@@ -164,7 +171,7 @@ int run_init_command(int argc, char** argv, int first) {
     }
   }
   for (const auto& text : {plan.config_dir.string(), plan.data_dir.string(), plan.web_root.string(), plan.db,
-                           plan.backend_listen, plan.hub_listen})
+                           plan.backend_listen, plan.hub_listen, plan.agent_metrics_listen})
     if (!plain_text(text)) {
       print_error("'" + text + "': paths and addresses must not contain quotes, backslashes or control characters");
       return exit_usage;

@@ -31,8 +31,10 @@
 #include "backend.hpp"
 #include "citrus/app/app_metrics.hpp"
 #include "citrus/app/async_audit.hpp"
+#include "citrus/app/config_problems.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
+#include "citrus/app/key_file.hpp"
 #include "citrus/app/listen_error.hpp"
 #include "citrus/app/open_storage.hpp"
 #include "citrus/app/options.hpp"
@@ -100,7 +102,7 @@ std::vector<app::option_spec> serve_specs() {
       {"tls-key", "CITRUS_TLS_KEY", "", "PEM private key of --tls-cert", false},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)", false},
       {"ready-file", "", "", "write the bound port to this file once listening (for tests)", false},
-      {"check-config", "", "", "check the options and the files they name, print \"configuration OK\" and exit (an error: one line, non-zero exit code)", true, true},
+      {"check-config", "", "", "check the options and the files they name, print \"configuration OK\" and exit (errors: one line each, non-zero exit code)", true, true},
   };
 }
 
@@ -134,6 +136,7 @@ struct serve_settings {
   std::string hub_ca_file;
   std::string commander_id;
   std::string commander_key;  ///< empty: the hub is not contacted
+  std::string commander_key_file;  ///< where a rotated commander key is saved; empty: it is never rotated
   std::string jwt_secret;     ///< empty: generate one
   std::string metrics_token;  ///< empty: /metrics is open
   std::chrono::seconds token_lifetime{900};
@@ -155,6 +158,8 @@ struct serve_settings {
 std::optional<int> read_settings(int argc, char** argv, int first, serve_settings& s) {
   const auto specs = serve_specs();
   app::options opts("citrus-backend serve", "the Citrus backend: REST API, users' WebSocket, commander of the hub", specs);
+  // Every check below records its problem and goes on: one run names them all, one line each.
+  app::config_problems problems("citrus-backend");
   if (!opts.parse(argc, argv, first)) {
     if (opts.help_requested()) {
       app::write_whole(app::stream::out, std::string(commands_usage) + "\n" + opts.usage());
@@ -164,122 +169,113 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
       app::write_whole(app::stream::out, opts.version_line() + "\n");
       return exit_ok;
     }
-    print_error(opts.error());
-    return exit_usage;
+    for (const auto& e : opts.errors()) problems.add(e, exit_usage);
+    if (!opts.values_usable()) return problems.report();
   }
   if (!opts.positional().empty()) {
     print_error("unknown command '" + opts.positional().front() + "'");
     app::write_whole(app::stream::err, commands_usage);
     return exit_usage;
   }
-  auto usage_error = [](const std::string& text) -> std::optional<int> {
-    print_error(text);
-    return exit_usage;
-  };
+  auto usage_error = [&problems](std::string text) { problems.add(std::move(text), exit_usage); };
+  auto unreadable = [&problems](std::string text) { problems.add(std::move(text), exit_failure); };
 
   s.listen_text = opts.get("listen");
   if (!app::split_host_port(s.listen_text, s.host, s.port) || s.host.empty())
-    return usage_error("invalid --listen '" + s.listen_text + "' (HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)");
+    usage_error("invalid --listen '" + s.listen_text + "' (HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)");
   s.db_path = opts.get("db");
-  if (s.db_path.empty()) return usage_error("--db must not be empty");
+  if (s.db_path.empty()) usage_error("--db must not be empty");
   // Each storage thread opens its own connection: an in-memory database would be one per thread.
-  if (s.db_path == ":memory:") return usage_error("--db :memory: is not served (each storage thread would see its own database)");
+  if (s.db_path == ":memory:") usage_error("--db :memory: is not served (each storage thread would see its own database)");
   const auto busy = opts.get_int("db-busy-timeout-ms");
   if (!busy || *busy < 100 || *busy > 60000)
-    return usage_error("invalid --db-busy-timeout-ms '" + opts.get("db-busy-timeout-ms") + "' (100..60000)");
-  s.db_busy_timeout = std::chrono::milliseconds(*busy);
+    usage_error("invalid --db-busy-timeout-ms '" + opts.get("db-busy-timeout-ms") + "' (100..60000)");
+  else s.db_busy_timeout = std::chrono::milliseconds(*busy);
   s.hub_url = opts.get("hub-url");
   if (s.hub_url.rfind("ws://", 0) != 0 && s.hub_url.rfind("wss://", 0) != 0)
-    return usage_error("invalid --hub-url '" + s.hub_url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
+    usage_error("invalid --hub-url '" + s.hub_url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
   s.hub_ca_file = opts.get("hub-ca-file");
   s.commander_id = opts.get("commander-id");
   if (!is_valid_wire_id(s.commander_id))
-    return usage_error("invalid --commander-id '" + s.commander_id + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
+    usage_error("invalid --commander-id '" + s.commander_id + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
   const long long leeway = opts.get_int("token-leeway-s").value_or(-1);
-  if (leeway < 0 || leeway > 600) return usage_error("--token-leeway-s must be 0..600");
-  s.token_leeway = std::chrono::seconds(leeway);
+  if (leeway < 0 || leeway > 600) usage_error("--token-leeway-s must be 0..600");
+  else s.token_leeway = std::chrono::seconds(leeway);
   s.rest_rate = opts.get_int("rest-rate").value_or(0);
-  if (s.rest_rate < 1 || s.rest_rate > 100000) return usage_error("--rest-rate must be 1..100000");
+  if (s.rest_rate < 1 || s.rest_rate > 100000) usage_error("--rest-rate must be 1..100000");
   s.operation_rate_scale = opts.get_int("operation-rate-scale").value_or(0);
-  if (s.operation_rate_scale < 1 || s.operation_rate_scale > 100000)
-    return usage_error("--operation-rate-scale must be 1..100000");
+  if (s.operation_rate_scale < 1 || s.operation_rate_scale > 100000) usage_error("--operation-rate-scale must be 1..100000");
   s.max_connections = opts.get_int("max-connections").value_or(-1);
-  if (s.max_connections < 0 || s.max_connections > 1000000) return usage_error("--max-connections must be 0..1000000");
+  if (s.max_connections < 0 || s.max_connections > 1000000) usage_error("--max-connections must be 0..1000000");
   s.max_connections_per_address = opts.get_int("max-connections-per-address").value_or(-1);
   if (s.max_connections_per_address < 0 || s.max_connections_per_address > 1000000)
-    return usage_error("--max-connections-per-address must be 0..1000000");
+    usage_error("--max-connections-per-address must be 0..1000000");
   s.default_agent = opts.get("default-agent");
   if (!is_valid_wire_id(s.default_agent))
-    return usage_error("invalid --default-agent '" + s.default_agent + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
+    usage_error("invalid --default-agent '" + s.default_agent + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
 
   if (opts.has("commander-key-file")) {
-    auto key = app::read_secret_file(opts.get("commander-key-file"));
-    if (!key) {
-      print_error("cannot read --commander-key-file " + opts.get("commander-key-file"));
-      return exit_failure;
-    }
-    s.commander_key = std::move(*key);
-    if (s.commander_key.empty()) return usage_error("--commander-key-file " + opts.get("commander-key-file") + " is empty");
+    if (auto key = app::read_secret_file(opts.get("commander-key-file")); !key)
+      unreadable("cannot read --commander-key-file " + opts.get("commander-key-file"));
+    else if (key->empty())
+      usage_error("--commander-key-file " + opts.get("commander-key-file") + " is empty");
+    else
+      s.commander_key = std::move(*key);
+    s.commander_key_file = opts.get("commander-key-file");  // rotated keys are saved there
   } else if (const char* key = std::getenv("CITRUS_COMMANDER_KEY"); key && *key) {
     s.commander_key = key;
   }
   if (s.commander_key.size() > 256 || has_control_chars(s.commander_key))  // the protocol's limit on "key"
-    return usage_error("the commander key is malformed (at most 256 bytes, no control characters)");
+    usage_error("the commander key is malformed (at most 256 bytes, no control characters)");
 
   if (opts.has("jwt-secret-file")) {
-    auto secret = app::read_secret_file(opts.get("jwt-secret-file"));
-    if (!secret) {
-      print_error("cannot read --jwt-secret-file " + opts.get("jwt-secret-file"));
-      return exit_failure;
+    if (auto secret = app::read_secret_file(opts.get("jwt-secret-file")); !secret) {
+      unreadable("cannot read --jwt-secret-file " + opts.get("jwt-secret-file"));
+    } else {
+      s.jwt_secret = std::move(*secret);
+      if (s.jwt_secret.size() < jwt::hs256_token_service::min_secret_bytes)
+        usage_error("the JWT secret in " + opts.get("jwt-secret-file") + " is shorter than 32 bytes");
     }
-    s.jwt_secret = std::move(*secret);
-    if (s.jwt_secret.size() < jwt::hs256_token_service::min_secret_bytes)
-      return usage_error("the JWT secret in " + opts.get("jwt-secret-file") + " is shorter than 32 bytes");
   } else if (const char* secret = std::getenv("CITRUS_JWT_SECRET"); secret && *secret) {
     s.jwt_secret = secret;
-    if (s.jwt_secret.size() < jwt::hs256_token_service::min_secret_bytes)
-      return usage_error("$CITRUS_JWT_SECRET is shorter than 32 bytes");
+    if (s.jwt_secret.size() < jwt::hs256_token_service::min_secret_bytes) usage_error("$CITRUS_JWT_SECRET is shorter than 32 bytes");
   }
   if (!opts.get("metrics-token-file").empty()) {
     std::string error;
     auto token = app::read_token_file(opts.get("metrics-token-file"), error);
-    if (!token) return usage_error("--metrics-token-file: " + error);
-    s.metrics_token = std::move(*token);
+    if (token) s.metrics_token = std::move(*token);
+    else usage_error("--metrics-token-file: " + error);
   }
-  if (s.jwt_secret.size() > jwt::hs256_token_service::max_secret_bytes)
-    return usage_error("the JWT secret is longer than 4096 bytes");
+  if (s.jwt_secret.size() > jwt::hs256_token_service::max_secret_bytes) usage_error("the JWT secret is longer than 4096 bytes");
 
   const auto lifetime = opts.get_int("token-lifetime-s");
   if (!lifetime || *lifetime < 1 || *lifetime > 3600)
-    return usage_error("invalid --token-lifetime-s '" + opts.get("token-lifetime-s") + "' (1..3600)");
-  s.token_lifetime = std::chrono::seconds(*lifetime);
+    usage_error("invalid --token-lifetime-s '" + opts.get("token-lifetime-s") + "' (1..3600)");
+  else s.token_lifetime = std::chrono::seconds(*lifetime);
   const auto session_max = opts.get_int("session-max-s");
   if (!session_max || *session_max < 60 || *session_max > 2592000)
-    return usage_error("invalid --session-max-s '" + opts.get("session-max-s") + "' (60..2592000)");
-  s.session_max = std::chrono::seconds(*session_max);
+    usage_error("invalid --session-max-s '" + opts.get("session-max-s") + "' (60..2592000)");
+  else s.session_max = std::chrono::seconds(*session_max);
 
   s.web_root = opts.get("web-root");
   s.allowed_origins = split_commas(opts.get_all("allowed-origin"));
 
   s.tls_cert = opts.get("tls-cert");
   s.tls_key = opts.get("tls-key");
-  if (s.tls_cert.empty() != s.tls_key.empty()) return usage_error("--tls-cert and --tls-key go together");
+  if (s.tls_cert.empty() != s.tls_key.empty()) usage_error("--tls-cert and --tls-key go together");
   for (const auto& [option, path] : {std::pair<std::string, std::string>{"--tls-cert", s.tls_cert}, {"--tls-key", s.tls_key}})
-    if (!path.empty() && !std::ifstream(path)) {
-      print_error("cannot read " + option + " " + path);
-      return exit_failure;
-    }
+    if (!path.empty() && !std::ifstream(path)) unreadable("cannot read " + option + " " + path);
 
   const auto level = app::json_logger::parse_level(opts.get("log-level"));
-  if (!level) return usage_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
-  s.level = *level;
+  if (!level) usage_error("invalid --log-level '" + opts.get("log-level") + "' (debug, info, warn, error)");
+  else s.level = *level;
   s.ready_file = opts.get("ready-file");
   if (opts.has("check-config")) {
     std::string error;
-    if (!s.web_root.empty() && !static_files::open(s.web_root, error)) {
-      print_error(error);
-      return exit_failure;
-    }
+    if (!s.web_root.empty() && !static_files::open(s.web_root, error)) unreadable(error);
+  }
+  if (!problems.empty()) return problems.report();
+  if (opts.has("check-config")) {
     app::print_line(app::stream::out, "citrus-backend: configuration OK");
     return exit_ok;
   }
@@ -547,6 +543,12 @@ int serve(const serve_settings& s) {
                         site_service_config{agent_id{s.default_agent}, s.commander_id}};
   config.link.instance = random_hex(random, 6);  // this run's request ids differ from every earlier run's
   config.link.hub_name = s.hub_url;              // presence says which hub reported an agent
+  // A key rotated over the session (the hub found it past its maximum age) replaces the key file
+  // before it is used; a key from $CITRUS_COMMANDER_KEY has nowhere to go, so it is never rotated.
+  if (!s.commander_key_file.empty())
+    config.link.save_key = [path = s.commander_key_file](const std::string& fresh) {
+      return app::replace_secret_file(path, fresh);
+    };
   config.rest.per_address = rate{static_cast<double>(s.rest_rate), static_cast<double>(s.rest_rate) * 3};
   config.rest.metrics_token = s.metrics_token;
   config.login.max_session = s.session_max;

@@ -19,6 +19,8 @@ struct http_verifier_config {
   std::string hub_id;
   std::string hub_key;  ///< sent as Authorization: Bearer <hub_id>:<hub_key>; never logged
   std::string commander_url;  ///< http://127.0.0.1:8080/api/verify-commander; "": commanders go to `local`
+  /// http://127.0.0.1:8080/api/rotate-key: where keys are rotated (agents; commanders with commander_url).
+  std::string rotate_url;
   std::chrono::seconds accept_ttl{30};  ///< how long a positive answer is reused
   std::chrono::seconds reject_ttl{5};   ///< how long a negative answer is reused (brute force stays local)
   std::chrono::milliseconds timeout{3000};
@@ -32,7 +34,13 @@ class http_verifier final : public principal_verifier {
   ~http_verifier() override;
   void verify(principal_kind kind, std::string_view id, std::string_view key, callback done) override;
   /// Drops the cached answers about (kind, id): after a revocation its next connection is asked again.
+  /// Requests about it already on their way are detached: their answers go to those who asked, are
+  /// not cached, and later checks send requests of their own.
   void forget(principal_kind kind, std::string_view id) override;
+  /// POST rotate_url {"role","id","key","overlapSeconds"} on the worker thread; commanders without
+  /// commander_url go to `local`. Never cached.
+  void rotate(principal_kind kind, std::string_view id, std::string_view key, std::chrono::seconds overlap,
+              key_callback done) override;
 
   struct stats {
     std::uint64_t requests = 0, cache_hits = 0, failures = 0;

@@ -10,6 +10,7 @@
 
 #include "citrus/app/app_metrics.hpp"
 #include "citrus/app/async_audit.hpp"
+#include "citrus/app/config_problems.hpp"
 #include "citrus/app/console.hpp"
 #include "citrus/app/json_logger.hpp"
 #include "citrus/app/listen_error.hpp"
@@ -54,6 +55,13 @@ std::vector<option_spec> hub_options() {
       {"revokers", "", "",
        "Commander ids (the trusted backends), comma-separated, whose revoke messages close a revoked identity's "
        "live session at once. Default: none (a revoked key then ends its session at the next re-authentication)."},
+      {"key-overlap-s", "", "300",
+       "A commander or agent that rotates its key over its session (rotate_key) may use the old one this much longer "
+       "(0..86400)."},
+      {"key-max-age-s", "", "0",
+       "Keys older than this when they authenticate are overdue: the hub asks the peer to rotate (citrus-agent with "
+       "--key-file and citrus-backend with --commander-key-file do), logs key_overdue and flags a security event. "
+       "0: keys never age."},
       {"ping-interval-ms", "", "20000", "Keepalive ping period (a peer that does not answer is closed)."},
       {"max-connections", "", "10000", "TCP connections held at once; keep it below the descriptor limit (ulimit -n)."},
       {"max-connections-per-address", "", "0",
@@ -67,7 +75,7 @@ std::vector<option_spec> hub_options() {
        "Agents listed one by one on /metrics (citrus_hub_agent_online{agent}); beyond it only their count."},
       {"log-level", "CITRUS_LOG_LEVEL", "info", "debug logs every message's metadata; info, warn, error."},
       {"ready-file", "", "", "Write the bound port to this file once listening (for tests and scripts)."},
-      {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (an error: one line, exit code 2).", true,
+      {"check-config", "", "", "Check the options and files, print \"configuration OK\" and exit (errors: one line each, exit code 2).", true,
        true},
   };
 }
@@ -117,6 +125,15 @@ std::string metrics_text(const metrics_sources& m) {
              "Sessions the hub ended: expired (no re-authentication within their lifetime), revoked (their key revoked).");
   out.sample({{"reason", "expired"}}, c.sessions_expired);
   out.sample({{"reason", "revoked"}}, c.sessions_revoked);
+  out.family("citrus_hub_key_rotations_total", metrics::type::counter,
+             "Keys rotated over a session (rotate_key): issued (a new key sent), failed (refused or not done), "
+             "asked (the hub asked a peer whose key is past --key-max-age-s).");
+  out.sample({{"outcome", "issued"}}, c.key_rotations);
+  out.sample({{"outcome", "failed"}}, c.key_rotations_failed);
+  out.sample({{"outcome", "asked"}}, c.key_rotations_asked);
+  out.gauge("citrus_hub_keys_overdue",
+            "Sessions whose key was past --key-max-age-s at their last authentication (alert when it stays above 0).",
+            static_cast<double>(m.hub.keys_overdue()));
   out.counter("citrus_hub_request_timeouts_total", "Requests failed by timeout.", c.timeouts);
   out.counter("citrus_hub_progress_coalesced_total", "Progress updates coalesced under backpressure.", c.coalesced);
   out.counter("citrus_hub_slow_consumers_total", "Connections closed as slow consumers.", c.slow_consumers);
@@ -149,98 +166,63 @@ std::string metrics_text(const metrics_sources& m) {
 int main(int argc, char** argv) {
   citrus::app::signal_watcher::block_signals();
   citrus::app::options opts("citrus-hub", "the Citrus EngineHub", hub_options());
+  // Every check below records its problem and goes on: one run names them all, one line each.
+  citrus::app::config_problems problems("citrus-hub");
   if (!opts.parse(argc, argv)) {
     if (opts.help_requested() || opts.version_requested()) {
       citrus::app::write_whole(citrus::app::stream::out, opts.help_requested() ? opts.usage() : opts.version_line() + "\n");
       return 0;
     }
-    citrus::app::print_error("citrus-hub", opts.error());
-    return 2;
+    for (const auto& e : opts.errors()) problems.add(e);
+    if (!opts.values_usable()) return problems.report();
   }
-  if (!opts.positional().empty()) {
-    citrus::app::print_error("citrus-hub", "unexpected argument '" + opts.positional().front() + "' (see --help)");
-    return 2;
-  }
+  if (!opts.positional().empty())
+    problems.add("unexpected argument '" + opts.positional().front() + "' (see --help)");
   auto level = citrus::app::json_logger::parse_level(opts.get("log-level"));
-  if (!level) {
-    citrus::app::print_error("citrus-hub", "--log-level must be debug, info, warn or error");
-    return 2;
-  }
+  if (!level) problems.add("--log-level must be debug, info, warn or error");
   std::string host;
   std::uint16_t port = 0;
-  if (!citrus::app::split_host_port(opts.get("listen"), host, port)) {
-    citrus::app::print_error("citrus-hub", "--listen must be HOST:PORT");
-    return 2;
-  }
+  if (!citrus::app::split_host_port(opts.get("listen"), host, port)) problems.add("--listen must be HOST:PORT");
   const auto max_connections = opts.get_int("max-connections");
   const auto connection_rate = opts.get_int("connection-rate");
   const auto identity_rate = opts.get_int("identity-rate");
   const auto session_lifetime = opts.get_int("session-lifetime-s");
-  if (!session_lifetime || *session_lifetime < 1 || *session_lifetime > 365LL * 24 * 3600) {
-    citrus::app::print_error("citrus-hub", "--session-lifetime-s must be a number of seconds, 1..31536000");
-    return 2;
-  }
+  if (!session_lifetime || *session_lifetime < 1 || *session_lifetime > 365LL * 24 * 3600)
+    problems.add("--session-lifetime-s must be a number of seconds, 1..31536000");
+  const auto key_overlap = opts.get_int("key-overlap-s");
+  if (!key_overlap || *key_overlap < 0 || *key_overlap > 86400)
+    problems.add("--key-overlap-s must be a number of seconds, 0..86400");
+  const auto key_max_age = opts.get_int("key-max-age-s");
+  if (!key_max_age || *key_max_age < 0 || *key_max_age > 10LL * 365 * 24 * 3600)
+    problems.add("--key-max-age-s must be a number of seconds, 0..315360000");
   std::vector<std::string> revokers = citrus::app::split_list(opts.get("revokers"));
-  for (const auto& id : revokers) {
-    if (!citrus::is_valid_wire_id(id)) {
-      citrus::app::print_error("citrus-hub", "--revokers: '" + id + "' is not a valid commander id");
-      return 2;
-    }
-  }
-  if (!max_connections || *max_connections < 1) {
-    citrus::app::print_error("citrus-hub", "--max-connections must be a positive number");
-    return 2;
-  }
+  for (const auto& id : revokers)
+    if (!citrus::is_valid_wire_id(id)) problems.add("--revokers: '" + id + "' is not a valid commander id");
+  if (!max_connections || *max_connections < 1) problems.add("--max-connections must be a positive number");
   const auto max_agent_series = opts.get_int("metrics-max-agents");
-  if (!max_agent_series || *max_agent_series < 0) {
-    citrus::app::print_error("citrus-hub", "--metrics-max-agents must be a number >= 0");
-    return 2;
-  }
+  if (!max_agent_series || *max_agent_series < 0) problems.add("--metrics-max-agents must be a number >= 0");
   std::string metrics_token;  // empty: /metrics is open
   if (!opts.get("metrics-token-file").empty()) {
     std::string error;
     auto token = citrus::app::read_token_file(opts.get("metrics-token-file"), error);
-    if (!token) {
-      citrus::app::print_error("citrus-hub", "--metrics-token-file: " + error);
-      return 2;
-    }
-    metrics_token = std::move(*token);
+    if (token) metrics_token = std::move(*token);
+    else problems.add("--metrics-token-file: " + error);
   }
   const auto per_address = opts.get_int("max-connections-per-address");
-  if (!per_address || *per_address < 0) {
-    citrus::app::print_error("citrus-hub", "--max-connections-per-address must be a number >= 0");
-    return 2;
-  }
-  if (!connection_rate || *connection_rate < 0 || !identity_rate || *identity_rate < 0) {
-    citrus::app::print_error("citrus-hub", "--connection-rate and --identity-rate must be numbers >= 0");
-    return 2;
-  }
+  if (!per_address || *per_address < 0) problems.add("--max-connections-per-address must be a number >= 0");
+  if (!connection_rate || *connection_rate < 0 || !identity_rate || *identity_rate < 0)
+    problems.add("--connection-rate and --identity-rate must be numbers >= 0");
   std::string key;  // this hub's key at the backend, for --verify-url
   if (!opts.get("verify-url").empty()) {
     key = opts.get("hub-key-file").empty() ? std::string() : citrus::app::read_secret_file(opts.get("hub-key-file")).value_or("");
     if (key.empty())
       if (const char* k = std::getenv("CITRUS_HUB_KEY")) key = k;
-    if (key.empty()) {
-      citrus::app::print_error("citrus-hub", "--verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)");
-      return 2;
-    }
+    if (key.empty()) problems.add("--verify-url needs this hub's key (--hub-key-file or CITRUS_HUB_KEY)");
   }
-  if (opts.get("tls-cert").empty() != opts.get("tls-key").empty()) {
-    citrus::app::print_error("citrus-hub", "--tls-cert and --tls-key go together");
-    return 2;
-  }
+  if (opts.get("tls-cert").empty() != opts.get("tls-key").empty()) problems.add("--tls-cert and --tls-key go together");
   for (const char* option : {"tls-cert", "tls-key"})
-    if (!opts.get(option).empty() && !citrus::app::read_secret_file(opts.get(option))) {
-      citrus::app::print_error("citrus-hub", std::string("cannot read --") + option + " " + opts.get(option));
-      return 2;
-    }
-  if (opts.has("check-config")) {
-    citrus::app::print_line(citrus::app::stream::out, "citrus-hub: configuration OK");
-    return 0;
-  }
-
-  citrus::app::json_logger log("hub", *level);
-
+    if (!opts.get(option).empty() && !citrus::app::read_secret_file(opts.get(option)))
+      problems.add(std::string("cannot read --") + option + " " + opts.get(option));
   // Where keys are checked and audit events go: the database (--db, the default without --verify-url),
   // or the backend (--verify-url without --db: no database at all).
   const std::string verify_url = opts.get("verify-url");
@@ -249,15 +231,20 @@ int main(int argc, char** argv) {
   const std::string& hub_key = key;  // read above, before anything is opened
   const std::string commander_url = uses_db ? std::string() : citrus::hubapp::sibling_route(verify_url, "verify-commander");
   const std::string events_url = uses_db ? std::string() : citrus::hubapp::sibling_route(verify_url, "hub-events");
-  if (!uses_db && commander_url.empty()) {
-    citrus::app::print_error("citrus-hub",
-                             "--verify-url must end in /api/verify-agent when there is no --db (commander keys and audit "
-                             "events go to the routes next to it)");
-    return 2;
+  if (!uses_db && commander_url.empty())
+    problems.add("--verify-url must end in /api/verify-agent when there is no --db (commander keys and audit events go "
+                 "to the routes next to it)");
+  if (!problems.empty()) return problems.report();
+  if (opts.has("check-config")) {
+    citrus::app::print_line(citrus::app::stream::out, "citrus-hub: configuration OK");
+    return 0;
   }
+
+  citrus::app::json_logger log("hub", *level);
 
   citrus::wspp::event_loop loop(log);
   citrus::system_clock clock;
+  citrus::system_random random;  // new keys of peers that rotate theirs, drawn on the storage write thread
   // Key checks against the database run on the storage worker's read lane, never on the loop; a full
   // lane refuses the connection at once as retryable (storage_unavailable, close 1013).
   std::unique_ptr<citrus::worker::storage_worker> storage;
@@ -276,7 +263,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     storage = std::move(*started);
-    local_verifier = std::make_unique<citrus::executor_verifier>(*storage, clock);
+    local_verifier = std::make_unique<citrus::executor_verifier>(*storage, clock, &random);
     audit = std::make_unique<citrus::app::async_audit>(
         [open_db]() -> std::unique_ptr<citrus::storage> {
           auto store = open_db();
@@ -301,6 +288,7 @@ int main(int argc, char** argv) {
     verifier_config.hub_id = opts.get("hub-id");
     verifier_config.hub_key = hub_key;
     verifier_config.commander_url = commander_url;
+    verifier_config.rotate_url = citrus::hubapp::sibling_route(verify_url, "rotate-key");
     remote_verifier = std::make_unique<citrus::hubapp::http_verifier>(std::move(verifier_config), loop, local_verifier.get(), log);
   }
   citrus::principal_verifier& verifier = remote_verifier ? static_cast<citrus::principal_verifier&>(*remote_verifier)
@@ -317,6 +305,8 @@ int main(int argc, char** argv) {
   config.audit_commands = true;  // every routed command and its outcome, in the shared trail
   config.session_lifetime = std::chrono::seconds(*session_lifetime);
   config.revokers = std::move(revokers);
+  config.key_rotation_overlap = std::chrono::seconds(*key_overlap);
+  config.key_max_age = std::chrono::seconds(*key_max_age);
   citrus::hub hub(config, citrus::hub_services{clock, log, *audit, verifier, operations});
 
   citrus::wspp::server_options server_options;

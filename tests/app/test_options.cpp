@@ -143,6 +143,38 @@ TEST_CASE("bad input is one readable line naming what is wrong") {
   CHECK(parse(subcommand, {"--config", server_keys.path}));
 }
 
+TEST_CASE("every bad key of a file is named, one line each, and the good ones still apply") {
+  config_file file(
+      "lisen = \"x\"\ndb = \"/file.db\"\nlisten = [\"a\", \"b\"]\n[web]\nroot = \"x\"\nport = 1\n[hub]\nmax_conections = 5\n");
+  options opts("citrus-hub", "test", specs());
+  CHECK_FALSE(parse(opts, {"--config", file.path}));
+  const std::vector<std::string> expected{
+      file.path + ": unknown key 'lisen' (see citrus-hub --help)",
+      file.path + ": key 'listen' needs one value",
+      file.path + ": unknown section [web] (only [backend], [hub], [agent])",  // once for its two keys
+      file.path + ": unknown key 'max_conections' (see citrus-hub --help)",
+  };
+  CHECK(opts.errors() == expected);
+  CHECK(opts.error() == expected.front());
+  CHECK(opts.values_usable());  // what could be read is there, for the caller's own checks
+  CHECK(opts.get("db") == "/file.db");
+  CHECK(opts.get("listen") == "127.0.0.1:7000");  // the refused key: the default
+
+  options unreadable("citrus-hub", "test", specs());
+  CHECK_FALSE(parse(unreadable, {"--config", "/nonexistent/hub.toml"}));
+  CHECK(unreadable.errors().size() == 1);
+  CHECK_FALSE(unreadable.values_usable());
+  options bad_argv("citrus-hub", "test", specs());
+  CHECK_FALSE(parse(bad_argv, {"--lisen", "x", "--config", file.path}));
+  CHECK(bad_argv.errors().size() == 1);  // the command line stops at its first problem
+  CHECK_FALSE(bad_argv.values_usable());
+  options good("citrus-hub", "test", specs());
+  CHECK(parse(good, {}));
+  CHECK(good.errors().empty());
+  CHECK(good.error().empty());
+  CHECK(good.values_usable());
+}
+
 TEST_CASE("--version and --help answer without an error") {
   options version("citrus-agent", "test", specs());
   CHECK_FALSE(parse(version, {"--version"}));

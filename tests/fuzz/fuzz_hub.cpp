@@ -152,6 +152,10 @@ struct conn_state {
   steady_time authed_at{};        ///< the last auth_ok: the session's lifetime counts from there
   std::size_t valid_reauths = 0;  ///< reauths sent with a live key of its own identity, not yet answered
   bool invalid_reauth = false;    ///< a reauth with another identity or a key that is not live was sent
+  std::string first_key;          ///< the first auth's key
+  std::vector<std::string> reauth_keys;  ///< the keys of the valid reauths not yet answered, in order
+  std::string session_key;        ///< the key of the last auth_ok
+  std::size_t rotations_asked = 0;  ///< rotate_key sent on the session minus `key` frames received
 
   bool usable() const { return !client_closed && !server_closed; }
   /// The hub may route to or from it: authenticated, and the hub has not closed or dropped it.
@@ -318,6 +322,7 @@ struct world {
     cfg.request_timeout = 10s;
     cfg.auth_timeout = 3s;
     cfg.session_lifetime = 30s;  // reached within a few steps of the clock
+    cfg.key_rotation_overlap = 5s;  // rotate_key: the old key ends within a few steps too
   }
 
   // ------------------------------------------------------------------------------ model helpers
@@ -423,14 +428,23 @@ struct world {
       c.first_kind = e.role == "commander" ? principal_kind::commander : principal_kind::agent;
       c.first_id = std::string(e.id);
       c.first_auth_valid = e.token.empty() && !e.role.empty() && key_is_live(c.first_kind, e.id, e.key);
+      c.first_key = std::string(e.key);
       return;
     }
     if (!c.live()) return;
     if (e.type == proto::message_type::reauth) {
       const bool own = e.token.empty() && (e.role == "commander") == (c.kind == principal_kind::commander) &&
                        e.id == c.identity;
-      if (own && key_is_live(c.kind, e.id, e.key)) ++c.valid_reauths;
-      else c.invalid_reauth = true;
+      if (own && key_is_live(c.kind, e.id, e.key)) {
+        ++c.valid_reauths;
+        c.reauth_keys.emplace_back(e.key);
+      } else {
+        c.invalid_reauth = true;
+      }
+      return;
+    }
+    if (e.type == proto::message_type::rotate_key) {
+      ++c.rotations_asked;
       return;
     }
     if (c.kind == principal_kind::commander && e.type == proto::message_type::command && !e.agent.empty() &&
@@ -490,9 +504,12 @@ struct world {
       if (e.agent.empty()) check_public(e, text);  // the hub's own; an agent's error is checked as an update
     }
     if (e.type == proto::message_type::auth_ok) return on_auth_ok(c, text);
+    if (e.type == proto::message_type::key) return on_key(c, e, text);
     if (c.authed && e.type == proto::message_type::error && e.agent.empty()) {
       if (e.code == "auth_failed")
-        CITRUS_FUZZ_CHECK(c.invalid_reauth, "auth_failed on a session only after a reauth that is not its own live key",
+        CITRUS_FUZZ_CHECK(c.invalid_reauth || revoked_rotation(c),
+                          "auth_failed on a session only after a reauth that is not its own live key, or a rotate_key "
+                          "from a session whose key is no longer live",
                           text);
       if (e.code == "token_expired")
         CITRUS_FUZZ_CHECK(ticking && clk.steady_now() - c.authed_at >= cfg.session_lifetime,
@@ -518,11 +535,38 @@ struct world {
                       "the hub's errors carry a wire code and its public message only", text);
   }
 
+  /// A rotate_key was sent on a session that no longer holds a live key: the hub closes it (4012).
+  bool revoked_rotation(const conn_state& c) const {
+    return c.rotations_asked > 0 && !key_is_live(c.kind, c.identity, c.session_key);
+  }
+
+  /// The hub's answer to rotate_key: only to a session that asked, for its own identity, whose key was
+  /// live; from now on the model knows the new key (the old ones end with the hub's overlap).
+  void on_key(conn_state& c, const proto::envelope& e, std::string_view text) {
+    CITRUS_FUZZ_CHECK(c.authed && c.rotations_asked > 0, "a key only to a session that asked for one", text);
+    CITRUS_FUZZ_CHECK(key_is_live(c.kind, c.identity, c.session_key), "a key only while the session's key is live",
+                      c.identity);
+    --c.rotations_asked;
+    const auto index = principal_index(c.kind, c.identity);
+    CITRUS_FUZZ_CHECK(index.has_value(), "a key only for a registered identity", c.identity);
+    CITRUS_FUZZ_CHECK(!e.key.empty() && e.expires_in == cfg.key_rotation_overlap.count(),
+                      "a key states how long the old one works", c.identity);
+    const wall_time expiry = clk.wall_now() + cfg.key_rotation_overlap;
+    for (key_entry& k : keys[*index])
+      if (!k.expires || *k.expires > expiry) k.expires = expiry;
+    keys[*index].push_back({std::string(e.key), std::nullopt});
+    all_keys.emplace_back(e.key);
+  }
+
   void on_auth_ok(conn_state& c, std::string_view text) {
     if (c.authed) {  // a re-authentication's answer
       CITRUS_FUZZ_CHECK(c.valid_reauths > 0, "another auth_ok only after a reauth with a live key of its own identity",
                         text);
       --c.valid_reauths;
+      if (!c.reauth_keys.empty()) {
+        c.session_key = c.reauth_keys.front();
+        c.reauth_keys.erase(c.reauth_keys.begin());
+      }
       c.authed_at = clk.steady_now();
       return;
     }
@@ -535,6 +579,7 @@ struct world {
     c.authed = true;
     c.kind = c.first_kind;
     c.identity = c.first_id;
+    c.session_key = c.first_key;
     c.authed_at = clk.steady_now();
   }
 

@@ -67,6 +67,7 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
   CITRUS_FUZZ_CHECK(e.step.size() <= 256, "step <= 256 bytes", text);
   CITRUS_FUZZ_CHECK(e.status.empty() || one_of(e.status, "ok", "failed"), "status", text);
   CITRUS_FUZZ_CHECK(e.code.size() <= 64, "code <= 64 bytes", text);
+  CITRUS_FUZZ_CHECK(e.field.size() <= 128 && (e.field.empty() || e.type == message_type::error), "field <= 128 bytes, errors only", text);
   CITRUS_FUZZ_CHECK(e.message.size() <= 512, "message <= 512 bytes", text);
   CITRUS_FUZZ_CHECK(e.state.empty() || one_of(e.state, "online", "offline"), "state", text);
   CITRUS_FUZZ_CHECK(!e.expires_in || *e.expires_in >= 0, "expires_in >= 0", text);
@@ -110,6 +111,14 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
       CITRUS_FUZZ_CHECK(!e.role.empty() && !e.id.empty() && e.key.empty() && e.token.empty(),
                         "revoke has a role and an id, and no credentials", text);
       break;
+    case message_type::rotate_key:
+      CITRUS_FUZZ_CHECK(e.id.empty() && e.role.empty() && e.key.empty() && e.token.empty() && !e.expires_in,
+                        "rotate_key carries nothing", text);
+      break;
+    case message_type::key:
+      CITRUS_FUZZ_CHECK(!e.key.empty() && e.id.empty() && e.role.empty() && e.token.empty(),
+                        "key carries its key, and no identity or token", text);
+      break;
     case message_type::cancel:
       CITRUS_FUZZ_CHECK(!e.id.empty() && e.op.empty() && e.payload.empty() && e.status.empty(),
                         "cancel has an id, and no operation, payload or outcome", text);
@@ -122,7 +131,7 @@ bool same_fields(const envelope& a, const envelope& b) {
   if (a.type != b.type || a.id != b.id || a.request != b.request || a.agent != b.agent || a.commander != b.commander || a.op != b.op ||
       a.prio != b.prio || a.payload != b.payload || a.role != b.role || a.key != b.key || a.token != b.token ||
       a.percent != b.percent || a.step != b.step || a.status != b.status || a.code != b.code ||
-      a.message != b.message || a.state != b.state || a.expires_in != b.expires_in || a.site != b.site || a.retry_after != b.retry_after ||
+      a.field != b.field || a.message != b.message || a.state != b.state || a.expires_in != b.expires_in || a.site != b.site || a.retry_after != b.retry_after ||
       a.fields.size != b.fields.size)
     return false;
   for (std::size_t i = 0; i < a.fields.size; ++i) {

@@ -179,6 +179,13 @@ def hub_programs():
     p['reauth_refused'] = Program().cast().reauth(2, 'agent-2').reauth(3, 'agent-2', 'wrong') \
         .rotate('backend-1', 0).reauth(0, 'backend-1', 'first').reauth(1, 'backend-2', 'current', 3) \
         .open(4).reauth(4, 'agent-1').open(5).auth(5, 'agent-3').reauth(5, 'agent-3', 'current', 6)
+    rotate = '{ "v" : 1 , "type" : "rotate_key" }'
+    p['rotate_key'] = Program().cast().cmd(0, 'r1', 'agent-1').raw(2, rotate).raw(2, rotate).reauth(2, 'agent-1') \
+        .upd(2, 'r1', 'backend-1', 'progress').raw(2, rotate).adv('4s').adv('2s').reauth(2, 'agent-1', 'first') \
+        .raw(0, rotate).reauth(0, 'backend-1').upd(2, 'r1', 'backend-1', 'result')
+    p['rotate_key_revoked'] = Program().cast().rotate('agent-2', 0).raw(3, rotate).raw(4, rotate).open(4) \
+        .raw(4, rotate).auth(4, 'agent-3').rotate('agent-3', 1).adv('2s').raw(4, rotate).raw(1, rotate) \
+        .adv('11s').reauth(1, 'backend-2', 'first')
     p['reauth_overlap'] = Program().cast().cmd(0, 'r1', 'agent-1').rotate('agent-1', 3).reauth(2, 'agent-1', 'first') \
         .reauth(2, 'agent-1').adv('65s').reauth(2, 'agent-1', 'current').reauth(2, 'agent-1', 'first').tick() \
         .upd(2, 'r1', 'backend-1', 'result')

@@ -295,6 +295,14 @@ void platform::start_backend() {
     argv.push_back("--allowed-origin");
     argv.push_back(origin);
   }
+  if (opts_.commander_key_file) {
+    if (!fs::exists(commander_key_file())) {
+      std::ofstream(commander_key_file()) << commander_key << "\n";
+      fs::permissions(commander_key_file(), fs::perms::owner_read | fs::perms::owner_write);
+    }
+    argv.push_back("--commander-key-file");
+    argv.push_back(commander_key_file());
+  }
   for (const auto& arg : opts_.backend_args) argv.push_back(arg);
   backend = std::make_unique<process>(
       std::move(argv),
@@ -325,10 +333,17 @@ void platform::start_agent(const std::string& key) {
     for (const char* arg : {"--metrics-listen", "127.0.0.1:0", "--ready-file"}) argv.emplace_back(arg);
     argv.push_back(dir + "/agent-metrics.port");
   }
-  agent = std::make_unique<process>(
-      std::move(argv),
-      dir + "/agent-" + std::to_string(++agent_starts_) + ".log",
-      std::vector<std::string>{"CITRUS_AGENT_KEY=" + (key.empty() ? agent_key : key)});
+  std::vector<std::string> env{"CITRUS_AGENT_KEY=" + (key.empty() ? agent_key : key)};
+  if (opts_.agent_key_file) {
+    if (!key.empty() || !fs::exists(agent_key_file())) {
+      std::ofstream(agent_key_file()) << (key.empty() ? agent_key : key) << "\n";
+      fs::permissions(agent_key_file(), fs::perms::owner_read | fs::perms::owner_write);
+    }
+    argv.push_back("--key-file");
+    argv.push_back(agent_key_file());
+    env.clear();
+  }
+  agent = std::make_unique<process>(std::move(argv), dir + "/agent-" + std::to_string(++agent_starts_) + ".log", std::move(env));
 }
 
 void platform::stop_hub() {

@@ -117,6 +117,11 @@ class platform {
     bool hub_db = true;  ///< false: the hub gets no --db and verifies everything through the backend
     std::vector<std::string> server_env;       ///< more NAME=value environment for the backend and the hub
     bool agent_metrics = false;  ///< the agent serves /metrics (--metrics-listen on a free port): agent_metrics_url()
+    /// The agent reads its key from agent_key_file() (--key-file), where a rotation writes the new one;
+    /// start_agent() without a key keeps what the file holds.
+    bool agent_key_file = false;
+    /// Likewise for the backend's commander key: commander_key_file() (--commander-key-file).
+    bool commander_key_file = false;
   };
   explicit platform(options opts);
   platform() : platform(options{}) {}
@@ -135,6 +140,8 @@ class platform {
   std::string hub_url() const;      ///< ws://127.0.0.1:PORT/
   /// http://127.0.0.1:PORT of the agent's metrics listener (options::agent_metrics), once it listens.
   std::string agent_metrics_url() const;
+  std::string agent_key_file() const { return dir + "/agent.key"; }
+  std::string commander_key_file() const { return dir + "/commander.key"; }
   std::string login(const std::string& user, const std::string& password);
   /// Waits until the backend reports the agent online (its deploys then reach it).
   bool wait_agent_online(std::chrono::milliseconds timeout = 15s);

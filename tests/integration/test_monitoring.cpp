@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "harness.hpp"
 #include "hostile.hpp"
 
@@ -26,6 +28,18 @@ std::string read_text(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+/// `promtool` on $PATH (Debian's prometheus package, which scripts/deps.sh installs), or "".
+std::string find_promtool() {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (dir.empty()) continue;
+    const std::string candidate = dir + "/promtool";
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return {};
 }
 
 /// The expressions of a Prometheus rule file: `expr: ...` on one line, or `expr: |` and the lines
@@ -246,6 +260,29 @@ TEST_SUITE("integration") {
     // The check itself catches a name nobody exports (the old, pre-label ones among them).
     CHECK(unknown_names({R"(rate(citrus_hub_auth_failed_total[5m]) > 0 and citrus_hub_auth_total{outcome="failed"})"}, usable) ==
           std::set<std::string>{"citrus_hub_auth_failed_total"});
+  }
+
+  TEST_CASE("monitoring: the alert rules pass promtool check rules, which refuses a broken expression") {
+    // Prometheus' own parser: the PromQL of every rule, its duration, labels and annotations (the test
+    // above checks only that the metric names exist).
+    const std::string promtool = find_promtool();
+    REQUIRE_MESSAGE(!promtool.empty(), "promtool is not on $PATH: scripts/deps.sh installs it (Debian package prometheus)");
+    const auto [code, out] = run_command({promtool, "check", "rules", CITRUS_SOURCE_DIR "/docs/monitoring/citrus-alerts.yml"});
+    INFO(out);
+    CHECK(code == 0);
+    CHECK(out.find("SUCCESS") != std::string::npos);
+
+    char name[] = "/tmp/citrus-rules-XXXXXX";
+    const int fd = ::mkstemp(name);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    std::ofstream(name) << "groups:\n  - name: broken\n    rules:\n      - alert: Broken\n"
+                           "        expr: rate(citrus_hub_messages_received_total[5m] > 1\n";
+    const auto [broken_code, broken_out] = run_command({promtool, "check", "rules", name});
+    ::unlink(name);
+    INFO(broken_out);
+    CHECK(broken_code != 0);
+    CHECK(broken_out.find("unclosed left parenthesis") != std::string::npos);
   }
 
   TEST_CASE("monitoring: --metrics-max-agents bounds the per-agent series, the count stays; bad values are refused") {

@@ -172,9 +172,9 @@ TEST_SUITE("hub") {
     f.net->run();
     CHECK(f.agent1->messages.empty());
     REQUIRE(f.backend->messages.size() == 3);
-    CHECK(contains(f.backend->messages[0], R"("code":"unknown_operation")"));
-    CHECK(contains(f.backend->messages[1], R"("code":"invalid_payload")"));
-    CHECK(contains(f.backend->messages[2], R"("code":"invalid_payload")"));
+    CHECK(contains(f.backend->messages[0], R"("code":"unknown_operation","message")"));  // no field: not about one
+    CHECK(contains(f.backend->messages[1], R"("id":"r2","code":"invalid_payload","field":"payload.site_id")"));
+    CHECK(contains(f.backend->messages[2], R"("id":"r3","code":"invalid_payload","field":"payload.rm")"));
     CHECK(f.hub().counters().rejected == 3);
   }
 

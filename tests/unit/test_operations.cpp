@@ -202,22 +202,61 @@ TEST_SUITE("operations") {
     auto check = [&](std::string_view payload) {
       auto r = p.parse(R"({"v":1,"type":"command","id":"r","op":"x","payload":)" + std::string(payload) + "}");
       REQUIRE(r);
-      return code_of(validate_payload(rules, (*r)->fields).error());
+      const payload_check v = validate_payload(rules, (*r)->fields);
+      if (v) return std::string("ok");
+      return code(v.code) + ":" + std::string(v.field);
     };
+    const std::string bad = code(errc::invalid_payload) + ":";
     CHECK(check(R"({"i":0})") == "ok");
     CHECK(check(R"({"i":-5,"n":1.5,"b":false,"o":{"x":[1]}})") == "ok");
     CHECK(check(R"({"i":5,"n":7})") == "ok");  // an integer is a number
-    CHECK(check(R"({"i":-6})") == code(errc::invalid_payload));
-    CHECK(check(R"({"i":6})") == code(errc::invalid_payload));
-    CHECK(check(R"({"i":1,"n":"1"})") == code(errc::invalid_payload));
-    CHECK(check(R"({"i":1,"b":1})") == code(errc::invalid_payload));
-    CHECK(check(R"({"i":1,"o":[]})") == code(errc::invalid_payload));
-    CHECK(check(R"({"n":1})") == code(errc::invalid_payload));  // i is required
-    CHECK(check(R"({"i":1,"extra":null})") == code(errc::invalid_payload));
+    CHECK(check(R"({"i":-6})") == bad + "i");
+    CHECK(check(R"({"i":6})") == bad + "i");
+    CHECK(check(R"({"i":1,"n":"1"})") == bad + "n");
+    CHECK(check(R"({"i":1,"b":1})") == bad + "b");
+    CHECK(check(R"({"i":1,"o":[]})") == bad + "o");
+    CHECK(check(R"({"n":1})") == bad + "i");  // i is required
+    CHECK(check(R"({"i":1,"extra":null})") == bad + "extra");
+    CHECK(check(R"({"i":99,"b":1})") == bad + "i");  // the first member at fault, in payload order
+    CHECK(check(R"({"b":1})") == bad + "b");         // a wrong member before a missing one
+    // An unknown key is repeated only when it is a short plain name.
+    CHECK(check(R"({"i":1,"a b":1})") == bad);
+    CHECK(check(R"({"i":1,"x\"y":1})") == bad);
+    CHECK(check(R"({"i":1,")" + std::string(65, 'k') + R"(":1})") == bad);
+    CHECK(check(R"({"i":1,")" + std::string(64, 'k') + R"(":1})") == bad + std::string(64, 'k'));
 
     protocol::payload_fields none;
-    CHECK(code_of(validate_payload(rules, none).error()) == code(errc::invalid_payload));
+    CHECK(validate_payload(rules, none).code == errc::invalid_payload);
+    CHECK(validate_payload(rules, none).field == "i");
     CHECK(validate_payload({}, none));
+  }
+
+  TEST_CASE("check: the same verdicts as validate, with the payload member at fault") {
+    checker c;
+    auto check = [&](std::string_view op, std::string_view payload, role sender = role::user) {
+      std::string text = R"({"v":1,"type":"command","id":"r1","op":")" + std::string(op) + "\"";
+      if (!payload.empty()) text += ",\"payload\":" + std::string(payload);
+      text += "}";
+      auto parsed = c.parser.parse(text);
+      REQUIRE_MESSAGE(parsed, text);
+      const command_check v = c.registry.check(**parsed, sender);
+      if (v) {
+        CHECK(v.code == errc::ok);
+        CHECK(v.field.empty());
+        return "ok:" + v.op->name;
+      }
+      CHECK(v.op == nullptr);
+      return code(v.code) + ":" + std::string(v.field);
+    };
+    CHECK(check("site.deploy", R"({"site_id":3,"version":"1.2"})") == "ok:site.deploy");
+    CHECK(check("site.deploy", R"({"site_id":3,"version":""})") == "invalid_payload:version");
+    CHECK(check("site.deploy", R"({"version":"1"})") == "invalid_payload:site_id");
+    CHECK(check("site.deploy", "") == "invalid_payload:site_id");  // no payload: the first required member
+    CHECK(check("site.create", R"({"name":"n","url":"u","owner":1})") == "invalid_payload:owner");
+    CHECK(check("site.create", R"({"name":"","url":"u"})") == "invalid_payload:name");
+    CHECK(check("site.update", R"({"site_id":"1"})") == "invalid_payload:site_id");
+    CHECK(check("site.destroy", R"({"site_id":1})") == "unknown_operation:");
+    CHECK(check("site.status", R"({"site_id":1})", role::agent) == "forbidden_operation:");
   }
 
   TEST_CASE("payload_fields::find") {

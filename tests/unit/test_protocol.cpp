@@ -823,6 +823,41 @@ TEST_SUITE("protocol") {
     CHECK(p.parse(R"({"v":1,"type":"result","id":"r","status":"ok","retry_after":2})").error() == errc::unknown_field);
   }
 
+  TEST_CASE("field: written after the code on a field error, parsed back, on errors only, 1..128 bytes") {
+    std::string out;
+    write_field_error(out, "d12", errc::invalid_payload, payload_field_path("version"));
+    CHECK(out ==
+          R"({"v":1,"type":"error","id":"d12","code":"invalid_payload","field":"payload.version","message":"Invalid payload for this operation"})");
+    write_field_error(out, "", errc::missing_field, "agent");
+    CHECK(out == R"({"v":1,"type":"error","code":"missing_field","field":"agent","message":"Message lacks a required field"})");
+    write_field_error(out, "d13", errc::invalid_payload, {});  // no field given: none written
+    CHECK(out == R"({"v":1,"type":"error","id":"d13","code":"invalid_payload","message":"Invalid payload for this operation"})");
+    CHECK(payload_field_path("") == "payload");
+    CHECK(payload_field_path("site_id") == "payload.site_id");
+
+    parser p;
+    write_field_error(out, "d12", errc::invalid_payload, "payload.site_id");
+    auto r = p.parse(out);
+    REQUIRE(r);
+    CHECK((*r)->field == "payload.site_id");
+    envelope copy;
+    copy_header(copy, **r);  // a forwarded error keeps it
+    CHECK(copy.field == "payload.site_id");
+    auto without = p.parse(R"({"v":1,"type":"error","code":"invalid_payload"})");
+    REQUIRE(without);
+    CHECK((*without)->field.empty());
+    const std::string longest(128, 'f');
+    auto at_limit = p.parse(R"({"v":1,"type":"error","code":"x","field":")" + longest + R"("})");
+    REQUIRE(at_limit);
+    CHECK((*at_limit)->field == longest);
+    CHECK(p.parse(R"({"v":1,"type":"error","code":"x","field":")" + longest + R"(f"})").error() == errc::field_too_long);
+    CHECK(p.parse(R"({"v":1,"type":"error","code":"x","field":""})").error() == errc::invalid_value);
+    CHECK(p.parse(R"({"v":1,"type":"error","code":"x","field":1})").error() == errc::wrong_type);
+    CHECK(p.parse(R"({"v":1,"type":"error","code":"x","field":"a","field":"b"})").error() == errc::duplicate_key);
+    CHECK(p.parse(R"({"v":1,"type":"result","id":"r","status":"ok","field":"payload"})").error() == errc::unknown_field);
+    CHECK(p.parse(R"({"v":1,"type":"command","id":"r","op":"site.status","field":"x"})").error() == errc::unknown_field);
+  }
+
   TEST_CASE("round trips: parse(write(e)) gives back the same fields") {
     parser p;
     std::string out;
@@ -871,6 +906,15 @@ TEST_SUITE("protocol") {
     }
     {
       envelope e;
+      e.type = message_type::error;
+      e.id = "r-4";
+      e.code = "invalid_payload";
+      e.field = "payload.version";
+      e.message = "Invalid payload for this operation";
+      cases.push_back(e);
+    }
+    {
+      envelope e;
       e.type = message_type::presence;
       e.agent = "a-9";
       e.state = "online";
@@ -911,6 +955,7 @@ TEST_SUITE("protocol") {
       CHECK(back.percent == e.percent);
       CHECK(back.step == e.step);
       CHECK(back.code == e.code);
+      CHECK(back.field == e.field);
       CHECK(back.message == e.message);
       CHECK(back.state == e.state);
       CHECK(back.expires_in == e.expires_in);

@@ -763,7 +763,8 @@ TEST_SUITE("rest_api") {
 
     auto valid = f.call("POST", "/api/verify-agent", ok_body, f.hub_auth());
     CHECK(valid.status == 200);
-    CHECK(valid.body == R"({"valid":true,"agentId":"agent-1","grants":["backend-1","backend-2"]})");
+    // The verdict, then the key's age (and end, once rotated) for the hub's --key-max-age-s.
+    CHECK(starts_with(valid.body, R"({"valid":true,"agentId":"agent-1","grants":["backend-1","backend-2"],"keyCreatedAt":)"));
 
     auto wrong_key = f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent2_key), f.hub_auth());
     auto unknown = f.call("POST", "/api/verify-agent", f.verify_body("ghost", f.agent1_key), f.hub_auth());
@@ -815,7 +816,7 @@ TEST_SUITE("rest_api") {
     }
     auto valid = f.call("POST", "/api/verify-commander", ok_body, f.hub_auth());
     CHECK(valid.status == 200);
-    CHECK(valid.body == R"({"valid":true,"commanderId":"backend-1","grants":["agent-1","agent-2","agent-3"]})");
+    CHECK(starts_with(valid.body, R"({"valid":true,"commanderId":"backend-1","grants":["agent-1","agent-2","agent-3"],"keyCreatedAt":)"));
     for (const auto& b : {body("backend-1", f.other_commander_key), body("ghost", f.backend_key),
                           body("agent-1", f.agent1_key)}) {
       auto r = f.call("POST", "/api/verify-commander", b, f.hub_auth());
@@ -920,10 +921,15 @@ TEST_SUITE("rest_api") {
     const std::string key = between(rotated.body, R"("key":")", "\"");
     CHECK(starts_with(key, "ak_"));
     CHECK(rotated.body == R"({"success":true,"agentId":"agent-1","key":")" + key + R"("})");
-    const std::string valid = R"({"valid":true,"agentId":"agent-1","grants":["backend-1","backend-2"]})";
+    const std::string verdict = R"({"valid":true,"agentId":"agent-1","grants":["backend-1","backend-2"],"keyCreatedAt":)";
+    const std::string created = std::to_string(to_unix_seconds(f.clk.wall_now()));
+    const std::string expires = std::to_string(to_unix_seconds(f.clk.wall_now()) + 60);
+    const std::string valid = verdict + created + "}";
 
     f.clk.advance(30s);
-    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).body == valid);
+    // The old key says when it ends.
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).body ==
+          verdict + created + R"(,"keyExpiresAt":)" + expires + "}");
     CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body == valid);
     f.clk.advance(31s);
     CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", f.agent1_key), f.hub_auth()).body ==
@@ -935,11 +941,14 @@ TEST_SUITE("rest_api") {
     auto again = f.call("POST", "/api/admin/agents/agent-1/rotate", {}, root2, "");
     CHECK(again.status == 200);
     const std::string newest = between(again.body, R"("key":")", "\"");
+    const std::string newest_created = std::to_string(to_unix_seconds(f.clk.wall_now()));
     f.clk.advance(3599s);
-    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body == valid);
+    CHECK(starts_with(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body,
+                      valid.substr(0, valid.size() - 1) + R"(,"keyExpiresAt":)"));
     f.clk.advance(2s);
     CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", key), f.hub_auth()).body == R"({"valid":false})");
-    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", newest), f.hub_auth()).body == valid);
+    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-1", newest), f.hub_auth()).body ==
+          verdict + newest_created + "}");
   }
 
   TEST_CASE("verify-agent is rate limited per hub, then failed hub logins are charged to the address") {
@@ -1029,8 +1038,8 @@ TEST_SUITE("rest_api") {
     const std::string agent_key = between(agent.body, R"("key":")", "\"");
     CHECK(starts_with(agent_key, "ak_"));
     CHECK(agent.body == R"({"success":true,"agentId":"agent-9","key":")" + agent_key + R"("})");
-    CHECK(f.call("POST", "/api/verify-agent", f.verify_body("agent-9", agent_key), f.hub_auth()).body ==
-          R"({"valid":true,"agentId":"agent-9","grants":["backend-1"]})");
+    CHECK(starts_with(f.call("POST", "/api/verify-agent", f.verify_body("agent-9", agent_key), f.hub_auth()).body,
+                      R"({"valid":true,"agentId":"agent-9","grants":["backend-1"],"keyCreatedAt":)"));
 
     auto again = f.call("POST", "/api/admin/agents", R"({"agentId":"agent-9","trustedCommanders":[]})", root);
     CHECK(again.status == 409);

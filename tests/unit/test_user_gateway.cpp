@@ -18,7 +18,7 @@ namespace {
 /// docs/protocol.md would read it).
 struct seen {
   protocol::message_type type = protocol::message_type::error;
-  std::string id, request, op, status, code, payload;
+  std::string id, request, op, status, code, payload, field;
   std::int64_t site = 0;
   std::optional<std::int64_t> percent;
 };
@@ -29,7 +29,7 @@ seen read(const std::string& text) {
   REQUIRE_MESSAGE(parsed, text);
   const protocol::envelope& e = **parsed;
   return seen{e.type, std::string(e.id), std::string(e.request), std::string(e.op), std::string(e.status),
-              std::string(e.code), std::string(e.payload), e.site.value_or(0), e.percent};
+              std::string(e.code), std::string(e.payload), std::string(e.field), e.site.value_or(0), e.percent};
 }
 
 std::vector<seen> read_all(const memory::recording_client& ws) {
@@ -375,6 +375,39 @@ TEST_SUITE("user_gateway") {
     CHECK(contains(ws->messages[2], R"("code":"forbidden_operation")"));
     CHECK(contains(ws->messages[3], R"({"v":1,"type":"error","id":"c5","code":"forbidden_operation")"));
     CHECK(contains(ws->messages[4], R"("type":"accepted","id":"c4")"));
+  }
+
+  TEST_CASE("a refused payload names its member: the table's checks, a chosen site id, the backend's value checks") {
+    platform_fixture f;
+    const site_record a = f.make_site(f.alice, "alice-site");
+    const std::string site = std::to_string(a.id.value());
+    auto [ws, end] = f.user_socket(f.alice);
+    const std::pair<std::string, std::string> cases[] = {
+        {user_command("p1", "site.deploy", R"({"site_id":)" + site + R"(,"version":""})"), "payload.version"},
+        {user_command("p2", "site.deploy", R"({"version":"1"})"), "payload.site_id"},
+        {user_command("p3", "site.deploy", R"({"site_id":)" + site + R"(,"force":true})"), "payload.force"},
+        {user_command("p4", "site.deploy", R"({"site_id":)" + site + R"(,"a b":1})"), "payload"},  // not repeated
+        {user_command("p5", "site.create", R"({"site_id":5,"name":"x","url":"https://x.test"})"), "payload.site_id"},
+        {user_command("p6", "site.update", R"({"site_id":)" + site + R"(,"name":"x","url":"https://not a url"})"), "payload.url"},
+        {user_command("p7", "site.update", R"({"site_id":)" + site + R"(,"name":"tab\there"})"), "payload.name"},
+        {user_command("p8", "site.deploy", R"({"site_id":)" + site + R"(,"version":"v\u0007"})"), "payload.version"},
+    };
+    for (const auto& c : cases) ws->send(c.first);
+    f.run();
+    REQUIRE(ws->messages.size() == std::size(cases));
+    for (std::size_t i = 0; i < std::size(cases); ++i) {
+      const std::string& m = ws->messages[i];
+      CAPTURE(m);
+      const seen e = read(m);
+      CHECK(e.type == message_type::error);
+      CHECK(e.id == "p" + std::to_string(i + 1));
+      CHECK(e.field == cases[i].second);
+      CHECK(contains(m, R"(,"field":")" + cases[i].second + R"(","message":)"));
+    }
+    CHECK(read(ws->messages[5]).code == "invalid_site_url");
+    CHECK(read(ws->messages[6]).code == "invalid_site_name");
+    CHECK(read(ws->messages[7]).code == "invalid_payload");
+    CHECK(f.sites->get(f.alice.id, a.id)->name == "alice-site");
   }
 
   TEST_CASE("the token goes in the first message, then without it, commands are refused and the socket times out") {

@@ -76,7 +76,7 @@ bool options::parse(int argc, char** argv, int first) {
     version_ = true;
     return false;
   } catch (const CLI::ParseError& e) {
-    error_ = std::string(e.what()) + " (see --help)";
+    errors_.push_back(std::string(e.what()) + " (see --help)");
     return false;
   }
   for (const auto& [spec, option] : declared) {
@@ -89,7 +89,13 @@ bool options::parse(int argc, char** argv, int first) {
   if (!config_path.empty() && !apply_config_file(config_path)) return false;
   for (const auto& s : specs_)
     if (!values_.count(s.name) && !s.default_value.empty()) values_[s.name] = {s.default_value};
-  return true;
+  values_usable_ = true;  // errors_ holds refused keys of the file at most
+  return errors_.empty();
+}
+
+const std::string& options::error() const noexcept {
+  static const std::string none;
+  return errors_.empty() ? none : errors_.front();
 }
 
 bool options::apply_environment() {
@@ -108,29 +114,36 @@ bool options::apply_environment() {
   return true;
 }
 
+/// False when the file cannot be read at all; a refused key is recorded in errors_ and the other
+/// keys still apply (parse() then fails, naming every refused key).
 bool options::apply_config_file(const std::string& path) {
   if (!std::ifstream(path)) {
-    error_ = "cannot read the configuration file " + path;
+    errors_.push_back("cannot read the configuration file " + path);
     return false;
   }
   std::vector<CLI::ConfigItem> items;
   try {
     items = CLI::ConfigTOML().from_file(path);
   } catch (const CLI::Error& e) {
-    error_ = path + ": " + e.what();
+    errors_.push_back(path + ": " + e.what());
     return false;
   }
   std::string own = executable_;
   if (own.rfind("citrus-", 0) == 0) own.erase(0, 7);
+  const auto refuse = [&](std::string problem) { errors_.push_back(path + ": " + std::move(problem)); };
+  std::vector<std::string> unknown_sections;  // each named once, however many keys it holds
   for (const auto& item : items) {
     if (item.name == "++" || item.name == "--") continue;  // CLI11's section markers
     if (!item.parents.empty()) {
       const bool known = std::find(std::begin(executables), std::end(executables), item.parents.front()) !=
                          std::end(executables);
       if (!known || item.parents.size() > 1) {
-        error_ = path + ": unknown section [" + item.fullname().substr(0, item.fullname().rfind('.')) +
-                 "] (only [backend], [hub], [agent])";
-        return false;
+        const std::string section = item.fullname().substr(0, item.fullname().rfind('.'));
+        if (std::find(unknown_sections.begin(), unknown_sections.end(), section) == unknown_sections.end()) {
+          unknown_sections.push_back(section);
+          refuse("unknown section [" + section + "] (only [backend], [hub], [agent])");
+        }
+        continue;
       }
       if (item.parents.front() != own) continue;  // another executable's settings
     }
@@ -138,23 +151,19 @@ bool options::apply_config_file(const std::string& path) {
     std::replace(key.begin(), key.end(), '_', '-');
     const option_spec* spec = find(key);
     if (!spec || spec->command_line_only) {
-      if (!strict_file_keys_) continue;
-      error_ = path + ": unknown key '" + item.name + "' (see " + executable_ + " --help)";
-      return false;
+      if (strict_file_keys_) refuse("unknown key '" + item.name + "' (see " + executable_ + " --help)");
+      continue;
     }
     if (values_.count(key)) continue;  // the command line or the environment set it
     if (spec->flag) {
       const std::string v = item.inputs.empty() ? "true" : item.inputs.front();
       if (v == "true" || v == "1") values_[key] = {"1"};
-      else if (v != "false" && v != "0") {
-        error_ = path + ": key '" + item.name + "' must be true or false";
-        return false;
-      }
+      else if (v != "false" && v != "0") refuse("key '" + item.name + "' must be true or false");
       continue;
     }
     if (item.inputs.empty() || (item.inputs.size() > 1 && !spec->repeatable)) {
-      error_ = path + ": key '" + item.name + "' needs one value";
-      return false;
+      refuse("key '" + item.name + "' needs one value");
+      continue;
     }
     values_[key] = item.inputs;
   }

@@ -40,38 +40,15 @@ void append_time(std::string& out, const std::optional<wall_time>& t) {
 
 }  // namespace
 
-std::optional<principal_kind> collection_kind(std::string_view segment) noexcept {
-  if (segment == "agents") return principal_kind::agent;
-  if (segment == "commanders") return principal_kind::commander;
-  if (segment == "hubs") return principal_kind::hub;
-  return std::nullopt;
-}
-
-std::string_view collection_name(principal_kind kind) noexcept {
-  switch (kind) {
-    case principal_kind::agent: return "agents";
-    case principal_kind::commander: return "commanders";
-    case principal_kind::hub: return "hubs";
-  }
-  return "agents";
-}
-
-std::string_view id_field(principal_kind kind) noexcept {
-  switch (kind) {
-    case principal_kind::agent: return "agentId";
-    case principal_kind::commander: return "commanderId";
-    case principal_kind::hub: return "hubId";
-  }
-  return "agentId";
-}
-
-std::string_view grants_field(principal_kind kind) noexcept {
-  switch (kind) {
-    case principal_kind::agent: return "trustedCommanders";
-    case principal_kind::commander: return "agents";
-    case principal_kind::hub: return {};
-  }
-  return {};
+const collection& collection_of(principal_kind kind) noexcept {
+  static constexpr collection table[] = {
+      {principal_kind::agent, "agents", "agentId", "trustedCommanders"},
+      {principal_kind::commander, "commanders", "commanderId", "agents"},
+      {principal_kind::hub, "hubs", "hubId", {}},
+  };
+  for (const collection& c : table)
+    if (c.kind == kind) return c;
+  return table[0];  // unreachable: every kind has its row
 }
 
 std::optional<user_id> parse_user_id(std::string_view segment) noexcept {
@@ -180,13 +157,13 @@ std::string users_body(const std::vector<user_record>& users) {
 std::string principals_body(principal_kind kind, const std::vector<principal_record>& principals,
                             const std::vector<agent_presence>& presence) {
   std::string out = R"({"success":true,")";
-  out += collection_name(kind);
+  out += collection_of(kind).name;
   out += R"(":[)";
   for (std::size_t i = 0; i < principals.size(); ++i) {
     const principal_record& p = principals[i];
     if (i) out += ',';
     out += '{';
-    protocol::append_json_string(out, id_field(kind));
+    protocol::append_json_string(out, collection_of(kind).id_field);
     out += ':';
     protocol::append_json_string(out, p.id);
     out += R"(,"grants":[)";

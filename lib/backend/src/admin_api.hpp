@@ -15,13 +15,15 @@
 
 namespace citrus::admin_api {
 
-/// The collection segment of /api/admin/<collection>[/:id...]: "agents", "commanders", "hubs".
-std::optional<principal_kind> collection_kind(std::string_view segment) noexcept;
-std::string_view collection_name(principal_kind kind) noexcept;
-/// The JSON field naming a principal of `kind` ("agentId", "commanderId", "hubId").
-std::string_view id_field(principal_kind kind) noexcept;
-/// The JSON field of its grants ("trustedCommanders", "agents"); empty for hubs, which have none.
-std::string_view grants_field(principal_kind kind) noexcept;
+/// How the administration routes name one kind of principal.
+struct collection {
+  principal_kind kind;
+  std::string_view name;          ///< /api/admin/<name>[/:id...] and the list's JSON member: "agents"
+  std::string_view id_field;      ///< the JSON field naming one: "agentId", "commanderId", "hubId"
+  std::string_view grants_field;  ///< the JSON field of its grants ("trustedCommanders", "agents"); empty for hubs
+};
+/// The entry of `kind` in the one table of collections.
+const collection& collection_of(principal_kind kind) noexcept;
 
 /// A user id of a path segment: a canonical positive decimal no greater than 2^53.
 std::optional<user_id> parse_user_id(std::string_view segment) noexcept;

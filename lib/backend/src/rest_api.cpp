@@ -206,6 +206,7 @@ enum class route_kind {
   verify_agent,
   verify_commander,
   hub_events,  // a hub's audit events, from a hub without a database
+  rotate_key,  // a hub rotates the key of a commander or agent that asked over its session
   logout,
   admin_agents,      // GET lists, POST registers
   admin_rotate,      // /api/admin/{agents,commanders,hubs}/:id/rotate
@@ -224,14 +225,18 @@ enum class route_kind {
 /// Every route, in match order: a request goes to the first pattern whose segments all match (a
 /// ":name" segment matches any one segment and becomes route::param). rest_routes() publishes this
 /// table, so the documented routes (docs/openapi.json, checked by a test) are the served ones.
+/// What an administration route's last segment does to a user.
+enum class user_action : std::uint8_t { none, disable, enable, password };
+
 struct route_def {
   route_kind kind;
   std::string_view pattern;         ///< the template, for logs (never the raw target)
   std::string_view allow;           ///< methods, as the Allow header lists them
-  std::string_view collection = {}; ///< admin routes: "agents", "commanders", "hubs", or the user action
+  std::optional<principal_kind> principal = std::nullopt;  ///< admin routes of agents, commanders, hubs
+  user_action action = user_action::none;                  ///< admin_user_action routes
 };
 
-constexpr std::array<route_def, 32> route_table{{
+constexpr std::array<route_def, 33> route_table{{
     {route_kind::healthz, "/healthz", "GET"},
     {route_kind::readyz, "/readyz", "GET"},
     {route_kind::metrics, "/metrics", "GET"},
@@ -245,22 +250,23 @@ constexpr std::array<route_def, 32> route_table{{
     {route_kind::verify_agent, "/api/verify-agent", "POST"},
     {route_kind::verify_commander, "/api/verify-commander", "POST"},
     {route_kind::hub_events, "/api/hub-events", "POST"},
-    {route_kind::admin_agents, "/api/admin/agents", "GET, POST", "agents"},
-    {route_kind::admin_principal, "/api/admin/agents/:agentId", "DELETE", "agents"},
-    {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST", "agents"},
-    {route_kind::admin_grants, "/api/admin/agents/:agentId/grants", "PUT", "agents"},
-    {route_kind::admin_commanders, "/api/admin/commanders", "GET, POST", "commanders"},
-    {route_kind::admin_principal, "/api/admin/commanders/:commanderId", "DELETE", "commanders"},
-    {route_kind::admin_rotate, "/api/admin/commanders/:commanderId/rotate", "POST", "commanders"},
-    {route_kind::admin_grants, "/api/admin/commanders/:commanderId/grants", "PUT", "commanders"},
-    {route_kind::admin_hubs, "/api/admin/hubs", "GET, POST", "hubs"},
-    {route_kind::admin_principal, "/api/admin/hubs/:hubId", "DELETE", "hubs"},
-    {route_kind::admin_rotate, "/api/admin/hubs/:hubId/rotate", "POST", "hubs"},
+    {route_kind::rotate_key, "/api/rotate-key", "POST"},
+    {route_kind::admin_agents, "/api/admin/agents", "GET, POST", principal_kind::agent},
+    {route_kind::admin_principal, "/api/admin/agents/:agentId", "DELETE", principal_kind::agent},
+    {route_kind::admin_rotate, "/api/admin/agents/:agentId/rotate", "POST", principal_kind::agent},
+    {route_kind::admin_grants, "/api/admin/agents/:agentId/grants", "PUT", principal_kind::agent},
+    {route_kind::admin_commanders, "/api/admin/commanders", "GET, POST", principal_kind::commander},
+    {route_kind::admin_principal, "/api/admin/commanders/:commanderId", "DELETE", principal_kind::commander},
+    {route_kind::admin_rotate, "/api/admin/commanders/:commanderId/rotate", "POST", principal_kind::commander},
+    {route_kind::admin_grants, "/api/admin/commanders/:commanderId/grants", "PUT", principal_kind::commander},
+    {route_kind::admin_hubs, "/api/admin/hubs", "GET, POST", principal_kind::hub},
+    {route_kind::admin_principal, "/api/admin/hubs/:hubId", "DELETE", principal_kind::hub},
+    {route_kind::admin_rotate, "/api/admin/hubs/:hubId/rotate", "POST", principal_kind::hub},
     {route_kind::admin_users, "/api/admin/users", "GET, POST"},
     {route_kind::admin_user, "/api/admin/users/:id", "DELETE"},
-    {route_kind::admin_user_action, "/api/admin/users/:id/disable", "POST", "disable"},
-    {route_kind::admin_user_action, "/api/admin/users/:id/enable", "POST", "enable"},
-    {route_kind::admin_user_action, "/api/admin/users/:id/password", "POST", "password"},
+    {route_kind::admin_user_action, "/api/admin/users/:id/disable", "POST", std::nullopt, user_action::disable},
+    {route_kind::admin_user_action, "/api/admin/users/:id/enable", "POST", std::nullopt, user_action::enable},
+    {route_kind::admin_user_action, "/api/admin/users/:id/password", "POST", std::nullopt, user_action::password},
     {route_kind::admin_audit, "/api/admin/audit", "GET"},
     {route_kind::admin_audit_flagged, "/api/admin/audit/flagged", "GET"},
     {route_kind::admin_audit_ack, "/api/admin/audit/:id/ack", "POST"},
@@ -271,7 +277,8 @@ struct route {
   std::string_view name = "unmatched";  ///< the template, for logs (never the raw target)
   std::string_view allow;               ///< methods, as the Allow header lists them
   std::string_view param;               ///< the :id / :agentId segment
-  std::string_view collection = {};     ///< admin routes: "agents", "commanders", "hubs", or the user action
+  std::optional<principal_kind> principal;  ///< as route_def
+  user_action action = user_action::none;   ///< as route_def
 };
 
 /// Whether `path` (after its leading '/') fits `pattern` segment by segment; `param` gets the
@@ -294,7 +301,7 @@ route match(std::string_view target) noexcept {
   if (path.empty() || path.front() != '/') return {};
   for (const route_def& def : route_table) {
     std::string_view param;
-    if (fits(path.substr(1), def.pattern, param)) return {def.kind, def.pattern, def.allow, param, def.collection};
+    if (fits(path.substr(1), def.pattern, param)) return {def.kind, def.pattern, def.allow, param, def.principal, def.action};
   }
   return {};
 }
@@ -752,7 +759,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       for (std::size_t i = 0; i < down.size(); ++i) waiting += (i ? ", " : " ") + down[i];
       return c->reply(error_response(503, waiting));
     }
-    if (r.kind == route_kind::verify_agent || r.kind == route_kind::verify_commander || r.kind == route_kind::hub_events)
+    if (r.kind == route_kind::verify_agent || r.kind == route_kind::verify_commander || r.kind == route_kind::hub_events ||
+        r.kind == route_kind::rotate_key)
       return hub_route(c, now);
 
     if (!addresses.take(c->address, now)) return c->reply(too_many(addresses, c->address, now));
@@ -952,6 +960,8 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
     const std::size_t colon = credentials.rfind(':');
     if (colon == std::string_view::npos || colon == 0 || colon + 1 == credentials.size())
       return refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
+    if (c->r.kind == route_kind::rotate_key)
+      return hub_rotate(c, std::string(credentials.substr(0, colon)), std::string(credentials.substr(colon + 1)));
     const bool events_route = c->r.kind == route_kind::hub_events;
     const bool agent_route = c->r.kind == route_kind::verify_agent;
     static constexpr std::array<body_rule, 2> agent_rules{{
@@ -1008,7 +1018,81 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           protocol::append_json_string(out, verified->id);
           out += R"(,"grants":)";
           append_string_list(out, verified->grants);
+          out += R"(,"keyCreatedAt":)" + std::to_string(to_unix_seconds(verified->key_created_at));
+          if (verified->key_expires_at) out += R"(,"keyExpiresAt":)" + std::to_string(to_unix_seconds(*verified->key_expires_at));
           out += '}';
+          c->reply(json_response(200, std::move(out)));
+        });
+  }
+
+  /// POST /api/rotate-key {"role","id","key","overlapSeconds"}: a new key for a commander or agent that
+  /// asked its hub over its authenticated session (rotate_key; the hub's principal_verifier::rotate),
+  /// provided "key" — the one its session authenticated with — still verifies (else {"valid":false},
+  /// like verify-agent: unknown, wrong, expired and revoked look the same). The hub is verified and the
+  /// key rotated in one write, audited as "<role>.rotate" by "hub:<id>"; the new key is in the answer only.
+  void hub_rotate(const call_ptr& c, std::string hub_id, std::string hub_key) {
+    static constexpr std::array<body_rule, 4> rules{{
+        {"role", value_kind::string, true, 16, 0},
+        {"id", value_kind::string, true, max_id_bytes, 0},
+        {"key", value_kind::string, true, max_key_bytes, 0},
+        {"overlapSeconds", value_kind::integer, true, 0, 0},
+    }};
+    std::array<field_value, 4> v{};
+    request_error parsed = parse(c->body, rules, v, false);
+    const bool agent = v[0].text == "agent";
+    if (parsed.ok() && !agent && v[0].text != "commander")
+      parsed = request_error(errc::invalid_value, "role", "\"agent\" or \"commander\"");
+    if (parsed.ok() && !is_valid_wire_id(v[1].text)) parsed = request_error(errc::invalid_value, "id", msg_wire_id);
+    const principal_kind kind = agent ? principal_kind::agent : principal_kind::commander;
+    const std::chrono::seconds overlap(v[3].number);
+    struct rotation {
+      result<verified_principal> hub = errc::auth_failed;
+      result<std::string> key = errc::invalid_request;
+    };
+    const clock& clk = svc.clk;
+    random_source& random = svc.random;
+    std::string id = std::move(v[1].text);
+    std::string peer_key = std::move(v[2].text);
+    with_storage<rotation>(
+        c, storage_lane::write,
+        [&clk, &random, hub_id, hub_key, parsed, kind, id, peer_key, overlap](storage& db) -> result<rotation> {
+          credential_service keys(db.credentials(), clk, random);
+          rotation out;
+          out.hub = keys.verify(principal_kind::hub, hub_id, hub_key);
+          if (out.hub && parsed.ok()) out.key = keys.rotate_own(kind, id, peer_key, overlap);
+          return out;
+        },
+        [c, hub_id, parsed, kind, id, overlap](impl& self, result<rotation> answer) {
+          const steady_time at = self.svc.clk.steady_now();
+          if (!answer) return self.refused_by_address(c, self.failure(answer.error(), "hub_auth"));
+          const auto& hub = answer->hub;
+          if (!hub) {
+            if (to_errc(hub.error()) != errc::auth_failed) return self.refused_by_address(c, self.failure(hub.error(), "hub_auth"));
+            self.audit(audit_kind::security_event, "addr:" + c->address, "hub_auth", audit_target("hub", hub_id), "denied");
+            return self.refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
+          }
+          if (!self.hubs.take(hub->id, at)) return c->reply(self.too_many(self.hubs, hub->id, at));
+          if (!parsed.ok()) return c->reply(error_response(parsed));
+          const std::string action = std::string(to_string(kind)) + ".rotate";
+          const auto& key = answer->key;
+          if (!key) {
+            const errc code = to_errc(key.error());
+            self.audit(audit_kind::administration, "hub:" + hub->id, action, audit_target(to_string(kind), id), "failed",
+                       std::string(wire_code(code)));
+            if (code == errc::invalid_value)
+              return c->reply(error_response({errc::invalid_value, "overlapSeconds", "0 to 31536000 seconds"}));
+            if (code == errc::auth_failed) return c->reply(json_response(200, R"({"valid":false})"));
+            return c->reply(self.failure(key.error(), action));
+          }
+          self.audit(audit_kind::administration, "hub:" + hub->id, action, audit_target(to_string(kind), id), "ok",
+                     "asked over its session; the old key works for " + std::to_string(overlap.count()) + " s");
+          std::string out = R"({"success":true,"valid":true,"role":)";
+          protocol::append_json_string(out, to_string(kind));
+          out += R"(,"id":)";
+          protocol::append_json_string(out, id);
+          out += R"(,"key":)";
+          protocol::append_json_string(out, *key);
+          out += R"(,"expiresIn":)" + std::to_string(overlap.count()) + "}";
           c->reply(json_response(200, std::move(out)));
         });
   }
@@ -1041,8 +1125,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   /// The audit action of an administration route (also the action of its refusal).
   static std::string admin_action(const route& r) {
-    const auto kind = admin_api::collection_kind(r.collection);
-    const std::string who = kind ? std::string(to_string(*kind)) : std::string("agent");
+    const std::string who = r.principal ? std::string(to_string(*r.principal)) : std::string("agent");
     switch (r.kind) {
       case route_kind::admin_agents:
       case route_kind::admin_commanders:
@@ -1053,7 +1136,13 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       case route_kind::admin_users: return "user.create";
       case route_kind::admin_user: return "user.delete";
       case route_kind::admin_user_action:
-        return r.collection == "password" ? "user.password_reset" : "user." + std::string(r.collection);
+        switch (r.action) {
+          case user_action::disable: return "user.disable";
+          case user_action::enable: return "user.enable";
+          case user_action::password:
+          case user_action::none: break;
+        }
+        return "user.password_reset";
       case route_kind::admin_audit:
       case route_kind::admin_audit_flagged: return "audit.read";
       case route_kind::admin_audit_ack: return "audit.ack";
@@ -1072,21 +1161,22 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
       audit(audit_kind::security_event, user_actor(user), action, {}, "denied", "not an administrator");
       return c->reply(error_response(errc::forbidden_operation));
     }
-    const auto kind = admin_api::collection_kind(c->r.collection);
+    const principal_kind kind = c->r.principal.value_or(principal_kind::agent);  // set on every principal route
     switch (c->r.kind) {
       case route_kind::admin_agents:
       case route_kind::admin_commanders:
       case route_kind::admin_hubs:
-        if (reading) return list_principals(c, *kind);
-        return register_principal(c, user, admin_action(c->r), *kind, admin_api::id_field(*kind),
-                                  admin_api::grants_field(*kind));
-      case route_kind::admin_rotate: return rotate_principal(c, user, *kind);
-      case route_kind::admin_principal: return revoke_principal(c, user, *kind);
-      case route_kind::admin_grants: return set_grants(c, user, *kind);
+        if (reading) return list_principals(c, kind);
+        return register_principal(c, user, admin_action(c->r), kind, admin_api::collection_of(kind).id_field,
+                                  admin_api::collection_of(kind).grants_field);
+      case route_kind::admin_rotate: return rotate_principal(c, user, kind);
+      case route_kind::admin_principal: return revoke_principal(c, user, kind);
+      case route_kind::admin_grants: return set_grants(c, user, kind);
       case route_kind::admin_users: return reading ? list_users(c) : add_user(c, user);
       case route_kind::admin_user: return delete_user(c, user);
       case route_kind::admin_user_action:
-        return c->r.collection == "password" ? reset_password(c, user) : set_user_disabled(c, user, c->r.collection == "disable");
+        if (c->r.action == user_action::password) return reset_password(c, user);
+        return set_user_disabled(c, user, c->r.action == user_action::disable);
       case route_kind::admin_audit: return read_audit(c);
       case route_kind::admin_audit_flagged: return read_flagged(c);
       case route_kind::admin_audit_ack: return acknowledge(c, user);
@@ -1114,7 +1204,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// at the hub (commanders, agents) is closed through rest_services::revoked.
   void revoke_principal(const call_ptr& c, const user_record& user, principal_kind kind) {
     if (!is_valid_wire_id(c->r.param))
-      return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
+      return c->reply(error_response({errc::invalid_value, std::string(admin_api::collection_of(kind).id_field), msg_wire_id}));
     std::string id(c->r.param);
     with_storage<bool>(c, storage_lane::write,
                        [ctx = change_by(user), kind, id](storage& db) -> result<bool> {
@@ -1125,7 +1215,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
                          if (!gone) return c->reply(self.failure(gone.error(), "principal.revoke"));
                          if (self.svc.revoked && kind != principal_kind::hub) self.svc.revoked(kind, id);
                          std::string out = R"({"success":true,)";
-                         protocol::append_json_string(out, admin_api::id_field(kind));
+                         protocol::append_json_string(out, admin_api::collection_of(kind).id_field);
                          out += ':';
                          protocol::append_json_string(out, id);
                          c->reply(json_response(200, out + R"(,"revoked":true})"));
@@ -1135,7 +1225,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   /// PUT /api/admin/{agents,commanders}/:id/grants {"grants":[..]}.
   void set_grants(const call_ptr& c, const user_record& user, principal_kind kind) {
     if (!is_valid_wire_id(c->r.param))
-      return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
+      return c->reply(error_response({errc::invalid_value, std::string(admin_api::collection_of(kind).id_field), msg_wire_id}));
     static constexpr std::array<body_rule, 1> rules{{{"grants", value_kind::string_list, true, max_id_bytes, max_grants}}};
     std::array<field_value, 1> v{};
     if (auto e = parse(c->body, rules, v, false); !e.ok()) return c->reply(error_response(e));
@@ -1405,7 +1495,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
 
   /// POST /api/admin/{agents,commanders,hubs}/:id/rotate {"overlapSeconds"?}: the new key, shown once.
   void rotate_principal(const call_ptr& c, const user_record& user, principal_kind kind) {
-    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response({errc::invalid_value, std::string(admin_api::id_field(kind)), msg_wire_id}));
+    if (!is_valid_wire_id(c->r.param)) return c->reply(error_response({errc::invalid_value, std::string(admin_api::collection_of(kind).id_field), msg_wire_id}));
     static constexpr std::array<body_rule, 1> rules{{{"overlapSeconds", value_kind::integer, false, 0, 0}}};
     std::array<field_value, 1> v{};
     if (auto e = parse(c->body, rules, v, true); !e.ok()) return c->reply(error_response(e));
@@ -1419,7 +1509,7 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           // No overlap: the old key is revoked, so its live session at the hub closes now.
           if (overlap == std::chrono::seconds::zero() && revoked && kind != principal_kind::hub) revoked(kind, id);
           std::string out = R"({"success":true,)";
-          protocol::append_json_string(out, admin_api::id_field(kind));
+          protocol::append_json_string(out, admin_api::collection_of(kind).id_field);
           out += ':';
           protocol::append_json_string(out, id);
           out += R"(,"key":)";

@@ -26,6 +26,17 @@ result<user_record> active_user(storage& db, user_id user, const std::string& to
   return found;
 }
 
+/// The payload member a site_service refusal of `op` is about, for the error's "field" ("" when none):
+/// its codes about one value (the REST API names the same ones).
+std::string_view refused_member(std::string_view op, errc code) noexcept {
+  switch (code) {
+    case errc::invalid_site_name: return "name";
+    case errc::invalid_site_url: return "url";
+    case errc::invalid_payload: return op == "site.deploy" ? "version" : "";
+    default: return {};
+  }
+}
+
 struct user_session {
   connection* conn = nullptr;
   bool authenticated = false;
@@ -95,15 +106,26 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
     send(s, out);
   }
 
-  /// A site call's failure; past the operation's per-user rate, with the seconds to wait.
+  /// An error naming the payload member at fault ("field": "payload.<member>", docs/protocol.md).
+  void send_payload_error(user_session& s, std::string_view request, errc code, std::string_view member) {
+    protocol::write_field_error(out, request, code, protocol::payload_field_path(member));
+    send(s, out);
+  }
+
+  /// A site call's failure; past the operation's per-user rate, with the seconds to wait; about one
+  /// value, naming it.
   void send_failure(user_session& s, user_id caller, std::string_view request, std::string_view op, errc code) {
+    if (const std::string_view member = refused_member(op, code); !member.empty())
+      return send_payload_error(s, request, code, member);
     if (code != errc::rate_limited || !sites) return send_error(s, request, code);
     protocol::write_error(out, request, code, sites->retry_after(caller, op).count());
     send(s, out);
   }
 
-  void reject(user_session& s, std::string_view request, errc code) {
-    send_error(s, request, code);
+  /// A refused message; an invalid payload names its member at fault (`member`, "" for the payload as a whole).
+  void reject(user_session& s, std::string_view request, errc code, std::optional<std::string_view> member = std::nullopt) {
+    if (member) send_payload_error(s, request, code, *member);
+    else send_error(s, request, code);
     if (++s.strikes >= cfg.max_strikes)  // as the hub: a flood closes with rate_limited (4008), the rest too_many_errors
       close(s, code == errc::rate_limited ? close_code::rate_limited : close_code::too_many_errors, "too many rejected messages");
   }
@@ -296,8 +318,11 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
   /// The envelope's views die with the parser's next message, so the text is parsed again once the
   /// user has been looked up.
   void handle_command(user_session& s, connection_id id, const protocol::envelope& e, std::string_view text) {
-    auto op = ops.validate(e, role::user);
-    if (!op) return reject(s, e.id, static_cast<errc>(op.error().value()));
+    const command_check op = ops.check(e, role::user);
+    if (!op) {
+      if (op.code == errc::invalid_payload) return reject(s, e.id, op.code, op.field);
+      return reject(s, e.id, op.code);
+    }
     if (!sites) return reject(s, e.id, errc::internal_error);
     const user_id caller = s.user;
     // Every command is checked against the held ids (a status under the id of a running deploy would
@@ -385,7 +410,7 @@ struct user_gateway::impl : std::enable_shared_from_this<user_gateway::impl> {
     if (name == "site.create") {
       if (site_field) {  // users never choose site ids
         recent.release(caller, e.id);
-        return reject(s, e.id, errc::invalid_payload);
+        return reject(s, e.id, errc::invalid_payload, "site_id");
       }
       return sites->create(caller, site_input{text("name").value_or(""), text("url").value_or("")}, changed(true));
     }

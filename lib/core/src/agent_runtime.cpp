@@ -129,6 +129,7 @@ struct agent_runtime::impl {
   std::uint64_t generation = 0;  ///< bumped per connection; tasks of an older one report nothing
   bool authenticated = false;
   std::optional<steady_time> reauth_at;  ///< when to re-authenticate (from the last auth_ok's expires_in)
+  bool rotating = false;  ///< rotate_key sent, its key (or a refusal) not yet received
   std::unordered_map<std::string, handler> handlers;
   std::unordered_map<std::string, std::weak_ptr<agent_task>> tasks;  ///< operation_key -> running task
   /// Final entries the journal failed to record, retried before each write (and answered from here).
@@ -288,6 +289,7 @@ void agent_runtime::on_open(connection& conn) {
   ++m.generation;
   m.authenticated = false;
   m.reauth_at.reset();
+  m.rotating = false;
   peer_credentials::write(m.out, "auth", "agent", m.cfg.agent_id, m.cfg.key);
   conn.send(m.out);
 }
@@ -296,6 +298,40 @@ void agent_runtime::tick() {
   impl& m = *impl_;
   if (!m.conn || !m.authenticated || !m.reauth_at || m.clk.steady_now() < *m.reauth_at) return;
   m.reauth_at.reset();  // the next auth_ok sets the next one
+  peer_credentials::write(m.out, "reauth", "agent", m.cfg.agent_id, m.cfg.key);
+  m.conn->send(m.out);
+}
+
+result<void> agent_runtime::rotate_key() {
+  impl& m = *impl_;
+  if (!m.cfg.save_key) return errc::forbidden_operation;
+  if (!online()) return errc::hub_unavailable;
+  if (m.rotating) return errc::rate_limited;
+  m.rotating = true;
+  peer_credentials::write_rotate_key(m.out);
+  m.conn->send(m.out);
+  m.log.log(log_level::info, "key_rotation_requested", {field("agent", m.cfg.agent_id)});
+  return {};
+}
+
+/// The hub's answer to rotate_key: saved first, then used (a re-authentication with it, at once).
+void agent_runtime::use_new_key(std::string_view key, std::int64_t old_key_seconds) {
+  impl& m = *impl_;
+  if (!m.rotating) {
+    m.log.log(log_level::warn, "hub_key_unexpected", {field("agent", m.cfg.agent_id)});
+    return;
+  }
+  m.rotating = false;
+  std::string fresh(key);
+  if (auto saved = m.cfg.save_key(fresh); !saved) {
+    m.log.log(log_level::error, "key_not_saved",
+              {field("agent", m.cfg.agent_id), field("error", saved.error().message()),
+               field("old_key_expires_in_s", old_key_seconds)});
+    return;
+  }
+  m.cfg.key = std::move(fresh);
+  m.log.log(log_level::info, "key_rotated", {field("agent", m.cfg.agent_id), field("old_key_expires_in_s", old_key_seconds)});
+  m.reauth_at.reset();
   peer_credentials::write(m.out, "reauth", "agent", m.cfg.agent_id, m.cfg.key);
   m.conn->send(m.out);
 }
@@ -318,6 +354,14 @@ void agent_runtime::on_message(connection_id, std::string_view text) {
       return;
     case protocol::message_type::error:
       m.log.log(log_level::warn, "hub_error", {field("code", e.code), field("id", e.id)});
+      if (e.id.empty()) m.rotating = false;  // a refused rotate_key among others: it may be asked again
+      return;
+    case protocol::message_type::rotate_key:  // the hub says the key is past its maximum age
+      if (auto asked = rotate_key(); !asked)
+        m.log.log(log_level::warn, "key_rotation_not_asked", {field("agent", m.cfg.agent_id), field("error", asked.error().message())});
+      return;
+    case protocol::message_type::key:
+      if (m.authenticated) use_new_key(e.key, e.expires_in.value_or(0));
       return;
     case protocol::message_type::command:
     case protocol::message_type::cancel: break;
@@ -461,6 +505,7 @@ void agent_runtime::on_close(connection_id) {
   m.conn = nullptr;
   m.authenticated = false;
   m.reauth_at.reset();
+  m.rotating = false;
   m.log.log(log_level::warn, "agent_offline", {field("agent", m.cfg.agent_id)});
 }
 

@@ -47,6 +47,7 @@ struct commander_link::impl {
   connection* conn = nullptr;
   bool authenticated = false;
   std::optional<steady_time> reauth_at;  ///< when to re-authenticate (from the last auth_ok's expires_in)
+  bool rotating = false;  ///< rotate_key sent, its key (or a refusal) not yet received
   std::uint64_t sequence = 0;
   std::string prefix;
   std::string out;
@@ -104,6 +105,38 @@ struct commander_link::impl {
              std::string(public_message(code)), {});
   }
 
+  result<void> ask_rotation() {
+    if (!cfg.save_key) return errc::forbidden_operation;
+    if (!conn || !authenticated) return errc::hub_unavailable;
+    if (rotating) return errc::rate_limited;
+    rotating = true;
+    peer_credentials::write_rotate_key(out);
+    conn->send(out);
+    log.log(log_level::info, "key_rotation_requested", {field("commander", cfg.commander_id)});
+    return {};
+  }
+
+  /// The hub's answer to rotate_key: saved first, then used (a re-authentication with it, at once).
+  void use_new_key(std::string_view key, std::int64_t old_key_seconds) {
+    if (!rotating) {
+      log.log(log_level::warn, "hub_key_unexpected", {field("commander", cfg.commander_id)});
+      return;
+    }
+    rotating = false;
+    std::string fresh(key);
+    if (auto saved = cfg.save_key(fresh); !saved) {
+      log.log(log_level::error, "key_not_saved",
+              {field("commander", cfg.commander_id), field("error", saved.error().message()),
+               field("old_key_expires_in_s", old_key_seconds)});
+      return;
+    }
+    cfg.key = std::move(fresh);
+    log.log(log_level::info, "key_rotated", {field("commander", cfg.commander_id), field("old_key_expires_in_s", old_key_seconds)});
+    reauth_at.reset();
+    peer_credentials::write(out, "reauth", "commander", cfg.commander_id, cfg.key);
+    conn->send(out);
+  }
+
   void on_message(std::string_view text) {
     auto parsed = parser.parse(text);
     if (!parsed) {
@@ -123,6 +156,13 @@ struct commander_link::impl {
       case message_type::presence:
         report_presence(e.agent, e.state == "online");
         return;
+      case message_type::rotate_key:  // the hub says the key is past its maximum age
+        if (auto asked = ask_rotation(); !asked)
+          log.log(log_level::warn, "key_rotation_not_asked", {field("commander", cfg.commander_id), field("error", asked.error().message())});
+        return;
+      case message_type::key:
+        if (authenticated) use_new_key(e.key, e.expires_in.value_or(0));
+        return;
       case message_type::progress:
       case message_type::result:
       case message_type::error: break;
@@ -132,6 +172,7 @@ struct commander_link::impl {
     }
     if (e.id.empty()) {  // an error about the connection itself (e.g. auth_failed)
       log.log(log_level::error, "hub_error", {field("code", e.code)});
+      rotating = false;  // a refused rotate_key among others: it may be asked again
       return;
     }
     auto it = pending.find(std::string(e.id));
@@ -232,6 +273,7 @@ void commander_link::on_open(connection& conn) {
   m.conn = &conn;
   m.authenticated = false;
   m.reauth_at.reset();
+  m.rotating = false;
   peer_credentials::write(m.out, "auth", "commander", m.cfg.commander_id, m.cfg.key);
   conn.send(m.out);
 }
@@ -252,11 +294,14 @@ result<void> commander_link::revoke(principal_kind kind, std::string_view id) {
   return {};
 }
 
+result<void> commander_link::rotate_key() { return impl_->ask_rotation(); }
+
 void commander_link::on_close(connection_id) {
   impl& m = *impl_;
   const bool was_online = m.authenticated;
   m.conn = nullptr;
   m.authenticated = false;
+  m.rotating = false;
   const wall_time now = m.clk.wall_now();
   for (auto& [id, p] : m.agents)  // nothing is known of them until the hub reports again
     if (p.online) {

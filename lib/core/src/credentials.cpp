@@ -55,6 +55,12 @@ result<std::string> credential_service::rotate(principal_kind kind, std::string_
   return key;
 }
 
+result<std::string> credential_service::rotate_own(principal_kind kind, std::string_view id, std::string_view key,
+                                                   std::chrono::seconds overlap) {
+  if (auto proven = verify(kind, id, key); !proven) return proven.error();
+  return rotate(kind, id, overlap);
+}
+
 result<verified_principal> credential_service::verify(principal_kind kind, std::string_view id,
                                                       std::string_view key) {
   return verify_credentials(store_, clock_, kind, id, key);
@@ -80,11 +86,13 @@ result<verified_principal> verify_credentials(credential_store& store, const clo
 
   if (principal.keys.empty()) (void)verify_key(key, decoy_key_hash());
   bool matched = false;
+  const key_record* used = nullptr;
   for (const auto& stored : principal.keys) {
     // Hash against every key, live or expired, without stopping at the first match.
     const bool same = verify_key(key, stored.key_hash);
     const bool live = !stored.expires_at || *stored.expires_at > now;
     matched = matched | (same & live);
+    if (same & live) used = &stored;
   }
   // A store that answered for another principal is a bug: never let it authenticate anyone.
   if (!matched || principal.kind != kind || principal.id != id) return errc::auth_failed;
@@ -93,6 +101,8 @@ result<verified_principal> verify_credentials(credential_store& store, const clo
   verified.kind = kind;
   verified.id = principal.id;
   verified.grants = principal.grants;
+  verified.key_created_at = used->created_at;
+  verified.key_expires_at = used->expires_at;
   return verified;
 }
 
@@ -101,6 +111,17 @@ void executor_verifier::verify(principal_kind kind, std::string_view id, std::st
       executor_, storage_lane::read,
       [&clk = clock_, kind, id = std::string(id), key = std::string(key)](storage& db) {
         return verify_credentials(db.credentials(), clk, kind, id, key);
+      },
+      std::move(done));
+}
+
+void executor_verifier::rotate(principal_kind kind, std::string_view id, std::string_view key,
+                               std::chrono::seconds overlap, key_callback done) {
+  if (!random_) return done(errc::forbidden_operation);
+  run_storage<std::string>(
+      executor_, storage_lane::write,
+      [&clk = clock_, random = random_, kind, id = std::string(id), key = std::string(key), overlap](storage& db) {
+        return credential_service(db.credentials(), clk, *random).rotate_own(kind, id, key, overlap);
       },
       std::move(done));
 }

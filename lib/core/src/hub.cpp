@@ -47,6 +47,12 @@ struct session {
   /// Authenticated: when the session ends unless a re-authentication extends it (hub_config::session_lifetime).
   steady_time session_deadline{};
   bool reauthing = false;  ///< a reauth is being verified (one at a time)
+  /// The key of the last successful (re-)authentication, for recheck() (never logged, never sent).
+  std::string key;
+  bool rechecking = false;  ///< recheck() is verifying `key` again
+  bool rotating = false;    ///< a rotate_key is being done by the verifier
+  bool may_rotate = false;  ///< one rotate_key per (re-)authentication: the next needs the new key first
+  bool key_overdue = false; ///< the key was past key_max_age at the last (re-)authentication
   token_bucket bucket;         ///< per connection
   token_bucket unauth_bucket;  ///< auth attempts
   std::size_t strikes = 0;
@@ -150,6 +156,8 @@ struct hub::impl {
   failure_throttle auth_by_identity;  ///< key: "agent:ID" / "commander:ID"; counts, never locks
   failure_throttle auth_by_address;   ///< key: session::address
   std::unordered_map<std::string, std::size_t> verifying_by_address;  ///< verifications in flight
+  /// "agent:ID" / "commander:ID" -> revocations so far: a verification answered across one is asked again.
+  std::unordered_map<std::string, std::uint64_t> revocations;
 
   steady_time now() const { return svc.clk.steady_now(); }
 
@@ -272,13 +280,19 @@ struct hub::impl {
   }
 
   /// Rejects a message: error reply, counter, and a strike (too many in a row closes the connection).
-  void reject(session& s, connection_id id, std::string_view request, errc code) {
+  /// `member`: the message member at fault, for the error's "field" (docs/protocol.md, "error").
+  void reject(session& s, connection_id id, std::string_view request, errc code, std::string_view member = {}) {
     ++stats.rejected;
     if (svc.log.enabled(log_level::info))
       svc.log.log(log_level::info, "message_rejected",
                   {field("conn", static_cast<std::int64_t>(id.value())), field("code", wire_code(code)),
                    field("identity", s.identity)});
-    send_error(s, request, code);
+    if (member.empty()) {
+      send_error(s, request, code);
+    } else {
+      protocol::write_field_error(out, request, code, member);
+      send_bounded(s, out);
+    }
     strike(s, code == errc::rate_limited ? close_code::rate_limited : close_code::too_many_errors);
   }
 
@@ -409,9 +423,8 @@ struct hub::impl {
     s.verification_counted = true;
     s.role = session_role::verifying;
     const std::uint64_t ticket = ++s.verify_ticket;
-    std::weak_ptr<bool> guard = alive;
-    svc.verifier.verify(kind, e.id, e.key, [this, guard, id, ticket, kind, claimed, target](result<verified_principal> r) {
-      if (guard.expired()) return;
+    verify_fresh(kind, claimed, std::string(e.key), [this, id, ticket, kind, claimed, target, key = std::string(e.key)](
+                                                    result<verified_principal> r) mutable {
       session* sp = find(id);
       if (!sp || sp->verify_ticket != ticket || sp->closing) return;  // on_close ends its verification
       end_verification(*sp);
@@ -430,8 +443,32 @@ struct hub::impl {
         auth_failure(*sp, id, "bad credentials", target, auth_stats(kind));
         return;
       }
-      auth_success(*sp, id, std::move(*r));
+      auth_success(*sp, id, std::move(*r), std::move(key));
     });
+  }
+
+  /// Verifies through the verifier, and again when (kind, id) was revoked while the answer was on its
+  /// way (revoke(), recheck()): an answer given before a revocation never lets anyone in after it.
+  /// `done` runs on the hub's thread, never after the hub is gone.
+  void verify_fresh(principal_kind kind, std::string id, std::string key, principal_verifier::callback done) {
+    std::string target = std::string(to_string(kind)) + ":" + id;
+    const std::uint64_t epoch = revocation_epoch(target);
+    std::weak_ptr<bool> guard = alive;
+    // The arguments are copied before `key` is moved into the callback.
+    const std::string claimed = id, offered = key;
+    svc.verifier.verify(kind, claimed, offered,
+                        [this, guard, kind, id = std::move(id), key = std::move(key), target = std::move(target), epoch,
+                         done = std::move(done)](result<verified_principal> r) mutable {
+                          if (guard.expired()) return;
+                          if (revocation_epoch(target) != epoch)
+                            return verify_fresh(kind, std::move(id), std::move(key), std::move(done));
+                          done(std::move(r));
+                        });
+  }
+
+  std::uint64_t revocation_epoch(const std::string& target) const {
+    auto it = revocations.find(target);
+    return it == revocations.end() ? 0 : it->second;
   }
 
   /// The session's verification is no longer in flight (answered, or the connection closed).
@@ -499,7 +536,7 @@ struct hub::impl {
     return true;
   }
 
-  void auth_success(session& s, connection_id id, verified_principal p) {
+  void auth_success(session& s, connection_id id, verified_principal p, std::string key) {
     const std::string target = std::string(to_string(p.kind)) + ":" + p.id;
     if (p.kind == principal_kind::commander) {
       auto [cit, created] = commanders.try_emplace(p.id);
@@ -531,12 +568,14 @@ struct hub::impl {
     ++auth_stats(p.kind).ok;
     s.identity = p.id;
     s.strikes = 0;
+    s.key = std::move(key);
     svc.log.log(log_level::info, "auth_ok",
                 {field("conn", static_cast<std::int64_t>(id.value())), field("role", s.role == session_role::commander ? "commander" : "agent"),
                  field("identity", s.identity)});
     svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_auth",
                                  "", "ok", ""});
     start_session_lifetime(s);
+    check_key_age(s, id, p);
     if (s.role == session_role::agent) {
       announce_agent(s.identity, true);
     } else {
@@ -551,8 +590,29 @@ struct hub::impl {
     a.trusted = std::move(trusted);
   }
 
+  /// A key past key_max_age: the peer is asked to rotate it (rotate_key), the operator warned. Not
+  /// when the key is already on its way out (a rotation replaced it: the peer holds the new one).
+  void check_key_age(session& s, connection_id id, const verified_principal& p) {
+    const wall_time now = svc.clk.wall_now();
+    s.key_overdue = cfg.key_max_age.count() > 0 && p.key_created_at != wall_time{} && !p.key_expires_at &&
+                    now - p.key_created_at >= cfg.key_max_age;
+    if (!s.key_overdue) return;
+    ++stats.key_rotations_asked;
+    const auto age = std::chrono::duration_cast<std::chrono::seconds>(now - p.key_created_at).count();
+    svc.log.log(log_level::warn, "key_overdue",
+                {field("identity", s.identity), field("age_s", static_cast<std::int64_t>(age)),
+                 field("max_age_s", static_cast<std::int64_t>(cfg.key_max_age.count()))});
+    security_event(s, id, "hub_key_overdue", std::string(to_string(p.kind)) + ":" + p.id, "rotation_requested",
+                   "key " + std::to_string(age) + " s old, older than " + std::to_string(cfg.key_max_age.count()) + " s");
+    protocol::envelope ask;
+    ask.type = protocol::message_type::rotate_key;
+    protocol::write(out, ask);
+    send_bounded(s, out);
+  }
+
   /// The session lives session_lifetime from now on; auth_ok tells the peer so.
   void start_session_lifetime(session& s) {
+    s.may_rotate = true;
     s.session_deadline = now() + cfg.session_lifetime;
     protocol::envelope ok;
     ok.type = protocol::message_type::auth_ok;
@@ -579,9 +639,8 @@ struct hub::impl {
     }
     s.reauthing = true;
     const std::uint64_t ticket = ++s.verify_ticket;
-    std::weak_ptr<bool> guard = alive;
-    svc.verifier.verify(kind, e.id, e.key, [this, guard, id, ticket, kind, target](result<verified_principal> r) {
-      if (guard.expired()) return;
+    verify_fresh(kind, s.identity, std::string(e.key), [this, id, ticket, kind, target, key = std::string(e.key)](
+                                                          result<verified_principal> r) mutable {
       session* sp = find(id);
       if (!sp || sp->verify_ticket != ticket || sp->closing || !sp->reauthing) return;
       sp->reauthing = false;
@@ -600,7 +659,7 @@ struct hub::impl {
         reauth_refused(*sp, id, target, "bad credentials");
         return;
       }
-      reauth_success(*sp, id, std::move(*r));
+      reauth_success(*sp, id, std::move(*r), std::move(key));
     });
   }
 
@@ -613,40 +672,147 @@ struct hub::impl {
     refuse_auth(s, id, std::move(target), detail, errc::auth_failed, close_code::auth_failed, "authentication failed");
   }
 
-  void reauth_success(session& s, connection_id id, verified_principal p) {
-    // Grants and trust changed since the last check apply from now on.
-    if (s.role == session_role::commander) {
-      s.commander->all_agents = std::find(p.grants.begin(), p.grants.end(), "*") != p.grants.end();
-      std::sort(p.grants.begin(), p.grants.end());
-      s.commander->grants = std::move(p.grants);
-    } else {
-      set_trusted(*s.agent, std::move(p.grants));
-    }
+  void reauth_success(session& s, connection_id id, verified_principal p, std::string key) {
+    apply_grants(s, p.grants);
+    s.key = std::move(key);
     ++stats.reauth_ok;
     svc.log.log(log_level::info, "reauth_ok",
                 {field("conn", static_cast<std::int64_t>(id.value())), field("identity", s.identity)});
     svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_reauth",
                                  "", "ok", ""});
     start_session_lifetime(s);
+    check_key_age(s, id, p);
+  }
+
+  /// Grants and trust changed since the last check apply from now on.
+  void apply_grants(session& s, std::vector<std::string> grants) {
+    if (s.role == session_role::commander) {
+      s.commander->all_agents = std::find(grants.begin(), grants.end(), "*") != grants.end();
+      std::sort(grants.begin(), grants.end());
+      s.commander->grants = std::move(grants);
+    } else if (s.role == session_role::agent) {
+      set_trusted(*s.agent, std::move(grants));
+    }
+  }
+
+  // ------------------------------------------------------------------ key rotation
+  /// rotate_key from an authenticated commander or agent: a new key for its own identity, issued by the
+  /// verifier and answered once. One per (re-)authentication, so a peer cannot mint keys in a loop.
+  void on_rotate_key(session& s, connection_id id) {
+    const principal_kind kind = s.role == session_role::commander ? principal_kind::commander : principal_kind::agent;
+    std::string target = std::string(to_string(kind)) + ":" + s.identity;
+    if (s.rotating || !s.may_rotate) {
+      reject(s, id, {}, errc::rate_limited);
+      return;
+    }
+    s.strikes = 0;
+    s.rotating = true;
+    s.may_rotate = false;
+    svc.log.log(log_level::info, "key_rotation_requested", {field("identity", s.identity)});
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, actor_of(s, id), "hub_key_rotation",
+                                 target, "requested", ""});
+    std::weak_ptr<bool> guard = alive;
+    svc.verifier.rotate(kind, s.identity, s.key, cfg.key_rotation_overlap,
+                        [this, guard, id, kind, target, identity = s.identity](result<std::string> r) {
+                          if (guard.expired()) return;
+                          session* sp = find(id);
+                          const bool here = sp && !sp->closing && sp->identity == identity &&
+                                            (sp->role == session_role::commander || sp->role == session_role::agent);
+                          if (here) sp->rotating = false;
+                          if (!r) return rotation_failed(here ? sp : nullptr, kind, identity, target, r.error());
+                          rotation_done(here ? sp : nullptr, kind, identity, target, *r);
+                        });
+  }
+
+  void rotation_failed(session* s, principal_kind kind, const std::string& identity, const std::string& target,
+                       std::error_code error) {
+    ++stats.key_rotations_failed;
+    const errc code = error == make_error_code(errc::forbidden_operation) ? errc::forbidden_operation
+                      : error == make_error_code(errc::not_found) || error == make_error_code(errc::auth_failed)
+                          ? errc::auth_failed
+                          : errc::storage_unavailable;
+    svc.log.log(log_level::warn, "key_rotation_failed", {field("target", target), field("code", wire_code(code))});
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, target, "hub_key_rotation", target,
+                                 "failed", std::string(wire_code(code))});
+    if (!s) return;
+    // The session's key no longer verifies (revoked, expired): it gets no new key, and its session ends.
+    if (code == errc::auth_failed) return close_revoked(*s, kind, identity, "hub");
+    if (code == errc::storage_unavailable) s->may_rotate = true;  // not the peer's fault: it may ask again
+    send_error(*s, {}, code);
+  }
+
+  void rotation_done(session* s, principal_kind kind, const std::string& identity,
+                     const std::string& target, const std::string& key) {
+    ++stats.key_rotations;
+    svc.verifier.forget(kind, identity);  // cached answers about the old key end with it
+    const std::string overlap = std::to_string(cfg.key_rotation_overlap.count());
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::authentication, target, "hub_key_rotation", target,
+                                 s ? "issued" : "undelivered",
+                                 "the old key works for " + overlap + " s"});
+    if (!s) {  // the session ended meanwhile: the new key is lost, the old one works until the overlap ends
+      svc.log.log(log_level::warn, "key_rotation_undelivered", {field("target", target)});
+      return;
+    }
+    svc.log.log(log_level::info, "key_rotated", {field("target", target), field("overlap_s", overlap)});
+    // Written by hand: protocol::write() never writes keys.
+    out.assign(R"({"v":1,"type":"key","key":)");
+    protocol::append_json_string(out, key);
+    out.append(R"(,"expires_in":)");
+    out.append(overlap);
+    out.push_back('}');
+    send_bounded(*s, out);
   }
 
   // ------------------------------------------------------------------ revocation
+  /// The keys of (kind, id) changed: cached answers go, and verifications on their way are asked again.
+  session* keys_changed(principal_kind kind, std::string_view identity) {
+    svc.verifier.forget(kind, identity);  // a cached answer must not let the revoked key straight back in
+    if (kind == principal_kind::hub) return nullptr;
+    ++revocations[std::string(to_string(kind)) + ":" + std::string(identity)];
+    return kind == principal_kind::commander ? online_commander(identity) : online_agent(identity);
+  }
+
   /// Closes the live session of (kind, id) at once; `actor`: who asked, for the audit trail.
   std::size_t revoke(principal_kind kind, std::string_view identity, const std::string& actor) {
-    svc.verifier.forget(kind, identity);  // a cached answer must not let the revoked key straight back in
-    session* s = kind == principal_kind::commander ? online_commander(identity)
-                 : kind == principal_kind::agent   ? online_agent(identity)
-                                                   : nullptr;
+    session* s = keys_changed(kind, identity);
     if (!s) return 0;
+    close_revoked(*s, kind, identity, actor);
+    return 1;
+  }
+
+  /// Verifies the live session's key again; closes it unless the key still verifies (fail closed).
+  std::size_t recheck(principal_kind kind, std::string_view identity, const std::string& actor) {
+    session* s = keys_changed(kind, identity);
+    if (!s) return 0;
+    // A reauth being verified is asked again (verify_fresh) and decides; so does a recheck under way.
+    if (s->reauthing || s->rechecking) return 1;
+    s->rechecking = true;
+    const connection_id id = s->conn->id();
+    verify_fresh(kind, std::string(identity), s->key,
+                 [this, id, kind, who = std::string(identity), actor](result<verified_principal> r) {
+                   session* sp = find(id);
+                   if (!sp || sp->closing || sp->identity != who || !sp->rechecking) return;
+                   sp->rechecking = false;
+                   if (r && r->kind == kind && r->id == who) {  // it holds a key that still works
+                     ++stats.sessions_rechecked;
+                     apply_grants(*sp, std::move(r->grants));
+                     svc.log.log(log_level::info, "session_rechecked", {field("identity", who), field("by", actor)});
+                     return;
+                   }
+                   close_revoked(*sp, kind, who, actor);
+                 });
+    return 1;
+  }
+
+  void close_revoked(session& s, principal_kind kind, std::string_view identity, const std::string& actor) {
     ++stats.sessions_revoked;
     ++stats.security_events;
     const std::string target = std::string(to_string(kind)) + ":" + std::string(identity);
     svc.log.log(log_level::warn, "session_revoked", {field("target", target), field("by", actor)});
     svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::security_event, actor, "hub_revoked", target,
                                  "closed", "key revoked; the live session is closed"});
-    send_error(*s, {}, errc::auth_failed);
-    close(*s, close_code::revoked, "key revoked");
-    return 1;
+    send_error(s, {}, errc::auth_failed);
+    close(s, close_code::revoked, "key revoked");
   }
 
   /// A `revoke` message: obeyed only from a commander named in hub_config::revokers.
@@ -661,7 +827,7 @@ struct hub::impl {
     }
     s.strikes = 0;
     const principal_kind kind = e.role == "commander" ? principal_kind::commander : principal_kind::agent;
-    revoke(kind, e.id, actor_of(s, id));
+    recheck(kind, e.id, actor_of(s, id));
   }
 
   /// The older connection of an identity that a newer one took over is closed with close_code::replaced.
@@ -737,6 +903,7 @@ struct hub::impl {
       case protocol::message_type::error: on_update(s, id, e, t); break;
       case protocol::message_type::reauth: handle_reauth(s, id, e); break;
       case protocol::message_type::revoke: on_revoke(s, id, e); break;
+      case protocol::message_type::rotate_key: on_rotate_key(s, id); break;
       case protocol::message_type::cancel: on_cancel(s, id, e, t); break;
       default: reject(s, id, e.id, errc::forbidden_operation); break;
     }
@@ -754,12 +921,12 @@ struct hub::impl {
       return;
     }
     if (e.agent.empty()) {
-      reject(s, id, e.id, errc::missing_field);
+      reject(s, id, e.id, errc::missing_field, "agent");
       return;
     }
-    auto op = svc.operations.validate(e, role::commander);
+    const command_check op = svc.operations.check(e, role::commander);
     if (!op) {
-      reject(s, id, e.id, static_cast<errc>(op.error().value()));
+      reject(s, id, e.id, op.code, op.code == errc::invalid_payload ? protocol::payload_field_path(op.field) : std::string());
       return;
     }
     s.strikes = 0;
@@ -777,7 +944,7 @@ struct hub::impl {
     fwd.agent = {};
     fwd.prio.reset();
     protocol::write(item->frame, fwd);
-    enqueue(e.prio.value_or((*op)->default_priority), item, t);
+    enqueue(e.prio.value_or(op.op->default_priority), item, t);
   }
 
   /// A commander's cancel of request `e.id` on agent `e.agent`: checked like a command, routed by
@@ -1197,6 +1364,13 @@ void hub::deliver_remote_update(std::string_view commander, std::string_view req
 }
 
 std::size_t hub::revoke(principal_kind kind, std::string_view id) { return impl_->revoke(kind, id, "admin"); }
+std::size_t hub::recheck(principal_kind kind, std::string_view id) { return impl_->recheck(kind, id, "admin"); }
+std::size_t hub::keys_overdue() const noexcept {
+  std::size_t n = 0;
+  for (const auto& [id, s] : impl_->sessions)
+    n += s.key_overdue && !s.closing && (s.role == session_role::commander || s.role == session_role::agent);
+  return n;
+}
 
 const hub_counters& hub::counters() const noexcept { return impl_->stats; }
 std::size_t hub::requests_in_flight() const noexcept { return impl_->routes.size(); }

@@ -53,6 +53,14 @@ bool is_operation_name(std::string_view s) noexcept {
   });
 }
 
+/// A payload key worth repeating in an error: 1..64 bytes of [A-Za-z0-9_-] (what the table's names use).
+bool is_plain_name(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
 bool kind_matches(protocol::json_kind want, protocol::json_kind have) noexcept {
   if (want == have) return true;
   return want == protocol::json_kind::number && have == protocol::json_kind::integer;  // an integer is a number
@@ -101,32 +109,41 @@ const operation* operation_registry::find(std::string_view name) const noexcept 
   return nullptr;
 }
 
-result<const operation*> operation_registry::validate(const protocol::envelope& command, role sender) const {
+command_check operation_registry::check(const protocol::envelope& command, role sender) const {
+  const auto refused = [](errc code, std::string_view field = {}) { return command_check{nullptr, code, field}; };
   // Only a command runs an operation: a progress, result or error naming one is never run as one.
-  if (command.type != protocol::message_type::command) return errc::forbidden_operation;
+  if (command.type != protocol::message_type::command) return refused(errc::forbidden_operation);
   const operation* op = find(command.op);
-  if (op == nullptr) return errc::unknown_operation;
-  if (!op->allows(sender)) return errc::forbidden_operation;
+  if (op == nullptr) return refused(errc::unknown_operation);
+  if (!op->allows(sender)) return refused(errc::forbidden_operation);
   // Without a payload there are no fields: any required field is then missing.
   static const protocol::payload_fields none{};
   const protocol::payload_fields& fields = command.payload.empty() ? none : command.fields;
-  if (auto r = validate_payload(op->payload, fields); !r) return r.error();
-  return op;
+  if (const payload_check p = validate_payload(op->payload, fields); !p) return refused(p.code, p.field);
+  return command_check{op, errc::ok, {}};
 }
 
-result<void> validate_payload(const std::vector<field_rule>& rules, const protocol::payload_fields& fields) {
+result<const operation*> operation_registry::validate(const protocol::envelope& command, role sender) const {
+  const command_check c = check(command, sender);
+  if (!c) return c.code;
+  return c.op;
+}
+
+payload_check validate_payload(const std::vector<field_rule>& rules, const protocol::payload_fields& fields) {
+  const auto fault = [](std::string_view field) { return payload_check{errc::invalid_payload, field}; };
   for (const protocol::payload_field& f : fields) {
     const auto rule = std::find_if(rules.begin(), rules.end(), [&](const field_rule& r) { return r.name == f.key; });
-    if (rule == rules.end()) return errc::invalid_payload;
-    if (!kind_matches(rule->kind, f.kind)) return errc::invalid_payload;
+    // An unknown key is the sender's text: repeated only when it is a short plain name.
+    if (rule == rules.end()) return fault(is_plain_name(f.key) ? f.key : std::string_view());
+    if (!kind_matches(rule->kind, f.kind)) return fault(rule->name);
     if (f.kind == protocol::json_kind::string) {
-      if (f.text.size() < rule->min_length || f.text.size() > rule->max_length) return errc::invalid_payload;
+      if (f.text.size() < rule->min_length || f.text.size() > rule->max_length) return fault(rule->name);
     } else if (rule->kind == protocol::json_kind::integer) {
-      if (f.integer < rule->min || f.integer > rule->max) return errc::invalid_payload;
+      if (f.integer < rule->min || f.integer > rule->max) return fault(rule->name);
     }
   }
   for (const field_rule& rule : rules)
-    if (rule.required && fields.find(rule.name) == nullptr) return errc::invalid_payload;
+    if (rule.required && fields.find(rule.name) == nullptr) return fault(rule.name);
   return {};
 }
 

@@ -32,4 +32,7 @@ inline steady_time reauth_time(steady_time now, std::int64_t expires_in_s) {
   return now + std::chrono::milliseconds(expires_in_s * 750);
 }
 
+/// {"v":1,"type":"rotate_key"}: ask the hub for a new key.
+inline void write_rotate_key(std::string& out) { out.assign(R"({"v":1,"type":"rotate_key"})"); }
+
 }  // namespace citrus::peer_credentials

@@ -51,6 +51,7 @@ enum field_bit : std::uint32_t {
   f_site = 1u << 18,
   f_request = 1u << 19,
   f_retry_after = 1u << 20,
+  f_field = 1u << 21,
 };
 
 /// `key` (whose size is N - 1) equals the literal: a fixed-size comparison the compiler inlines.
@@ -89,6 +90,7 @@ std::uint32_t envelope_bit(std::string_view key) noexcept {
       if (same(key, "agent")) return f_agent;
       if (same(key, "token")) return f_token;
       if (same(key, "state")) return f_state;
+      if (same(key, "field")) return f_field;  // last: only errors carry it
       break;
     case 6:
       if (same(key, "status")) return f_status;
@@ -135,13 +137,18 @@ constexpr type_rule type_rules[] = {
     // the agent, agent added by the hub), so both take the routing fields too.
     {message_type::result, "result",
      f_id | f_status | f_commander | f_agent | f_payload | f_code | f_message | f_site | f_op, f_id | f_status},
-    {message_type::error, "error", f_code | f_id | f_commander | f_agent | f_message | f_site | f_op | f_retry_after, f_code},
+    {message_type::error, "error",
+     f_code | f_id | f_commander | f_agent | f_message | f_site | f_op | f_retry_after | f_field, f_code},
     {message_type::presence, "presence", f_agent | f_state, f_agent | f_state},
     // Last: the backend's acknowledgement to users, which a hub sees only from a misbehaving client; the
     // lookups of the types above stay as they were.
     {message_type::accepted, "accepted", f_id | f_request | f_op | f_site | f_payload, f_id | f_request},
     // commander → hub: close the session of an identity whose key was revoked (trusted backends only).
     {message_type::revoke, "revoke", f_role | f_id, f_role | f_id},
+    // commander/agent → hub: issue me a new key; hub → commander/agent: ask for one (the key is overdue).
+    {message_type::rotate_key, "rotate_key", 0, 0},
+    // hub → commander/agent: the new key, once; expires_in: seconds the old key keeps working.
+    {message_type::key, "key", f_key | f_expires_in, f_key},
     // commander → hub (agent: the target) → agent (commanderId: the hub's tag): stop request `id`.
     {message_type::cancel, "cancel", f_id | f_agent | f_commander, f_id},
 };
@@ -162,6 +169,7 @@ constexpr std::size_t max_op_bytes = 64;
 constexpr std::size_t max_key_bytes = 256;
 constexpr std::size_t max_step_bytes = 256;
 constexpr std::size_t max_code_bytes = 64;
+constexpr std::size_t max_field_name_bytes = 128;  // "payload." and a payload key of up to 64 bytes, with room
 constexpr std::size_t max_message_text_bytes = 512;
 
 bool is_op_name(std::string_view s) noexcept {
@@ -677,6 +685,7 @@ void parser::impl::envelope_scalar(std::uint32_t bit, const scalar& s) {
       env.status = text;
       return;
     case f_code: return bounded(max_code_bytes, true, env.code);
+    case f_field: return bounded(max_field_name_bytes, true, env.field);
     case f_message: return bounded(max_message_text_bytes, false, env.message);
     case f_state:
       if (!is(text, "online") && !is(text, "offline")) return defer(errc::invalid_value);

@@ -167,7 +167,7 @@ void write(std::string& out, const envelope& e) {
                             escaped_bound(e.request) + escaped_bound(e.commander) + escaped_bound(e.agent) +
                             escaped_bound(e.op) + escaped_bound(prio) + escaped_bound(e.role) +
                             escaped_bound(e.status) + escaped_bound(e.step) + escaped_bound(e.code) +
-                            escaped_bound(e.message) + escaped_bound(e.state);
+                            escaped_bound(e.field) + escaped_bound(e.message) + escaped_bound(e.state);
   out.clear();
   out.resize(bound);
   head_writer w(out.data());
@@ -190,6 +190,7 @@ void write(std::string& out, const envelope& e) {
   w.integer_field(",\"percent\":", e.percent);
   w.string_field(",\"step\":", e.step);
   w.string_field(",\"code\":", e.code);
+  w.string_field(",\"field\":", e.field);
   w.string_field(",\"message\":", e.message);
   w.string_field(",\"state\":", e.state);
   w.integer_field(",\"expires_in\":", e.expires_in);
@@ -207,11 +208,13 @@ void write(std::string& out, const envelope& e) {
 }
 
 namespace {
-void write_error_with(std::string& out, std::string_view id, errc code, std::optional<std::int64_t> retry_after) {
+void write_error_with(std::string& out, std::string_view id, errc code, std::optional<std::int64_t> retry_after,
+                      std::string_view field = {}) {
   envelope e;
   e.type = message_type::error;
   e.id = id;
   e.code = wire_code(code);
+  e.field = field;
   e.message = public_message(code);
   e.retry_after = retry_after;
   write(out, e);
@@ -222,6 +225,16 @@ void write_error(std::string& out, std::string_view id, errc code) { write_error
 
 void write_error(std::string& out, std::string_view id, errc code, std::int64_t retry_after) {
   write_error_with(out, id, code, retry_after);
+}
+
+void write_field_error(std::string& out, std::string_view id, errc code, std::string_view field) {
+  write_error_with(out, id, code, std::nullopt, field);
+}
+
+std::string payload_field_path(std::string_view name) {
+  std::string path("payload");
+  if (!name.empty()) path.append(".").append(name);
+  return path;
 }
 
 }  // namespace citrus::protocol

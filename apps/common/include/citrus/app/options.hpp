@@ -30,14 +30,20 @@ class options {
   /// Parses argv from `first` on (after any subcommand words the caller consumed), then the
   /// environment, then the configuration file. On --help or --version returns false with
   /// help_requested() or version_requested(); on a bad option, value or file returns false with
-  /// error() set (one line).
+  /// error() set (one line) and errors() listing every problem found (each key of the file is checked).
   bool parse(int argc, char** argv, int first = 1);
   std::string get(const std::string& name) const;  ///< the last value; "" when unset
   std::vector<std::string> get_all(const std::string& name) const;
   bool has(const std::string& name) const;  ///< a flag given, or a value set by argv, env, file or default
   std::optional<long long> get_int(const std::string& name) const;
   const std::vector<std::string>& positional() const noexcept { return positional_; }
-  const std::string& error() const noexcept { return error_; }
+  /// The first problem parse() found ("" when none).
+  const std::string& error() const noexcept;
+  /// Every problem parse() found, one line each, in the order found.
+  const std::vector<std::string>& errors() const noexcept { return errors_; }
+  /// The values are set: parse() succeeded, or refused only keys of the file (the other keys and the
+  /// defaults are set, so a caller reporting every problem can still check them).
+  bool values_usable() const noexcept { return values_usable_; }
   bool help_requested() const noexcept { return help_; }
   bool version_requested() const noexcept { return version_; }
   /// The configuration file read, or "" when none.
@@ -60,8 +66,9 @@ class options {
   std::vector<option_spec> specs_;
   std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
-  std::string error_, config_file_;
-  bool help_ = false, version_ = false, strict_file_keys_ = true;
+  std::vector<std::string> errors_;
+  std::string config_file_;
+  bool help_ = false, version_ = false, strict_file_keys_ = true, values_usable_ = false;
 };
 
 /// A comma-separated option value (--trust, --revokers): its items, blanks trimmed, empty items dropped.

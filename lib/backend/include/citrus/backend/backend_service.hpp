@@ -62,10 +62,14 @@ class backend_service {
   void set_readiness(std::function<std::vector<std::string>()> unready);
   /// Call after revoking a key of (kind, id): closes that identity's live session at the hub at once
   /// (a `revoke` on the commander link; the hub obeys it when this backend is one of its --revokers).
-  /// When the hub cannot be told now it is logged (hub_revoke_not_sent), and the session ends at its
-  /// next re-authentication at the latest. The REST routes that revoke call it (rest_services::revoked).
+  /// When the hub cannot be told now it is logged (hub_revoke_not_sent) and told at the next look
+  /// while the link is up (tick()); the session ends at its next re-authentication at the latest. The REST routes that revoke call it (rest_services::revoked).
   void revoke_sessions(principal_kind kind, std::string_view id);
-  /// Auth timeouts, token expiry, request timeouts. Call every few hundred milliseconds.
+  /// Auth timeouts, token expiry, request timeouts; and every second a look at the keys that expired
+  /// (and the identities deleted) since the last look — rotations and revocations the command line wrote,
+  /// the end of a rotation's overlap — whose sessions the hub is told to check again (revoke_sessions;
+  /// audited as "<kind>.key_expired"); the first look reaches an hour before the start, since sessions
+  /// at the hub outlive a restart of the backend. Call every few hundred milliseconds.
   void tick();
 
   user_gateway& gateway() noexcept;

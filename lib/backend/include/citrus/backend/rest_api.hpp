@@ -21,9 +21,9 @@
 /// Rate limits: one token bucket per client address (the port is ignored, IPv4-mapped IPv6 counts as
 /// IPv4, other IPv6 addresses are grouped by /64), in a table bounded by rest_config::max_addresses
 /// (the least recently seen address is forgotten first). /healthz is exempt. The hub routes
-/// (/api/verify-agent, /api/verify-commander, /api/hub-events) charge the address only for requests that
+/// (/api/verify-agent, /api/verify-commander, /api/hub-events, /api/rotate-key) charge the address only for requests that
 /// do not authenticate as a hub (a hub verifying many agents is not held back by its address) and are
-/// limited per hub id by rest_config::verify_agent_rate instead, one bucket for the three.
+/// limited per hub id by rest_config::verify_agent_rate instead, one bucket for the four.
 #include <chrono>
 #include <cstddef>
 #include <functional>

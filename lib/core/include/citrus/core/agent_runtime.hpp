@@ -24,6 +24,7 @@
 #include "citrus/core/logger.hpp"
 #include "citrus/core/operation_journal.hpp"
 #include "citrus/core/operations.hpp"
+#include "citrus/core/result.hpp"
 #include "citrus/core/transport.hpp"
 
 namespace citrus {
@@ -87,6 +88,9 @@ struct agent_runtime_config {
   std::string key;                              ///< never logged
   std::vector<std::string> trusted_commanders;  ///< empty: trust none
   protocol::limits limits{};
+  /// Stores a new key durably before the agent uses it (citrus-agent: its key file, written to a
+  /// temporary file, fsync'd and renamed). Unset: the agent never rotates its key.
+  std::function<result<void>(const std::string& key)> save_key{};
   journal_retention retention{};                ///< how long finished operations are remembered
 };
 
@@ -108,6 +112,13 @@ class agent_runtime final : public connection_handler {
   /// expires_in) have passed: the session goes on, and so do the tasks running. Call periodically
   /// (e.g. every 250 ms).
   void tick();
+  /// Asks the hub for a new key over the session (rotate_key). When it comes (`key`), it is saved
+  /// (agent_runtime_config::save_key) and only then used: the agent re-authenticates with it at once,
+  /// and its tasks carry on. If it cannot be saved, the old key stays in use (it works for the overlap
+  /// the hub stated) and key_not_saved is logged. The hub's own rotate_key (the key is past its
+  /// maximum age) calls it too. errc::hub_unavailable when not authenticated; errc::forbidden_operation
+  /// without save_key; errc::rate_limited while a rotation is under way.
+  result<void> rotate_key();
   /// Once, before the first connection: every operation the journal holds unfinished (the agent died
   /// while it ran) is finished there: `ok` with its payload if it had committed, else `failed` with
   /// code `interrupted`; a repeat gets that answer. Then prunes the journal (config.retention).
@@ -121,6 +132,7 @@ class agent_runtime final : public connection_handler {
  private:
   friend class agent_task;
   void report(agent_task& task, const protocol::envelope& e);
+  void use_new_key(std::string_view key, std::int64_t old_key_seconds);
   void journal_commit(agent_task& task, std::string_view payload_json);
   void forget(agent_task& task);
   struct impl;

@@ -7,6 +7,7 @@
 /// every request in flight fails at once with errc::hub_unavailable: nothing stays pending forever.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -73,6 +74,9 @@ struct commander_link_config {
   std::string instance{};
   /// How presence names the hub this link connects to (citrus-backend: its --hub-url).
   std::string hub_name{};
+  /// Stores a new key durably before the link uses it (citrus-backend: its --commander-key-file, written
+  /// to a temporary file, fsync'd and renamed). Unset: the link never rotates its key.
+  std::function<result<void>(const std::string& key)> save_key{};
 };
 
 /// Exponential backoff with full jitter, for reconnecting (pure: the caller owns the timer).
@@ -132,6 +136,12 @@ class commander_link final : public connection_handler, public command_sink {
   /// message, obeyed only when this commander is one of the hub's revokers. errc::hub_unavailable when
   /// not connected; errc::invalid_value for a hub identity or an id that is not a wire id.
   result<void> revoke(principal_kind kind, std::string_view id);
+  /// Asks the hub for a new key over the session (rotate_key); when it comes it is saved
+  /// (commander_link_config::save_key), then used at once (a reauth with it; requests in flight carry
+  /// on). Not saved: the old key stays in use and key_not_saved is logged. The hub's own rotate_key (the
+  /// key is past its maximum age) calls it too. errc::hub_unavailable when not authenticated;
+  /// errc::forbidden_operation without save_key; errc::rate_limited while a rotation is under way.
+  result<void> rotate_key();
 
   void on_open(connection& conn) override;
   void on_message(connection_id id, std::string_view text) override;

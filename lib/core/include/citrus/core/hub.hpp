@@ -8,6 +8,10 @@
 ///   hub: grants, in-flight cap, route (commanderId, id) -> agent bound --command{id, commanderId, op, payload}--> agent
 ///   agent --progress/result{id, commanderId}--> hub: route must exist and belong to this agent, else dropped
 ///   hub --progress/result{id, agent, ...}--> that commander only; a result ends the route.
+///
+/// Identity lifecycle: sessions end session_lifetime after their last (re-)authentication; a peer may
+/// ask for a new key over its session (rotate_key → key); revoke() and recheck() end a session whose
+/// key no longer holds. The hub keeps each session's key in memory for recheck() (never logged).
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -85,6 +89,14 @@ struct hub_config {
   /// Commanders whose `revoke` messages the hub obeys (the trusted backends: citrus-hub --revokers).
   /// A revoke from any other commander is refused (forbidden_operation, security event).
   std::vector<std::string> revokers{};
+  /// A commander or agent may ask over its session for a new key (rotate_key), once per
+  /// (re-)authentication: the verifier issues it (principal_verifier::rotate) and the hub answers it
+  /// once (`key`); the key it replaces keeps working this long, then fails. citrus-hub --key-overlap-s.
+  std::chrono::seconds key_rotation_overlap{300};
+  /// A key older than this (key_record::created_at) when it (re-)authenticates is overdue: the hub asks
+  /// the peer to rotate (a rotate_key message after auth_ok), logs key_overdue and flags a security
+  /// event (hub_key_overdue); keys_overdue() counts such sessions. 0: keys never age. --key-max-age-s.
+  std::chrono::seconds key_max_age{0};
 };
 
 /// Authentications of one claimed role.
@@ -114,6 +126,10 @@ struct hub_counters {
   std::uint64_t reauth_failed = 0;      ///< sessions closed because their re-authentication was refused
   std::uint64_t sessions_expired = 0;   ///< sessions closed at the end of their lifetime (no re-auth in time)
   std::uint64_t sessions_revoked = 0;   ///< sessions closed by revoke() (close_code::revoked)
+  std::uint64_t sessions_rechecked = 0; ///< sessions whose key a `revoke` message had verified again, and that stayed
+  std::uint64_t key_rotations = 0;      ///< new keys issued to peers that asked over their session (rotate_key)
+  std::uint64_t key_rotations_failed = 0;  ///< rotations asked for and not done (verifier refused or unavailable)
+  std::uint64_t key_rotations_asked = 0;   ///< rotate_key sent to peers whose key is past hub_config::key_max_age
   /// Routed commands, from routing to their final update (a result, an error, a timeout or the agent
   /// lost), by outcome: "ok" results, and everything else.
   metrics::histogram command_ok_seconds{metrics::command_latency_buckets()};
@@ -174,6 +190,12 @@ class hub final : public connection_handler {
   /// Its requests in flight fail as on any close. Returns the number of sessions closed (0 or 1).
   /// A `revoke` message from a commander in hub_config::revokers calls it.
   std::size_t revoke(principal_kind kind, std::string_view id);
+  /// The keys of (kind, id) changed (a key expired or was revoked, maybe not the one its session holds):
+  /// verifies the live session's key again at once, and closes it as revoke() does unless that key still
+  /// verifies (a verifier that cannot answer closes it too). An authentication of that identity being
+  /// verified meanwhile is verified again before it counts. Returns the sessions being checked (0 or 1).
+  /// A `revoke` message from a commander in hub_config::revokers calls it.
+  std::size_t recheck(principal_kind kind, std::string_view id);
 
   const hub_counters& counters() const noexcept;
   std::size_t requests_in_flight() const noexcept;
@@ -183,6 +205,9 @@ class hub final : public connection_handler {
   /// The agents authenticated on this hub now, sorted (for per-agent presence on /metrics: at most one
   /// per authenticated connection, so bounded by the connection cap and the registered agents).
   std::vector<std::string> online_agents() const;
+  /// Authenticated sessions whose key was past hub_config::key_max_age at their last (re-)authentication
+  /// (citrus_hub_keys_overdue: an operator alerts on it staying above 0).
+  std::size_t keys_overdue() const noexcept;
 
  private:
   struct impl;

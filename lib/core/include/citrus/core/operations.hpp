@@ -50,6 +50,25 @@ struct operation {
   bool allows(role r) const noexcept { return (allowed_roles & static_cast<std::uint8_t>(r)) != 0; }
 };
 
+/// The full check of a command, with what a refusal concerns: the operation when it may run, else the
+/// code and, for errc::invalid_payload, the payload member at fault. `field` views the rule's name or
+/// the sender's key (valid as long as the envelope); it is empty when the payload as a whole is wrong
+/// (a key not worth repeating: not a short plain name).
+struct command_check {
+  const operation* op = nullptr;  ///< the operation, when the command may run
+  errc code = errc::ok;           ///< why not, when op is null
+  std::string_view field;         ///< invalid_payload: the payload member at fault, or empty
+  explicit operator bool() const noexcept { return op != nullptr; }
+};
+
+/// What validate_payload found wrong: the code (errc::ok when nothing) and the member at fault, as in
+/// command_check::field.
+struct payload_check {
+  errc code = errc::ok;    ///< errc::ok or errc::invalid_payload
+  std::string_view field;  ///< the payload member at fault, or empty
+  explicit operator bool() const noexcept { return code == errc::ok; }
+};
+
 class operation_registry {
  public:
   /// The built-in table: site.create, site.update, site.delete, site.deploy, site.status, with their
@@ -69,12 +88,15 @@ class operation_registry {
   /// (errc::unknown_operation), allowed for `sender` (errc::forbidden_operation), payload matches the
   /// schema (errc::invalid_payload).
   result<const operation*> validate(const protocol::envelope& command, role sender) const;
+  /// The same check, naming the payload member at fault (for the error frame's "field").
+  command_check check(const protocol::envelope& command, role sender) const;
 
  private:
   std::vector<operation> ops_;
 };
 
-/// Checks payload fields against the rules (exact set: unknown fields are invalid).
-result<void> validate_payload(const std::vector<field_rule>& rules, const protocol::payload_fields& fields);
+/// Checks payload fields against the rules (exact set: unknown fields are invalid). Members in payload
+/// order first (unknown, wrong kind, out of bounds), then the first required rule that is absent.
+payload_check validate_payload(const std::vector<field_rule>& rules, const protocol::payload_fields& fields);
 
 }  // namespace citrus

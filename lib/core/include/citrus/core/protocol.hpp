@@ -20,8 +20,12 @@ inline constexpr std::int64_t version = 1;
 
 /// `accepted` is backend → user only: the acknowledgement of an operation that went to an agent.
 /// `revoke` is commander → hub only: close the live session of an identity whose key was revoked.
+/// `rotate_key`: a commander or agent asks the hub for a new key (or the hub asks it to ask: its key is
+/// past the hub's maximum age); `key` is the hub's answer, the new key, shown once.
 /// `cancel` is commander → hub → agent: stop a request the commander started (docs/protocol.md).
-enum class message_type : std::uint8_t { auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke, cancel };
+enum class message_type : std::uint8_t {
+  auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke, rotate_key, key, cancel
+};
 std::string_view to_string(message_type type) noexcept;
 
 /// Inbound queue priority of a command. FIFO within a priority; lower priorities are never starved.
@@ -74,15 +78,17 @@ struct envelope {
   std::string_view payload;    ///< raw JSON text of the "payload" object
   payload_fields fields;       ///< its top-level fields (when payload is present)
   std::string_view role;       ///< auth/reauth/revoke: "commander" or "agent"
-  std::string_view key;        ///< auth/reauth: commander/agent key (never logged)
+  std::string_view key;        ///< auth/reauth: commander/agent key; key: the new key (never logged)
   std::string_view token;      ///< auth/reauth: user JWT (never logged)
   std::optional<std::int64_t> percent;  ///< progress: 0..100
   std::string_view step;       ///< progress: human-readable step
   std::string_view status;     ///< result: "ok" or "failed"
   std::string_view code;       ///< error: wire code (citrus::wire_code)
+  std::string_view field;      ///< error: the member at fault, "payload.<name>" for a payload member
   std::string_view message;    ///< error/result: human-readable text
   std::string_view state;      ///< presence: "online" or "offline"
-  std::optional<std::int64_t> expires_in;  ///< auth_ok: seconds until the session ends unless it re-authenticates
+  /// auth_ok: seconds until the session ends unless it re-authenticates; key: seconds the old key keeps working
+  std::optional<std::int64_t> expires_in;
   std::optional<std::int64_t> site;        ///< backend↔user: the site a command/update concerns
   std::optional<std::int64_t> retry_after; ///< error rate_limited, backend→user: seconds until the command may be sent again
 };
@@ -106,6 +112,7 @@ inline void copy_header(envelope& dst, const envelope& src) noexcept {
   dst.step = src.step;
   dst.status = src.status;
   dst.code = src.code;
+  dst.field = src.field;
   dst.message = src.message;
   dst.state = src.state;
   dst.expires_in = src.expires_in;
@@ -133,7 +140,7 @@ class parser {
 
 /// Writes `e` as one message into `out` (cleared first; its capacity is reused). Fields in a fixed
 /// order: v, type, id, request, commanderId, agent, op, priority, site, role, status, percent, step, code,
-/// message, state, expires_in, retry_after, payload. Absent fields are omitted. Strings are escaped; the payload is
+/// field, message, state, expires_in, retry_after, payload. Absent fields are omitted. Strings are escaped; the payload is
 /// copied verbatim. Never writes key or token (those travel only client→server).
 void write(std::string& out, const envelope& e);
 
@@ -145,5 +152,12 @@ void append_json_string(std::string& out, std::string_view text);
 void write_error(std::string& out, std::string_view id, errc code);
 /// The same with "retry_after": seconds until the refused command may be sent again (rate_limited).
 void write_error(std::string& out, std::string_view id, errc code, std::int64_t retry_after);
+/// The same with "field": the member of the refused message at fault (`field` as envelope::field;
+/// omitted when empty). Only names the receiver chose or the sender's plain names go there.
+void write_field_error(std::string& out, std::string_view id, errc code, std::string_view field);
+
+/// The "field" of an error about payload member `name`: "payload.<name>", or "payload" when `name` is
+/// empty (the payload as a whole).
+std::string payload_field_path(std::string_view name);
 
 }  // namespace citrus::protocol

@@ -425,6 +425,7 @@ struct target {
   std::string name;  ///< "hub" or "relay"
   bool is_hub = false;
   std::string url;
+  std::string agent_url;  ///< hub only: where agents connect (default: url)
   std::string pid;
   std::vector<std::unique_ptr<link>> commanders, agents, idle;
   std::atomic<std::size_t> ready{0}, failed{0}, closed{0};
@@ -576,7 +577,9 @@ std::unique_ptr<link> suite::make_link(target& t, role_kind role, std::size_t in
   l->index = index;
   l->w = w;
   const char* path = role == role_kind::commander ? "/c/" : role == role_kind::agent ? "/a/" : "/i/";
-  l->url = t.is_hub ? t.url + "/" : t.url + path + std::to_string(index);
+  // --agent-url: the agents on another hub than the commanders (hubs joined through NATS).
+  const std::string& base = t.is_hub && role != role_kind::commander && !t.agent_url.empty() ? t.agent_url : t.url;
+  l->url = t.is_hub ? base + "/" : t.url + path + std::to_string(index);
   if (role == role_kind::commander) {
     l->name = commander_keys_[index].first;
     l->key = commander_keys_[index].second;
@@ -1046,6 +1049,7 @@ int suite::run() {
   hub_.name = "hub";
   hub_.is_hub = true;
   hub_.url = opts_.get("hub-url");
+  hub_.agent_url = opts_.get("agent-url");
   hub_.pid = opts_.get("hub-pid");
   relay_.name = "relay";
   relay_.url = opts_.get("relay-url");
@@ -1399,6 +1403,7 @@ void usage() {
   std::fputs(
       "usage:\n"
       "  ws_loadgen run --hub-url ws://HOST:PORT --hub-pid PID --relay-url ws://HOST:PORT --relay-pid PID\n"
+      "                 [--agent-url ws://HOST:PORT: the agents on another hub, joined through NATS]\n"
       "                 --keys FILE [--out DIR] [--commanders 4] [--agents 4] [--windows 1,32]\n"
       "                 [--payload-bytes 200] [--seconds 3] [--warmup 0.5] [--repeats 3] [--threads 1|2]\n"
       "                 [--idle 100,1000,10000] [--scale-window 32] [--scale-seconds 2] [--scale-repeats 3]\n"

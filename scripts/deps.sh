@@ -14,6 +14,7 @@ else
     sqlite3
     libsimdjson-dev doctest-dev libsodium-dev libssl-dev libcurl4-openssl-dev
     libpqxx-dev libpq-dev postgresql
+    libnats-dev nats-server
     libcli11-dev
     doxygen
     prometheus  # promtool: tests/integration/test_monitoring.cpp checks docs/monitoring/citrus-alerts.yml

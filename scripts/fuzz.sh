@@ -20,7 +20,7 @@ fi
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER="$clangxx" -DCMAKE_BUILD_TYPE= \
   -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" -DCITRUS_FUZZ=ON -DCITRUS_FUZZ_SECONDS="$seconds" \
   -DCITRUS_BUILD_TESTS=OFF -DCITRUS_BUILD_APPS=OFF -DCITRUS_BUILD_EXAMPLES=OFF -DCITRUS_BUILD_BENCH=OFF \
-  -DCITRUS_WITH_POSTGRES=OFF >/dev/null
+  -DCITRUS_WITH_POSTGRES=OFF -DCITRUS_WITH_NATS=OFF >/dev/null
 cmake --build "$build" -j "$jobs"
 
 cd "$build"

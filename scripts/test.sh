@@ -13,9 +13,10 @@ jobs="$(nproc)"
 "$root/scripts/deps.sh"
 
 # CITRUS_WITH_POSTGRES=ON: citrus::postgres must build here; CITRUS_REQUIRE_POSTGRES: its tests must run
-# (they start their own server) instead of skipping.
+# (they start their own server) instead of skipping. CITRUS_WITH_NATS=ON likewise for citrus::nats (the
+# scaleout tests start their own nats-server).
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCITRUS_WERROR=ON -DCITRUS_SANITIZE=ON \
-  -DCITRUS_WITH_POSTGRES=ON -DCMAKE_INSTALL_PREFIX="$build/install"
+  -DCITRUS_WITH_POSTGRES=ON -DCITRUS_WITH_NATS=ON -DCMAKE_INSTALL_PREFIX="$build/install"
 cmake --build "$build" -j "$jobs"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

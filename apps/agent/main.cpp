@@ -61,16 +61,16 @@ constexpr std::chrono::milliseconds repeat_window = 1s;
 class hub_session final : public citrus::connection_handler {
  public:
   hub_session(citrus::wspp::event_loop& loop, citrus::agent_runtime& runtime, citrus::agent::site_worker& worker,
-              citrus::logger& log, citrus::random_source& random, std::string url)
+              citrus::logger& log, citrus::random_source& random, std::vector<std::string> urls)
       : loop_(loop), runtime_(runtime), worker_(worker), log_(log), backoff_(backoff_initial, backoff_max, random),
-        url_(std::move(url)) {}
+        urls_(std::move(urls)) {}
 
   void attach(citrus::wspp::client& client) { client_ = &client; }
 
   /// The first attempt. Errors here are configuration errors (bad URL, unreadable CA file).
   citrus::result<void> start() {
-    log_.log(log_level::info, "hub_connecting", {field("url", url_)});
-    return client_->connect(url_);
+    log_.log(log_level::info, "hub_connecting", {field("url", urls_[current_])});
+    return client_->connect(urls_[current_]);
   }
 
   void on_open(citrus::connection& conn) override {
@@ -195,7 +195,9 @@ class hub_session final : public citrus::connection_handler {
     log_.log(log_level::info, "hub_reconnect_scheduled", {field("delay_ms", static_cast<std::int64_t>(delay.count()))});
     reconnect_ = loop_.schedule(delay, [this] {
       if (stopping_) return;
-      if (auto started = client_->connect(url_); !started) {
+      current_ = (current_ + 1) % urls_.size();  // several hubs (joined through NATS): the next one
+      log_.log(log_level::info, "hub_connecting", {field("url", urls_[current_])});
+      if (auto started = client_->connect(urls_[current_]); !started) {
         log_.log(log_level::error, "hub_connect_error", {field("error", started.error().message())});
         schedule_reconnect(backoff_.next());
       }
@@ -207,7 +209,8 @@ class hub_session final : public citrus::connection_handler {
   citrus::agent::site_worker& worker_;
   citrus::logger& log_;
   citrus::backoff backoff_;
-  std::string url_;
+  std::vector<std::string> urls_;  ///< not empty; each reconnection tries the next
+  std::size_t current_ = 0;
   citrus::wspp::client* client_ = nullptr;
   citrus::wspp::timer reconnect_, drain_, close_guard_;
   bool online_ = false;
@@ -264,7 +267,9 @@ int run(int argc, char** argv) {
   citrus::app::options opts(
       "citrus-agent", "executes site operations for trusted commanders, in a directory it owns",
       {
-          {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "The hub's WebSocket URL (ws:// or wss://)."},
+          {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/",
+           "The hub's WebSocket URL (ws:// or wss://); several, comma-separated, for hubs joined through NATS: each "
+           "reconnection tries the next."},
           {"agent-id", "CITRUS_AGENT_ID", "agent-1", "This agent's id, as registered with the hub."},
           {"key-file", "CITRUS_AGENT_KEY_FILE", "",
            "File holding the agent's key, rewritten when the key is rotated. Without it, $CITRUS_AGENT_KEY is the key "
@@ -326,8 +331,11 @@ int run(int argc, char** argv) {
   if (!keep || *keep < 1 || *keep > 1000) problems.add("--keep-releases must be an integer in 1..1000");
 
   const std::string hub_url = opts.get("hub-url");
-  if (hub_url.rfind("ws://", 0) != 0 && hub_url.rfind("wss://", 0) != 0)
-    problems.add("--hub-url must be a ws:// or wss:// URL");
+  const std::vector<std::string> hub_urls = citrus::app::split_list(hub_url);
+  if (hub_urls.empty()) problems.add("--hub-url must be a ws:// or wss:// URL");
+  for (const auto& url : hub_urls)
+    if (url.rfind("ws://", 0) != 0 && url.rfind("wss://", 0) != 0)
+      problems.add("--hub-url must be a ws:// or wss:// URL ('" + url + "' is not)");
 
   const std::filesystem::path root = opts.get("root");
   if (root.empty()) problems.add("--root must not be empty");
@@ -385,7 +393,7 @@ int run(int argc, char** argv) {
     return 1;
   }
   citrus::system_random random;
-  hub_session session(loop, runtime, worker, log, random, hub_url);
+  hub_session session(loop, runtime, worker, log, random, hub_urls);
   citrus::wspp::client_options client_options;
   client_options.tls_ca_file = opts.get("tls-ca-file");
   citrus::wspp::client client(loop, session, client_options, log);

@@ -46,6 +46,9 @@
 #include "citrus/core/operations.hpp"
 #include "citrus/core/random.hpp"
 #include "citrus/backend/backend_service.hpp"
+#ifdef CITRUS_HAVE_NATS
+#include "citrus/nats/nats_user_fanout.hpp"
+#endif
 #include "citrus/backend/rest_api.hpp"
 #include "citrus/backend/site_recovery.hpp"
 #include "citrus/core/storage_executor.hpp"
@@ -84,6 +87,9 @@ std::vector<app::option_spec> serve_specs() {
       {"db-busy-timeout-ms", "CITRUS_DB_BUSY_TIMEOUT_MS", "5000", "how long a database write waits for another process's lock (PostgreSQL: how long a statement may run) before the request fails with 503 storage_unavailable (100..60000)", false},
       {"hub-url", "CITRUS_HUB_URL", "ws://127.0.0.1:7000/", "the hub's WebSocket URL (ws:// or wss://)", false},
       {"hub-ca-file", "CITRUS_HUB_CA_FILE", "", "PEM CA bundle to verify a wss:// hub (default: the system's)", false},
+      {"nats-url", "CITRUS_NATS_URL", "", "NATS servers (nats://HOST:PORT, comma-separated) shared with the other backends: a user's updates reach her sessions on every backend (docs/scaling.md). Default: none", false},
+      {"nats-user", "CITRUS_NATS_USER", "", "this backend's NATS user", false},
+      {"nats-password-file", "CITRUS_NATS_PASSWORD_FILE", "", "file holding the NATS user's password (else $CITRUS_NATS_PASSWORD)", false},
       {"commander-id", "CITRUS_COMMANDER_ID", "backend-1", "this backend's commander id at the hub", false},
       {"commander-key-file", "CITRUS_COMMANDER_KEY_FILE", "", "file holding the commander key (else $CITRUS_COMMANDER_KEY; without a key the hub is not contacted)", false},
       {"jwt-secret-file", "CITRUS_JWT_SECRET_FILE", "", "file holding the HS256 secret, at least 32 bytes (else $CITRUS_JWT_SECRET; else a random one: tokens do not survive a restart)", false},
@@ -132,8 +138,11 @@ struct serve_settings {
   std::string listen_text;
   std::string db_path;
   std::chrono::milliseconds db_busy_timeout{5000};
-  std::string hub_url;
+  std::string hub_url;                ///< as given: one URL, or several comma-separated
+  std::vector<std::string> hub_urls;  ///< each hub, tried in turn
   std::string hub_ca_file;
+  std::vector<std::string> nats_servers;  ///< empty: no other backends to tell
+  std::string nats_user, nats_password;
   std::string commander_id;
   std::string commander_key;  ///< empty: the hub is not contacted
   std::string commander_key_file;  ///< where a rotated commander key is saved; empty: it is never rotated
@@ -192,9 +201,27 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
     usage_error("invalid --db-busy-timeout-ms '" + opts.get("db-busy-timeout-ms") + "' (100..60000)");
   else s.db_busy_timeout = std::chrono::milliseconds(*busy);
   s.hub_url = opts.get("hub-url");
-  if (s.hub_url.rfind("ws://", 0) != 0 && s.hub_url.rfind("wss://", 0) != 0)
-    usage_error("invalid --hub-url '" + s.hub_url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
+  s.hub_urls = app::split_list(s.hub_url);
+  if (s.hub_urls.empty()) usage_error("--hub-url must not be empty");
+  for (const auto& url : s.hub_urls)
+    if (url.rfind("ws://", 0) != 0 && url.rfind("wss://", 0) != 0)
+      usage_error("invalid --hub-url '" + url + "' (ws://HOST:PORT/ or wss://HOST:PORT/)");
   s.hub_ca_file = opts.get("hub-ca-file");
+  s.nats_servers = app::split_list(opts.get("nats-url"));
+#ifndef CITRUS_HAVE_NATS
+  if (!s.nats_servers.empty()) usage_error("--nats-url: this citrus-backend was built without NATS (citrus::nats)");
+#endif
+  for (const auto& url : s.nats_servers)
+    if (url.rfind("nats://", 0) != 0 && url.rfind("tls://", 0) != 0)
+      usage_error("invalid --nats-url '" + url + "' (nats://HOST:PORT or tls://HOST:PORT)");
+  s.nats_user = opts.get("nats-user");
+  if (!opts.get("nats-password-file").empty()) {
+    auto secret = app::read_secret_file(opts.get("nats-password-file"));
+    if (secret) s.nats_password = *secret;
+    else unreadable("cannot read --nats-password-file " + opts.get("nats-password-file"));
+  } else if (const char* from_env = std::getenv("CITRUS_NATS_PASSWORD")) {
+    s.nats_password = from_env;
+  }
   s.commander_id = opts.get("commander-id");
   if (!is_valid_wire_id(s.commander_id))
     usage_error("invalid --commander-id '" + s.commander_id + "': 1..128 characters of A-Z a-z 0-9 . _ : -");
@@ -285,20 +312,21 @@ std::optional<int> read_settings(int argc, char** argv, int first, serve_setting
 // ------------------------------------------------------------------------------------ the hub link
 
 /// The commander link's transport: a wspp::client to the hub, reconnected with backoff (full jitter)
-/// after a failed attempt and after every close, until shutdown().
+/// after a failed attempt and after every close, until shutdown(). With several hub URLs (hubs joined
+/// through NATS), each reconnection tries the next one.
 class hub_connector final : public connection_handler {
  public:
-  hub_connector(wspp::event_loop& loop, commander_link& link, std::string url, wspp::client_options options,
+  hub_connector(wspp::event_loop& loop, commander_link& link, std::vector<std::string> urls, wspp::client_options options,
                 logger& log, random_source& random)
       : loop_(loop),
         link_(link),
-        url_(std::move(url)),
+        urls_(std::move(urls)),
         log_(log),
         backoff_(100ms, 10s, random),
         client_(loop, *this, std::move(options), log) {
     client_.set_connect_failed_handler([this](const wspp::connect_failure& failure) {
       log_.log(log_level::warn, "hub_connect_failed",
-               {field("url", url_), field("reason", failure.reason),
+               {field("url", urls_[current_]), field("reason", failure.reason),
                 field("http_status", static_cast<std::int64_t>(failure.http_status))});
       schedule_reconnect();
     });
@@ -308,7 +336,7 @@ class hub_connector final : public connection_handler {
   hub_connector& operator=(const hub_connector&) = delete;
 
   /// The first attempt; errc::invalid_value for a URL that is not ws:// or wss://.
-  result<void> start() { return client_.connect(url_); }
+  result<void> start() { return client_.connect(urls_[current_]); }
 
   void shutdown() {
     stopping_ = true;
@@ -319,7 +347,7 @@ class hub_connector final : public connection_handler {
   std::uint64_t attempts() const noexcept { return attempts_; }
 
   void on_open(connection& conn) override {
-    log_.log(log_level::info, "hub_connected", {field("url", url_)});
+    log_.log(log_level::info, "hub_connected", {field("url", urls_[current_])});
     link_.on_open(conn);
   }
   void on_message(connection_id id, std::string_view text) override {
@@ -356,8 +384,9 @@ class hub_connector final : public connection_handler {
     retry_ = loop_.schedule(delay, [this] {
       if (stopping_) return;
       ++attempts_;
-      if (auto started = client_.connect(url_); !started) {
-        log_.log(log_level::error, "hub_connect_failed", {field("url", url_), field("reason", started.error().message())});
+      current_ = (current_ + 1) % urls_.size();  // the next hub: this one failed or dropped us
+      if (auto started = client_.connect(urls_[current_]); !started) {
+        log_.log(log_level::error, "hub_connect_failed", {field("url", urls_[current_]), field("reason", started.error().message())});
         schedule_reconnect();
       }
     });
@@ -365,7 +394,8 @@ class hub_connector final : public connection_handler {
 
   wspp::event_loop& loop_;
   commander_link& link_;
-  std::string url_;
+  std::vector<std::string> urls_;  ///< not empty
+  std::size_t current_ = 0;
   logger& log_;
   backoff backoff_;
   bool stopping_ = false;
@@ -560,13 +590,28 @@ int serve(const serve_settings& s) {
   std::optional<std::uint64_t> unacknowledged;
   sources.unacknowledged = &unacknowledged;
   backend.set_metrics([&sources] { return prometheus_text(sources); });
+#ifdef CITRUS_HAVE_NATS
+  // Several backends: a user's updates reach her sessions on the others too.
+  std::unique_ptr<nats::nats_user_fanout> fanout;
+  if (!s.nats_servers.empty()) {
+    fanout = std::make_unique<nats::nats_user_fanout>(
+        nats::nats_fanout_config{s.commander_id, s.nats_servers, s.nats_user, s.nats_password},
+        [&loop](std::function<void()> task) { loop.post(std::move(task)); },
+        [&backend](user_id user, std::string_view frame) { backend.deliver_to_user(user, frame); }, log);
+    if (auto started = fanout->start(); !started) {
+      print_error("cannot start the NATS link: " + lower_message(started.error()));
+      return exit_failure;
+    }
+    backend.set_user_fanout(fanout.get());
+  }
+#endif
 
   held_answers held(loop);  // before the server: destroyed after it, when there is nobody left to answer
   std::unique_ptr<hub_connector> hub;
   if (!s.commander_key.empty()) {
     wspp::client_options client_options;
     client_options.tls_ca_file = s.hub_ca_file;
-    hub = std::make_unique<hub_connector>(loop, backend.link(), s.hub_url, std::move(client_options), log, random);
+    hub = std::make_unique<hub_connector>(loop, backend.link(), s.hub_urls, std::move(client_options), log, random);
     sources.hub = hub.get();
   }
 
@@ -678,6 +723,12 @@ int serve(const serve_settings& s) {
 
   loop.run();
 
+#ifdef CITRUS_HAVE_NATS
+  if (fanout) {
+    backend.set_user_fanout(nullptr);
+    fanout->stop();
+  }
+#endif
   ticker.cancel();
   audit_counter.cancel();
   shutdown_poll.cancel();

@@ -2,9 +2,11 @@
 // and keys; commands are forwarded tagged with the sender's commanderId and updates routed back to it.
 // Thin wiring: every rule lives in citrus::core (hub.hpp).
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <chrono>
 #include <utility>
+#include <functional>
 #include <vector>
 #include <string>
 
@@ -20,9 +22,14 @@
 #include "citrus/app/shutdown.hpp"
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
+#include "citrus/core/ids.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "citrus/wspp/server.hpp"
 #include "citrus/worker/storage_worker.hpp"
+#ifdef CITRUS_HAVE_NATS
+#include "citrus/nats/nats_peer_link.hpp"
+#endif
+
 #include "backend_post.hpp"
 #include "http_verifier.hpp"
 #include "backend_audit.hpp"
@@ -41,7 +48,12 @@ std::vector<option_spec> hub_options() {
       {"verify-url", "CITRUS_VERIFY_URL", "",
        "Backend endpoint that verifies agent keys (http(s)://HOST:PORT/api/verify-agent). Without --db, commander keys "
        "are verified at /api/verify-commander and audit events sent to /api/hub-events next to it."},
-      {"hub-id", "CITRUS_HUB_ID", "hub-1", "This hub's id at the backend (for --verify-url)."},
+      {"hub-id", "CITRUS_HUB_ID", "hub-1", "This hub's id at the backend (for --verify-url) and among its peers (--nats-url)."},
+      {"nats-url", "CITRUS_NATS_URL", "",
+       "NATS servers (nats://HOST:PORT, comma-separated) joining this hub to its peers: commands reach agents on any "
+       "hub (docs/scaling.md). Default: a single hub, no NATS."},
+      {"nats-user", "CITRUS_NATS_USER", "", "This hub's NATS user (its permissions: docs/scaling.md)."},
+      {"nats-password-file", "CITRUS_NATS_PASSWORD_FILE", "", "File holding the NATS user's password (or set CITRUS_NATS_PASSWORD)."},
       {"hub-key-file", "CITRUS_HUB_KEY_FILE", "", "File holding this hub's key (or set CITRUS_HUB_KEY)."},
       {"metrics-token-file", "CITRUS_METRICS_TOKEN_FILE", "", "File holding the token GET /metrics requires as \"Authorization: Bearer <token>\" (default: /metrics is open)."},
       {"tls-cert", "CITRUS_TLS_CERT", "", "PEM certificate chain: serve wss:// (with --tls-key)."},
@@ -88,6 +100,8 @@ struct metrics_sources {
   const citrus::app::async_audit& audit;
   const citrus::app::http_metrics& http;
   std::size_t max_agent_series;  ///< per-agent presence lines beyond it are left out (the count stays)
+  std::function<std::size_t()> peers_online;  ///< peer hubs heard (scale-out); empty without NATS
+  std::function<bool()> nats_connected;
 };
 
 std::string metrics_text(const metrics_sources& m) {
@@ -112,6 +126,14 @@ std::string metrics_text(const metrics_sources& m) {
     out.sample({{"role", role}, {"outcome", "failed"}}, counts.failed);
   }
   out.counter("citrus_hub_security_events_total", "Security events recorded.", c.security_events);
+  if (m.peers_online) {
+    out.gauge("citrus_hub_nats_connected", "1 while this hub is connected to NATS (scale-out).", m.nats_connected() ? 1 : 0);
+    out.gauge("citrus_hub_peers_online", "Peer hubs heard within the peer timeout.", static_cast<double>(m.peers_online()));
+    out.counter("citrus_hub_remote_routed_total", "Commands forwarded to, or accepted from, a peer hub.", c.remote_routed);
+    out.counter("citrus_hub_remote_takeovers_total", "Sessions closed because a peer hub holds the identity now.",
+                c.remote_takeovers);
+    out.counter("citrus_hub_peers_lost_total", "Peer hubs lost (died, froze or restarted).", c.peers_lost);
+  }
   out.family("citrus_hub_takeovers_total", metrics::type::counter,
              "Take-overs of an identity by a newer connection: replaced (the older session closed), refused (the "
              "identity was taken over too recently).");
@@ -223,6 +245,24 @@ int main(int argc, char** argv) {
   for (const char* option : {"tls-cert", "tls-key"})
     if (!opts.get(option).empty() && !citrus::app::read_secret_file(opts.get(option)))
       problems.add(std::string("cannot read --") + option + " " + opts.get(option));
+  // Scale-out: the NATS servers joining this hub to its peers (checked here, connected after the loop exists).
+  const std::vector<std::string> nats_servers = citrus::app::split_list(opts.get("nats-url"));
+  std::string nats_password;
+#ifndef CITRUS_HAVE_NATS
+  if (!nats_servers.empty()) problems.add("--nats-url: this citrus-hub was built without NATS (citrus::nats)");
+#endif
+  for (const auto& url : nats_servers)
+    if (url.rfind("nats://", 0) != 0 && url.rfind("tls://", 0) != 0)
+      problems.add("--nats-url: '" + url + "' is not a nats:// or tls:// URL");
+  if (!nats_servers.empty() && !citrus::is_valid_wire_id(opts.get("hub-id")))
+    problems.add("--hub-id: '" + opts.get("hub-id") + "' is not a valid id");
+  if (const char* from_env = std::getenv("CITRUS_NATS_PASSWORD"); from_env && opts.get("nats-password-file").empty())
+    nats_password = from_env;
+  if (!opts.get("nats-password-file").empty()) {
+    auto secret = citrus::app::read_secret_file(opts.get("nats-password-file"));
+    if (secret) nats_password = *secret;
+    else problems.add("cannot read --nats-password-file " + opts.get("nats-password-file"), 1);
+  }
   // Where keys are checked and audit events go: the database (--db, the default without --verify-url),
   // or the backend (--verify-url without --db: no database at all).
   const std::string verify_url = opts.get("verify-url");
@@ -307,7 +347,31 @@ int main(int argc, char** argv) {
   config.revokers = std::move(revokers);
   config.key_rotation_overlap = std::chrono::seconds(*key_overlap);
   config.key_max_age = std::chrono::seconds(*key_max_age);
-  citrus::hub hub(config, citrus::hub_services{clock, log, *audit, verifier, operations});
+#ifdef CITRUS_HAVE_NATS
+  std::unique_ptr<citrus::nats::nats_peer_link> peers;
+  if (!nats_servers.empty()) {
+    citrus::nats::nats_link_config nats_config;
+    nats_config.hub_id = opts.get("hub-id");
+    nats_config.servers = nats_servers;
+    nats_config.user = opts.get("nats-user");
+    nats_config.password = nats_password;
+    peers = std::make_unique<citrus::nats::nats_peer_link>(
+        nats_config, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, log, clock);
+  }
+  citrus::hub_peer_link* peer_link = peers.get();
+#else
+  citrus::hub_peer_link* peer_link = nullptr;
+#endif
+  citrus::hub hub(config, citrus::hub_services{clock, log, *audit, verifier, operations, peer_link});
+#ifdef CITRUS_HAVE_NATS
+  if (peers) {
+    peers->attach(hub);
+    if (auto started = peers->start(); !started) {
+      citrus::app::print_error("citrus-hub", "cannot start the NATS link: " + started.error().message());
+      return 1;
+    }
+  }
+#endif
 
   citrus::wspp::server_options server_options;
   server_options.bind_address = host;
@@ -321,7 +385,13 @@ int main(int argc, char** argv) {
   server_options.tls_private_key_file = opts.get("tls-key");
   citrus::wspp::server server(loop, hub, server_options, log);
   citrus::app::http_metrics http_metrics("citrus_hub");
-  const metrics_sources sources{hub, server, log, *audit, http_metrics, static_cast<std::size_t>(*max_agent_series)};
+  metrics_sources sources{hub, server, log, *audit, http_metrics, static_cast<std::size_t>(*max_agent_series), {}, {}};
+#ifdef CITRUS_HAVE_NATS
+  if (peers) {
+    sources.peers_online = [&peers] { return peers->peers().size(); };
+    sources.nats_connected = [&peers] { return peers->connected(); };
+  }
+#endif
   server.set_http_handler([&](const citrus::wspp::http_request& request) {
     return citrus::app::serve_health_and_metrics(request, metrics_token, [&] { return metrics_text(sources); }, http_metrics);
   });
@@ -342,7 +412,12 @@ int main(int argc, char** argv) {
       loop.post(route_batch);
     }
   });
-  auto ticker = loop.schedule_every(std::chrono::milliseconds(100), [&] { hub.tick(); });
+  auto ticker = loop.schedule_every(std::chrono::milliseconds(100), [&] {
+    hub.tick();
+#ifdef CITRUS_HAVE_NATS
+    if (peers) peers->tick();
+#endif
+  });
 
   auto bound = server.listen();
   if (!bound) {
@@ -374,5 +449,8 @@ int main(int argc, char** argv) {
   });
   loop.run();
   ticker.cancel();
+#ifdef CITRUS_HAVE_NATS
+  if (peers) peers->stop();  // before the hub it calls back goes
+#endif
   return 0;
 }

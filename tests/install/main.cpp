@@ -16,6 +16,9 @@
 #ifdef CONSUMER_HAS_POSTGRES
 #include "citrus/postgres/postgres_storage.hpp"
 #endif
+#ifdef CONSUMER_HAS_NATS
+#include "citrus/nats/nats_peer_link.hpp"
+#endif
 
 int main() {
   citrus::protocol::parser parser;
@@ -37,9 +40,13 @@ int main() {
                 citrus::postgres::postgres_storage::open("postgresql://u@127.0.0.1:1/db").error() ==
                     citrus::postgres::open_errc::cannot_connect;
 #endif
+  bool nats_ok = true;
+#ifdef CONSUMER_HAS_NATS
+  nats_ok = citrus::nats::decode_token(citrus::nats::encode_token("agent.7:x")) == "agent.7:x";
+#endif
   // The headers and the library linked in are the same version.
   const bool version_ok = std::strcmp(citrus::version(), CITRUS_VERSION_STRING) == 0;
-  const bool ok = parsed && key_ok && token_ok && store_ok && version_ok && postgres_ok;
+  const bool ok = parsed && key_ok && token_ok && store_ok && version_ok && postgres_ok && nats_ok;
   std::printf("install consumer (Citrus %s): %s\n", citrus::version(), ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

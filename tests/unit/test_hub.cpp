@@ -783,15 +783,24 @@ TEST_SUITE("hub_flow") {
     CHECK_FALSE(f.log.mentions(f.agent1_key));
   }
 
-  TEST_CASE("scale-out seam: a command for an agent elsewhere goes to the peer link, its update comes back") {
+  TEST_CASE("scale-out seam: a command for an agent elsewhere goes to the peer link with a route number") {
+    // Across real hubs: tests/unit/test_hub_mesh.cpp. Here, what the hub hands the link.
     struct fake_link final : hub_peer_link {
       std::vector<std::string> commands;
-      bool forward_command(std::string_view agent, std::string_view, std::string_view, std::string_view frame) override {
-        if (agent != "agent-remote") return false;
+      std::vector<std::uint64_t> routes;
+      std::vector<std::string> claims;
+      std::string_view self() const override { return "hub-1"; }
+      bool forward_command(std::string_view agent, std::uint64_t route, protocol::priority,
+                           std::string_view frame) override {
+        if (agent != "agent-remote") return false;  // the link is down for the others
         commands.emplace_back(frame);
+        routes.push_back(route);
         return true;
       }
-      bool forward_update(std::string_view, std::string_view) override { return false; }
+      void forward_update(std::string_view, std::uint64_t, peer_update_kind, std::string_view) override {}
+      void claim(principal_kind, std::string_view id) override { claims.emplace_back(id); }
+      void release(principal_kind, std::string_view) override {}
+      void revoke(principal_kind, std::string_view) override {}
     } link;
     memory::manual_clock clk;
     memory::recording_logger log;
@@ -810,14 +819,19 @@ TEST_SUITE("hub_flow") {
     backend.send(command_frame("r1", "agent-remote"));
     backend.send(command_frame("r2", "agent-nowhere"));
     net.run();
+    CHECK(link.claims == std::vector<std::string>{"backend-1"});
     REQUIRE(link.commands.size() == 1);
     CHECK(contains(link.commands[0], R"("commanderId":"backend-1")"));
     CHECK(count_with(backend, R"("code":"agent_offline")") == 1);
     CHECK(h.requests_in_flight() == 1);
-    h.deliver_remote_update("backend-1", "r1", true, R"({"v":1,"type":"result","id":"r1","agent":"agent-remote","status":"ok"})");
-    h.deliver_remote_update("backend-1", "r1", true, R"({"v":1,"type":"result","id":"r1","agent":"agent-remote","status":"ok"})");
+    // The peer that accepts it answers on that number; a second final finds no route.
+    h.deliver_remote_update("hub-3", link.routes[0], peer_update_kind::accepted, "");
+    h.deliver_remote_update("hub-3", link.routes[0], peer_update_kind::final,
+                            R"({"v":1,"type":"result","id":"r1","agent":"agent-remote","status":"ok"})");
+    h.deliver_remote_update("hub-3", link.routes[0], peer_update_kind::final,
+                            R"({"v":1,"type":"result","id":"r1","agent":"agent-remote","status":"ok"})");
     net.run();
-    CHECK(count_with(backend, R"("id":"r1","agent":"agent-remote")") == 1);  // the second one found no route
+    CHECK(count_with(backend, R"("id":"r1","agent":"agent-remote")") == 1);
     CHECK(h.requests_in_flight() == 0);
   }
 }

@@ -16,13 +16,26 @@ struct forward_observer final : command_observer {
     if (target) target->on_update(update);
   }
 };
+
+/// A user's updates go to this backend's sessions of the user, then to the other backends (if any).
+struct fanout_notifier final : user_notifier {
+  explicit fanout_notifier(user_gateway& g) : gateway(g) {}
+  user_gateway& gateway;
+  user_fanout* fanout = nullptr;
+  void notify(user_id user, std::string_view frame) override {
+    gateway.notify(user, frame);
+    if (fanout) fanout->publish(user, frame);
+  }
+  void operation_ended(user_id user, const request_id& request) override { gateway.operation_ended(user, request); }
+};
 }  // namespace
 
 struct backend_service::impl {
   impl(backend_config c, backend_services s)
       : gateway(c.gateway, s.tokens, s.storage, s.operations, s.clk, s.log, s.gateway_audit),
         link(std::move(c.link), s.clk, s.log, observer),
-        sites(std::move(c.sites), s.operations, s.storage, link, gateway, s.clk, s.log),
+        notifier(gateway),
+        sites(std::move(c.sites), s.operations, s.storage, link, notifier, s.clk, s.log),
         login(c.login, s.storage, s.tokens, s.clk),
         rest(c.rest, rest_services{s.storage, sites, login, s.tokens, s.clk, s.random, s.log,
                                    [this] { return metrics ? metrics() : std::string("citrus_up 1\n"); },
@@ -44,6 +57,7 @@ struct backend_service::impl {
   forward_observer observer;
   user_gateway gateway;
   commander_link link;
+  fanout_notifier notifier;
   site_service sites;
   login_service login;
   rest_api rest;
@@ -163,6 +177,8 @@ connection_handler& backend_service::hub_link() noexcept { return impl_->link; }
 void backend_service::handle_http(const http_request& request, std::function<void(http_response)> done) {
   impl_->rest.handle(request, std::move(done));
 }
+void backend_service::set_user_fanout(user_fanout* fanout) { impl_->notifier.fanout = fanout; }
+void backend_service::deliver_to_user(user_id user, std::string_view frame) { impl_->gateway.notify(user, frame); }
 void backend_service::set_metrics(std::function<std::string()> metrics) { impl_->metrics = std::move(metrics); }
 void backend_service::set_readiness(std::function<std::vector<std::string>()> unready) {
   impl_->unready = std::move(unready);

@@ -11,6 +11,7 @@
 
 #include "citrus/core/priority_queue.hpp"
 #include "citrus/core/client_address.hpp"
+#include "citrus/core/ids.hpp"
 
 namespace citrus {
 namespace {
@@ -30,6 +31,11 @@ struct inbound_item {
   std::string frame;    ///< what to send on
   std::string op;       ///< command: the operation (for the audit trail)
   std::string outcome;  ///< final update: "ok", "failed" or the error's wire code (for the audit trail)
+  protocol::priority prio = protocol::priority::normal;  ///< the queue it went through
+  /// A command a peer hub forwarded: `from` is no connection; answers go to `origin` on its route number.
+  bool remote = false;
+  std::string origin;
+  std::uint64_t origin_route = 0;
 };
 
 struct commander_state;
@@ -74,6 +80,7 @@ struct commander_state {
   std::size_t in_flight = 0;
   token_bucket bucket;
   std::optional<steady_time> last_takeover;  ///< the last take-over attempted (hub_config::takeover_window)
+  std::uint64_t claim_revision = 0;  ///< scale-out: the revision of this hub's claim, 0 until it is heard back
   bool granted(std::string_view agent) const {
     return all_agents || std::binary_search(grants.begin(), grants.end(), agent);
   }
@@ -92,6 +99,7 @@ struct agent_state {
   }
   token_bucket bucket;
   std::optional<steady_time> last_takeover;  ///< the last take-over attempted (hub_config::takeover_window)
+  std::uint64_t claim_revision = 0;  ///< scale-out: the revision of this hub's claim, 0 until it is heard back
 };
 
 struct route {
@@ -101,6 +109,13 @@ struct route {
   steady_time deadline{};
   std::string op;         ///< for the audit trail's final event
   steady_time started{};  ///< when it was routed: the latency histograms and the final event's timing
+  // Scale-out. A route this hub forwarded to a peer (origin half) has a number and, once accepted, the
+  // peer that holds its agent; a route a peer forwarded here (agent half) has that peer's name and number.
+  std::uint64_t number = 0;
+  std::string peer_hub;        ///< origin half: the hub that accepted it ("" until `accepted`)
+  steady_time ack_deadline{};  ///< origin half: `accepted` by then, or agent_disconnected
+  std::string origin;          ///< agent half: the hub whose commander sent it
+  std::uint64_t origin_route = 0;
   bool cancel_only = false;  ///< opened by a cancel of a request the hub had no route for (route_cancel)
   std::uint32_t cancels = 0; ///< cancels forwarded on this route: each may draw one late answer (late_answer)
 };
@@ -111,6 +126,12 @@ struct late_answer {
   std::string agent;
   std::uint32_t left = 0;
   steady_time until{};
+};
+
+/// Who holds an identity elsewhere, as the newest claim heard says.
+struct remote_holder {
+  std::string hub;
+  std::uint64_t revision = 0;
 };
 
 enum class outbound_kind { command, progress, final };
@@ -152,10 +173,16 @@ struct hub::impl {
   std::string route_key;  ///< scratch for lookups
   std::string name_key;   ///< scratch for commander/agent lookups by view (no temporary strings)
   protocol::envelope fwd;  ///< scratch for outgoing frames
+  std::string peer_frame;  ///< scratch: a peer hub's update, written again
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);  ///< guards asynchronous verifier callbacks
   failure_throttle auth_by_identity;  ///< key: "agent:ID" / "commander:ID"; counts, never locks
   failure_throttle auth_by_address;   ///< key: session::address
   std::unordered_map<std::string, std::size_t> verifying_by_address;  ///< verifications in flight
+  // Scale-out (svc.peers).
+  std::uint64_t last_route_number = 0;
+  std::unordered_map<std::uint64_t, std::string> forwarded;  ///< route number -> key of an origin half
+  std::unordered_map<std::string, remote_holder> remote_agents;      ///< agents held by peer hubs
+  std::unordered_map<std::string, remote_holder> remote_commanders;  ///< commanders held by peer hubs
   /// "agent:ID" / "commander:ID" -> revocations so far: a verification answered across one is asked again.
   std::unordered_map<std::string, std::uint64_t> revocations;
 
@@ -192,11 +219,16 @@ struct hub::impl {
   }
 
   /// Records a route, reusing a spare node when there is one.
-  void add_route(const std::string& key, std::string_view commander, std::string_view agent, std::string_view request,
-                 steady_time deadline, steady_time started) {
+  route& add_route(const std::string& key, std::string_view commander, std::string_view agent, std::string_view request,
+                   steady_time deadline, steady_time started) {
     if (spare_routes.empty()) {
-      routes.emplace(key, route{std::string(commander), std::string(agent), std::string(request), deadline, {}, started});
-      return;
+      route r;
+      r.commander.assign(commander.data(), commander.size());
+      r.agent.assign(agent.data(), agent.size());
+      r.request.assign(request.data(), request.size());
+      r.deadline = deadline;
+      r.started = started;
+      return routes.emplace(key, std::move(r)).first->second;
     }
     route_map::node_type node = std::move(spare_routes.back());
     spare_routes.pop_back();
@@ -207,19 +239,27 @@ struct hub::impl {
     r.request.assign(request.data(), request.size());
     r.deadline = deadline;
     r.started = started;
+    r.op.clear();
+    r.number = 0;
+    r.peer_hub.clear();
+    r.ack_deadline = {};
+    r.origin.clear();
+    r.origin_route = 0;
     r.cancel_only = false;
     r.cancels = 0;
-    routes.insert(std::move(node));
+    return routes.insert(std::move(node)).position->second;
   }
 
   /// Removes a route; returns the iterator after it.
   route_map::iterator remove_route(route_map::iterator it) {
+    if (it->second.number != 0) forwarded.erase(it->second.number);
     if (spare_routes.size() >= max_spare_routes) return routes.erase(it);
     auto next = std::next(it);
     spare_routes.push_back(routes.extract(it));
     return next;
   }
 
+  /// A pooled item: its strings keep their capacity, its flags are reset.
   inbound_item* take_item() {
     if (free_items.empty()) {
       all_items.push_back(std::make_unique<inbound_item>());
@@ -227,6 +267,9 @@ struct hub::impl {
     }
     inbound_item* item = free_items.back();
     free_items.pop_back();
+    item->remote = false;
+    item->is_cancel = false;
+    item->origin_route = 0;
     return item;
   }
   void release(inbound_item* item) { free_items.push_back(item); }
@@ -247,6 +290,16 @@ struct hub::impl {
                  field("identity", s.identity), field("target", target)});
     svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::security_event, actor_of(s, id),
                                  std::string(action), std::move(target), std::string(outcome), std::string(detail)});
+  }
+
+  /// A peer hub's message refused: the peer is the actor (the link proves who sent it).
+  void peer_security_event(std::string_view peer, std::string_view action, std::string target, std::string_view detail) {
+    ++stats.security_events;
+    ++stats.dropped;
+    svc.log.log(log_level::warn, "security_event",
+                {field("action", action), field("peer", peer), field("target", target)});
+    svc.audit.record(audit_event{svc.clk.wall_now(), audit_kind::security_event, "hub:" + std::string(peer),
+                                 std::string(action), std::move(target), "dropped", std::string(detail)});
   }
 
   // ------------------------------------------------------------------ sending
@@ -376,18 +429,28 @@ struct hub::impl {
   /// Ends a route with an error to its commander (if reachable).
   void fail_route(const route& r, errc code) {
     audit_final(r, wire_code(code), now());
+    if (!r.origin.empty()) {  // the agent half of a peer's route: its commander is on the origin hub
+      write_route_error(r.request, r.agent, code);
+      if (svc.peers) svc.peers->forward_update(r.origin, r.origin_route, peer_update_kind::final, out);
+      return;
+    }
     commander_state* cs = find_commander(r.commander);
     if (cs && cs->in_flight > 0) --cs->in_flight;
     if (session* c = online_session(cs)) {
-      protocol::envelope e;
-      e.type = protocol::message_type::error;
-      e.id = r.request;
-      e.agent = r.agent;
-      e.code = wire_code(code);
-      e.message = public_message(code);
-      protocol::write(out, e);
+      write_route_error(r.request, r.agent, code);
       deliver(*c, out, outbound_kind::final, r.request);
     }
+  }
+
+  /// The error that ends request `request` of `agent`, into `out`.
+  void write_route_error(std::string_view request, std::string_view agent, errc code) {
+    protocol::envelope e;
+    e.type = protocol::message_type::error;
+    e.id = request;
+    e.agent = agent;
+    e.code = wire_code(code);
+    e.message = public_message(code);
+    protocol::write(out, e);
   }
 
   // ------------------------------------------------------------------ authentication
@@ -566,6 +629,10 @@ struct hub::impl {
       set_trusted(a, std::move(p.grants));
     }
     ++auth_stats(p.kind).ok;
+    if (svc.peers) {  // one live session per identity across hubs: the newest claim wins
+      (p.kind == principal_kind::commander ? s.commander->claim_revision : s.agent->claim_revision) = 0;
+      svc.peers->claim(p.kind, p.id);
+    }
     s.identity = p.id;
     s.strikes = 0;
     s.key = std::move(key);
@@ -577,11 +644,18 @@ struct hub::impl {
     start_session_lifetime(s);
     check_key_age(s, id, p);
     if (s.role == session_role::agent) {
-      announce_agent(s.identity, true);
+      if (!remote_agents.count(s.identity)) announce_agent(s.identity, true);  // else it was present already
     } else {
       for (auto& [agent, a] : agents)
         if (a.online && s.commander->granted(agent)) send_presence(s, agent, true);
+      for (auto& [agent, holder] : remote_agents)
+        if (s.commander->granted(agent) && !agent_here(agent)) send_presence(s, agent, true);
     }
+  }
+
+  bool agent_here(const std::string& agent) const {
+    auto it = agents.find(agent);
+    return it != agents.end() && it->second.online;
   }
 
   static void set_trusted(agent_state& a, std::vector<std::string> trusted) {
@@ -773,16 +847,19 @@ struct hub::impl {
   }
 
   /// Closes the live session of (kind, id) at once; `actor`: who asked, for the audit trail.
-  std::size_t revoke(principal_kind kind, std::string_view identity, const std::string& actor) {
+  /// `tell_peers`: false when a peer hub asked (it told the others itself); peers re-check, see recheck().
+  std::size_t revoke(principal_kind kind, std::string_view identity, const std::string& actor, bool tell_peers) {
     session* s = keys_changed(kind, identity);
+    if (tell_peers && svc.peers) svc.peers->revoke(kind, identity);
     if (!s) return 0;
     close_revoked(*s, kind, identity, actor);
     return 1;
   }
 
   /// Verifies the live session's key again; closes it unless the key still verifies (fail closed).
-  std::size_t recheck(principal_kind kind, std::string_view identity, const std::string& actor) {
+  std::size_t recheck(principal_kind kind, std::string_view identity, const std::string& actor, bool tell_peers) {
     session* s = keys_changed(kind, identity);
+    if (tell_peers && svc.peers) svc.peers->revoke(kind, identity);
     if (!s) return 0;
     // A reauth being verified is asked again (verify_fresh) and decides; so does a recheck under way.
     if (s->reauthing || s->rechecking) return 1;
@@ -827,7 +904,7 @@ struct hub::impl {
     }
     s.strikes = 0;
     const principal_kind kind = e.role == "commander" ? principal_kind::commander : principal_kind::agent;
-    recheck(kind, e.id, actor_of(s, id));
+    recheck(kind, e.id, actor_of(s, id), true);
   }
 
   /// The older connection of an identity that a newer one took over is closed with close_code::replaced.
@@ -1021,9 +1098,11 @@ struct hub::impl {
   /// `t`: when the message arrived; routed at once (no wakeup hook), that is also when it is routed.
   void enqueue(protocol::priority p, inbound_item* item, steady_time t) {
     const bool was_empty = queue.empty();
+    item->prio = p;
     if (!queue.push(p, std::move(item))) {  // inbound queue full: shed load, tell the sender
       ++stats.rate_limited;
-      if (session* s = find(item->from)) reject(*s, item->from, item->request, errc::rate_limited);
+      if (item->remote) refuse_remote(*item, errc::rate_limited);
+      else if (session* s = find(item->from)) reject(*s, item->from, item->request, errc::rate_limited);
       release(item);
       return;
     }
@@ -1042,7 +1121,8 @@ struct hub::impl {
       auto next = queue.pop();
       if (!next) break;
       inbound_item* item = *next;
-      if (item->is_cancel) route_cancel(*item, t);
+      if (item->remote) route_remote_command(*item, t);
+      else if (item->is_cancel) route_cancel(*item, t);
       else if (item->is_command) route_command(*item, t);
       else route_update(*item, t);
       release(item);
@@ -1093,19 +1173,27 @@ struct hub::impl {
       reject(*s, item.from, item.request, errc::storage_unavailable);
       return;
     }
-    if (!a) {
-      if (!(svc.peers && svc.peers->forward_command(item.peer, item.sender, item.request, item.frame))) {
+    std::uint64_t number = 0;
+    if (!a) {  // not here: another hub may hold it, and answers on this route's number
+      number = ++last_route_number;
+      if (!(svc.peers && svc.peers->forward_command(item.peer, number, item.prio, item.frame))) {
         if (cfg.audit_commands)
           svc.audit.record(command_audit::finished(svc.clk.wall_now(), item.sender, item.peer, item.op, item.request,
                                                    wire_code(errc::agent_offline), {}));
         reject(*s, item.from, item.request, errc::agent_offline);
         return;
       }
+      ++stats.remote_routed;
     } else {
       deliver(*a, item.frame, outbound_kind::command, item.request);
     }
-    add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout, t);
-    if (cfg.audit_commands) routes.find(key)->second.op = item.op;
+    route& r = add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout, t);
+    r.op = item.op;
+    if (number != 0) {
+      r.number = number;
+      r.ack_deadline = t + cfg.peer_ack_timeout;
+      forwarded.emplace(number, key);
+    }
     ++c.in_flight;
     ++stats.routed;
     if (svc.log.enabled(log_level::debug))
@@ -1164,14 +1252,15 @@ struct hub::impl {
     }
     if (a) {
       deliver(*a, item.frame, outbound_kind::command, item.request);
-    } else if (!(svc.peers && svc.peers->forward_command(item.peer, item.sender, item.request, item.frame))) {
+    } else {  // cancels reach only the agents of this hub (not yet across hubs, docs/protocol.md)
       if (own == routes.end()) {
         if (cfg.audit_commands)
           svc.audit.record(command_audit::finished(svc.clk.wall_now(), item.sender, item.peer, item.op, item.request,
                                                    wire_code(errc::agent_offline), {}));
         reject(*s, item.from, item.request, errc::agent_offline);
       }
-      // else: its agent is gone, and the route fails by itself (agent_disconnected or request_timeout)
+      // else: its agent is gone or on another hub (a route forwarded to a peer: cancels do not cross
+      // hubs yet); the request's own final result, or its failure, still comes.
       return;
     }
     ++stats.routed;
@@ -1209,11 +1298,14 @@ struct hub::impl {
       send_error(*s, item.request, errc::unknown_request);
       return;
     }
-    commander_state* cs = find_commander(item.peer);
-    if (session* c = online_session(cs)) {
-      deliver(*c, item.frame, item.is_final ? outbound_kind::final : outbound_kind::progress, item.request);
+    commander_state* cs = nullptr;
+    if (!it->second.origin.empty()) {  // a peer's route: back to the hub whose commander sent it
+      if (svc.peers)
+        svc.peers->forward_update(it->second.origin, it->second.origin_route,
+                                  item.is_final ? peer_update_kind::final : peer_update_kind::progress, item.frame);
       ++stats.routed;
-    } else if (svc.peers && svc.peers->forward_update(item.peer, item.frame)) {
+    } else if (session* c = online_session(cs = find_commander(item.peer))) {
+      deliver(*c, item.frame, item.is_final ? outbound_kind::final : outbound_kind::progress, item.request);
       ++stats.routed;
     } else {
       ++stats.dropped;  // commander offline: the route stays until final or timeout
@@ -1231,11 +1323,265 @@ struct hub::impl {
   /// The final event of a routed command, timed (the latency histograms) and audited: after the fact,
   /// so record() (a full queue counts it dropped).
   void audit_final(const route& r, std::string_view outcome, steady_time t) {
-    // A peer hub's final update carries no outcome the hub read ("remote"): timed there, not here.
-    if (outcome != "remote") (outcome == "ok" ? stats.command_ok_seconds : stats.command_failed_seconds).observe(t - r.started);
+    (outcome == "ok" ? stats.command_ok_seconds : stats.command_failed_seconds).observe(t - r.started);
     if (!cfg.audit_commands) return;
     svc.audit.record(command_audit::finished(svc.clk.wall_now(), r.commander, r.agent, r.op, r.request, outcome,
                                              std::chrono::duration_cast<std::chrono::milliseconds>(t - r.started)));
+  }
+
+
+  // ------------------------------------------------------------------ peer hubs (scale-out)
+  /// Answers a peer's command with a final error on its route.
+  void refuse_remote(std::string_view origin, std::uint64_t route_number, std::string_view request,
+                     std::string_view agent, errc code) {
+    ++stats.rejected;
+    write_route_error(request, agent, code);
+    svc.peers->forward_update(origin, route_number, peer_update_kind::final, out);
+  }
+  void refuse_remote(const inbound_item& item, errc code) {
+    refuse_remote(item.origin, item.origin_route, item.request, item.peer, code);
+  }
+
+  void accept_remote_command(std::string_view origin, std::uint64_t route_number, std::string_view agent,
+                             protocol::priority prio, std::string_view frame) {
+    ++stats.received;
+    if (!svc.peers) return;
+    const std::string target = "route:" + std::string(origin) + "/" + std::to_string(route_number);
+    auto parsed = parser.parse(frame);
+    // The origin hub wrote it: anything but a tagged command for a valid agent is that hub's fault, and
+    // unanswerable (no request id to answer on); its origin's ack deadline ends the route.
+    if (!parsed || (*parsed)->type != protocol::message_type::command || (*parsed)->commander.empty() ||
+        !is_valid_wire_id(agent)) {
+      peer_security_event(origin, "peer_invalid_command", target,
+                          parsed ? "not a command tagged with a commanderId" : wire_code(static_cast<errc>(parsed.error().value())));
+      return;
+    }
+    const protocol::envelope& e = **parsed;
+    auto op = svc.operations.validate(e, role::commander);
+    if (!op) {
+      refuse_remote(origin, route_number, e.id, agent, static_cast<errc>(op.error().value()));
+      return;
+    }
+    inbound_item* item = take_item();
+    item->from = connection_id{};
+    item->remote = true;
+    item->origin.assign(origin.data(), origin.size());
+    item->origin_route = route_number;
+    item->is_command = true;
+    item->is_final = false;
+    item->sender.assign(e.commander.data(), e.commander.size());
+    item->request.assign(e.id.data(), e.id.size());
+    item->peer.assign(agent.data(), agent.size());
+    item->op.assign(e.op.data(), e.op.size());
+    item->frame.assign(frame.data(), frame.size());  // tagged by the origin: sent on as it is
+    enqueue(prio, item, now());
+  }
+
+  /// A peer's command, checked again here where its agent is: the agent's trust, duplicates, audit.
+  void route_remote_command(inbound_item& item, steady_time t) {
+    session* a = online_agent(item.peer);
+    if (!a) {  // it left (or moved) since the peer sent it
+      refuse_remote(item, errc::agent_offline);
+      return;
+    }
+    if (!a->agent->trusts(item.sender)) {
+      peer_security_event(item.origin, "commander_not_trusted", "agent:" + item.peer,
+                          "the agent was not registered to trust this commander");
+      refuse_remote(item, errc::untrusted_commander);
+      return;
+    }
+    const std::string& key = key_of(item.sender, item.request);
+    if (routes.find(key) != routes.end()) {
+      refuse_remote(item, errc::duplicate_request);
+      return;
+    }
+    if (cfg.audit_commands && !svc.audit.try_record(command_audit::routed(svc.clk.wall_now(), item.sender, item.peer,
+                                                                          item.op, item.request))) {
+      ++stats.audit_refused;
+      refuse_remote(item, errc::storage_unavailable);
+      return;
+    }
+    svc.peers->forward_update(item.origin, item.origin_route, peer_update_kind::accepted, {});
+    deliver(*a, item.frame, outbound_kind::command, item.request);
+    route& r = add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout, t);
+    r.op = item.op;
+    r.origin = item.origin;
+    r.origin_route = item.origin_route;
+    ++stats.routed;
+    ++stats.remote_routed;
+  }
+
+  void deliver_remote_update(std::string_view peer, std::uint64_t route_number, peer_update_kind kind,
+                             std::string_view frame) {
+    ++stats.received;
+    auto fit = forwarded.find(route_number);
+    if (fit == forwarded.end()) {  // ended here already (timeout, peer lost) or never forwarded
+      ++stats.dropped;
+      return;
+    }
+    auto it = routes.find(fit->second);
+    route& r = it->second;
+    const std::string target = "request:" + r.commander + "/" + r.request;
+    // The claims say which hub holds the agent (a hint, but the only one): an acceptance, or a refusal
+    // before any, is taken from that hub, or from any while no claim is known.
+    auto holder = remote_agents.find(r.agent);
+    const bool may_bind = r.peer_hub.empty() && (holder == remote_agents.end() || holder->second.hub == peer);
+    if (kind == peer_update_kind::accepted) {
+      if (may_bind) r.peer_hub.assign(peer.data(), peer.size());
+      else if (r.peer_hub != peer) peer_security_event(peer, "peer_forged_update", target, "accepted by another hub");
+      return;
+    }
+    if (may_bind && kind == peer_update_kind::final) r.peer_hub.assign(peer.data(), peer.size());  // refused there
+    // Only the hub that accepted the route speaks for it, and its frame must be the route's.
+    if (r.peer_hub != peer) {
+      peer_security_event(peer, "peer_forged_update", target,
+                          r.peer_hub.empty() ? "update before any hub accepted the route" : "route held by another hub");
+      return;
+    }
+    auto parsed = parser.parse(frame);
+    const protocol::envelope* e = parsed ? *parsed : nullptr;
+    const bool shape = e && (kind == peer_update_kind::progress ? e->type == protocol::message_type::progress
+                                                                : e->type == protocol::message_type::result ||
+                                                                      e->type == protocol::message_type::error);
+    if (!shape || e->id != r.request || e->agent != r.agent || !e->commander.empty()) {
+      peer_security_event(peer, "peer_invalid_update", target, "not an update of this route's request and agent");
+      return;
+    }
+    const bool final = kind == peer_update_kind::final;
+    const std::string outcome(final ? (e->type == protocol::message_type::error ? e->code : e->status) : std::string_view{});
+    protocol::copy_header(fwd, *e);  // written again here: the commander gets what this hub parsed
+    protocol::write(peer_frame, fwd);
+    commander_state* cs = find_commander(r.commander);
+    if (session* c = online_session(cs)) {
+      deliver(*c, peer_frame, final ? outbound_kind::final : outbound_kind::progress, r.request);
+      ++stats.routed;
+    } else {
+      ++stats.dropped;
+    }
+    if (final) {
+      if (cs && cs->in_flight > 0) --cs->in_flight;
+      audit_final(r, outcome, now());
+      remove_route(it);
+    } else {
+      r.deadline = now() + cfg.request_timeout;
+    }
+  }
+
+  void remote_command_undeliverable(std::uint64_t route_number) {
+    auto fit = forwarded.find(route_number);
+    if (fit == forwarded.end()) return;
+    auto it = routes.find(fit->second);
+    if (!it->second.peer_hub.empty()) return;  // accepted: that hub answers for it now
+    fail_route(it->second, errc::agent_offline);
+    remove_route(it);
+  }
+
+  std::unordered_map<std::string, remote_holder>* remote_map(principal_kind kind) {
+    if (kind == principal_kind::agent) return &remote_agents;
+    if (kind == principal_kind::commander) return &remote_commanders;
+    return nullptr;  // hubs hold no sessions here
+  }
+
+  /// The local state of (kind, id), if it is online here.
+  session* local_session(principal_kind kind, std::string_view id, std::uint64_t** claim) {
+    if (kind == principal_kind::agent) {
+      agent_state* a = find_agent(id);
+      if (a) *claim = &a->claim_revision;
+      return online_session(a);
+    }
+    commander_state* c = find_commander(id);
+    if (c) *claim = &c->claim_revision;
+    return online_session(c);
+  }
+
+  void identity_claimed(principal_kind kind, std::string_view id, std::string_view holder, std::uint64_t revision) {
+    auto* remote = remote_map(kind);
+    if (!svc.peers || !remote) return;
+    std::uint64_t* own_claim = nullptr;
+    session* here = local_session(kind, id, &own_claim);
+    const std::string name(id);
+    if (holder == svc.peers->self()) {  // this hub's own claim, heard back: it is the newest so far
+      if (here && *own_claim < revision) *own_claim = revision;
+      auto rit = remote->find(name);
+      if (rit != remote->end() && rit->second.revision < revision) remote->erase(rit);
+      return;
+    }
+    auto [rit, fresh] = remote->try_emplace(name);
+    if (!fresh && rit->second.revision >= revision) return;  // an older claim heard late
+    rit->second = remote_holder{std::string(holder), revision};
+    // Claims of one identity are heard in revision order: if this hub's own claim is not heard back
+    // yet, it is the newer one and wins; the other hub closes its session when it hears it.
+    if (here && *own_claim != 0 && *own_claim < revision) {
+      remote_takeover(*here, kind, name, holder);
+      return;
+    }
+    if (kind == principal_kind::agent && fresh && !here) announce_agent(name, true);
+  }
+
+  /// A peer hub holds the identity of `s` now, by a newer claim: this session ends (4010). Its
+  /// requests in flight cannot follow it to the other hub, so they fail (agent_disconnected).
+  void remote_takeover(session& s, principal_kind kind, const std::string& id, std::string_view holder) {
+    ++stats.remote_takeovers;
+    const connection_id conn = s.conn->id();
+    security_event(s, conn, "hub_takeover_remote", std::string(to_string(kind)) + ":" + id, "replaced",
+                   "a newer session of this identity is on hub " + std::string(holder));
+    if (kind == principal_kind::agent) {
+      s.agent->online = false;
+      s.agent->sess = nullptr;
+      fail_routes_of_agent(id);
+    } else {
+      s.commander->online = false;
+      s.commander->sess = nullptr;
+    }
+    s.role = session_role::pending;  // its close must neither release the claim nor announce it offline
+    s.identity.clear();
+    s.commander = nullptr;
+    s.agent = nullptr;
+    close(s, close_code::replaced, "replaced by a newer connection of this identity on another hub");
+  }
+
+  void identity_released(principal_kind kind, std::string_view id, std::string_view holder) {
+    auto* remote = remote_map(kind);
+    if (!svc.peers || !remote) return;
+    const std::string name(id);
+    auto rit = remote->find(name);
+    if (rit == remote->end() || rit->second.hub != holder) return;  // a newer claim holds it
+    remote->erase(rit);
+    if (kind == principal_kind::agent && !agent_here(name)) announce_agent(name, false);
+  }
+
+  void peer_lost(std::string_view peer) {
+    ++stats.peers_lost;
+    svc.log.log(log_level::warn, "peer_hub_lost", {field("peer", peer)});
+    for (auto rit = routes.begin(); rit != routes.end();) {
+      const route& r = rit->second;
+      const bool through_peer =
+          r.number != 0 && (r.peer_hub == peer || (r.peer_hub.empty() && held_by(remote_agents, r.agent, peer)));
+      if (through_peer) {
+        fail_route(r, errc::agent_disconnected);
+        rit = remove_route(rit);
+      } else {
+        ++rit;  // the agent halves of its routes stay until final or timeout: their agents are still working
+      }
+    }
+    for (auto* remote : {&remote_agents, &remote_commanders}) {
+      for (auto it = remote->begin(); it != remote->end();) {
+        if (it->second.hub != peer) {
+          ++it;
+          continue;
+        }
+        const std::string name = it->first;
+        const bool agent = remote == &remote_agents;
+        it = remote->erase(it);
+        if (agent && !agent_here(name)) announce_agent(name, false);
+      }
+    }
+  }
+
+  static bool held_by(const std::unordered_map<std::string, remote_holder>& remote, const std::string& id,
+                      std::string_view peer) {
+    auto it = remote.find(id);
+    return it != remote.end() && it->second.hub == peer;
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -1264,6 +1610,7 @@ struct hub::impl {
       if (cit != commanders.end() && cit->second.conn == id) {
         cit->second.online = false;
         cit->second.sess = nullptr;
+        if (svc.peers) svc.peers->release(principal_kind::commander, s.identity);
       }
     } else if (s.role == session_role::agent) {
       auto ait = agents.find(s.identity);
@@ -1271,7 +1618,8 @@ struct hub::impl {
         ait->second.online = false;
         ait->second.sess = nullptr;
         fail_routes_of_agent(s.identity);
-        announce_agent(s.identity, false);
+        if (svc.peers) svc.peers->release(principal_kind::agent, s.identity);
+        if (!remote_agents.count(s.identity)) announce_agent(s.identity, false);
       }
     }
     svc.log.log(log_level::info, "connection_closed",
@@ -1316,7 +1664,11 @@ struct hub::impl {
       else ++lit;
     }
     for (auto rit = routes.begin(); rit != routes.end();) {
-      if (t >= rit->second.deadline) {
+      const route& r = rit->second;
+      if (r.number != 0 && r.peer_hub.empty() && t >= r.ack_deadline) {  // the peer froze or died with it
+        fail_route(r, errc::agent_disconnected);
+        rit = remove_route(rit);
+      } else if (t >= r.deadline) {
         ++stats.timeouts;
         fail_route(rit->second, errc::request_timeout);
         rit = remove_route(rit);
@@ -1340,31 +1692,27 @@ void hub::set_wakeup(std::function<void()> wakeup) { impl_->wakeup = std::move(w
 std::size_t hub::process(std::size_t budget) { return impl_->process(budget, impl_->now()); }
 void hub::tick() { impl_->tick(); }
 
-void hub::deliver_remote_update(std::string_view commander, std::string_view request, bool final, std::string_view frame) {
-  impl& m = *impl_;
-  auto it = m.routes.find(m.key_of(commander, request));
-  if (it == m.routes.end()) {
-    ++m.stats.dropped;
-    return;
-  }
-  if (session* c = m.online_commander(commander)) {
-    m.deliver(*c, frame, final ? outbound_kind::final : outbound_kind::progress, request);
-    ++m.stats.routed;
-  } else {
-    ++m.stats.dropped;
-  }
-  if (final) {
-    commander_state* cs = m.find_commander(it->second.commander);
-    if (cs && cs->in_flight > 0) --cs->in_flight;
-    m.audit_final(it->second, "remote", m.now());
-    m.remove_route(it);
-  } else {
-    it->second.deadline = m.now() + m.cfg.request_timeout;
-  }
+void hub::accept_remote_command(std::string_view origin, std::uint64_t route, std::string_view agent,
+                                protocol::priority prio, std::string_view frame) {
+  impl_->accept_remote_command(origin, route, agent, prio, frame);
 }
-
-std::size_t hub::revoke(principal_kind kind, std::string_view id) { return impl_->revoke(kind, id, "admin"); }
-std::size_t hub::recheck(principal_kind kind, std::string_view id) { return impl_->recheck(kind, id, "admin"); }
+void hub::deliver_remote_update(std::string_view peer, std::uint64_t route, peer_update_kind kind, std::string_view frame) {
+  impl_->deliver_remote_update(peer, route, kind, frame);
+}
+void hub::remote_command_undeliverable(std::uint64_t route) { impl_->remote_command_undeliverable(route); }
+void hub::identity_claimed(principal_kind kind, std::string_view id, std::string_view holder, std::uint64_t revision) {
+  impl_->identity_claimed(kind, id, holder, revision);
+}
+void hub::identity_released(principal_kind kind, std::string_view id, std::string_view holder) {
+  impl_->identity_released(kind, id, holder);
+}
+void hub::peer_lost(std::string_view peer) { impl_->peer_lost(peer); }
+std::size_t hub::revoke_from_peer(std::string_view peer, principal_kind kind, std::string_view id) {
+  // A peer's word only makes this hub ask the verifier again: a hub cannot close another hub's sessions.
+  return impl_->recheck(kind, id, "hub:" + std::string(peer), false);
+}
+std::size_t hub::revoke(principal_kind kind, std::string_view id) { return impl_->revoke(kind, id, "admin", true); }
+std::size_t hub::recheck(principal_kind kind, std::string_view id) { return impl_->recheck(kind, id, "admin", true); }
 std::size_t hub::keys_overdue() const noexcept {
   std::size_t n = 0;
   for (const auto& [id, s] : impl_->sessions)

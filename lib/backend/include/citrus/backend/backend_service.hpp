@@ -16,6 +16,7 @@
 #include "citrus/backend/login_service.hpp"
 #include "citrus/backend/rest_api.hpp"
 #include "citrus/backend/site_service.hpp"
+#include "citrus/backend/user_fanout.hpp"
 #include "citrus/backend/user_gateway.hpp"
 #include "citrus/core/commander_link.hpp"
 #include "citrus/core/operations.hpp"
@@ -58,6 +59,12 @@ class backend_service {
   void handle_http(const http_request& request, std::function<void(http_response)> done);
   /// GET /metrics' text; without it, "citrus_up 1".
   void set_metrics(std::function<std::string()> metrics);
+  /// Several backends sharing their users: each update this backend sends to a user's sessions is
+  /// passed on to `fanout` too (nullptr: none; it must outlive the service). Call before serving.
+  void set_user_fanout(user_fanout* fanout);
+  /// An update another backend sent to `user`'s sessions (user_fanout): to this backend's sessions of
+  /// the user, if any. On the loop.
+  void deliver_to_user(user_id user, std::string_view frame);
   /// GET /readyz: the dependencies down now (rest_services::unready); without it, always ready.
   void set_readiness(std::function<std::vector<std::string>()> unready);
   /// Call after revoking a key of (kind, id): closes that identity's live session at the hub at once

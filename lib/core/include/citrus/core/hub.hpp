@@ -24,6 +24,7 @@
 #include "citrus/core/audit.hpp"
 #include "citrus/core/clock.hpp"
 #include "citrus/core/credentials.hpp"
+#include "citrus/core/hub_peer_link.hpp"
 #include "citrus/core/logger.hpp"
 #include "citrus/core/metrics.hpp"
 #include "citrus/core/operations.hpp"
@@ -89,6 +90,9 @@ struct hub_config {
   /// Commanders whose `revoke` messages the hub obeys (the trusted backends: citrus-hub --revokers).
   /// A revoke from any other commander is refused (forbidden_operation, security event).
   std::vector<std::string> revokers{};
+  /// Scale-out (hub_services::peers): a command forwarded to another hub that has not answered
+  /// `accepted` by then fails with agent_disconnected (that hub froze or died before taking it).
+  std::chrono::milliseconds peer_ack_timeout{2000};
   /// A commander or agent may ask over its session for a new key (rotate_key), once per
   /// (re-)authentication: the verifier issues it (principal_verifier::rotate) and the hub answers it
   /// once (`key`); the key it replaces keeps working this long, then fails. citrus-hub --key-overlap-s.
@@ -130,23 +134,13 @@ struct hub_counters {
   std::uint64_t key_rotations = 0;      ///< new keys issued to peers that asked over their session (rotate_key)
   std::uint64_t key_rotations_failed = 0;  ///< rotations asked for and not done (verifier refused or unavailable)
   std::uint64_t key_rotations_asked = 0;   ///< rotate_key sent to peers whose key is past hub_config::key_max_age
+  std::uint64_t remote_routed = 0;      ///< commands forwarded to or accepted from a peer hub
+  std::uint64_t remote_takeovers = 0;   ///< sessions closed because a peer hub holds the identity now
+  std::uint64_t peers_lost = 0;         ///< peer_lost() calls
   /// Routed commands, from routing to their final update (a result, an error, a timeout or the agent
   /// lost), by outcome: "ok" results, and everything else.
   metrics::histogram command_ok_seconds{metrics::command_latency_buckets()};
   metrics::histogram command_failed_seconds{metrics::command_latency_buckets()};
-};
-
-/// The scale-out seam: where a command goes when its agent is not connected to this hub, and where
-/// an update goes when its commander is elsewhere. A NATS-backed implementation joins several hubs;
-/// without one, a non-local agent is simply offline. Called on the hub's thread.
-class hub_peer_link {
- public:
-  virtual ~hub_peer_link() = default;
-  /// True if another hub has `agent` and took the command frame (already tagged with commanderId).
-  virtual bool forward_command(std::string_view agent, std::string_view commander, std::string_view request,
-                               std::string_view frame) = 0;
-  /// True if another hub has `commander` and took the update frame.
-  virtual bool forward_update(std::string_view commander, std::string_view frame) = 0;
 };
 
 struct hub_services {
@@ -155,7 +149,7 @@ struct hub_services {
   audit_sink& audit;
   principal_verifier& verifier;
   const operation_registry& operations;
-  hub_peer_link* peers = nullptr;  ///< optional
+  hub_peer_link* peers = nullptr;  ///< optional: without it, an agent not connected here is offline
 };
 
 class hub final : public connection_handler {
@@ -181,14 +175,35 @@ class hub final : public connection_handler {
   /// Enforces auth and request timeouts. Call periodically (e.g. every 100 ms).
   void tick();
 
-  /// Delivers an update that arrived from another hub for a command this hub forwarded there
-  /// (see hub_peer_link); a final one ends the route.
-  void deliver_remote_update(std::string_view commander, std::string_view request, bool final, std::string_view frame);
+  // Scale-out: what the hub_peer_link brings from peer hubs, on the hub's thread.
+  /// A command that hub `origin` forwarded (its route number `route`) for `agent`, which should be
+  /// connected here. Checked again (a valid tagged command, an agent here that trusts its commander, no
+  /// duplicate) and queued at `prio`; answered on the route: `accepted`, then the agent's updates, or a
+  /// final error.
+  void accept_remote_command(std::string_view origin, std::uint64_t route, std::string_view agent,
+                             protocol::priority prio, std::string_view frame);
+  /// An answer from hub `peer` on a route this hub forwarded. Dropped with a security event unless it
+  /// comes from the hub that accepted the route and names the route's request and agent.
+  void deliver_remote_update(std::string_view peer, std::uint64_t route, peer_update_kind kind, std::string_view frame);
+  /// No hub holds the agent of `route`: it fails with agent_offline.
+  void remote_command_undeliverable(std::uint64_t route);
+  /// Hub `holder` holds (kind, id) from claim `revision` on. A newer claim than this hub's own closes
+  /// the session here with close_code::replaced; an agent claimed elsewhere is present for the local
+  /// commanders granted it.
+  void identity_claimed(principal_kind kind, std::string_view id, std::string_view holder, std::uint64_t revision);
+  /// Hub `holder` no longer holds (kind, id).
+  void identity_released(principal_kind kind, std::string_view id, std::string_view holder);
+  /// Hub `peer` is gone (it died, or stopped answering): the routes it accepted fail with
+  /// agent_disconnected, the routes it started end here, and the agents it held read offline.
+  void peer_lost(std::string_view peer);
+  /// Hub `peer` says the keys of (kind, id) changed: its session here, if any, is verified again and
+  /// closed (4012) unless its key still works, as with recheck(). A peer cannot close a session outright.
+  std::size_t revoke_from_peer(std::string_view peer, principal_kind kind, std::string_view id);
 
   /// The key of (kind, id) was revoked: closes that identity's live session at once with
   /// close_code::revoked (4012) after an error auth_failed, audited as a security event (hub_revoked).
   /// Its requests in flight fail as on any close. Returns the number of sessions closed (0 or 1).
-  /// A `revoke` message from a commander in hub_config::revokers calls it.
+  /// A `revoke` message from a commander in hub_config::revokers calls it. Every peer hub is told too.
   std::size_t revoke(principal_kind kind, std::string_view id);
   /// The keys of (kind, id) changed (a key expired or was revoked, maybe not the one its session holds):
   /// verifies the live session's key again at once, and closes it as revoke() does unless that key still

@@ -18,6 +18,7 @@
 #include "citrus/core/password.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
 #include "citrus/memory/loopback_transport.hpp"
+#include "citrus/memory/memory_journal.hpp"
 #include "citrus/memory/memory_storage.hpp"
 #include "citrus/memory/storage_executors.hpp"
 
@@ -56,7 +57,8 @@ int main() {
   const auto operations = citrus::operation_registry::defaults();
   citrus::hub hub({}, citrus::hub_services{clock, log, db.audit(), verifier, operations});
   citrus::memory::loopback_transport hub_network(hub);
-  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, log, clock);
+  citrus::memory::memory_journal journal;  // the agent's record of what it ran (citrus-agent keeps it in SQLite)
+  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, journal, log, clock);
   (void)agent.on("site.create", [](std::shared_ptr<citrus::agent_task> task) { task->succeed(); });
   (void)agent.on("site.deploy", [](std::shared_ptr<citrus::agent_task> task) {
     task->progress(50, "unpacking");

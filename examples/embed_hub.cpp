@@ -13,6 +13,7 @@
 #include "citrus/core/credentials.hpp"
 #include "citrus/core/hub.hpp"
 #include "citrus/memory/loopback_transport.hpp"
+#include "citrus/memory/memory_journal.hpp"
 #include "citrus/memory/memory_storage.hpp"
 
 namespace {
@@ -51,7 +52,8 @@ int main() {
   citrus::memory::loopback_transport network(hub);
 
   // An agent that deploys in two steps.
-  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, log, clock);
+  citrus::memory::memory_journal journal;  // the agent's record of what it ran (citrus-agent keeps it in SQLite)
+  citrus::agent_runtime agent({"agent-1", agent_key, {"backend-1"}}, operations, journal, log, clock);
   (void)agent.on("site.deploy", [](std::shared_ptr<citrus::agent_task> task) {
     task->progress(50, "unpacking v" + task->text("version").value_or("1"));
     task->succeed(R"({"deployed":true})");

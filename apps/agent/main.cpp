@@ -37,6 +37,7 @@
 #include "citrus/wspp/server.hpp"
 #include "site_executor.hpp"
 #include "site_worker.hpp"
+#include "sqlite_journal.hpp"
 
 namespace {
 
@@ -100,8 +101,8 @@ class hub_session final : public citrus::connection_handler {
     // accepts and then drops us at once is retried ever more slowly.
     if (online_ && std::chrono::steady_clock::now() - online_since_ >= stable_session) backoff_.reset();
     online_ = false;
-    // The hub fails the commands of a lost connection (agent_disconnected): do not run them now.
-    worker_.abandon_all();
+    // The operations go on: their results are journaled, and a resend (or a cancel) of the backend
+    // on the next connection gets them (agent_runtime, docs/protocol.md "Executed once, and cancel").
     if (stopping_) {
       loop_.stop();
       return;
@@ -277,6 +278,8 @@ int run(int argc, char** argv) {
           {"root", "CITRUS_AGENT_ROOT", "data/sites", "Directory the sites live in (created if missing)."},
           {"step-delay-ms", "CITRUS_AGENT_STEP_DELAY_MS", "250", "Pause between deploy steps, in ms (0..60000)."},
           {"keep-releases", "CITRUS_AGENT_KEEP_RELEASES", "5", "Releases kept per site after a deploy (1..1000)."},
+          {"journal", "CITRUS_AGENT_JOURNAL", "",
+           "SQLite file of the operations this agent ran, so that each runs once (default: <root>/.journal.sqlite)."},
           {"log-level", "CITRUS_LOG_LEVEL", "info", "debug, info, warn or error (JSON lines on stderr)."},
           {"tls-ca-file", "CITRUS_TLS_CA_FILE", "", "PEM file of the CAs trusted for wss:// (default: the system's)."},
           {"metrics-listen", "", "",
@@ -365,6 +368,12 @@ int run(int argc, char** argv) {
       executor, [&loop](std::function<void()> task) { loop.post(std::move(task)); }, std::chrono::milliseconds(*delay), log);
   const citrus::operation_registry operations = citrus::operation_registry::defaults();
   const citrus::system_clock clk;
+  const std::filesystem::path journal_file = opts.get("journal").empty() ? root / ".journal.sqlite" : std::filesystem::path(opts.get("journal"));
+  auto journal = citrus::agent::sqlite_journal::open(journal_file, log);
+  if (!journal) {
+    citrus::app::print_error("citrus-agent", "cannot open the operation journal '" + journal_file.string() + "'");
+    return 1;
+  }
   citrus::agent_runtime_config runtime_config{agent_id, key, trusted, {}};
   // A key rotated over the session (the agent asked, or the hub found the key past its maximum age)
   // replaces the key file before it is used; with the key in $CITRUS_AGENT_KEY there is nowhere to keep
@@ -373,7 +382,12 @@ int run(int argc, char** argv) {
     runtime_config.save_key = [path = opts.get("key-file")](const std::string& fresh) {
       return citrus::app::replace_secret_file(path, fresh);
     };
-  citrus::agent_runtime runtime(std::move(runtime_config), operations, log, clk);
+  citrus::agent_runtime runtime(std::move(runtime_config), operations, **journal, log, clk);
+  // What the previous process left running is settled before any command: a repeat gets the answer.
+  if (auto recovered = runtime.recover(); !recovered) {
+    citrus::app::print_error("citrus-agent", "cannot read the operation journal '" + journal_file.string() + "'");
+    return 1;
+  }
   if (auto bound = worker.bind(runtime); !bound) {
     citrus::app::print_error("citrus-agent", "cannot register the site operations: " + bound.error().message());
     return 1;

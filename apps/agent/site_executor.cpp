@@ -540,6 +540,12 @@ op_result site_executor::deploy(std::int64_t site_id, const std::optional<std::s
       discard();
       throw;
     }
+    std::string payload = R"({"release":)";
+    protocol::append_json_string(payload, release);
+    payload += R"(,"version":)";
+    protocol::append_json_string(payload, shown_version);
+    payload += '}';
+    control.committed(payload);  // from here on the deploy is in effect, whatever happens next
 
     // Keep the newest releases (and always the current one); a failure here is only logged.
     const auto all = list_releases(site);
@@ -558,11 +564,6 @@ op_result site_executor::deploy(std::int64_t site_id, const std::optional<std::s
     (void)control.proceed();  // the demo's pause; the switch is done, so the deploy completes anyway
     control.progress(100, "done");
     log_.log(log_level::info, "site_deployed", {field("site", site_id), field("release", release), field("version", shown_version)});
-    std::string payload = R"({"release":)";
-    protocol::append_json_string(payload, release);
-    payload += R"(,"version":)";
-    protocol::append_json_string(payload, shown_version);
-    payload += '}';
     return op_result::success(std::move(payload));
   });
 }

@@ -50,10 +50,13 @@ class step_control {
  public:
   virtual ~step_control() = default;
   virtual void progress(std::int64_t percent, std::string_view step) = 0;
-  /// Called between steps (the place of the demo's delay). False: abandon the operation. A deploy
-  /// asks before writing its files and before switching `current`; after the switch it completes
-  /// whatever this returns.
+  /// Called between steps (the place of the demo's delay). False: abandon the operation (the agent
+  /// stops, or the operation was cancelled). A deploy asks before writing its files and before
+  /// switching `current`; after the switch it completes whatever this returns.
   virtual bool proceed() = 0;
+  /// The operation's effect is in place and cannot be abandoned any more (a deploy: `current` was
+  /// switched); `payload_json` is the success payload it will report.
+  virtual void committed(std::string_view payload_json) { (void)payload_json; }
 };
 
 /// A step_control that reports nothing and never stops (for the operations without steps).

@@ -28,9 +28,17 @@ class site_worker::control final : public step_control {
     worker_.post_([task = job_.task, percent, text = std::string(step)] { task->progress(percent, text); });
   }
 
+  void committed(std::string_view payload_json) override {
+    {
+      std::lock_guard<std::mutex> lock(worker_.mutex_);
+      if (worker_.stopping_) return;
+    }
+    worker_.post_([task = job_.task, payload = std::string(payload_json)] { task->committed(payload); });
+  }
+
   bool proceed() override {
     std::unique_lock<std::mutex> lock(worker_.mutex_);
-    auto abandoned = [&] { return worker_.stopping_ || worker_.epoch_ != job_.epoch; };
+    auto abandoned = [&] { return worker_.stopping_ || worker_.epoch_ != job_.epoch || job_.task->cancel_requested(); };
     if (worker_.step_delay_.count() > 0) worker_.wake_.wait_for(lock, worker_.step_delay_, abandoned);
     return !abandoned();
   }
@@ -65,6 +73,10 @@ void site_worker::submit(std::shared_ptr<agent_task> task) {
     }
   }
   if (depth > 0) {
+    // The callback lives in the task and runs on this thread; it holds the task weakly (no cycle).
+    task->on_cancel([this, weak = std::weak_ptr<agent_task>(task)] {
+      if (auto t = weak.lock()) cancel(t);
+    });
     log_.log(log_level::info, "task_queued",
              {field("id", task->request()), field("op", task->op()), field("site", site),
               field("pending", static_cast<std::int64_t>(depth))});
@@ -72,7 +84,27 @@ void site_worker::submit(std::shared_ptr<agent_task> task) {
     return;
   }
   log_.log(log_level::warn, "task_refused", {field("id", task->request()), field("reason", "shutting down")});
-  task->fail(public_message(errc::shutting_down));
+  task->refuse(errc::shutting_down);  // not recorded: a resend to the restarted agent runs it
+}
+
+void site_worker::cancel(const std::shared_ptr<agent_task>& task) {
+  bool was_queued = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      if (it->task == task) {
+        queue_.erase(it);
+        was_queued = true;
+        break;
+      }
+    }
+  }
+  if (was_queued) {
+    log_.log(log_level::info, "task_cancelled", {field("id", task->request()), field("op", task->op()), field("when", "queued")});
+    task->finish_cancelled();
+    return;
+  }
+  wake_.notify_all();  // the running one: cut its step delay short, proceed() says stop
 }
 
 void site_worker::abandon_all() {
@@ -83,9 +115,9 @@ void site_worker::abandon_all() {
     dropped.swap(queue_);
   }
   wake_.notify_all();
-  for (auto& j : dropped) {
+  for (auto& j : dropped) {  // never started: not recorded, so a resend runs them
     log_.log(log_level::warn, "task_abandoned", {field("id", j.request), field("op", j.command.op)});
-    j.task->fail(messages::abandoned);
+    j.task->refuse(errc::shutting_down);
   }
 }
 
@@ -150,7 +182,8 @@ void site_worker::run() {
     }
     if (!report) return;
     post_([task = std::move(j.task), outcome = std::move(outcome)] {
-      if (outcome.ok) task->succeed(outcome.payload_json);
+      if (outcome.ok) task->succeed(outcome.payload_json);  // after a cancel: code cancel_too_late
+      else if (task->cancel_requested() && outcome.message == messages::abandoned) task->finish_cancelled();
       else task->fail(outcome.message);
     });
   }

@@ -3,7 +3,13 @@
 /// the loop thread and queues it; ONE worker thread runs the queued operations in order (so two
 /// commands for one site never overlap), and every progress report and the final result are posted
 /// back to the loop thread, where they go through the agent_task. The worker never touches an
-/// agent_task itself.
+/// agent_task itself, except to read its cancel_requested() (atomic).
+///
+/// Cancel (agent_task::on_cancel, loop thread): a queued task ends `cancelled` at once; the running
+/// one stops at its next safe point (before writing or before switching `current`) and ends
+/// `cancelled`, or, past its switch, completes and says the cancel came too late. A lost hub
+/// connection abandons nothing: the operations go on, their results are journaled, and a resend or
+/// a cancel from the backend on the next connection gets them.
 ///
 ///   loop thread:   runtime → handler → submit() ─┐                  ┌→ task->progress / succeed / fail
 ///   worker thread:                               └→ site_executor ─ post() ┘
@@ -46,12 +52,13 @@ class site_worker {
   /// Registers the handlers of the five site operations on `runtime` (loop thread).
   result<void> bind(agent_runtime& runtime);
 
-  /// Loop thread: decodes the task's payload and queues it. After stop(), fails it at once
-  /// ("shutting_down").
+  /// Loop thread: decodes the task's payload and queues it. After stop() or refuse_new(), refuses it
+  /// at once (shutting_down, not journaled).
   void submit(std::shared_ptr<agent_task> task);
 
-  /// Loop thread (e.g. when the hub connection closes): queued tasks are failed without running,
-  /// and the running one is abandoned at its next safe point. Tasks submitted later run normally.
+  /// Loop thread: queued tasks are refused without running (shutting_down, not journaled: a resend
+  /// runs them), and the running one is abandoned at its next safe point (`failed`, journaled). Tasks
+  /// submitted later run normally.
   void abandon_all();
 
   /// Loop thread, at the start of a graceful shutdown: abandon_all(), and from now on submit()
@@ -70,6 +77,8 @@ class site_worker {
   struct job;
   class control;
   void run();
+  /// Loop thread: the task's cancel arrived (see submit()).
+  void cancel(const std::shared_ptr<agent_task>& task);
 
   site_executor& executor_;
   poster post_;

@@ -79,8 +79,14 @@ class recording_steps final : public step_control {
     ++calls;
     return stop_at_ == 0 || calls < stop_at_;
   }
+  void committed(std::string_view payload_json) override {
+    commits.emplace_back(payload_json);
+    steps_at_commit = steps.size();
+  }
   std::vector<std::pair<std::int64_t, std::string>> steps;
   int calls = 0;
+  std::vector<std::string> commits;  ///< the payloads committed() was called with
+  std::size_t steps_at_commit = 0;   ///< how many steps had been reported then
 
  private:
   int stop_at_;

@@ -166,8 +166,12 @@ TEST_SUITE("site_executor") {
       CHECK_FALSE(r.ok);
       CHECK(r.message == messages::abandoned);
       CHECK(steps.steps.size() == 2);
+      CHECK(steps.commits.empty());  // never committed: nothing took effect
     }
     CHECK(current_target(f.site(7)) == "releases/1-v1");
+    REQUIRE(ok_steps.commits.size() == 1);  // the deploy that ran: committed once, right after its switch
+    CHECK(ok_steps.commits[0] == R"({"release":"1-v1","version":"v1"})");
+    CHECK(ok_steps.steps_at_commit == 3);  // after "switching current release", before "done"
     CHECK(release_dirs(f.site(7)) == std::vector<std::string>{"0-initial", "1-v1"});
     CHECK(f.log.count("deploy_abandoned") == 1);
   }

@@ -14,6 +14,7 @@
 #include "citrus/core/agent_runtime.hpp"
 #include "citrus/core/operations.hpp"
 #include "citrus/memory/loopback_transport.hpp"
+#include "citrus/memory/memory_journal.hpp"
 #include "citrus/wspp/event_loop.hpp"
 #include "site_worker.hpp"
 
@@ -41,6 +42,10 @@ class fake_hub final : public connection_handler {
     REQUIRE(conn_ != nullptr);
     conn_->send(R"({"v":1,"type":"command","id":")" + id + R"(","commanderId":"backend-1","op":")" + op +
                 R"(","payload":)" + payload + "}");
+  }
+  void cancel(const std::string& id) {
+    REQUIRE(conn_ != nullptr);
+    conn_->send(R"({"v":1,"type":"cancel","id":")" + id + R"(","commanderId":"backend-1"})");
   }
   /// Every frame about request `id`, in arrival order.
   std::vector<std::string> frames(const std::string& id) const {
@@ -98,7 +103,8 @@ struct worker_fixture {
   site_executor exec;
   operation_registry ops = operation_registry::defaults();
   system_clock clk;
-  agent_runtime runtime{agent_runtime_config{"agent-1", "agent-key", {"backend-1"}, {}}, ops, log, clk};
+  memory::memory_journal journal;
+  agent_runtime runtime{agent_runtime_config{"agent-1", "agent-key", {"backend-1"}, {}}, ops, journal, log, clk};
   std::unique_ptr<site_worker> worker;
   fake_hub hub;
   memory::loopback_transport net{hub};
@@ -178,7 +184,7 @@ TEST_SUITE("site_worker") {
     CHECK(current_target(f.site(5)) == "releases/2-vb");
   }
 
-  TEST_CASE("a lost connection abandons the queued tasks and the running deploy before its switch") {
+  TEST_CASE("abandon_all (at shutdown): the queued tasks and the running deploy stop before its switch") {
     worker_fixture f(150ms);
     f.hub.command("d1", "site.create", R"({"site_id":7,"name":"Blog","url":"https://blog.test/"})");
     REQUIRE(f.run_until([&] { return f.hub.has_result("d1"); }));
@@ -189,7 +195,7 @@ TEST_SUITE("site_worker") {
     f.end->close(close_code::going_away, "network blip");
     f.net.run();
     REQUIRE_FALSE(f.runtime.online());
-    f.worker->abandon_all();  // what the agent's connection handler does on close
+    f.worker->abandon_all();  // what refuse_new() does when the agent stops
     REQUIRE(f.run_until([&] { return f.worker->pending() == 0 && f.runtime.running() == 0; }));
 
     CHECK(current_target(f.site(7)) == "releases/0-initial");
@@ -222,6 +228,8 @@ TEST_SUITE("site_worker") {
     const auto s2 = f.hub.frames("s2").back();
     CHECK(contains(s2, R"("status":"failed")"));
     CHECK(contains(s2, R"("message":"Service is shutting down")"));
+    CHECK_FALSE(*f.journal.find("backend-1", "s2"));  // refused, not recorded: a resend after the restart runs it
+    CHECK((*f.journal.find("backend-1", "s1"))->state == journal_state::done);  // abandoned: that is its outcome
     CHECK(current_target(f.site(2)).empty());
     CHECK(release_dirs(f.site(2)).empty());
   }
@@ -269,5 +277,80 @@ TEST_SUITE("site_worker") {
     CHECK(contains(f.hub.frames("z1").back(), R"("status":"failed")"));
     CHECK(contains(f.hub.frames("z2").back(), R"("status":"failed")"));
     CHECK_FALSE(fs::exists(f.root));
+  }
+
+  // ---------------------------------------------------------------- durable operations (#12)
+
+  TEST_CASE("cancel before the switch: the deploy stops, current keeps the previous release, the result says cancelled") {
+    worker_fixture f(150ms);
+    f.hub.command("c1", "site.create", R"({"site_id":7,"name":"Blog","url":"https://blog.test/"})");
+    REQUIRE(f.run_until([&] { return f.hub.has_result("c1"); }));
+    f.hub.command("c2", "site.deploy", R"({"site_id":7,"version":"v2"})");
+    REQUIRE(f.run_until([&] { return f.hub.index_of("c2", R"("percent":10)") >= 0; }));
+    f.hub.cancel("c2");
+    REQUIRE(f.run_until([&] { return f.hub.has_result("c2"); }));
+    const std::string result = f.hub.frames("c2").back();
+    CHECK(contains(result, R"("status":"failed","code":"cancelled")"));
+    CHECK(f.hub.index_of("c2", R"("percent":70)") < 0);  // it never reached the switch
+    CHECK(current_target(f.site(7)) == "releases/0-initial");
+    CHECK(release_dirs(f.site(7)) == std::vector<std::string>{"0-initial"});
+    CHECK(f.log.count("deploy_abandoned") == 1);
+    auto entry = f.journal.find("backend-1", "c2");
+    REQUIRE(entry);
+    REQUIRE(*entry);
+    CHECK((*entry)->state == journal_state::done);
+    CHECK(contains((*entry)->outcome, R"("code":"cancelled")"));
+    CHECK(f.runtime.running() == 0);
+  }
+
+  TEST_CASE("cancel of a queued task: answered at once, it never runs, the one running goes on") {
+    worker_fixture f(100ms);
+    f.hub.command("q1", "site.deploy", R"({"site_id":3,"version":"v1"})");
+    f.hub.command("q2", "site.create", R"({"site_id":8,"name":"Other","url":"https://other.test/"})");
+    REQUIRE(f.run_until([&] { return f.hub.index_of("q1", R"("percent":10)") >= 0; }));
+    f.hub.cancel("q2");
+    REQUIRE(f.run_until([&] { return f.hub.has_result("q2"); }));
+    CHECK_FALSE(f.hub.has_result("q1"));
+    CHECK(contains(f.hub.frames("q2").back(), R"("code":"cancelled")"));
+    REQUIRE(f.run_until([&] { return f.hub.has_result("q1"); }));
+    CHECK(contains(f.hub.frames("q1").back(), R"("status":"ok")"));
+    CHECK_FALSE(fs::exists(f.site(8)));
+    CHECK(f.worker->pending() == 0);
+  }
+
+  TEST_CASE("cancel after the switch: the deploy completes, and its ok result says the cancel came too late") {
+    worker_fixture f(150ms);
+    f.hub.command("t1", "site.deploy", R"({"site_id":4,"version":"v1"})");
+    auto committed = [&] {
+      auto e = f.journal.find("backend-1", "t1");
+      return e && *e && (*e)->state == journal_state::committed;
+    };
+    REQUIRE(f.run_until(committed));
+    f.hub.cancel("t1");
+    REQUIRE(f.run_until([&] { return f.hub.has_result("t1"); }));
+    CHECK(contains(f.hub.frames("t1").back(), R"("status":"ok","code":"cancel_too_late")"));
+    CHECK(contains(f.hub.frames("t1").back(), R"("payload":{"release":"1-v1","version":"v1"})"));
+    CHECK(current_target(f.site(4)) == "releases/1-v1");
+  }
+
+  TEST_CASE("a lost connection abandons nothing: the resend after reconnecting attaches, the deploy runs once") {
+    worker_fixture f(100ms);
+    f.hub.command("l1", "site.deploy", R"({"site_id":6,"version":"v1"})");
+    REQUIRE(f.run_until([&] { return f.hub.index_of("l1", R"("percent":10)") >= 0; }));
+    f.end->close(close_code::going_away, "network blip");
+    f.net.run();
+    f.end = &f.net.connect(f.runtime);
+    REQUIRE(f.run_until([&] { return f.runtime.online(); }));
+    f.hub.received.clear();
+    f.hub.command("l1", "site.deploy", R"({"site_id":6,"version":"v1"})");  // the backend's resend
+    REQUIRE(f.run_until([&] { return f.hub.has_result("l1"); }));
+    CHECK(contains(f.hub.frames("l1").back(), R"("status":"ok")"));
+    CHECK(release_dirs(f.site(6)) == std::vector<std::string>{"1-v1"});  // once
+    CHECK(f.log.count("command_repeat_attached") == 1);
+    f.hub.received.clear();
+    f.hub.command("l1", "site.deploy", R"({"site_id":6,"version":"v1"})");  // and once more, after the result
+    REQUIRE(f.run_until([&] { return f.hub.has_result("l1"); }));
+    CHECK(contains(f.hub.frames("l1").back(), R"("payload":{"release":"1-v1","version":"v1"})"));
+    CHECK(release_dirs(f.site(6)) == std::vector<std::string>{"1-v1"});
   }
 }

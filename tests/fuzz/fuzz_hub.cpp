@@ -270,6 +270,9 @@ struct world {
   std::vector<expected_command> commands;
   std::vector<expected_update> updates;
   std::set<std::tuple<std::string, std::string, std::string>> sent_commands;  ///< (commander, request, agent)
+  /// Cancels commanders sent (only raw bytes make one): forwarded tagged, or refused, never altered.
+  std::vector<expected_command> cancels;
+  std::set<std::pair<std::string, std::string>> cancelled_ids;  ///< (commander, request) a cancel named
   std::set<std::string> slow_closed_agents;
   std::uint64_t next_seq = 0;
   conn_state* receiving = nullptr;  ///< the connection whose message the hub is handling
@@ -454,6 +457,16 @@ struct world {
       commands.push_back({c.identity, std::string(e.id), std::string(e.agent), scratch});
       sent_commands.emplace(c.identity, std::string(e.id), std::string(e.agent));
     }
+    if (c.kind == principal_kind::commander && e.type == proto::message_type::cancel && !e.agent.empty() &&
+        e.commander.empty()) {
+      proto::envelope fwd = e;
+      fwd.commander = c.identity;
+      fwd.agent = {};
+      proto::write(scratch, fwd);
+      cancels.push_back({c.identity, std::string(e.id), std::string(e.agent), scratch});
+      cancelled_ids.emplace(c.identity, std::string(e.id));
+      sent_commands.emplace(c.identity, std::string(e.id), std::string(e.agent));  // a cancel opens a route like a command
+    }
     const bool update = e.type == proto::message_type::progress || e.type == proto::message_type::result ||
                         e.type == proto::message_type::error;
     if (c.kind == principal_kind::agent && update && !e.commander.empty() && !e.id.empty() &&
@@ -575,7 +588,8 @@ struct world {
       CITRUS_FUZZ_CHECK(e.agent.empty(), "errors to an agent name no agent", text);
       return;
     }
-    CITRUS_FUZZ_CHECK(e.type == proto::message_type::command, "an agent receives only commands and errors", text);
+    if (e.type == proto::message_type::cancel) return cancel_to_agent(c, text);
+    CITRUS_FUZZ_CHECK(e.type == proto::message_type::command, "an agent receives only commands, cancels and errors", text);
     const auto it = std::find_if(commands.begin(), commands.end(), [&](const expected_command& x) {
       return x.agent == c.identity && x.frame == text;
     });
@@ -601,6 +615,25 @@ struct world {
     routes.emplace(key, r);
     CITRUS_FUZZ_CHECK(routes_of(cmd.commander, true) <= cfg.max_in_flight_per_commander,
                       "a commander never has more requests in flight than its cap", text);
+  }
+
+  /// A cancel reaches only its agent, tagged with the commander that sent it; with no route for it, it
+  /// opens one (the agent's answer ends it), like a command.
+  void cancel_to_agent(conn_state& c, std::string_view text) {
+    const auto it = std::find_if(cancels.begin(), cancels.end(),
+                                 [&](const expected_command& x) { return x.agent == c.identity && x.frame == text; });
+    CITRUS_FUZZ_CHECK(it != cancels.end(), "an agent receives only cancels a commander sent to it, tagged with its id", text);
+    const expected_command cancel = *it;
+    cancels.erase(it);
+    CITRUS_FUZZ_CHECK(granted(cancel.commander, cancel.agent), "cancels reach only granted agents", text);
+    CITRUS_FUZZ_CHECK(trusts(cancel.agent, cancel.commander), "cancels reach only agents that trust their commander", text);
+    const auto key = std::make_pair(cancel.commander, cancel.request);
+    if (routes.count(key)) return;
+    route_state r;
+    r.agent = cancel.agent;
+    r.deadline = clk.steady_now() + cfg.request_timeout;
+    r.certain = live_session(principal_kind::commander, cancel.commander);
+    routes.emplace(key, r);
   }
 
   void to_commander(conn_state& c, const proto::envelope& e, std::string_view text) {
@@ -668,6 +701,8 @@ struct world {
   /// An error about a message the commander sent (no agent field).
   void rejection(const std::string& me, const proto::envelope& e, std::string_view text) {
     const std::string request(e.id);
+    // A cancel is refused by the same checks as a command, and also unknown_request: not modelled further.
+    if (cancelled_ids.count({me, request})) return;
     // The commands this rejection may be about, by the hub's order of checks: grant, cap, duplicate, trust, online.
     const auto fits = [&](const expected_command& x) {
       if (x.commander != me || x.request != request) return false;

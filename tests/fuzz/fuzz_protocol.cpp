@@ -119,6 +119,10 @@ void check_fields(const envelope& e, const limits& lim, std::string_view text) {
       CITRUS_FUZZ_CHECK(!e.key.empty() && e.id.empty() && e.role.empty() && e.token.empty(),
                         "key carries its key, and no identity or token", text);
       break;
+    case message_type::cancel:
+      CITRUS_FUZZ_CHECK(!e.id.empty() && e.op.empty() && e.payload.empty() && e.status.empty(),
+                        "cancel has an id, and no operation, payload or outcome", text);
+      break;
     case message_type::auth_ok: break;
   }
 }

@@ -229,6 +229,18 @@ def hub_programs():
     p['raw_escaped_ids'] = Program().cast().raw(0, '{"v":1,"type":"command","id":"\\u0072\\u0031","agent":"agent\\u002d1","op":"site.status","payload":{"site_id":3}}') \
         .raw(2, '{"v":1,"type":"progress","id":"r1","commanderId":"b\\u0061ckend-1","step":"x"}') \
         .raw(2, '{"v":1,"type":"result","id":"\\u0072\\u0031","commanderId":"backend-1","status":"ok"}')
+    # cancel (#12): on an open route, crossing its result (the agent answers again), with no route (it
+    # opens one), overtaking its command in the queue, from another commander, from an agent.
+    p['raw_cancel'] = Program().cast().cmd(0, 'r1', 'agent-1').raw(0, '{"v":1,"type":"cancel","id":"r1","agent":"agent-1"}') \
+        .upd(2, 'r1', 'backend-1', 'result').upd(2, 'r1', 'backend-1', 'result') \
+        .raw(0, '{"v":1,"type":"cancel","id":"r2","agent":"agent-1"}').upd(2, 'r2', 'backend-1', 'failed') \
+        .cmd(0, 'r3', 'agent-1').raw(1, '{"v":1,"type":"cancel","id":"r3","agent":"agent-1"}') \
+        .raw(2, '{"v":1,"type":"cancel","id":"r3","agent":"agent-1"}') \
+        .raw(0, '{"v":1,"type":"cancel","id":"r3","agent":"agent-2","commanderId":"backend-2"}')
+    p['raw_cancel_queued'] = Program(1).cast().cmd(0, 'r1', 'agent-1', 'deploy_low') \
+        .raw(0, '{"v":1,"type":"cancel","id":"r1","agent":"agent-1"}').process(0) \
+        .upd(2, 'r1', 'backend-1', 'failed').process(0).raw(0, '{"v":1,"type":"cancel","id":"r:4","agent":"ghost-a"}') \
+        .process(0).tick().adv('65s').tick()
     # The backend's acknowledgement to users is no message for the hub: refused from either side.
     p['raw_accepted'] = Program().cast().raw(0, '{"v":1,"type":"accepted","id":"u1","request":"r1"}') \
         .cmd(0, 'r1', 'agent-1').raw(2, '{"v":1,"type":"accepted","id":"r1","request":"r1","op":"site.deploy"}') \

@@ -12,6 +12,7 @@
 #include "citrus/core/agent_runtime.hpp"
 #include "citrus/core/password.hpp"
 #include "citrus/jwt/jwt_token_service.hpp"
+#include "citrus/memory/memory_journal.hpp"
 #include "citrus/memory/storage_executors.hpp"
 #include "hub_fixture.hpp"
 
@@ -42,6 +43,7 @@ struct platform_fixture : hub_fixture {
   memory::loopback_transport users_net{gateway};
   memory::loopback_connection* link_end = nullptr;
   // agent
+  memory::memory_journal journal;  ///< the agent's; outlives `agent` (a restart rebuilds the runtime on it)
   std::unique_ptr<agent_runtime> agent;
   memory::loopback_connection* agent_end = nullptr;
   std::vector<std::shared_ptr<agent_task>> held;  ///< deploys the test finishes by hand
@@ -58,7 +60,7 @@ struct platform_fixture : hub_fixture {
     link = &backend->link();
     sites = std::make_unique<sites_now>(sites_now{backend->sites()});
 
-    agent = std::make_unique<agent_runtime>(agent_runtime_config{"agent-1", agent1_key, {"backend-1"}}, ops, log, clk);
+    agent = std::make_unique<agent_runtime>(agent_runtime_config{"agent-1", agent1_key, {"backend-1"}}, ops, journal, log, clk);
     REQUIRE(agent->on("site.create", [](std::shared_ptr<agent_task> t) { t->succeed(); }));
     REQUIRE(agent->on("site.update", [](std::shared_ptr<agent_task> t) { t->succeed(); }));
     REQUIRE(agent->on("site.delete", [](std::shared_ptr<agent_task> t) { t->succeed(); }));

@@ -859,4 +859,126 @@ TEST_SUITE("hub_order") {
     CHECK(count_with(*agent, "unknown_request") == 0);
     CHECK(f.security_events() == 0);
   }
+
+  // ---------------------------------------------------------------- cancel (#12)
+
+  TEST_CASE("cancel: routed like a command, tagged with the sender, to the agent of the request") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    f.agent1->messages.clear();
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-1"})");
+    f.net->run();
+    REQUIRE(f.agent1->messages.size() == 1);
+    CHECK(f.agent1->messages[0] == R"({"v":1,"type":"cancel","id":"r1","commanderId":"backend-1"})");
+    CHECK(f.hub().requests_in_flight() == 1);  // the request's own result answers it
+    CHECK(f.backend->messages.empty());
+    f.agent1->send(R"({"v":1,"type":"result","id":"r1","commanderId":"backend-1","status":"failed","code":"cancelled"})");
+    f.net->run();
+    REQUIRE(f.backend->messages.size() == 1);
+    CHECK(contains(f.backend->messages[0], R"("code":"cancelled")"));
+    CHECK(f.hub().requests_in_flight() == 0);
+    CHECK(f.security_events() == 0);
+  }
+
+  TEST_CASE("cancel of a request the hub has no route for opens one, which the agent's answer ends") {
+    hub_config cfg;
+    cfg.audit_commands = true;
+    routed f(cfg);
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r9","agent":"agent-1"})");
+    f.net->run();
+    REQUIRE(f.agent1->messages.size() == 1);
+    CHECK(f.hub().requests_in_flight() == 1);
+    f.agent1->send(R"({"v":1,"type":"result","id":"r9","commanderId":"backend-1","status":"failed","code":"cancelled"})");
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"cancelled")") == 1);
+    CHECK(f.hub().requests_in_flight() == 0);
+    CHECK(f.audit_count(audit_kind::site_operation, "command:cancel", "routed") == 1);  // audited like a command
+    CHECK(f.audit_count(audit_kind::site_operation, "result:cancel", "failed") == 1);
+  }
+
+  TEST_CASE("cancel: only commanders, never a commanderId of the client's, only granted and online agents") {
+    routed f;
+    f.agent1->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-1"})");
+    f.net->run();
+    CHECK(count_with(*f.agent1, R"("code":"forbidden_operation")") == 1);
+    CHECK(f.audit_count(audit_kind::security_event, "cancel_from_agent", "dropped") == 1);
+
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-1","commanderId":"backend-2"})");
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"invalid_value")") == 1);
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r1"})");
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"missing_field")") == 1);
+    f.other->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-2"})");  // backend-2 is granted agent-1 only
+    f.net->run();
+    CHECK(count_with(*f.other, R"("code":"agent_not_granted")") == 1);
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-3"})");  // granted, not connected
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"agent_offline")") == 1);
+    CHECK(f.agent1->messages.size() == 1);  // only the refusal of its own cancel
+    CHECK(f.agent2->messages.empty());
+    CHECK(f.hub().requests_in_flight() == 0);
+  }
+
+  TEST_CASE("cancel of another commander's request: a security event, and the agent is asked about the canceller's own id") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.net->run();
+    f.agent1->messages.clear();
+    f.other->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-1"})");
+    f.net->run();
+    CHECK(f.audit_count(audit_kind::security_event, "cancel_not_owner", "refused") == 1);
+    REQUIRE(f.agent1->messages.size() == 1);
+    CHECK(contains(f.agent1->messages[0], R"("commanderId":"backend-2")"));  // never backend-1's operation
+    CHECK(f.hub().requests_in_flight() == 2);
+    CHECK(f.backend->messages.empty());
+  }
+
+  TEST_CASE("cancel of one's own id in flight to another agent: unknown_request") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-2"));
+    f.net->run();
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-1"})");
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"unknown_request")") == 1);
+    CHECK(f.agent1->messages.empty());
+  }
+
+  TEST_CASE("a cancel overtaking its command in the hub's queue: the command is not sent, the cancel's answer ends it") {
+    routed f;
+    f.hub().set_wakeup([] {});
+    f.backend->send(command_frame("r1", "agent-1", "site.deploy", R"({"site_id":7})", R"(,"priority":"low")"));
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-1"})");
+    f.net->run();
+    f.hub().process();
+    f.net->run();
+    REQUIRE(f.agent1->messages.size() == 1);
+    CHECK(contains(f.agent1->messages[0], R"("type":"cancel")"));
+    CHECK(f.backend->messages.empty());  // no duplicate_request for the command
+    CHECK(f.hub().requests_in_flight() == 1);
+    f.agent1->send(R"({"v":1,"type":"result","id":"r1","commanderId":"backend-1","status":"failed","code":"cancelled"})");
+    f.net->run();
+    f.hub().process();
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("code":"cancelled")") == 1);
+    CHECK(f.hub().requests_in_flight() == 0);
+  }
+
+  TEST_CASE("a late answer to a cancel that crossed the result is dropped quietly, once, then forgery is forgery again") {
+    routed f;
+    f.backend->send(command_frame("r1", "agent-1"));
+    f.backend->send(R"({"v":1,"type":"cancel","id":"r1","agent":"agent-1"})");
+    f.net->run();
+    const std::string result = result_frame("r1", "backend-1");
+    f.agent1->send(result);
+    f.agent1->send(result);  // the agent's answer to the cancel, from its journal
+    f.net->run();
+    CHECK(count_with(*f.backend, R"("type":"result")") == 1);
+    CHECK(f.security_events() == 0);
+    CHECK(f.agent1->messages.size() == 2);  // the command and the cancel; no error back
+    f.agent1->send(result);  // a third: nothing explains it
+    f.net->run();
+    CHECK(f.audit_count(audit_kind::security_event, "unknown_request", "dropped") == 1);
+  }
 }

@@ -221,7 +221,8 @@ TEST_SUITE("hub sessions") {
     hub_fixture f(lifetime(60s));
     updates seen;
     commander_link link(commander_link_config{"backend-1", f.backend_key}, f.clk, f.log, seen);
-    agent_runtime agent(agent_runtime_config{"agent-1", f.agent1_key, {"backend-1"}, {}}, f.ops, f.log, f.clk);
+    memory::memory_journal journal;
+    agent_runtime agent(agent_runtime_config{"agent-1", f.agent1_key, {"backend-1"}, {}}, f.ops, journal, f.log, f.clk);
     std::shared_ptr<agent_task> held;
     REQUIRE(agent.on("site.deploy", [&](std::shared_ptr<agent_task> t) { held = std::move(t); }));
     auto& agent_end = f.net->connect(agent);

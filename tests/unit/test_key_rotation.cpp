@@ -89,6 +89,7 @@ struct saving_agent {
   bool fail = false;
   std::size_t reauths_when_saved = 0;
   std::vector<std::shared_ptr<agent_task>> held;
+  memory::memory_journal journal;
   std::unique_ptr<agent_runtime> runtime;
 
   saving_agent(hub_fixture& f, std::string key, bool can_save = true) {
@@ -100,7 +101,7 @@ struct saving_agent {
         saved.push_back(fresh);
         return {};
       };
-    runtime = std::make_unique<agent_runtime>(std::move(cfg), f.ops, f.log, f.clk);
+    runtime = std::make_unique<agent_runtime>(std::move(cfg), f.ops, journal, f.log, f.clk);
     REQUIRE(runtime->on("site.deploy", [this](std::shared_ptr<agent_task> t) { held.push_back(std::move(t)); }));
   }
 };
@@ -296,8 +297,9 @@ TEST_SUITE("key rotation") {
 
     saving_agent cannot(f, f.agent2_key, false);
     CHECK(cannot.runtime->rotate_key().error() == make_error_code(errc::forbidden_operation));
+    memory::memory_journal journal;
     agent_runtime offline(agent_runtime_config{"agent-2", f.agent2_key, {}, {}, [](const std::string&) -> result<void> { return {}; }},
-                          f.ops, f.log, f.clk);
+                          f.ops, journal, f.log, f.clk);
     CHECK(offline.rotate_key().error() == make_error_code(errc::hub_unavailable));
   }
 

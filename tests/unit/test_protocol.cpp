@@ -176,6 +176,25 @@ TEST_SUITE("protocol") {
       REQUIRE(r);
       CHECK((*r)->request.empty());
     }
+    SUBCASE("cancel: id, agent or commanderId, nothing else; write() gives it back") {
+      auto r = p.parse(R"({"v":1,"type":"cancel","id":"r1-9","agent":"agent-7"})");
+      REQUIRE(r);
+      CHECK((*r)->type == message_type::cancel);
+      CHECK((*r)->id == "r1-9");
+      CHECK((*r)->agent == "agent-7");
+      std::string out;
+      write(out, **r);
+      CHECK(out == R"({"v":1,"type":"cancel","id":"r1-9","agent":"agent-7"})");
+      r = p.parse(R"({"v":1,"type":"cancel","id":"r1-9","commanderId":"backend-1"})");
+      REQUIRE(r);
+      CHECK((*r)->commander == "backend-1");
+      CHECK(p.parse(R"({"v":1,"type":"cancel","agent":"agent-7"})").error() == make_error_code(errc::missing_field));
+      CHECK(p.parse(R"({"v":1,"type":"cancel","id":"r1","agent":"a","op":"site.deploy"})").error() ==
+            make_error_code(errc::unknown_field));
+      CHECK(p.parse(R"({"v":1,"type":"cancel","id":"r1","agent":"a","payload":{}})").error() ==
+            make_error_code(errc::unknown_field));
+      CHECK(p.parse(R"({"v":1,"type":"cancel","id":"r 1","agent":"a"})").error() == make_error_code(errc::invalid_value));
+    }
     SUBCASE("whitespace and escaped keys are fine") {
       auto r = p.parse(" \n\t{ \"v\" : 1 , \"\\u0074ype\" : \"presence\", \"agent\":\"a\",\"state\":\"online\" } \r\n");
       REQUIRE(r);
@@ -967,6 +986,7 @@ TEST_SUITE("protocol") {
         errc::unauthorized_access, errc::agent_not_granted, errc::agent_offline, errc::agent_disconnected,
         errc::unknown_request, errc::duplicate_request, errc::request_timeout, errc::too_many_in_flight,
         errc::rate_limited, errc::untrusted_commander, errc::hub_unavailable,
+        errc::cancelled, errc::cancel_too_late, errc::interrupted,
         errc::not_found, errc::conflict, errc::storage_unavailable, errc::storage_full,
         errc::invalid_request, errc::shutting_down, errc::internal_error,
     };

@@ -23,6 +23,7 @@ enum class session_role { pending, verifying, commander, agent };
 struct inbound_item {
   connection_id from;
   bool is_command = false;
+  bool is_cancel = false;  ///< a commander's cancel (is_command is false)
   bool is_final = false;
   std::string sender;   ///< commander id (command) or agent id (update)
   std::string request;  ///< request id
@@ -115,6 +116,16 @@ struct route {
   steady_time ack_deadline{};  ///< origin half: `accepted` by then, or agent_disconnected
   std::string origin;          ///< agent half: the hub whose commander sent it
   std::uint64_t origin_route = 0;
+  bool cancel_only = false;  ///< opened by a cancel of a request the hub had no route for (route_cancel)
+  std::uint32_t cancels = 0; ///< cancels forwarded on this route: each may draw one late answer (late_answer)
+};
+
+/// After a route with forwarded cancels ended: the agent answers a cancel that reached it after the
+/// final result with that result again (from its journal). Such a repeat is expected, not a forgery.
+struct late_answer {
+  std::string agent;
+  std::uint32_t left = 0;
+  steady_time until{};
 };
 
 /// Who holds an identity elsewhere, as the newest claim heard says.
@@ -152,6 +163,7 @@ struct hub::impl {
   std::unordered_map<std::string, commander_state> commanders;
   std::unordered_map<std::string, agent_state> agents;
   route_map routes;  ///< key: commander '\n' request
+  std::unordered_map<std::string, late_answer> late_answers;  ///< key: as routes'; bounded by the request timeout
   std::vector<route_map::node_type> spare_routes;
   fair_priority_queue<inbound_item*> queue;
   std::vector<std::unique_ptr<inbound_item>> all_items;
@@ -233,6 +245,8 @@ struct hub::impl {
     r.ack_deadline = {};
     r.origin.clear();
     r.origin_route = 0;
+    r.cancel_only = false;
+    r.cancels = 0;
     return routes.insert(std::move(node)).position->second;
   }
 
@@ -254,6 +268,7 @@ struct hub::impl {
     inbound_item* item = free_items.back();
     free_items.pop_back();
     item->remote = false;
+    item->is_cancel = false;
     item->origin_route = 0;
     return item;
   }
@@ -966,6 +981,7 @@ struct hub::impl {
       case protocol::message_type::reauth: handle_reauth(s, id, e); break;
       case protocol::message_type::revoke: on_revoke(s, id, e); break;
       case protocol::message_type::rotate_key: on_rotate_key(s, id); break;
+      case protocol::message_type::cancel: on_cancel(s, id, e, t); break;
       default: reject(s, id, e.id, errc::forbidden_operation); break;
     }
   }
@@ -994,6 +1010,7 @@ struct hub::impl {
     inbound_item* item = take_item();
     item->from = id;
     item->is_command = true;
+    item->is_cancel = false;
     item->is_final = false;
     item->sender = s.identity;
     item->request.assign(e.id.data(), e.id.size());
@@ -1005,6 +1022,40 @@ struct hub::impl {
     fwd.prio.reset();
     protocol::write(item->frame, fwd);
     enqueue(e.prio.value_or(op.op->default_priority), item, t);
+  }
+
+  /// A commander's cancel of request `e.id` on agent `e.agent`: checked like a command, routed by
+  /// route_cancel (docs/protocol.md, "cancel").
+  void on_cancel(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
+    if (s.role != session_role::commander) {
+      security_event(s, id, "cancel_from_agent", "request:" + std::string(e.id), "dropped", "agents may not cancel");
+      reject(s, id, e.id, errc::forbidden_operation);
+      return;
+    }
+    if (!e.commander.empty()) {  // commanderId is the hub's to write, never the client's
+      security_event(s, id, "client_supplied_commander_id", "commander:" + std::string(e.commander), "dropped", "");
+      reject(s, id, e.id, errc::invalid_value);
+      return;
+    }
+    if (e.agent.empty()) {
+      reject(s, id, e.id, errc::missing_field);
+      return;
+    }
+    s.strikes = 0;
+    inbound_item* item = take_item();
+    item->from = id;
+    item->is_command = false;
+    item->is_cancel = true;
+    item->is_final = false;
+    item->sender = s.identity;
+    item->request.assign(e.id.data(), e.id.size());
+    item->peer.assign(e.agent.data(), e.agent.size());
+    item->op.assign("cancel");
+    protocol::copy_header(fwd, e);
+    fwd.commander = s.identity;  // the tag the agent keys its journal by: only this commander's operations
+    fwd.agent = {};
+    protocol::write(item->frame, fwd);
+    enqueue(protocol::priority::high, item, t);  // a cancel should not wait behind new work
   }
 
   void on_update(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
@@ -1026,6 +1077,7 @@ struct hub::impl {
     inbound_item* item = take_item();
     item->from = id;
     item->is_command = false;
+    item->is_cancel = false;
     item->is_final = e.type != protocol::message_type::progress;
     if (item->is_final) {
       const std::string_view outcome = e.type == protocol::message_type::error ? e.code : e.status;
@@ -1070,6 +1122,7 @@ struct hub::impl {
       if (!next) break;
       inbound_item* item = *next;
       if (item->remote) route_remote_command(*item, t);
+      else if (item->is_cancel) route_cancel(*item, t);
       else if (item->is_command) route_command(*item, t);
       else route_update(*item, t);
       release(item);
@@ -1095,7 +1148,14 @@ struct hub::impl {
       return;
     }
     const std::string& key = key_of(item.sender, item.request);
-    if (routes.find(key) != routes.end()) {
+    if (auto existing = routes.find(key); existing != routes.end()) {
+      if (existing->second.cancel_only && existing->second.agent == item.peer) {
+        // Its own cancel overtook it (cancels go first): the agent has recorded it as cancelled, and
+        // the cancel's answer ends the request. Not sent, not refused.
+        ++stats.dropped;
+        svc.log.log(log_level::info, "command_cancelled_before_routing", {field("commander", item.sender), field("id", item.request)});
+        return;
+      }
       reject(*s, item.from, item.request, errc::duplicate_request);
       return;
     }
@@ -1141,6 +1201,80 @@ struct hub::impl {
                   {field("commander", item.sender), field("agent", item.peer), field("id", item.request)});
   }
 
+  /// The commander's own request in flight: the cancel goes to its agent, whose final result ends the
+  /// route. No route: the agent answers from its journal (the recorded outcome, or it records the
+  /// request as cancelled), on a new route like a command's. Another commander's request under that
+  /// id on that agent is not touched: the agent keys by the commanderId the hub writes, so the
+  /// canceller gets the answer of a request it never sent, and the attempt is a security event.
+  void route_cancel(inbound_item& item, steady_time t) {
+    session* s = find(item.from);
+    if (!s || s->closing || s->role != session_role::commander) {
+      ++stats.dropped;
+      return;
+    }
+    commander_state& c = *s->commander;
+    if (!c.granted(item.peer)) {
+      security_event(*s, item.from, "agent_not_granted", "agent:" + item.peer, "dropped", "");
+      reject(*s, item.from, item.request, errc::agent_not_granted);
+      return;
+    }
+    const std::string key = key_of(item.sender, item.request);
+    auto own = routes.find(key);
+    if (own != routes.end() && own->second.agent != item.peer) {  // its id is in flight to another agent
+      reject(*s, item.from, item.request, errc::unknown_request);
+      return;
+    }
+    if (own == routes.end()) {
+      for (const auto& [other_key, r] : routes) {
+        if (r.agent == item.peer && r.request == item.request) {
+          security_event(*s, item.from, "cancel_not_owner", "request:" + item.peer + "/" + item.request, "refused",
+                         "another commander started this request");
+          break;
+        }
+      }
+      if (c.in_flight >= cfg.max_in_flight_per_commander) {
+        reject(*s, item.from, item.request, errc::too_many_in_flight);
+        return;
+      }
+    }
+    session* a = online_agent(item.peer);
+    if (a && !a->agent->trusts(item.sender)) {
+      security_event(*s, item.from, "commander_not_trusted", "agent:" + item.peer, "dropped",
+                     "the agent was not registered to trust this commander");
+      reject(*s, item.from, item.request, errc::untrusted_commander);
+      return;
+    }
+    if (cfg.audit_commands && !svc.audit.try_record(command_audit::routed(svc.clk.wall_now(), item.sender, item.peer,
+                                                                          item.op, item.request))) {
+      ++stats.audit_refused;
+      reject(*s, item.from, item.request, errc::storage_unavailable);
+      return;
+    }
+    if (a) {
+      deliver(*a, item.frame, outbound_kind::command, item.request);
+    } else {  // cancels reach only the agents of this hub (not yet across hubs, docs/protocol.md)
+      if (own == routes.end()) {
+        if (cfg.audit_commands)
+          svc.audit.record(command_audit::finished(svc.clk.wall_now(), item.sender, item.peer, item.op, item.request,
+                                                   wire_code(errc::agent_offline), {}));
+        reject(*s, item.from, item.request, errc::agent_offline);
+      }
+      // else: its agent is gone or on another hub (a route forwarded to a peer: cancels do not cross
+      // hubs yet); the request's own final result, or its failure, still comes.
+      return;
+    }
+    ++stats.routed;
+    if (own != routes.end()) {  // the request's own final result answers the cancel
+      ++own->second.cancels;
+      return;
+    }
+    add_route(key, item.sender, item.peer, item.request, t + cfg.request_timeout, t);
+    route& r = routes.find(key)->second;
+    r.cancel_only = true;
+    r.op = item.op;
+    ++c.in_flight;
+  }
+
   void route_update(inbound_item& item, steady_time t) {
     session* s = find(item.from);
     if (!s || s->closing || s->role != session_role::agent || s->identity != item.sender) {
@@ -1148,6 +1282,13 @@ struct hub::impl {
       return;
     }
     auto it = routes.find(key_of(item.peer, item.request));
+    if (it == routes.end() && item.is_final) {
+      if (auto late = late_answers.find(route_key); late != late_answers.end() && late->second.agent == item.sender) {
+        if (--late->second.left == 0) late_answers.erase(late);
+        ++stats.dropped;  // its commander has the final result already
+        return;
+      }
+    }
     if (it == routes.end() || it->second.agent != item.sender) {
       // Never sent to this agent, already finished, or a forged commanderId: the same answer for
       // all, so an agent cannot probe other commanders' requests.
@@ -1172,6 +1313,7 @@ struct hub::impl {
     if (item.is_final) {
       if (cs && cs->in_flight > 0) --cs->in_flight;
       audit_final(it->second, item.outcome, t);
+      if (it->second.cancels > 0) late_answers[it->first] = late_answer{item.sender, it->second.cancels, t + cfg.request_timeout};
       remove_route(it);
     } else {
       it->second.deadline = t + cfg.request_timeout;
@@ -1516,6 +1658,10 @@ struct hub::impl {
                  t >= s.session_deadline) {
         expire_session(s, id);
       }
+    }
+    for (auto lit = late_answers.begin(); lit != late_answers.end();) {
+      if (t >= lit->second.until) lit = late_answers.erase(lit);
+      else ++lit;
     }
     for (auto rit = routes.begin(); rit != routes.end();) {
       const route& r = rit->second;

@@ -63,6 +63,7 @@ std::string_view to_string(message_type type) noexcept {
     case message_type::revoke: return "revoke";
     case message_type::rotate_key: return "rotate_key";
     case message_type::key: return "key";
+    case message_type::cancel: return "cancel";
   }
   return "error";
 }

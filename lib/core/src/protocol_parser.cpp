@@ -149,6 +149,8 @@ constexpr type_rule type_rules[] = {
     {message_type::rotate_key, "rotate_key", 0, 0},
     // hub → commander/agent: the new key, once; expires_in: seconds the old key keeps working.
     {message_type::key, "key", f_key | f_expires_in, f_key},
+    // commander → hub (agent: the target) → agent (commanderId: the hub's tag): stop request `id`.
+    {message_type::cancel, "cancel", f_id | f_agent | f_commander, f_id},
 };
 
 /// The message type named `text` (a name in type_rules). Sizes and first letters go first, so the only

@@ -3,6 +3,13 @@
 /// from commanders it trusts and only for operations it has a handler for, and reports progress and
 /// a final result for each. Single-threaded: handlers run on the runtime's thread; long work moves to
 /// a worker and reports back through the task on the runtime's thread (the apps post()).
+///
+/// Executed once: every operation is recorded in an operation_journal under (commanderId, request id)
+/// before it runs and when it ends. A repeat of a finished operation is answered with its recorded
+/// final frame, a repeat of a running one attaches to it (its later reports go out on the current
+/// connection); recover() reports what an earlier process left unfinished. `cancel` signals a
+/// running task (agent_task::cancel_requested). docs/protocol.md, "Executed once, and cancel".
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,6 +22,7 @@
 #include "citrus/core/clock.hpp"
 #include "citrus/core/error.hpp"
 #include "citrus/core/logger.hpp"
+#include "citrus/core/operation_journal.hpp"
 #include "citrus/core/operations.hpp"
 #include "citrus/core/result.hpp"
 #include "citrus/core/transport.hpp"
@@ -25,7 +33,9 @@ class agent_runtime;
 
 /// One command being executed. Owned jointly by the runtime and the handler (shared_ptr): a handler
 /// may finish it later. After the connection it came on is gone, its reports are dropped (the hub has
-/// already failed the request for its commander).
+/// already failed the request for its commander) until a repeat of the command or a cancel of it
+/// arrives on a later connection: from then on they go out there. Its final frame is journaled
+/// either way.
 class agent_task {
  public:
   const std::string& request() const noexcept { return request_; }
@@ -43,10 +53,30 @@ class agent_task {
   void fail(std::string_view message);
   bool finished() const noexcept { return finished_; }
 
+  /// Final: the operation stopped on a cancel before its effect took place (code `cancelled`).
+  void finish_cancelled();
+  /// Final, and not recorded: the operation did not start and may be sent again (e.g. the agent is
+  /// stopping: errc::shutting_down). The journal forgets it, so a resend runs it.
+  void refuse(errc code);
+  /// Not final: the operation's effect is in place and can no longer be undone or cancelled (a
+  /// deploy's atomic switch is done). Journaled: should the agent die before the final result, the
+  /// operation is reported `ok` with this payload after the restart, not `interrupted`.
+  void committed(std::string_view payload_json = {});
+  /// A cancel of this operation arrived. Safe to read from any thread (a worker polls it between steps).
+  bool cancel_requested() const noexcept { return cancel_requested_.load(std::memory_order_acquire); }
+  /// Called on the runtime's thread when a cancel arrives (at once if one already has). One at a time:
+  /// a later call replaces the earlier callback.
+  void on_cancel(std::function<void()> callback);
+
  private:
   friend class agent_runtime;
+  void request_cancel();
   agent_runtime* runtime_ = nullptr;
   std::uint64_t connection_generation_ = 0;
+  std::atomic<bool> cancel_requested_{false};
+  bool committed_ = false;
+  bool forgotten_ = false;  ///< refused: its final frame is not recorded
+  std::function<void()> cancel_callback_;
   std::string request_, commander_, op_, payload_;
   std::vector<std::pair<std::string, protocol::payload_field>> fields_;  ///< views re-pointed into owned strings
   std::vector<std::string> owned_;
@@ -61,14 +91,17 @@ struct agent_runtime_config {
   /// Stores a new key durably before the agent uses it (citrus-agent: its key file, written to a
   /// temporary file, fsync'd and renamed). Unset: the agent never rotates its key.
   std::function<result<void>(const std::string& key)> save_key{};
+  journal_retention retention{};                ///< how long finished operations are remembered
 };
 
 class agent_runtime final : public connection_handler {
  public:
   using handler = std::function<void(std::shared_ptr<agent_task>)>;
 
-  /// `clk` times the in-band re-authentication (see tick()).
-  agent_runtime(agent_runtime_config config, const operation_registry& operations, logger& log, const clock& clk);
+  /// `clk` times the in-band re-authentication (see tick()) and dates the journal's entries.
+  /// `journal` outlives the runtime.
+  agent_runtime(agent_runtime_config config, const operation_registry& operations, operation_journal& journal,
+                logger& log, const clock& clk);
   ~agent_runtime() override;
 
   /// Registers the handler of an operation (it must exist in the operations table).
@@ -86,6 +119,11 @@ class agent_runtime final : public connection_handler {
   /// maximum age) calls it too. errc::hub_unavailable when not authenticated; errc::forbidden_operation
   /// without save_key; errc::rate_limited while a rotation is under way.
   result<void> rotate_key();
+  /// Once, before the first connection: every operation the journal holds unfinished (the agent died
+  /// while it ran) is finished there: `ok` with its payload if it had committed, else `failed` with
+  /// code `interrupted`; a repeat gets that answer. Then prunes the journal (config.retention).
+  /// Returns how many were finished; an error when the journal cannot be read or written.
+  result<std::size_t> recover();
 
   void on_open(connection& conn) override;
   void on_message(connection_id id, std::string_view text) override;
@@ -95,6 +133,8 @@ class agent_runtime final : public connection_handler {
   friend class agent_task;
   void report(agent_task& task, const protocol::envelope& e);
   void use_new_key(std::string_view key, std::int64_t old_key_seconds);
+  void journal_commit(agent_task& task, std::string_view payload_json);
+  void forget(agent_task& task);
   struct impl;
   std::unique_ptr<impl> impl_;
 };

@@ -47,6 +47,10 @@ enum class errc {
   rate_limited,            ///< token bucket empty
   untrusted_commander,     ///< (agent) command from a commander the agent does not trust
   hub_unavailable,         ///< (backend) no live connection to the hub
+  // --- durable operations (docs/protocol.md, "Executed once, and cancel") ---
+  cancelled,               ///< (agent) the operation was cancelled before its effect took place
+  cancel_too_late,         ///< (agent) on an `ok` result: a cancel came after the operation's effect took place
+  interrupted,             ///< (agent) the agent restarted while the operation ran: its outcome is unknown
   // --- storage ---
   not_found = 400,
   conflict,                ///< unique constraint (e.g. user name taken)

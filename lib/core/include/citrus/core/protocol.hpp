@@ -22,8 +22,9 @@ inline constexpr std::int64_t version = 1;
 /// `revoke` is commander → hub only: close the live session of an identity whose key was revoked.
 /// `rotate_key`: a commander or agent asks the hub for a new key (or the hub asks it to ask: its key is
 /// past the hub's maximum age); `key` is the hub's answer, the new key, shown once.
+/// `cancel` is commander → hub → agent: stop a request the commander started (docs/protocol.md).
 enum class message_type : std::uint8_t {
-  auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke, rotate_key, key
+  auth, reauth, auth_ok, command, progress, result, error, presence, accepted, revoke, rotate_key, key, cancel
 };
 std::string_view to_string(message_type type) noexcept;
 

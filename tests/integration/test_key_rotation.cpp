@@ -146,7 +146,7 @@ TEST_SUITE("integration") {
                       [](const audit_event& e) { return e.action == "commander.rotate" && e.actor == "hub:hub-1" && e.outcome == "ok"; },
                       1) == 1);
     // The agent, whose key is in its environment, cannot keep a new one: it stays overdue, for the operator.
-    CHECK(occurrences(p.agent->log_file(), "\"key_rotation_not_asked\"") >= 1);
+    CHECK(wait_until([&] { return occurrences(p.agent->log_file(), "\"key_rotation_not_asked\"") >= 1; }, 5s));
     const std::string hub_metrics = http("GET", "http://127.0.0.1:" + std::to_string(p.hub_port) + "/metrics").body;
     CHECK(hub_metrics.find("citrus_hub_keys_overdue 1") != std::string::npos);
     CHECK(hub_metrics.find(R"(citrus_hub_key_rotations_total{outcome="issued"} 1)") != std::string::npos);
@@ -176,7 +176,8 @@ TEST_SUITE("integration") {
     cli_rotate(p);  // another process: only the database knows
     REQUIRE(wait_until([&] { return occurrences(p.hub->log_file(), "\"session_revoked\"") == 1; }, 6s));
     CHECK(std::chrono::steady_clock::now() - revoked_at < 3s);
-    CHECK(occurrences(p.agent->log_file(), "\"hub_key_revoked\"") == 1);
+    // The agent logs the close once it has read it: a moment after the hub logged it.
+    CHECK(wait_until([&] { return occurrences(p.agent->log_file(), "\"hub_key_revoked\"") == 1; }, 5s));
     CHECK(audit_count(p, audit_kind::administration, "agent.key_expired", 1, "ok") == 1);
   }
 }

@@ -995,15 +995,9 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           return out;
         },
         [c, hub_id, peer, parsed, events_route, agent_route, kind](impl& self, result<verdict> answer) {
-          const steady_time at = self.svc.clk.steady_now();
           if (!answer) return self.refused_by_address(c, self.failure(answer.error(), "hub_auth"));
           const auto& hub = answer->hub;
-          if (!hub) {
-            if (to_errc(hub.error()) != errc::auth_failed) return self.refused_by_address(c, self.failure(hub.error(), "hub_auth"));
-            self.audit(audit_kind::security_event, "addr:" + c->address, "hub_auth", audit_target("hub", hub_id), "denied");
-            return self.refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
-          }
-          if (!self.hubs.take(hub->id, at)) return c->reply(self.too_many(self.hubs, hub->id, at));
+          if (!self.hub_admitted(c, hub_id, hub)) return;
           if (events_route) return self.append_hub_events(c, *hub);
           if (!parsed.ok()) return c->reply(error_response(parsed));
           const std::string_view action = agent_route ? "verify_agent" : "verify_commander";
@@ -1063,15 +1057,9 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
           return out;
         },
         [c, hub_id, parsed, kind, id, overlap](impl& self, result<rotation> answer) {
-          const steady_time at = self.svc.clk.steady_now();
           if (!answer) return self.refused_by_address(c, self.failure(answer.error(), "hub_auth"));
           const auto& hub = answer->hub;
-          if (!hub) {
-            if (to_errc(hub.error()) != errc::auth_failed) return self.refused_by_address(c, self.failure(hub.error(), "hub_auth"));
-            self.audit(audit_kind::security_event, "addr:" + c->address, "hub_auth", audit_target("hub", hub_id), "denied");
-            return self.refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
-          }
-          if (!self.hubs.take(hub->id, at)) return c->reply(self.too_many(self.hubs, hub->id, at));
+          if (!self.hub_admitted(c, hub_id, hub)) return;
           if (!parsed.ok()) return c->reply(error_response(parsed));
           const std::string action = std::string(to_string(kind)) + ".rotate";
           const auto& key = answer->key;
@@ -1116,6 +1104,26 @@ struct rest_api::impl : std::enable_shared_from_this<rest_api::impl> {
   }
 
   /// An answer to a caller that did not authenticate as a hub: its address pays for it.
+  /// A hub route's caller: its own key checked (`hub`), then its per-hub rate. False: refused, and
+  /// already answered (a wrong key is audited and charged to the address, like every refused request).
+  bool hub_admitted(const call_ptr& c, const std::string& hub_id, const result<verified_principal>& hub) {
+    if (!hub) {
+      if (to_errc(hub.error()) != errc::auth_failed) {
+        refused_by_address(c, failure(hub.error(), "hub_auth"));
+        return false;
+      }
+      audit(audit_kind::security_event, "addr:" + c->address, "hub_auth", audit_target("hub", hub_id), "denied");
+      refused_by_address(c, unauthenticated(public_message(errc::auth_required)));
+      return false;
+    }
+    const steady_time at = svc.clk.steady_now();
+    if (!hubs.take(hub->id, at)) {
+      c->reply(too_many(hubs, hub->id, at));
+      return false;
+    }
+    return true;
+  }
+
   void refused_by_address(const call_ptr& c, http_response response) {
     (void)addresses.take(c->address, svc.clk.steady_now());
     c->reply(std::move(response));

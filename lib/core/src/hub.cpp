@@ -268,7 +268,9 @@ struct hub::impl {
     inbound_item* item = free_items.back();
     free_items.pop_back();
     item->remote = false;
+    item->is_command = false;
     item->is_cancel = false;
+    item->is_final = false;
     item->origin_route = 0;
     return item;
   }
@@ -986,75 +988,63 @@ struct hub::impl {
     }
   }
 
-  void on_command(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
+  /// What a command and a cancel must both be: from a commander, untagged, naming an agent. False:
+  /// refused (answered, and `from_agent` audited when an agent sent it).
+  bool commander_addressed(session& s, connection_id id, const protocol::envelope& e, std::string_view from_agent,
+                           std::string_view why) {
     if (s.role != session_role::commander) {
-      security_event(s, id, "command_from_agent", "request:" + std::string(e.id), "dropped", "agents may not send commands");
+      security_event(s, id, from_agent, "request:" + std::string(e.id), "dropped", why);
       reject(s, id, e.id, errc::forbidden_operation);
-      return;
+      return false;
     }
     if (!e.commander.empty()) {  // commanderId is the hub's to write, never the client's
       security_event(s, id, "client_supplied_commander_id", "commander:" + std::string(e.commander), "dropped", "");
       reject(s, id, e.id, errc::invalid_value);
-      return;
+      return false;
     }
     if (e.agent.empty()) {
       reject(s, id, e.id, errc::missing_field, "agent");
-      return;
+      return false;
     }
+    return true;
+  }
+
+  /// A pooled item for `e` from the commander of `s`, its frame tagged with the commander's id, as
+  /// authenticated, and without the agent (the route says where it goes).
+  inbound_item* tagged_item(session& s, connection_id id, const protocol::envelope& e, std::string_view op) {
+    s.strikes = 0;
+    inbound_item* item = take_item();
+    item->from = id;
+    item->sender = s.identity;
+    item->request.assign(e.id.data(), e.id.size());
+    item->peer.assign(e.agent.data(), e.agent.size());
+    item->op.assign(op.data(), op.size());
+    protocol::copy_header(fwd, e);
+    fwd.commander = s.identity;  // the tag: who sent it (the agent keys its journal by it too)
+    fwd.agent = {};
+    fwd.prio.reset();
+    protocol::write(item->frame, fwd);
+    return item;
+  }
+
+  void on_command(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
+    if (!commander_addressed(s, id, e, "command_from_agent", "agents may not send commands")) return;
     const command_check op = svc.operations.check(e, role::commander);
     if (!op) {
       reject(s, id, e.id, op.code, op.code == errc::invalid_payload ? protocol::payload_field_path(op.field) : std::string());
       return;
     }
-    s.strikes = 0;
-    inbound_item* item = take_item();
-    item->from = id;
+    inbound_item* item = tagged_item(s, id, e, e.op);
     item->is_command = true;
-    item->is_cancel = false;
-    item->is_final = false;
-    item->sender = s.identity;
-    item->request.assign(e.id.data(), e.id.size());
-    item->peer.assign(e.agent.data(), e.agent.size());
-    item->op.assign(e.op.data(), e.op.size());
-    protocol::copy_header(fwd, e);
-    fwd.commander = s.identity;  // the tag: who sent it, as authenticated
-    fwd.agent = {};
-    fwd.prio.reset();
-    protocol::write(item->frame, fwd);
     enqueue(e.prio.value_or(op.op->default_priority), item, t);
   }
 
   /// A commander's cancel of request `e.id` on agent `e.agent`: checked like a command, routed by
   /// route_cancel (docs/protocol.md, "cancel").
   void on_cancel(session& s, connection_id id, const protocol::envelope& e, steady_time t) {
-    if (s.role != session_role::commander) {
-      security_event(s, id, "cancel_from_agent", "request:" + std::string(e.id), "dropped", "agents may not cancel");
-      reject(s, id, e.id, errc::forbidden_operation);
-      return;
-    }
-    if (!e.commander.empty()) {  // commanderId is the hub's to write, never the client's
-      security_event(s, id, "client_supplied_commander_id", "commander:" + std::string(e.commander), "dropped", "");
-      reject(s, id, e.id, errc::invalid_value);
-      return;
-    }
-    if (e.agent.empty()) {
-      reject(s, id, e.id, errc::missing_field);
-      return;
-    }
-    s.strikes = 0;
-    inbound_item* item = take_item();
-    item->from = id;
-    item->is_command = false;
+    if (!commander_addressed(s, id, e, "cancel_from_agent", "agents may not cancel")) return;
+    inbound_item* item = tagged_item(s, id, e, "cancel");
     item->is_cancel = true;
-    item->is_final = false;
-    item->sender = s.identity;
-    item->request.assign(e.id.data(), e.id.size());
-    item->peer.assign(e.agent.data(), e.agent.size());
-    item->op.assign("cancel");
-    protocol::copy_header(fwd, e);
-    fwd.commander = s.identity;  // the tag the agent keys its journal by: only this commander's operations
-    fwd.agent = {};
-    protocol::write(item->frame, fwd);
     enqueue(protocol::priority::high, item, t);  // a cancel should not wait behind new work
   }
 
@@ -1076,8 +1066,6 @@ struct hub::impl {
     s.strikes = 0;
     inbound_item* item = take_item();
     item->from = id;
-    item->is_command = false;
-    item->is_cancel = false;
     item->is_final = e.type != protocol::message_type::progress;
     if (item->is_final) {
       const std::string_view outcome = e.type == protocol::message_type::error ? e.code : e.status;
@@ -1368,7 +1356,6 @@ struct hub::impl {
     item->origin.assign(origin.data(), origin.size());
     item->origin_route = route_number;
     item->is_command = true;
-    item->is_final = false;
     item->sender.assign(e.commander.data(), e.commander.size());
     item->request.assign(e.id.data(), e.id.size());
     item->peer.assign(agent.data(), agent.size());

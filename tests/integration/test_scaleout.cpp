@@ -249,6 +249,21 @@ std::size_t deploy_results(const ws_client& ws, const char* status) {
 }  // namespace
 
 TEST_SUITE("scaleout") {
+  TEST_CASE("a hub whose NATS server does not answer starts, serves, and stops on SIGTERM") {
+    // Regression: libnats retried inside natsConnection_Connect for ever, before the loop ran.
+    platform p;
+    const std::string ready = p.dir + "/lonely-hub.port";
+    process hub({CITRUS_HUB_EXE, "--listen", "127.0.0.1:0", "--db", p.dir + "/citrus.db", "--hub-id", "hub-9",
+                 "--nats-url", "nats://127.0.0.1:" + std::to_string(free_port()), "--ready-file", ready},
+                p.dir + "/lonely-hub.log");
+    const std::uint16_t port = wait_for_port(ready);
+    REQUIRE(port != 0);
+    CHECK(http("GET", "http://127.0.0.1:" + std::to_string(port) + "/metrics").body.find("citrus_hub_nats_connected 0") !=
+          std::string::npos);
+    hub.signal(SIGTERM);
+    CHECK(hub.wait(10s) == 0);
+  }
+
   TEST_CASE("hubs joined through NATS: a deploy crosses them and reaches the owner on both backends, forgeries and a second login are contained, a dead or frozen hub fails its routes in seconds") {
     if (nats_server_path().empty()) {
       MESSAGE("skipped: nats-server is not installed (scripts/deps.sh installs the nats-server package)");

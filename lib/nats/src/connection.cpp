@@ -4,6 +4,10 @@
 
 namespace citrus::nats::detail {
 
+namespace {
+void connected_later(natsConnection*, void*) {}
+}  // namespace
+
 natsStatus connect(natsConnection** nc, const connection_config& c) {
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
@@ -23,7 +27,10 @@ natsStatus connect(natsConnection** nc, const connection_config& c) {
   if (s == NATS_OK) s = natsOptions_SetPingInterval(opts, 2000);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(opts, 2);
   if (s == NATS_OK) s = natsOptions_SetNoEcho(opts, c.no_echo);
-  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
+  // With a connected callback, a server that does not answer yet makes Connect return at once
+  // (NATS_NOT_YET_CONNECTED) and keep trying in the background; without one, libnats retries inside
+  // Connect for ever (SetMaxReconnect(-1)): the process would hang at start.
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts, true, connected_later, nullptr);
   if (s == NATS_OK && c.disconnected) s = natsOptions_SetDisconnectedCB(opts, c.disconnected, c.closure);
   if (s == NATS_OK && c.reconnected) s = natsOptions_SetReconnectedCB(opts, c.reconnected, c.closure);
   if (s == NATS_OK) {

@@ -312,6 +312,9 @@ struct nats_peer_link::impl : std::enable_shared_from_this<nats_peer_link::impl>
 
   /// The bucket, created by the first hub that finds none. Retried until it is there.
   kvStore* open_bucket() {
+    // JetStream requests wait js_wait_ms for an answer: asked only while connected, so that stop()
+    // never waits on them for a server that is not there.
+    if (natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) return nullptr;
     kvStore* store = nullptr;
     if (js_KeyValue(&store, js, cfg.bucket.c_str()) == NATS_OK) return store;
     kvConfig kc;
